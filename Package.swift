@@ -1,0 +1,63 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "Kanshi",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kanshi", targets: ["kanshi"]),
+        .library(name: "KanshiCore", targets: ["KanshiCore"]),
+        .library(name: "KanshiJournal", targets: ["KanshiJournal"]),
+        .library(name: "KanshiBlock", targets: ["KanshiBlock"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // Private C shims: CPU intrinsics and anything variadic or macro-shaped.
+        .target(name: "CKanshiShims"),
+        // The event model: no Glibc, no NIO.
+        .target(name: "KanshiCore", dependencies: ["CKanshiShims"]),
+        // The one place that calls libc for files.
+        .target(name: "KanshiSystem", dependencies: ["CKanshiShims"]),
+        .target(
+            name: "KanshiJournal",
+            dependencies: [
+                "KanshiCore", "KanshiSystem",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "KanshiBlock",
+            dependencies: [
+                "KanshiCore", "KanshiSystem", "KanshiJournal",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "kanshi",
+            dependencies: [
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        .testTarget(name: "KanshiCoreTests", dependencies: ["KanshiCore"]),
+        .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
+        .testTarget(
+            name: "KanshiBlockTests",
+            dependencies: [
+                "KanshiBlock", "KanshiJournal", "KanshiCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        .testTarget(name: "KanshiIntegrationTests", dependencies: ["KanshiJournal", "KanshiCore"]),
+    ]
+)

@@ -1,0 +1,18 @@
+#ifndef CKANSHI_SHIMS_H
+#define CKANSHI_SHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// CRC-32C (Castagnoli) of `length` bytes at `data`, continuing from `crc`
+/// (pass 0 to start). Uses the SSE4.2 instruction when the CPU has it.
+uint32_t ckanshi_crc32c(uint32_t crc, const void *data, size_t length);
+
+/// Adds the byte histogram of `length` bytes at `data` into `counts[256]`.
+void ckanshi_byte_histogram(const void *data, size_t length, uint32_t counts[256]);
+
+/// Deallocates a byte range of a file (it then reads as zeros).
+/// Returns 0 or the errno.
+int ckanshi_punch_hole(int fd, int64_t offset, int64_t length);
+
+#endif

@@ -1,0 +1,78 @@
+import KanshiCore
+
+/// Payload layout of block records.
+///
+/// Every block record starts with
+/// ```
+///  0 8 LBA (512-byte sectors)
+///  8 4 length in bytes
+/// 12 4 connection id
+/// 16 4 flags (bit 0: FUA)
+/// ```
+/// A write then has a 4-byte count N, N little-endian Float32 entropies (one
+/// per 4 KiB piece of the data) and the data itself.
+public enum BlockRecords {
+    public static let prefixLength = 20
+    public static let flagFUA: UInt32 = 1
+
+    public static func kind(of op: BlockEvent.Operation) -> RecordKind {
+        switch op {
+        case .read: .blockRead
+        case .write: .blockWrite
+        case .trim: .blockTrim
+        case .writeZeroes: .blockWriteZeroes
+        case .flush: .blockFlush
+        }
+    }
+
+    static func operation(of kind: RecordKind) -> BlockEvent.Operation? {
+        switch kind {
+        case .blockRead: .read
+        case .blockWrite: .write
+        case .blockTrim: .trim
+        case .blockWriteZeroes: .writeZeroes
+        case .blockFlush: .flush
+        default: nil
+        }
+    }
+
+    /// Encodes the metadata part of a block record (for a write, everything
+    /// before the data).
+    public static func encodeMetadata(_ e: BlockEvent) -> [UInt8] {
+        var w = ByteWriter(capacity: prefixLength + 4 + 4 * e.entropies.count)
+        w.append(e.lba)
+        w.append(e.length)
+        w.append(e.connection)
+        w.append(e.fua ? flagFUA : 0)
+        if e.operation == .write {
+            w.append(UInt32(e.entropies.count))
+            for x in e.entropies { w.append(x) }
+        }
+        return w.bytes
+    }
+
+    /// Decodes a block record: the event and, for writes, the data.
+    /// Returns nil for records that are not block records.
+    public static func decode(_ r: JournalRecord) throws -> (event: BlockEvent, data: UnsafeRawBufferPointer)? {
+        guard let op = operation(of: r.kind) else { return nil }
+        let location = JournalLocation(segmentPath: JournalFormat.segmentName(r.segment), offset: r.offset, sequence: r.sequence)
+        var b = ByteReader(r.payload)
+        guard b.remaining >= prefixLength else {
+            throw JournalError.corrupt(location: location, reason: "\(r.kind) record payload is \(b.remaining) bytes, shorter than its \(prefixLength)-byte prefix")
+        }
+        var e = BlockEvent(operation: op, timeNs: r.timeNs, lba: b.u64(), length: b.u32(), connection: b.u32())
+        e.fua = b.u32() & flagFUA != 0
+        var data = UnsafeRawBufferPointer(rebasing: r.payload[r.payload.count...])
+        if op == .write {
+            guard b.remaining >= 4 else { throw JournalError.corrupt(location: location, reason: "write record has no entropy count") }
+            let n = Int(b.u32())
+            guard b.remaining >= 4 * n else { throw JournalError.corrupt(location: location, reason: "write record's \(n) entropies run past its end") }
+            e.entropies = (0..<n).map { _ in b.f32() }
+            data = b.rest()
+            guard data.count == Int(e.length) else {
+                throw JournalError.corrupt(location: location, reason: "write record says \(e.length) bytes but carries \(data.count)")
+            }
+        }
+        return (e, data)
+    }
+}

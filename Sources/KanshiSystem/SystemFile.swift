@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CKanshiShims
+
+/// An open file descriptor that is closed when the value goes away.
+///
+/// All calls are positional (pread/pwrite) or append-only, so one handle can
+/// be shared between threads as long as callers serialise appends.
+public final class SystemFile: @unchecked Sendable {
+    // SAFETY: `fd` is immutable after init; every call on it is a positional
+    // system call that the kernel serialises, so sharing is safe.
+    public let path: String
+    let fd: Int32
+
+    public struct OpenMode: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let readOnly = OpenMode([])
+        public static let readWrite = OpenMode(rawValue: 1)
+        public static let create = OpenMode(rawValue: 2)
+        public static let exclusive = OpenMode(rawValue: 4)
+        public static let append = OpenMode(rawValue: 8)
+        public static let truncate = OpenMode(rawValue: 16)
+    }
+
+    public init(path: String, mode: OpenMode, permissions: UInt32 = 0o644) throws(SystemError) {
+        var flags: Int32 = O_CLOEXEC
+        flags |= mode.contains(.readWrite) ? O_RDWR : O_RDONLY
+        if mode.contains(.create) { flags |= O_CREAT }
+        if mode.contains(.exclusive) { flags |= O_EXCL }
+        if mode.contains(.append) { flags |= O_APPEND }
+        if mode.contains(.truncate) { flags |= O_TRUNC }
+        let f = flags
+        self.fd = try syscall("open", path) { open(path, f, mode_t(permissions)) }
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    /// Current size of the file in bytes.
+    public func size() throws(SystemError) -> UInt64 {
+        var st = stat()
+        try syscall("fstat", path) { fstat(fd, &st) }
+        return UInt64(st.st_size)
+    }
+
+    /// True when the descriptor is a block device rather than a regular file.
+    public func isBlockDevice() throws(SystemError) -> Bool {
+        var st = stat()
+        try syscall("fstat", path) { fstat(fd, &st) }
+        return (st.st_mode & S_IFMT) == S_IFBLK
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`, or fewer only at end of file.
+    /// Returns the number of bytes read.
+    @discardableResult
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(SystemError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try syscall("pread", path) {
+                pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Writes all of `buffer` at `offset`.
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(SystemError) {
+        var done = 0
+        while done < buffer.count {
+            let n = try syscall("pwrite", path) {
+                pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            }
+            done += n
+        }
+    }
+
+    /// Writes all of the given buffers, in order, at the current position
+    /// (the end of file for append-mode handles), with as few calls as possible.
+    public func writeGathered(_ buffers: [UnsafeRawBufferPointer]) throws(SystemError) {
+        var iov = buffers.filter { $0.count > 0 }.map {
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
+        }
+        var first = 0
+        while first < iov.count {
+            let count = Int32(min(iov.count - first, 1024))
+            let n = try iov.withUnsafeMutableBufferPointer { p throws(SystemError) in
+                try syscall("writev", path) { writev(fd, p.baseAddress! + first, count) }
+            }
+            // Skip what was written; a short write leaves us inside one buffer.
+            var left = n
+            while left > 0 && first < iov.count {
+                if left >= iov[first].iov_len {
+                    left -= iov[first].iov_len
+                    first += 1
+                } else {
+                    iov[first].iov_base += left
+                    iov[first].iov_len -= left
+                    left = 0
+                }
+            }
+        }
+    }
+
+    /// Makes written data durable (fdatasync).
+    public func syncData() throws(SystemError) {
+        try syscall("fdatasync", path) { fdatasync(fd) }
+    }
+
+    /// Makes data and metadata durable (fsync).
+    public func sync() throws(SystemError) {
+        try syscall("fsync", path) { fsync(fd) }
+    }
+
+    public func truncate(to size: UInt64) throws(SystemError) {
+        try syscall("ftruncate", path) { ftruncate(fd, off_t(size)) }
+    }
+
+    /// Deallocates a byte range so that it reads back as zeros; falls back to
+    /// writing zeros where the file system cannot punch holes.
+    public func zeroRange(offset: UInt64, length: UInt64) throws(SystemError) {
+        let e = ckanshi_punch_hole(fd, Int64(offset), Int64(length))
+        if e == 0 { return }
+        guard e == EOPNOTSUPP || e == ENOSYS || e == EINVAL else {
+            throw SystemError(call: "fallocate", subject: path, errno: e)
+        }
+        let chunkSize = 1 << 20
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(UInt64(chunkSize), length - done))
+            try write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: offset + done)
+            done += UInt64(n)
+        }
+    }
+
+    /// Takes an exclusive advisory lock without waiting; false if another
+    /// process holds it.
+    public func tryLockExclusive() throws(SystemError) -> Bool {
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
+        let e = Glibc.errno
+        if e == EWOULDBLOCK { return false }
+        throw SystemError(call: "flock", subject: path, errno: e)
+    }
+}

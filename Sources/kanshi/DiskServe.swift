@@ -1,0 +1,168 @@
+import ArgumentParser
+import Foundation
+import KanshiBlock
+import KanshiJournal
+import KanshiSystem
+import Logging
+import NIOCore
+import NIOPosix
+
+struct Disk: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve and record disks.",
+        subcommands: [DiskServe.self])
+}
+
+struct DiskServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a raw disk image over NBD and journal every block read and write.",
+        discussion: """
+            Clients connect with an NBD URI, printed on standard output once the server \
+            listens, e.g.:
+              qemu-io -f raw 'nbd+unix:///?socket=/tmp/k.sock' -c 'write -P 0x5a 0 64k'
+              qemu-system-x86_64 -drive file=nbd+unix:///?socket=/tmp/k.sock,format=raw,if=virtio ...
+            Any export name is accepted. Writes are journaled (time, LBA, length, entropy \
+            and data) before they reach the image; reads are journaled with time, LBA and \
+            length. FLUSH and FUA writes are durable in both before they are acknowledged. \
+            Stop with Ctrl-C or SIGTERM: the journal is synced and the socket removed.
+            """)
+
+    @Option(help: "The raw disk image to serve (its size must be a multiple of 512 bytes).")
+    var image: String
+
+    @Option(help: "Journal directory (created if missing). Required unless --no-journal.")
+    var journal: String?
+
+    @Flag(help: "Serve without recording (a baseline for benchmarks).")
+    var noJournal = false
+
+    @Option(help: "Listen on this Unix socket path.")
+    var socket: String?
+
+    @Option(help: "Listen on this TCP port (0 picks a free one).")
+    var port: Int?
+
+    @Option(help: "Address to listen on with --port.")
+    var host: String = "127.0.0.1"
+
+    @Flag(help: "Refuse writes, trims and zeroing (EPERM); reads are still journaled.")
+    var readOnly = false
+
+    @Option(help: "Seal a journal segment and start a new one at this size, in MiB.")
+    var segmentMiB: UInt64 = 256
+
+    @Option(help: "Drop clients that have not finished the handshake within this many seconds.")
+    var handshakeTimeout: Int64 = 30
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if socket == nil && port == nil { throw ValidationError("give --socket PATH or --port N") }
+        if socket != nil && port != nil { throw ValidationError("give either --socket or --port, not both") }
+        if let port, !(0...65535).contains(port) { throw ValidationError("--port \(port) is not a TCP port (0-65535)") }
+        if journal == nil && !noJournal { throw ValidationError("give --journal DIR (or --no-journal to serve without recording)") }
+        if journal != nil && noJournal { throw ValidationError("--journal and --no-journal contradict each other") }
+        if segmentMiB < 1 { throw ValidationError("--segment-mib must be at least 1") }
+        if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
+    }
+
+    func run() async throws {
+        let logger = try CLILogging.logger(label: "kanshi.disk", level: global.logLevel)
+        let writer: JournalWriter?
+        if let journal {
+            do {
+                writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20), logger: logger)
+            } catch {
+                throw CLIError("cannot open journal: \(error)")
+            }
+            if let r = writer?.recovery { FileHandle.standardError.write(Data("kanshi: journal recovered: \(r)\n".utf8)) }
+        } else {
+            writer = nil
+        }
+        let disk: JournaledDisk
+        do {
+            disk = try JournaledDisk(imagePath: image, journal: writer, readOnly: readOnly)
+        } catch {
+            throw CLIError("\(error)")
+        }
+        disk.note("{\"event\":\"serve-start\",\"image\":\"\(image.jsonEscaped)\",\"size\":\(disk.size),\"readOnly\":\(readOnly),\"pid\":\(ProcessInfo.processInfo.processIdentifier)}")
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        let server = NBDServer(backend: disk, group: group, threadPool: pool,
+                               handshakeTimeout: .seconds(handshakeTimeout), logger: logger)
+        let endpoint: NBDServer.Endpoint = socket.map { .unix(path: $0) } ?? .tcp(host: host, port: port!)
+        let channel: any Channel
+        do {
+            channel = try await server.listen(on: endpoint)
+        } catch {
+            throw CLIError("cannot listen on \(endpoint): \(error)")
+        }
+        var shown = endpoint
+        if case .tcp(let h, _) = endpoint, let p = channel.localAddress?.port { shown = .tcp(host: h, port: p) }
+        Output.line("kanshi: serving \(image) (\(disk.size) bytes\(readOnly ? ", read-only" : "")) at \(shown)\(journal.map { " journal \($0)" } ?? " without a journal")")
+
+        let stop = SignalWaiter(signals: [SIGINT, SIGTERM])
+        let signal = await stop.wait()
+        logger.info("stopping", metadata: ["signal": "\(signal)"])
+        try? await channel.close()
+        try? await group.shutdownGracefully()
+        try? await pool.shutdownGracefully()
+        disk.note("{\"event\":\"serve-stop\",\"signal\":\(signal)}")
+        do {
+            try disk.image.syncData()
+            try writer?.close()
+        } catch {
+            throw CLIError("closing the journal failed: \(error)")
+        }
+        if let socket { unlink(socket) }
+    }
+}
+
+/// Waits for one of the given signals (which stop being fatal while waiting).
+final class SignalWaiter: @unchecked Sendable {
+    // SAFETY: both properties are set once in init and only read after.
+    private let stream: AsyncStream<Int32>
+    private let sources: [any DispatchSourceSignal]
+
+    init(signals: [Int32]) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        self.stream = stream
+        sources = signals.map { sig in
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { continuation.yield(sig) }
+            s.resume()
+            return s
+        }
+    }
+
+    func wait() async -> Int32 {
+        for await s in stream { return s }
+        return 0
+    }
+}
+
+/// A failure to report to the user as one line, with exit status 1.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ message: String) { description = message }
+}
+
+extension String {
+    var jsonEscaped: String {
+        var out = ""
+        for ch in unicodeScalars {
+            switch ch {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case _ where ch.value < 0x20: out += "?"
+            default: out.unicodeScalars.append(ch)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,20 @@
+import ArgumentParser
+
+@main
+struct Kanshi: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kanshi",
+        abstract: "Live forensics: record what a workload does to its disk, in a tamper-evident journal.",
+        discussion: """
+            Kanshi watches a workload from below its operating system. `kanshi disk serve` \
+            serves a disk image over NBD (to QEMU, qemu-io, nbdcopy, fio, ...) and journals \
+            every block read and written; `kanshi journal` inspects, verifies and exports \
+            such journals.
+            """,
+        subcommands: [Disk.self, Journal.self])
+}
+
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+}
