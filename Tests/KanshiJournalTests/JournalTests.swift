@@ -1,0 +1,299 @@
+import Foundation
+import KanshiCore
+import Testing
+@testable import KanshiJournal
+
+@Suite struct JournalWriteReadTests {
+    @Test func appendedWritesReadBackInOrderWithData() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, logger: testLogger)
+        var expected: [(UInt64, [UInt8])] = []
+        for i in 0..<50 {
+            let data = (0..<(512 * (i % 9 + 1))).map { UInt8(truncatingIfNeeded: $0 ^ i) }
+            try appendWrite(w, lba: UInt64(i * 16), data: data, time: UInt64(1_000 + i))
+            expected.append((UInt64(i * 16), data))
+        }
+        try w.close()
+        let got = try writes(in: dir.path)
+        #expect(got.count == 50)
+        for (g, e) in zip(got, expected) {
+            #expect(g.0 == e.0)
+            #expect(g.1 == e.1)
+        }
+        var seqs: [UInt64] = []
+        try JournalReader(directory: dir.path).forEachRecord { seqs.append($0.sequence) }
+        #expect(seqs == Array(1...UInt64(seqs.count)))
+        let report = try JournalVerifier.verify(directory: dir.path)
+        #expect(report.ok)
+        #expect(report.kinds["write"] == 50)
+    }
+
+    @Test func entropiesAndFlagsSurviveTheRoundTrip() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, logger: testLogger)
+        let data = [UInt8](repeating: 0, count: 4096) + (0..<4096).map { UInt8($0 % 256) }
+        let e = BlockEvent(operation: .write, timeNs: 42, lba: 8, length: UInt32(data.count), connection: 3, fua: true,
+                           entropies: data.withUnsafeBytes { Entropy.perBlock($0) })
+        let meta = BlockRecords.encodeMetadata(e)
+        try meta.withUnsafeBytes { m in try data.withUnsafeBytes { d in _ = try w.append(kind: .blockWrite, timeNs: 42, parts: [m, d]) } }
+        try w.close()
+        var seen: BlockEvent?
+        try JournalReader(directory: dir.path).forEachBlockEvent { ev, d in
+            seen = ev
+            #expect(Array(d) == data)
+        }
+        #expect(seen == e)
+    }
+
+    @Test func segmentsRotateAndChain() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 64 << 10), logger: testLogger)
+        for i in 0..<100 { try appendWrite(w, lba: UInt64(i), data: [UInt8](repeating: UInt8(i), count: 4096)) }
+        try w.close()
+        let report = try JournalVerifier.verify(directory: dir.path)
+        #expect(report.ok, "\(String(describing: report.problem))")
+        #expect(report.segments.count > 5)
+        #expect(report.segments.dropLast().allSatisfy { $0.sealed })
+        #expect(try writes(in: dir.path).count == 100)
+    }
+
+    @Test func reopeningContinuesTheSequenceAndChain() throws {
+        let dir = TempDir()
+        for round in 0..<3 {
+            let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 32 << 10), logger: testLogger)
+            for i in 0..<10 { try appendWrite(w, lba: UInt64(round * 100 + i), data: [UInt8](repeating: 7, count: 4096)) }
+            try w.close()
+        }
+        let report = try JournalVerifier.verify(directory: dir.path)
+        #expect(report.ok, "\(String(describing: report.problem))")
+        #expect(try writes(in: dir.path).map(\.0) == (0..<3).flatMap { r in (0..<10).map { UInt64(r * 100 + $0) } })
+    }
+
+    @Test func aSecondWriterIsRefused() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, logger: testLogger)
+        #expect(throws: JournalError.self) { _ = try JournalWriter(directory: dir.path, logger: testLogger) }
+        do {
+            _ = try JournalWriter(directory: dir.path, logger: testLogger)
+        } catch {
+            #expect("\(error)".contains("in use by another process"))
+        }
+        try w.close()
+    }
+
+    @Test func aDirectoryWithForeignFilesIsRefused() throws {
+        let dir = TempDir()
+        writeBytes(dir.path + "/notes.txt", Array("hello".utf8))
+        do {
+            _ = try JournalWriter(directory: dir.path, logger: testLogger)
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".contains("notes.txt"))
+        }
+    }
+
+    @Test func aFileInsteadOfADirectoryIsRefused() throws {
+        let dir = TempDir()
+        writeBytes(dir.path + "/f", [1])
+        #expect(throws: JournalError.self) { _ = try JournalWriter(directory: dir.path + "/f", logger: testLogger) }
+        #expect(throws: JournalError.self) { _ = try JournalReader(directory: dir.path + "/missing") }
+    }
+}
+
+@Suite struct JournalCrashRecoveryTests {
+    /// A journal of `n` writes, closed.
+    func makeJournal(_ n: Int) throws -> TempDir {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, logger: testLogger)
+        for i in 0..<n { try appendWrite(w, lba: UInt64(i * 8), data: [UInt8](repeating: UInt8(i), count: 4096)) }
+        try w.close()
+        return dir
+    }
+
+    @Test(arguments: [1, 31, 32, 100, 4000])
+    func aTornLastRecordIsCutAndReported(keep: Int) throws {
+        let dir = try makeJournal(5)
+        let path = segmentPath(dir.path, 1)
+        // Append the start of one more record, as a crash mid-write leaves it.
+        let before = fileBytes(path)
+        let extra = try {
+            let other = try makeJournal(1)
+            let b = fileBytes(segmentPath(other.path, 1))
+            return Array(b[JournalFormat.segmentHeaderLength...])
+        }()
+        writeBytes(path, before + extra.prefix(keep))
+        let verify = try JournalVerifier.verify(directory: dir.path)
+        #expect(verify.ok)
+        #expect(verify.tornTail != nil)
+
+        let w = try JournalWriter(directory: dir.path, logger: testLogger)
+        let r = try #require(w.recovery)
+        #expect(r.offset == UInt64(before.count))
+        #expect(r.bytesCut == UInt64(min(keep, extra.count)))
+        try appendWrite(w, lba: 999, data: [UInt8](repeating: 9, count: 512))
+        try w.close()
+        let got = try writes(in: dir.path)
+        #expect(got.map(\.0) == [0, 8, 16, 24, 32, 999])
+        let after = try JournalVerifier.verify(directory: dir.path)
+        #expect(after.ok && after.tornTail == nil)
+        #expect(after.kinds["note"] == 1, "the recovery is recorded in the journal")
+    }
+
+    @Test func aZeroFilledTailIsCut() throws {
+        let dir = try makeJournal(3)
+        let path = segmentPath(dir.path, 1)
+        let before = fileBytes(path)
+        writeBytes(path, before + [UInt8](repeating: 0, count: 8192))
+        let w = try JournalWriter(directory: dir.path, logger: testLogger)
+        #expect(w.recovery?.bytesCut == 8192)
+        try w.close()
+        #expect(try writes(in: dir.path).count == 3)
+    }
+
+    @Test func damageBeforeTheEndIsNotCutAndNothingIsTouched() throws {
+        let dir = try makeJournal(5)
+        let path = segmentPath(dir.path, 1)
+        var bytes = fileBytes(path)
+        let offsets = recordOffsets(path)
+        bytes[offsets[2] + 100] ^= 0xff
+        writeBytes(path, bytes)
+        do {
+            _ = try JournalWriter(directory: dir.path, logger: testLogger)
+            Issue.record("expected the writer to refuse a damaged journal")
+        } catch let JournalError.corrupt(location, reason) {
+            #expect(location.offset == UInt64(offsets[2]))
+            #expect(reason.contains("checksum"))
+        }
+        #expect(fileBytes(path) == bytes, "refusing must not modify the journal")
+    }
+}
+
+@Suite struct JournalTamperTests {
+    func makeJournal(segmentBytes: UInt64 = 256 << 20, writes n: Int = 20) throws -> TempDir {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: segmentBytes), logger: testLogger)
+        for i in 0..<n {
+            try appendWrite(w, lba: UInt64(i * 8), data: [UInt8](repeating: UInt8(i), count: 4096))
+            if i % 5 == 4 { try w.sync() }
+        }
+        try w.close()
+        return dir
+    }
+
+    @Test func aFlippedByteIsNamed() throws {
+        let dir = try makeJournal()
+        let path = segmentPath(dir.path, 1)
+        var bytes = fileBytes(path)
+        let offsets = recordOffsets(path)
+        bytes[offsets[3] + 200] ^= 1
+        writeBytes(path, bytes)
+        let r = try JournalVerifier.verify(directory: dir.path)
+        let p = try #require(r.problem)
+        #expect(p.location.offset == UInt64(offsets[3]))
+        #expect(p.location.sequence == 4)
+        #expect(p.reason.contains("checksum"))
+    }
+
+    @Test func aChangeWithARecomputedChecksumBreaksTheHash() throws {
+        let dir = try makeJournal()
+        let path = segmentPath(dir.path, 1)
+        var bytes = fileBytes(path)
+        let o = recordOffsets(path)[1]
+        let len = Int(bytes[o + 4]) | Int(bytes[o + 5]) << 8 | Int(bytes[o + 6]) << 16 | Int(bytes[o + 7]) << 24
+        bytes[o + len - 1] ^= 0x55
+        let crc = CRC32C.checksum(Array(bytes[(o + 4)..<(o + len)]))
+        withUnsafeBytes(of: crc.littleEndian) { for i in 0..<4 { bytes[o + i] = $0[i] } }
+        writeBytes(path, bytes)
+        let r = try JournalVerifier.verify(directory: dir.path)
+        let p = try #require(r.problem)
+        #expect(p.reason.contains("hash does not match"))
+    }
+
+    @Test func aRemovedRecordBreaksTheSequence() throws {
+        let dir = try makeJournal()
+        let path = segmentPath(dir.path, 1)
+        let bytes = fileBytes(path)
+        let o = recordOffsets(path)
+        writeBytes(path, Array(bytes[..<o[2]]) + Array(bytes[o[3]...]))
+        let r = try JournalVerifier.verify(directory: dir.path)
+        let p = try #require(r.problem)
+        #expect(p.reason.contains("sequence number 4 where 3 was expected"))
+    }
+
+    @Test func aRemovedSegmentIsNamed() throws {
+        let dir = try makeJournal(segmentBytes: 16 << 10, writes: 40)
+        try FileManager.default.removeItem(atPath: segmentPath(dir.path, 3))
+        let r = try JournalVerifier.verify(directory: dir.path)
+        let p = try #require(r.problem)
+        #expect(p.reason.contains("missing"))
+        #expect(p.location.segmentPath.hasSuffix(JournalFormat.segmentName(3)))
+    }
+
+    @Test func removedFirstSegmentsAreDetected() throws {
+        let dir = try makeJournal(segmentBytes: 16 << 10, writes: 40)
+        // Remove segment 1 and renumber the rest, as a careful forger would.
+        let count = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("segment-") }.count
+        try FileManager.default.removeItem(atPath: segmentPath(dir.path, 1))
+        for i in 2...UInt64(count) {
+            try FileManager.default.moveItem(atPath: segmentPath(dir.path, i), toPath: segmentPath(dir.path, i - 1))
+        }
+        let r = try JournalVerifier.verify(directory: dir.path)
+        #expect(r.problem != nil)
+    }
+
+    @Test func swappedSegmentsAreDetected() throws {
+        let dir = try makeJournal(segmentBytes: 16 << 10, writes: 40)
+        let a = segmentPath(dir.path, 2), b = segmentPath(dir.path, 3)
+        let ab = fileBytes(a), bb = fileBytes(b)
+        writeBytes(a, bb)
+        writeBytes(b, ab)
+        let r = try JournalVerifier.verify(directory: dir.path)
+        let p = try #require(r.problem)
+        #expect(p.location.segmentPath.hasSuffix(JournalFormat.segmentName(2)))
+    }
+
+    @Test func aReplacedSegmentBreaksTheChain() throws {
+        // Segment 2 from a different journal with identical content but another time.
+        let dir = try makeJournal(segmentBytes: 16 << 10, writes: 40)
+        let other = try makeJournal(segmentBytes: 16 << 10, writes: 40)
+        writeBytes(segmentPath(dir.path, 2), fileBytes(segmentPath(other.path, 2)))
+        let r = try JournalVerifier.verify(directory: dir.path)
+        let p = try #require(r.problem)
+        #expect(p.reason.contains("previous-segment hash") || p.reason.contains("hash does not match"))
+    }
+
+    @Test func aDamagedHeaderIsNamed() throws {
+        let dir = try makeJournal()
+        let path = segmentPath(dir.path, 1)
+        var bytes = fileBytes(path)
+        bytes[20] ^= 1
+        writeBytes(path, bytes)
+        let r = try JournalVerifier.verify(directory: dir.path)
+        #expect(r.problem?.reason.contains("header checksum") == true)
+        #expect(throws: JournalError.self) { try JournalReader(directory: dir.path).forEachRecord { _ in } }
+    }
+}
+
+@Suite struct RanSAPExportTests {
+    @Test func rowsFollowTheDatasetLayout() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, logger: testLogger)
+        let data = [UInt8](repeating: 0, count: 4096) + (0..<4096).map { UInt8($0 % 256) } + [UInt8](repeating: 1, count: 512)
+        try appendWrite(w, lba: 100, data: data, time: 1_586_844_413_621_437_423)
+        let read = BlockRecords.encodeMetadata(BlockEvent(operation: .read, timeNs: 1_586_844_413_000_000_005, lba: 64, length: 6144))
+        try read.withUnsafeBytes { _ = try w.append(kind: .blockRead, timeNs: 1_586_844_413_000_000_005, parts: [$0]) }
+        try w.close()
+        let out = TempDir()
+        let s = try RanSAPExport.export(journal: JournalReader(directory: dir.path), to: out.path)
+        #expect(s.writeRows == 3 && s.readRows == 2)
+        let writesCSV = try String(contentsOfFile: out.path + "/ata_write.csv", encoding: .utf8)
+        let rows = writesCSV.split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+        #expect(rows[0][0] == "1586844413" && rows[0][1] == "621437423" && rows[0][2] == "100" && rows[0][3] == "4096")
+        #expect(Double(rows[0][4]) == 0)
+        #expect(rows[1][2] == "108" && abs(Double(rows[1][4])! - 1) < 1e-12)
+        #expect(rows[2][2] == "116" && rows[2][3] == "512")
+        #expect(rows.allSatisfy { $0.count == 6 })
+        let readsCSV = try String(contentsOfFile: out.path + "/ata_read.csv", encoding: .utf8)
+        #expect(readsCSV == "1586844413,5,64,4096\n1586844413,5,72,2048\n")
+    }
+}
