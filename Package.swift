@@ -58,6 +58,8 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
-        .testTarget(name: "KanshiIntegrationTests", dependencies: ["KanshiJournal", "KanshiCore"]),
+        .testTarget(
+            name: "KanshiIntegrationTests",
+            dependencies: ["KanshiJournal", "KanshiCore", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )
