@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what Kanshi needs on a Debian 12 machine (idempotent; run as root).
+# Swift itself is expected on PATH (Swift 6.x); everything else comes from apt.
+set -euo pipefail
+
+packages=(
+    # peers and test tools
+    qemu-system-x86 qemu-utils nbdkit libnbd-bin python3-libnbd fio
+    # the test guest: busybox initramfs, ext4 tools, archive tools
+    busybox-static e2fsprogs cpio gzip xz-utils zstd
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: these packages are missing: ${missing[*]}" >&2
+        echo "setup: run this script as root (or: sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+        [ -x "$d/swift" ] && { echo "setup: swift is at $d; add it to PATH" >&2; exit 1; }
+    done
+    echo "setup: swift (6.x) is not on PATH; install a Swift toolchain from swift.org" >&2
+    exit 1
+fi
+echo "setup: ready ($(swift --version 2>/dev/null | head -1))"
