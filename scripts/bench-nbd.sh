@@ -421,8 +421,18 @@ def cmd_report(a):
             for w in workloads:
                 a_, b_ = medians[c].get(w), medians[baseline].get(w)
                 if a_ and b_ and b_["iops"]:
+                    per_round = {}
+                    for r in wl:
+                        if r["config"] == c and r["workload"] == w:
+                            base = [x for x in wl if x["config"] == baseline and
+                                    x["workload"] == w and x["round"] == r["round"]]
+                            if base and base[0]["iops"]:
+                                per_round[r["round"]] = r["iops"] / base[0]["iops"]
                     ratios[c][w] = {"iops": a_["iops"] / b_["iops"],
-                                    "mib_s": a_["mib_s"] / b_["mib_s"] if b_["mib_s"] else None}
+                                    "mib_s": a_["mib_s"] / b_["mib_s"] if b_["mib_s"] else None,
+                                    "iops_per_round": per_round,
+                                    "iops_per_round_min": min(per_round.values()) if per_round else None,
+                                    "iops_per_round_max": max(per_round.values()) if per_round else None}
 
     P = print
     P("")
@@ -430,7 +440,8 @@ def cmd_report(a):
     P("NBD benchmark: fio %s, ioengine=nbd over a unix socket, 1 job, time_based" % meta["fio_version"])
     P("  %d round(s), %s s measured + %s s ramp per job, image %s (random data, fresh copy per server run)"
       % (meta["rounds"], meta["runtime"], meta["ramp"], meta["size"]))
-    P("  writes: %s" % ("fio sends NBD FLUSH every %d writes" % meta["fsync"] if meta["fsync"]
+    P("  writes: %s" % (("fio sends an NBD FLUSH after every write" if meta["fsync"] == 1 else
+                         "fio sends an NBD FLUSH after every %d writes" % meta["fsync"]) if meta["fsync"]
                         else "no FLUSH/FUA from the client (what reaches disk is up to the server)"))
     P("  config order rotates each round: %s" % " | ".join(
         ",".join(labels[c] for c in o) for o in meta["orders"][:3]) + (" ..." if len(meta["orders"]) > 3 else ""))
@@ -453,18 +464,25 @@ def cmd_report(a):
             r4.append(fmt(m and m["clat_p99_us"], ".0f"))
         for c in ratio_cfgs:
             x = ratios[c].get(w)
-            r1.append(fmt(x and x["iops"], ".2f") + ("x" if x else "")); r2.append(""); r3.append(""); r4.append("")
+            r1.append(fmt(x and x["iops"], ".2f") + ("x" if x else "")); r2.append(""); r4.append("")
+            r3.append("%.2f..%.2f" % (x["iops_per_round_min"], x["iops_per_round_max"])
+                      if x and x["iops_per_round_min"] is not None else "")
         rows += [r1, r2]
         if meta["rounds"] > 1:
             rows.append(r3)
         rows.append(r4)
     P("Throughput: median over %d round(s)%s" % (meta["rounds"],
-      "; spread = (max-min)/median of IOPS across rounds" if meta["rounds"] > 1 else ""))
+      "; spread = (max-min)/median of IOPS across rounds, and for ratios the range of\n"
+      "the per-round ratios (each config vs the baseline in the same round)" if meta["rounds"] > 1 else ""))
+    P("ratios are of median IOPS (same as MiB/s at a fixed block size); >1 means faster than %s" % labels.get(baseline, baseline))
     P(table(hdr, rows))
     P("")
 
     def mib(k):
-        return None if k is None else k / 1024.0
+        if k is None:
+            return None
+        v = k / 1024.0
+        return 0.0 if abs(v) < 0.05 else v
     hdr = ["server memory, MiB"] + [labels[c] for c in configs]
     rows = [["idle after start: rss"] + [fmt(mib(medians[c]["_server"]["idle_rss_kib"]), ".1f") for c in configs]]
     for w in workloads:
