@@ -142,6 +142,29 @@ func replay(_ dir: String, size: Int) throws -> [UInt8] {
         #expect(try replay(s.file("j"), size: 16 << 20) == readFile(s.file("disk.img")))
     }
 
+    @Test(.enabled(if: Tools.available("qemu-io"), "qemu-io is not installed (apt-get install qemu-utils)"))
+    func tcpAndReadOnly() throws {
+        let s = Scratch("tcp")
+        let content = randomBytes(1 << 20, seed: 3)
+        FileManager.default.createFile(atPath: s.file("disk.img"), contents: Data(content))
+        let server = try KanshiServer(image: s.file("disk.img"), journal: s.file("j"), socket: s.file("tcp"), tcp: true,
+                                      extra: ["--read-only"])
+        #expect(server.uri.hasPrefix("nbd://127.0.0.1:"), "\(server.uri)")
+        let r = try run(["qemu-io", "-f", "raw", "-r", server.uri, "-c", "read -v 0 16"])
+        #expect(r.ok, "\(r.stderr)")
+        let hex = content[0..<16].map { String(format: "%02x", $0) }.joined(separator: " ")
+        #expect(r.stdout.contains(hex), "\(r.stdout)")
+        let w = try run(["qemu-io", "-f", "raw", server.uri, "-c", "write -P 1 0 4k"])
+        #expect(!w.ok || w.stdout.contains("failed") || w.stderr.contains("read-only") || w.stderr.contains("Operation not permitted"),
+                "a write to a read-only export must fail: \(w.stdout)\(w.stderr)")
+        try server.stop()
+        #expect(readFile(s.file("disk.img")) == content)
+        var reads = 0
+        try JournalReader(directory: s.file("j")).forEachBlockEvent { e, _ in if e.operation == .read { reads += 1 } }
+        #expect(reads > 0)
+        #expect(try journaledWrites(s.file("j")).isEmpty)
+    }
+
     @Test func badImagesAreRefusedClearly() throws {
         let s = Scratch("badimg")
         FileManager.default.createFile(atPath: s.file("odd.img"), contents: Data(count: 1000))

@@ -104,14 +104,23 @@ final class KanshiServer {
     let process = Process()
     let socket: String
     let logPath: String
-    var uri: String { "nbd+unix:///?socket=\(socket)" }
+    var uri: String {
+        // The server prints the URI it listens on.
+        if let line = log.split(separator: "\n").first(where: { $0.hasPrefix("kanshi: serving") }),
+           let at = line.range(of: " at ") {
+            return String(line[at.upperBound...].split(separator: " ")[0])
+        }
+        return "nbd+unix:///?socket=\(socket)"
+    }
 
-    init(image: String, journal: String?, socket: String, extra: [String] = []) throws {
+    /// With `tcp`, listens on a free TCP port of 127.0.0.1 instead of the socket
+    /// (whose path then only names the log file).
+    init(image: String, journal: String?, socket: String, tcp: Bool = false, extra: [String] = []) throws {
         self.socket = socket
         logPath = socket + ".log"
         try? FileManager.default.removeItem(atPath: socket)
         process.executableURL = URL(fileURLWithPath: Paths.kanshi)
-        process.arguments = ["disk", "serve", "--image", image, "--socket", socket]
+        process.arguments = ["disk", "serve", "--image", image] + (tcp ? ["--port", "0"] : ["--socket", socket])
             + (journal.map { ["--journal", $0] } ?? ["--no-journal"]) + extra
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
