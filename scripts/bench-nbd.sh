@@ -230,6 +230,7 @@ fi
 # ------------------------------------------------------------------ workdir --
 mkdir -p "$WORKDIR_PARENT" || die "cannot create --workdir $WORKDIR_PARENT"
 WORK=$(mktemp -d "$WORKDIR_PARENT/bench-nbd.XXXXXX") || die "cannot create temp dir in $WORKDIR_PARENT"
+WORK=$(cd "$WORK" && pwd)   # absolute: it ends up in the nbd URI and server args
 SERVER_PID="" SERVER_LABEL="" FIO_PID="" HELPER_PID=""
 CLEANED=0
 
@@ -268,9 +269,23 @@ trap 'on_signal INT 130' INT
 trap 'on_signal TERM 143' TERM
 trap 'on_signal HUP 129' HUP
 
+longest=""
+for c in "${CONFIG_LIST[@]}"; do [ ${#c} -gt ${#longest} ] && longest=$c; done
+sock_probe="$WORK/r$ROUNDS-$longest/nbd.sock"
+[ ${#sock_probe} -lt 108 ] || die "socket path would be ${#sock_probe} bytes, over the 107-byte unix socket limit: use a shorter --workdir"
 avail_kib=$(df -Pk "$WORK" | awk 'NR==2{print $4}')
 need_kib=$(( (SIZE_BYTES * 2 + 1073741824) / 1024 ))
 [ "$avail_kib" -ge "$need_kib" ] || die "not enough space in $WORKDIR_PARENT: $((avail_kib/1024)) MiB free, need ~$((need_kib/1024)) MiB (base image + one copy + 1 GiB slack)"
+# The journal records every write (and each read); one server run's journal
+# can reach several GiB (about 1 GiB in 6 s of writes was seen at 64M/2s).
+# Only one journal exists at a time. Rough bound: 1 GiB per second of writes.
+case ",$CONFIGS," in *,kanshi-journal,*)
+    n_w=0; for w in "${WORKLOAD_LIST[@]}"; do case "$w" in *write*) n_w=$((n_w + 1)) ;; esac; done
+    j_kib=$(( n_w * (RUNTIME + ${RAMP%.*} + 1) * 1048576 ))
+    if [ "$avail_kib" -lt $((need_kib + j_kib)) ]; then
+        note "WARNING: $((avail_kib / 1048576)) GiB free in $WORKDIR_PARENT; the journal of one run may need up to ~$((j_kib / 1048576)) GiB"
+    fi ;;
+esac
 
 # ------------------------------------------------------------ python helper --
 HELPER="$WORK/bench_helper.py"
@@ -474,7 +489,8 @@ def cmd_report(a):
     P("Throughput: median over %d round(s)%s" % (meta["rounds"],
       "; spread = (max-min)/median of IOPS across rounds, and for ratios the range of\n"
       "the per-round ratios (each config vs the baseline in the same round)" if meta["rounds"] > 1 else ""))
-    P("ratios are of median IOPS (same as MiB/s at a fixed block size); >1 means faster than %s" % labels.get(baseline, baseline))
+    if ratios:
+        P("ratios are of median IOPS (same as MiB/s at a fixed block size); >1 means faster than %s" % labels.get(baseline, baseline))
     P(table(hdr, rows))
     P("")
 
