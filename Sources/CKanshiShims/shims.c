@@ -97,3 +97,10 @@ int ckanshi_punch_hole(int fd, int64_t offset, int64_t length) {
     if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0) return 0;
     return errno;
 }
+
+int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length) {
+    if (sync_file_range(fd, (off_t)offset, (off_t)length,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+        return errno;
+    return posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
+}

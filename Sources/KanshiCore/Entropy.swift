@@ -8,12 +8,25 @@ public enum Entropy {
     /// Entropy of `bytes` as bits per byte divided by 8; 0 for an empty buffer.
     public static func normalized(_ bytes: UnsafeRawBufferPointer) -> Double {
         guard bytes.count > 0 else { return 0 }
-        var counts = [UInt32](repeating: 0, count: 256)
-        counts.withUnsafeMutableBufferPointer { c in
+        return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 256) { c in
+            c.initialize(repeating: 0)
             ckanshi_byte_histogram(bytes.baseAddress, bytes.count, c.baseAddress)
+            if bytes.count <= tableLimit {
+                // c·log2(c) from a table: no logarithm per bin for the usual 4 KiB piece.
+                var sum = 0.0
+                xlog2x.withUnsafeBufferPointer { t in
+                    for i in 0..<256 { sum += t[Int(c[i])] }
+                }
+                let n = Double(bytes.count)
+                return max(0, min(1, (log2(n) - sum / n) / 8))
+            }
+            return fromHistogram(Array(c), total: bytes.count)
         }
-        return fromHistogram(counts, total: bytes.count)
     }
+
+    private static let tableLimit = 4096
+    /// c·log2(c) for c in 0...4096.
+    private static let xlog2x: [Double] = (0...tableLimit).map { c in c < 2 ? 0 : Double(c) * log2(Double(c)) }
 
     /// Entropy of a byte array (convenience for tests and small inputs).
     public static func normalized(_ bytes: [UInt8]) -> Double {

@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 import KanshiCore
 import KanshiSystem
 import Logging
@@ -24,7 +25,14 @@ public final class JournalWriter: Sendable {
     public struct Options: Sendable {
         /// A segment is sealed and a new one started once it reaches this size.
         public var segmentBytes: UInt64 = 256 << 20
-        public init(segmentBytes: UInt64 = 256 << 20) { self.segmentBytes = segmentBytes }
+        /// Bytes behind the end of the journal that stay in the page cache;
+        /// older ones are written back and dropped in the background, so the
+        /// journal's memory stays flat however long it grows (0: never drop).
+        public var cachedTailBytes: UInt64 = 32 << 20
+        public init(segmentBytes: UInt64 = 256 << 20, cachedTailBytes: UInt64 = 32 << 20) {
+            self.segmentBytes = segmentBytes
+            self.cachedTailBytes = cachedTailBytes
+        }
     }
 
     public let directory: String
@@ -34,14 +42,20 @@ public final class JournalWriter: Sendable {
     private let lockFile: SystemFile
     private let state: Locked<State>
     private let logger: Logger
+    /// Writes back and drops old journal pages off the hot path.
+    private let retirer = DispatchQueue(label: "kanshi.journal.retire")
 
     private struct State {
         var segment: SystemFile?
         var segmentIndex: UInt64
         var segmentSize: UInt64
-        var hasher: SHA256
+        var hasher: SegmentHasher
         var nextSequence: UInt64
         var sinceCheckpoint = 0
+        /// Segment offset up to which the hasher was told to catch up.
+        var hashSignalled: UInt64 = 0
+        /// Offset in the open segment up to which pages were handed to the retirer.
+        var retiredUpTo: UInt64 = 0
     }
 
     /// Opens the journal in `directory` for appending, creating it if needed.
@@ -92,17 +106,20 @@ public final class JournalWriter: Sendable {
                 let file = try Self.createSegment(directory: directory, index: last + 1, firstSequence: scan.nextSequence,
                                                   previousHash: seal)
                 initial = State(segment: file, segmentIndex: last + 1, segmentSize: UInt64(JournalFormat.segmentHeaderLength),
-                                hasher: try Self.hashOfFile(file), nextSequence: scan.nextSequence)
+                                hasher: SegmentHasher(file: file, offset: UInt64(JournalFormat.segmentHeaderLength), state: try Self.hashOfFile(file)),
+                                nextSequence: scan.nextSequence)
             } else {
                 let file = try wrap { () throws in try SystemFile(path: path, mode: [.readWrite, .append]) }
                 initial = State(segment: file, segmentIndex: last, segmentSize: validEnd,
-                                hasher: scan.hasher, nextSequence: scan.nextSequence)
+                                hasher: SegmentHasher(file: file, offset: validEnd, state: scan.hasher),
+                                nextSequence: scan.nextSequence)
             }
         } else {
             let file = try Self.createSegment(directory: directory, index: 1, firstSequence: 1,
                                               previousHash: [UInt8](repeating: 0, count: 32))
             initial = State(segment: file, segmentIndex: 1, segmentSize: UInt64(JournalFormat.segmentHeaderLength),
-                            hasher: try Self.hashOfFile(file), nextSequence: 1)
+                            hasher: SegmentHasher(file: file, offset: UInt64(JournalFormat.segmentHeaderLength), state: try Self.hashOfFile(file)),
+                            nextSequence: 1)
         }
         self.state = Locked(initial)
         self.recovery = recovery
@@ -156,8 +173,13 @@ public final class JournalWriter: Sendable {
     /// Syncs and closes; later appends throw `JournalError.closed`.
     public func close() throws {
         try sync()
-        state.withLock { $0.segment = nil }
+        state.withLock {
+            $0.segment = nil
+            $0.hasher.stop()
+        }
     }
+
+    deinit { state.withLock { $0.hasher.stop() } }
 
     // MARK: - Internals (called with the lock held)
 
@@ -174,17 +196,39 @@ public final class JournalWriter: Sendable {
             h.storeBytes(of: crc.littleEndian, toByteOffset: 0, as: UInt32.self)
             let headerBytes = UnsafeRawBufferPointer(h)
             try wrap { () throws in try file.writeGathered([headerBytes] + parts) }
-            s.hasher.update(bufferPointer: headerBytes)
-            for p in parts { s.hasher.update(bufferPointer: p) }
             s.segmentSize += UInt64(total)
+            if s.segmentSize - s.hashSignalled >= 1 << 20 {
+                s.hasher.advance(to: s.segmentSize)
+                s.hashSignalled = s.segmentSize
+            }
             s.nextSequence = seq + 1
             s.sinceCheckpoint += 1
+            retireOldPages(&s, file: file)
             return seq
         }
     }
 
+    /// Hands pages more than `cachedTailBytes` behind the end to the retirer,
+    /// in steps of at least 8 MiB.
+    private func retireOldPages(_ s: inout State, file: SystemFile, all: Bool = false) {
+        let keep = options.cachedTailBytes
+        guard keep > 0 else { return }
+        let end = all ? s.segmentSize : (s.segmentSize > keep ? (s.segmentSize - keep) & ~4095 : 0)
+        guard end > s.retiredUpTo, all || end - s.retiredUpTo >= 8 << 20 else { return }
+        let start = s.retiredUpTo
+        s.retiredUpTo = end
+        let log = logger
+        retirer.async {
+            do {
+                try file.writeBackAndDrop(offset: start, length: end - start)
+            } catch {
+                log.debug("could not drop journal pages from the cache", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     private func writeHashRecord(_ s: inout State, kind: RecordKind) throws {
-        let digest = Array(s.hasher.finalizeCopy())
+        let digest = try s.hasher.digest(at: s.segmentSize)
         try digest.withUnsafeBytes { (d) throws in
             _ = try writeRecord(&s, kind: kind, flags: 0, timeNs: FileSystem.nowNs(), parts: [d],
                                 total: JournalFormat.recordHeaderLength + d.count)
@@ -193,16 +237,22 @@ public final class JournalWriter: Sendable {
     }
 
     private func rotate(_ s: inout State) throws {
-        let sealHash = Array(s.hasher.finalizeCopy())
+        let sealHash = try s.hasher.digest(at: s.segmentSize)
         try writeHashRecord(&s, kind: .seal)
-        if let old = s.segment { try wrap { () throws in try old.syncData() } }
+        if let old = s.segment {
+            try wrap { () throws in try old.syncData() }
+            retireOldPages(&s, file: old, all: true)
+        }
         let next = s.segmentIndex + 1
         let file = try Self.createSegment(directory: directory, index: next, firstSequence: s.nextSequence, previousHash: sealHash)
         s.segment = file
         s.segmentIndex = next
         s.segmentSize = UInt64(JournalFormat.segmentHeaderLength)
-        s.hasher = try Self.hashOfFile(file)
+        // The seal record itself is never hashed: let the hasher skip past it.
+        s.hasher.reset(file: file, offset: UInt64(JournalFormat.segmentHeaderLength), state: try Self.hashOfFile(file))
+        s.hashSignalled = 0
         s.sinceCheckpoint = 0
+        s.retiredUpTo = 0
         logger.debug("journal segment sealed", metadata: ["segment": "\(next - 1)", "hash": "\(sealHash.hex)"])
     }
 

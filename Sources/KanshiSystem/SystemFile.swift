@@ -141,6 +141,14 @@ public final class SystemFile: @unchecked Sendable {
         }
     }
 
+    /// Writes a range back to storage and drops it from the page cache, so a
+    /// long append-only file does not pin memory (it is read back from disk
+    /// if needed). Not a durability barrier: use `syncData()` for that.
+    public func writeBackAndDrop(offset: UInt64, length: UInt64) throws(SystemError) {
+        let e = ckanshi_writeback_and_drop(fd, Int64(offset), Int64(length))
+        if e != 0 { throw SystemError(call: "sync_file_range", subject: path, errno: e) }
+    }
+
     /// Takes an exclusive advisory lock without waiting; false if another
     /// process holds it.
     public func tryLockExclusive() throws(SystemError) -> Bool {
