@@ -11,14 +11,28 @@ public protocol BlockBackend: Sendable {
     var isReadOnly: Bool { get }
     /// Reads `buffer.count` bytes at `offset` (already checked to be in range).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, connection: UInt32) throws
-    /// Writes `data` at `offset`; with `fua`, durable before returning.
+    /// Writes `data` at `offset`. `fua` is recorded; the caller makes the
+    /// write durable with `sync()` before acknowledging it. (Keeping the
+    /// write itself on the caller's thread keeps the journal's order and the
+    /// image's order the same.)
     func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool, connection: UInt32) throws
-    /// Makes every completed write durable.
+    /// Writes several buffers (no FUA), in order, as one group: with a
+    /// journal, one append for all of them.
+    func write(batch: [(data: UnsafeRawBufferPointer, offset: UInt64)], connection: UInt32) throws
+    /// Records a flush request and makes every completed write durable.
     func flush(connection: UInt32) throws
+    /// Makes every completed write durable (for FUA requests; not recorded).
+    func sync() throws
     func trim(offset: UInt64, length: UInt32, fua: Bool, connection: UInt32) throws
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool, connection: UInt32) throws
     /// Records a session event (connect, disconnect) when there is a journal.
     func note(_ json: String)
+}
+
+extension BlockBackend {
+    public func write(batch: [(data: UnsafeRawBufferPointer, offset: UInt64)], connection: UInt32) throws {
+        for w in batch { try write(w.data, at: w.offset, fua: false, connection: connection) }
+    }
 }
 
 /// Errors of the block layer, each saying what to fix.
@@ -92,11 +106,37 @@ public final class JournaledDisk: BlockBackend {
             }
         }
         try sys { try image.write(data, at: offset) }
-        if fua { try flush(connection: connection) }
+    }
+
+    public func write(batch: [(data: UnsafeRawBufferPointer, offset: UInt64)], connection: UInt32) throws {
+        guard !isReadOnly else { throw BlockError.readOnly }
+        if let journal {
+            let now = FileSystem.nowNs()
+            let metas = batch.map { w in
+                BlockRecords.encodeMetadata(BlockEvent(operation: .write, timeNs: now, lba: w.offset / 512,
+                                                       length: UInt32(w.data.count), connection: connection,
+                                                       entropies: Entropy.perBlock(w.data)))
+            }
+            try withPointers(metas[...], []) { m in
+                let records = zip(m, batch).map { JournalWriter.PendingRecord(kind: .blockWrite, timeNs: now, parts: [$0, $1.data]) }
+                _ = try jrn { try journal.append(records) }
+            }
+        }
+        for w in batch { try sys { try image.write(w.data, at: w.offset) } }
+    }
+
+    private func withPointers(_ arrays: ArraySlice<[UInt8]>, _ acc: [UnsafeRawBufferPointer],
+                              _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+        guard let first = arrays.first else { return try body(acc) }
+        try first.withUnsafeBytes { try withPointers(arrays.dropFirst(), acc + [$0], body) }
     }
 
     public func flush(connection: UInt32) throws {
         try record(.flush, offset: 0, length: 0, fua: false, connection: connection)
+        try sync()
+    }
+
+    public func sync() throws {
         if let journal { try jrn { try journal.sync() } }
         try sys { try image.syncData() }
     }
@@ -105,14 +145,12 @@ public final class JournaledDisk: BlockBackend {
         guard !isReadOnly else { throw BlockError.readOnly }
         try record(.trim, offset: offset, length: length, fua: fua, connection: connection)
         try sys { try image.zeroRange(offset: offset, length: UInt64(length)) }
-        if fua { try flush(connection: connection) }
     }
 
     public func writeZeroes(offset: UInt64, length: UInt32, fua: Bool, connection: UInt32) throws {
         guard !isReadOnly else { throw BlockError.readOnly }
         try record(.writeZeroes, offset: offset, length: length, fua: fua, connection: connection)
         try sys { try image.zeroRange(offset: offset, length: UInt64(length)) }
-        if fua { try flush(connection: connection) }
     }
 
     public func note(_ json: String) {

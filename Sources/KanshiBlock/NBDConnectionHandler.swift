@@ -33,6 +33,10 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     private var pendingAsync = 0
     private var disconnectRequested = false
     private var handshakeTimer: Scheduled<Void>?
+    /// Non-FUA writes parsed from the bytes at hand, done as one group
+    /// before anything else (and at the end of each read).
+    private var pendingWrites: [(Request, ByteBuffer)] = []
+    private var pendingBytes = 0
 
     init(export: NBDExport, connection: UInt32, logger: Logger) {
         self.export = export
@@ -114,6 +118,7 @@ final class NBDConnectionHandler: ChannelInboundHandler {
             if phase != .closed { cumulation = buf }
             if !consumed { break }
         }
+        commitPendingWrites(context)
     }
 
     private func parseClientFlags(_ context: ChannelHandlerContext, _ buf: inout ByteBuffer) -> Bool {
@@ -305,6 +310,14 @@ final class NBDConnectionHandler: ChannelInboundHandler {
     }
 
     private func handleRequest(_ context: ChannelHandlerContext, _ req: Request, payload: ByteBuffer?) {
+        if req.type == NBD.Command.write.rawValue && !req.fua && !export.backend.isReadOnly
+            && checkRange(req, write: true) == nil {
+            pendingWrites.append((req, payload!))
+            pendingBytes += Int(req.length)
+            if pendingWrites.count >= 64 || pendingBytes >= 32 << 20 { commitPendingWrites(context) }
+            return
+        }
+        commitPendingWrites(context)
         guard let command = NBD.Command(rawValue: req.type) else {
             reject(context, req, .inval, "unknown command \(req.type)")
             return
@@ -338,43 +351,60 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         case .write:
             if backend.isReadOnly { reject(context, req, .perm, "write to a read-only export"); return }
             if let why = checkRange(req, write: true) { reject(context, req, why.0, why.1); return }
-            let data = payload!
+            do {
+                try payload!.withUnsafeReadableBytes { try backend.write($0, at: req.offset, fua: req.fua, connection: conn) }
+            } catch {
+                reject(context, req, errno(for: error), "write failed: \(error)")
+                return
+            }
             if req.fua {
-                runAsync(context, req) {
-                    try data.withUnsafeReadableBytes { try backend.write($0, at: req.offset, fua: true, connection: conn) }
-                }
+                runAsync(context, req) { try backend.sync() }
             } else {
-                do {
-                    try data.withUnsafeReadableBytes { try backend.write($0, at: req.offset, fua: false, connection: conn) }
-                    reply(context, req.cookie, .ok)
-                } catch {
-                    reject(context, req, errno(for: error), "write failed: \(error)")
-                }
+                reply(context, req.cookie, .ok)
             }
         case .trim, .writeZeroes:
             if backend.isReadOnly { reject(context, req, .perm, "\(command) on a read-only export"); return }
             if let why = checkRange(req, write: true) { reject(context, req, why.0, why.1); return }
-            let zero = command == .writeZeroes
-            let work: @Sendable () throws -> Void = {
-                if zero {
+            do {
+                if command == .writeZeroes {
                     try backend.writeZeroes(offset: req.offset, length: req.length, fua: req.fua, connection: conn)
                 } else {
                     try backend.trim(offset: req.offset, length: req.length, fua: req.fua, connection: conn)
                 }
+            } catch {
+                reject(context, req, errno(for: error), "\(command) failed: \(error)")
+                return
             }
             if req.fua {
-                runAsync(context, req, work)
+                runAsync(context, req) { try backend.sync() }
             } else {
-                do {
-                    try work()
-                    reply(context, req.cookie, .ok)
-                } catch {
-                    reject(context, req, errno(for: error), "\(command) failed: \(error)")
-                }
+                reply(context, req.cookie, .ok)
             }
         case .blockStatus:
             reject(context, req, .inval, "NBD_CMD_BLOCK_STATUS without a negotiated metadata context")
         }
+    }
+
+    /// Does the queued writes as one group and replies to each, in order.
+    private func commitPendingWrites(_ context: ChannelHandlerContext) {
+        guard !pendingWrites.isEmpty else { return }
+        let writes = pendingWrites
+        pendingWrites.removeAll(keepingCapacity: true)
+        pendingBytes = 0
+        do {
+            try withReadablePointers(writes[...], []) { ptrs in
+                try export.backend.write(batch: zip(ptrs, writes).map { ($0, $1.0.offset) }, connection: connection)
+            }
+            for (req, _) in writes { reply(context, req.cookie, .ok) }
+        } catch {
+            for (req, _) in writes { reject(context, req, errno(for: error), "write failed: \(error)") }
+        }
+    }
+
+    private func withReadablePointers(_ writes: ArraySlice<(Request, ByteBuffer)>, _ acc: [UnsafeRawBufferPointer],
+                                      _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+        guard let first = writes.first else { return try body(acc) }
+        try first.1.withUnsafeReadableBytes { try withReadablePointers(writes.dropFirst(), acc + [$0], body) }
     }
 
     /// Checks alignment, size limit and range; returns the error to send.

@@ -150,6 +150,35 @@ public final class JournalWriter: Sendable {
         }
     }
 
+    /// A record to append: its payload is the concatenation of `parts`.
+    public struct PendingRecord {
+        public var kind: RecordKind
+        public var flags: UInt8
+        public var timeNs: UInt64
+        public var parts: [UnsafeRawBufferPointer]
+        public init(kind: RecordKind, flags: UInt8 = 0, timeNs: UInt64, parts: [UnsafeRawBufferPointer]) {
+            self.kind = kind
+            self.flags = flags
+            self.timeNs = timeNs
+            self.parts = parts
+        }
+    }
+
+    /// Appends several records with one system call (group commit); they get
+    /// consecutive sequence numbers, the first of which is returned.
+    @discardableResult
+    public func append(_ records: [PendingRecord]) throws -> UInt64 {
+        for r in records {
+            let total = JournalFormat.recordHeaderLength + r.parts.reduce(0) { $0 + $1.count }
+            guard total <= JournalFormat.maxRecordLength else { throw JournalError.recordTooLarge(bytes: total) }
+        }
+        return try state.withLock { (s) throws -> UInt64 in
+            let seq = try writeRecords(&s, records)
+            if s.segmentSize >= options.segmentBytes { try rotate(&s) }
+            return seq
+        }
+    }
+
     /// Appends a note: a UTF-8 JSON object describing a session event.
     @discardableResult
     public func appendNote(_ json: String, timeNs: UInt64 = FileSystem.nowNs()) throws -> UInt64 {
@@ -185,27 +214,45 @@ public final class JournalWriter: Sendable {
 
     private func writeRecord(_ s: inout State, kind: RecordKind, flags: UInt8, timeNs: UInt64,
                              parts: [UnsafeRawBufferPointer], total: Int) throws -> UInt64 {
+        try writeRecords(&s, [PendingRecord(kind: kind, flags: flags, timeNs: timeNs, parts: parts)])
+    }
+
+    /// Writes records back to back with one gathered write.
+    private func writeRecords(_ s: inout State, _ records: [PendingRecord]) throws -> UInt64 {
         guard let file = s.segment else { throw JournalError.closed(directory: directory) }
-        let seq = s.nextSequence
-        var header = (UInt32(0), UInt32(total), kind.rawValue, flags, UInt16(0), UInt32(0), seq.littleEndian, timeNs.littleEndian)
-        header.1 = header.1.littleEndian
-        return try withUnsafeMutableBytes(of: &header) { (h) throws -> UInt64 in
-            precondition(h.count == JournalFormat.recordHeaderLength)
-            var crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: h[4...]))
-            for p in parts { crc = CRC32C.checksum(p, continuing: crc) }
-            h.storeBytes(of: crc.littleEndian, toByteOffset: 0, as: UInt32.self)
-            let headerBytes = UnsafeRawBufferPointer(h)
-            try wrap { () throws in try file.writeGathered([headerBytes] + parts) }
-            s.segmentSize += UInt64(total)
-            if s.segmentSize - s.hashSignalled >= 1 << 20 {
-                s.hasher.advance(to: s.segmentSize)
-                s.hashSignalled = s.segmentSize
+        let first = s.nextSequence
+        let hl = JournalFormat.recordHeaderLength
+        var headers = [UInt8](repeating: 0, count: hl * records.count)
+        var written = 0
+        try headers.withUnsafeMutableBytes { (all) throws in
+            var iov: [UnsafeRawBufferPointer] = []
+            iov.reserveCapacity(records.count * 3)
+            for (i, r) in records.enumerated() {
+                let h = UnsafeMutableRawBufferPointer(rebasing: all[(i * hl)..<((i + 1) * hl)])
+                let total = hl + r.parts.reduce(0) { $0 + $1.count }
+                h.storeBytes(of: UInt32(total).littleEndian, toByteOffset: 4, as: UInt32.self)
+                h[8] = r.kind.rawValue
+                h[9] = r.flags
+                h.storeBytes(of: (first + UInt64(i)).littleEndian, toByteOffset: 16, as: UInt64.self)
+                h.storeBytes(of: r.timeNs.littleEndian, toByteOffset: 24, as: UInt64.self)
+                var crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: h[4...]))
+                for p in r.parts { crc = CRC32C.checksum(p, continuing: crc) }
+                h.storeBytes(of: crc.littleEndian, toByteOffset: 0, as: UInt32.self)
+                iov.append(UnsafeRawBufferPointer(h))
+                iov.append(contentsOf: r.parts)
+                written += total
             }
-            s.nextSequence = seq + 1
-            s.sinceCheckpoint += 1
-            retireOldPages(&s, file: file)
-            return seq
+            try wrap { () throws in try file.writeGathered(iov) }
         }
+        s.segmentSize += UInt64(written)
+        s.nextSequence = first + UInt64(records.count)
+        s.sinceCheckpoint += records.count
+        if s.segmentSize - s.hashSignalled >= 1 << 20 {
+            s.hasher.advance(to: s.segmentSize)
+            s.hashSignalled = s.segmentSize
+        }
+        retireOldPages(&s, file: file)
+        return first
     }
 
     /// Hands pages more than `cachedTailBytes` behind the end to the retirer,

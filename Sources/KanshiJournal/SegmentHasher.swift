@@ -32,7 +32,8 @@ final class SegmentHasher: @unchecked Sendable {
         self.hashed = offset
         self.target = offset
         self.sha = state
-        let t = Thread { [unowned self] in self.loop() }
+        // The thread keeps the hasher alive until `stop()` ends its loop.
+        let t = Thread { self.loop() }
         t.name = "kanshi.journal.hash"
         thread = t
         t.start()

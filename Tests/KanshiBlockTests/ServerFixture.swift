@@ -23,7 +23,7 @@ final class ServerFixture {
         imagePath = dir + "/disk.img"
         journalPath = dir + "/journal"
         socketPath = dir + "/nbd.sock"
-        FileManager.default.createFile(atPath: imagePath, contents: nil)
+        _ = FileManager.default.createFile(atPath: imagePath, contents: nil)
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: imagePath))
         try h.truncate(atOffset: UInt64(sizeMiB) << 20)
         try h.close()
