@@ -45,6 +45,40 @@ import Testing
         #expect(seen == e)
     }
 
+    @Test func aBatchGetsConsecutiveSequenceNumbersInOrder() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 64 << 10), logger: testLogger)
+        try appendWrite(w, lba: 1, data: [1])
+        let datas = (0..<40).map { i in [UInt8](repeating: UInt8(i), count: 4096) }
+        let metas = datas.enumerated().map { i, d in
+            BlockRecords.encodeMetadata(BlockEvent(operation: .write, timeNs: 5, lba: UInt64(100 + i), length: UInt32(d.count),
+                                                   entropies: d.withUnsafeBytes { Entropy.perBlock($0) }))
+        }
+        // Own the bytes explicitly so the pointers stay valid for the whole append.
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: (metas[0].count + 4096) * 40, alignment: 8)
+        defer { storage.deallocate() }
+        var records: [JournalWriter.PendingRecord] = []
+        var at = 0
+        for (m, d) in zip(metas, datas) {
+            let mp = UnsafeMutableRawBufferPointer(rebasing: storage[at..<at + m.count])
+            mp.copyBytes(from: m)
+            let dp = UnsafeMutableRawBufferPointer(rebasing: storage[at + m.count..<at + m.count + d.count])
+            dp.copyBytes(from: d)
+            at += m.count + d.count
+            records.append(.init(kind: .blockWrite, timeNs: 5, parts: [UnsafeRawBufferPointer(mp), UnsafeRawBufferPointer(dp)]))
+        }
+        let first = try w.append(records)
+        #expect(first == 2)
+        try appendWrite(w, lba: 2, data: [2])
+        try w.close()
+        let got = try writes(in: dir.path)
+        #expect(got.map(\.0) == [1] + (100..<140).map(UInt64.init) + [2])
+        #expect(Array(got[1...40].map(\.1)) == datas)
+        let report = try JournalVerifier.verify(directory: dir.path)
+        #expect(report.ok, "\(String(describing: report.problem))")
+        #expect(report.segments.count > 1, "a batch larger than a segment still rotates after it")
+    }
+
     @Test func segmentsRotateAndChain() throws {
         let dir = TempDir()
         let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 64 << 10), logger: testLogger)
