@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include "CKanshiShims.h"
 
 #include <string.h>
@@ -103,4 +105,25 @@ int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length) {
                         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0)
         return errno;
     return posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
+}
+
+static volatile int stop_signal_fd = -1;
+
+static void stop_signal_handler(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (stop_signal_fd >= 0) (void)!write(stop_signal_fd, &b, 1);
+    errno = saved;
+}
+
+int ckanshi_install_stop_signals(int write_fd) {
+    stop_signal_fd = write_fd;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stop_signal_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGINT, &sa, NULL) != 0) return errno;
+    if (sigaction(SIGTERM, &sa, NULL) != 0) return errno;
+    return 0;
 }

@@ -144,7 +144,7 @@ public final class JournalWriter: Sendable {
         let total = JournalFormat.recordHeaderLength + payloadLength
         guard total <= JournalFormat.maxRecordLength else { throw JournalError.recordTooLarge(bytes: total) }
         return try state.withLock { (s) throws -> UInt64 in
-            let seq = try writeRecord(&s, kind: kind, flags: flags, timeNs: timeNs, parts: parts, total: total)
+            let seq = try writeRecords(&s, [PendingRecord(kind: kind, flags: flags, timeNs: timeNs, parts: parts)])
             if s.segmentSize >= options.segmentBytes { try rotate(&s) }
             return seq
         }
@@ -212,11 +212,6 @@ public final class JournalWriter: Sendable {
 
     // MARK: - Internals (called with the lock held)
 
-    private func writeRecord(_ s: inout State, kind: RecordKind, flags: UInt8, timeNs: UInt64,
-                             parts: [UnsafeRawBufferPointer], total: Int) throws -> UInt64 {
-        try writeRecords(&s, [PendingRecord(kind: kind, flags: flags, timeNs: timeNs, parts: parts)])
-    }
-
     /// Writes records back to back with one gathered write.
     private func writeRecords(_ s: inout State, _ records: [PendingRecord]) throws -> UInt64 {
         guard let file = s.segment else { throw JournalError.closed(directory: directory) }
@@ -277,8 +272,7 @@ public final class JournalWriter: Sendable {
     private func writeHashRecord(_ s: inout State, kind: RecordKind) throws {
         let digest = try s.hasher.digest(at: s.segmentSize)
         try digest.withUnsafeBytes { (d) throws in
-            _ = try writeRecord(&s, kind: kind, flags: 0, timeNs: FileSystem.nowNs(), parts: [d],
-                                total: JournalFormat.recordHeaderLength + d.count)
+            _ = try writeRecords(&s, [PendingRecord(kind: kind, timeNs: FileSystem.nowNs(), parts: [d])])
         }
         s.sinceCheckpoint = 0
     }

@@ -69,6 +69,8 @@ struct DiskServe: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try CLILogging.logger(label: "kanshi.disk", level: global.logLevel)
+        // Before anything else: a stop signal from now on is kept until we wait for it.
+        let stop = try StopSignals()
         let writer: JournalWriter?
         if let journal {
             do {
@@ -104,8 +106,10 @@ struct DiskServe: AsyncParsableCommand {
         if case .tcp(let h, _) = endpoint, let p = channel.localAddress?.port { shown = .tcp(host: h, port: p) }
         Output.line("kanshi: serving \(image) (\(disk.size) bytes\(readOnly ? ", read-only" : "")) at \(shown)\(journal.map { " journal \($0)" } ?? " without a journal")")
 
-        let stop = SignalWaiter(signals: [SIGINT, SIGTERM])
-        let signal = await stop.wait()
+        let signal = await withCheckedContinuation { (c: CheckedContinuation<Int32, Never>) in
+            let t = Thread { c.resume(returning: stop.wait()) }
+            t.start()
+        }
         logger.info("stopping", metadata: ["signal": "\(signal)"])
         try? await channel.close()
         try? await group.shutdownGracefully()
@@ -118,30 +122,6 @@ struct DiskServe: AsyncParsableCommand {
             throw CLIError("closing the journal failed: \(error)")
         }
         if let socket { unlink(socket) }
-    }
-}
-
-/// Waits for one of the given signals (which stop being fatal while waiting).
-final class SignalWaiter: @unchecked Sendable {
-    // SAFETY: both properties are set once in init and only read after.
-    private let stream: AsyncStream<Int32>
-    private let sources: [any DispatchSourceSignal]
-
-    init(signals: [Int32]) {
-        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
-        self.stream = stream
-        sources = signals.map { sig in
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { continuation.yield(sig) }
-            s.resume()
-            return s
-        }
-    }
-
-    func wait() async -> Int32 {
-        for await s in stream { return s }
-        return 0
     }
 }
 

@@ -34,11 +34,11 @@ import Glibc
                 print(i, flush=True)
                 i += 1
             """
-        FileManager.default.createFile(atPath: s.file("client.py"), contents: Data(client.utf8))
+        _ = FileManager.default.createFile(atPath: s.file("client.py"), contents: Data(client.utf8))
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         p.arguments = [s.file("client.py"), server.uri]
-        FileManager.default.createFile(atPath: s.file("acks"), contents: nil)
+        _ = FileManager.default.createFile(atPath: s.file("acks"), contents: nil)
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: s.file("acks")))
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -116,7 +116,7 @@ private func python_block(_ i: Int) -> [UInt8] {
             sync
             exit 7
             """
-        FileManager.default.createFile(atPath: s.file("job.sh"), contents: Data(job.utf8))
+        _ = FileManager.default.createFile(atPath: s.file("job.sh"), contents: Data(job.utf8))
         let guest = try run([Paths.root.appendingPathComponent("scripts/guest/run-guest.sh").path,
                              "--guest-dir", Self.guestDir, "--nbd-socket", s.file("nbd.sock"),
                              "--job", s.file("job.sh"), "--timeout", "300"], timeout: 330)

@@ -2,6 +2,9 @@ import Foundation
 import KanshiCore
 import KanshiJournal
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Journaled writes: (byte offset, data), in journal order.
 func journaledWrites(_ dir: String) throws -> [(UInt64, [UInt8])] {
@@ -60,7 +63,7 @@ func replay(_ dir: String, size: Int) throws -> [UInt8] {
         let s = Scratch("qemuimg")
         var src = randomBytes(16 << 20, seed: 1)
         src.replaceSubrange((4 << 20)..<(6 << 20), with: repeatElement(0, count: 2 << 20))  // a hole
-        FileManager.default.createFile(atPath: s.file("src.img"), contents: Data(src))
+        _ = FileManager.default.createFile(atPath: s.file("src.img"), contents: Data(src))
         try makeImage(s.file("disk.img"), bytes: 16 << 20)
         let server = try KanshiServer(image: s.file("disk.img"), journal: s.file("j"), socket: s.file("nbd.sock"))
         let c = try run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", s.file("src.img"), server.uri])
@@ -76,7 +79,7 @@ func replay(_ dir: String, size: Int) throws -> [UInt8] {
     func nbdcopyBothWays() throws {
         let s = Scratch("nbdcopy")
         let src = randomBytes(24 << 20, seed: 2)
-        FileManager.default.createFile(atPath: s.file("src.img"), contents: Data(src))
+        _ = FileManager.default.createFile(atPath: s.file("src.img"), contents: Data(src))
         try makeImage(s.file("disk.img"), bytes: 24 << 20)
         let server = try KanshiServer(image: s.file("disk.img"), journal: s.file("j"), socket: s.file("nbd.sock"))
         let up = try run(["nbdcopy", "--flush", s.file("src.img"), server.uri])
@@ -146,7 +149,7 @@ func replay(_ dir: String, size: Int) throws -> [UInt8] {
     func tcpAndReadOnly() throws {
         let s = Scratch("tcp")
         let content = randomBytes(1 << 20, seed: 3)
-        FileManager.default.createFile(atPath: s.file("disk.img"), contents: Data(content))
+        _ = FileManager.default.createFile(atPath: s.file("disk.img"), contents: Data(content))
         let server = try KanshiServer(image: s.file("disk.img"), journal: s.file("j"), socket: s.file("tcp"), tcp: true,
                                       extra: ["--read-only"])
         #expect(server.uri.hasPrefix("nbd://127.0.0.1:"), "\(server.uri)")
@@ -167,17 +170,37 @@ func replay(_ dir: String, size: Int) throws -> [UInt8] {
 
     @Test func badImagesAreRefusedClearly() throws {
         let s = Scratch("badimg")
-        FileManager.default.createFile(atPath: s.file("odd.img"), contents: Data(count: 1000))
+        _ = FileManager.default.createFile(atPath: s.file("odd.img"), contents: Data(count: 1000))
         let odd = try run([Paths.kanshi, "disk", "serve", "--image", s.file("odd.img"), "--journal", s.file("j"), "--socket", s.file("a.sock")])
         #expect(!odd.ok && odd.stderr.contains("not a whole number of 512-byte sectors"), "\(odd.stderr)")
         let missing = try run([Paths.kanshi, "disk", "serve", "--image", s.file("nope.img"), "--journal", s.file("j"), "--socket", s.file("a.sock")])
         #expect(!missing.ok && missing.stderr.contains("nope.img"), "\(missing.stderr)")
         let noSocket = try run([Paths.kanshi, "disk", "serve", "--image", s.file("odd.img"), "--journal", s.file("j")])
         #expect(!noSocket.ok && noSocket.stderr.contains("--socket"), "\(noSocket.stderr)")
-        FileManager.default.createFile(atPath: s.file("file-not-dir"), contents: Data([1]))
+        _ = FileManager.default.createFile(atPath: s.file("file-not-dir"), contents: Data([1]))
         try makeImage(s.file("ok.img"), bytes: 1 << 20)
         let badJournal = try run([Paths.kanshi, "disk", "serve", "--image", s.file("ok.img"), "--journal", s.file("file-not-dir"), "--socket", s.file("a.sock")])
         #expect(!badJournal.ok && badJournal.stderr.contains("not a directory"), "\(badJournal.stderr)")
+    }
+
+    @Test func aStopSignalRightAfterStartIsHonoured() throws {
+        for signal in [SIGINT, SIGTERM] {
+            let s = Scratch("signal")
+            try makeImage(s.file("disk.img"), bytes: 1 << 20)
+            let server = try KanshiServer(image: s.file("disk.img"), journal: s.file("j"), socket: s.file("a.sock"))
+            kill(server.process.processIdentifier, signal)
+            let deadline = Date().addingTimeInterval(10)
+            while server.process.isRunning && Date() < deadline { usleep(10_000) }
+            #expect(!server.process.isRunning, "signal \(signal) was lost")
+            server.process.waitUntilExit()
+            #expect(server.process.terminationStatus == 0)
+            #expect(!FileManager.default.fileExists(atPath: s.file("a.sock")), "the socket is removed")
+            var notes: [String] = []
+            try JournalReader(directory: s.file("j")).forEachRecord { r in
+                if r.kind == .note { notes.append(String(decoding: r.payload, as: UTF8.self)) }
+            }
+            #expect(notes.contains { $0.contains("serve-stop") }, "\(notes)")
+        }
     }
 
     @Test func aJournalInUseIsRefused() throws {

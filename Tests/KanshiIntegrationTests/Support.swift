@@ -52,8 +52,8 @@ func run(_ args: [String], timeout: Double = 120, input: Data? = nil, cwd: Strin
     p.arguments = Array(args.dropFirst())
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
     let tmp = NSTemporaryDirectory() + "kanshi-run-" + UUID().uuidString
-    FileManager.default.createFile(atPath: tmp + ".out", contents: nil)
-    FileManager.default.createFile(atPath: tmp + ".err", contents: nil)
+    _ = FileManager.default.createFile(atPath: tmp + ".out", contents: nil)
+    _ = FileManager.default.createFile(atPath: tmp + ".err", contents: nil)
     defer {
         try? FileManager.default.removeItem(atPath: tmp + ".out")
         try? FileManager.default.removeItem(atPath: tmp + ".err")
@@ -122,7 +122,7 @@ final class KanshiServer {
         process.executableURL = URL(fileURLWithPath: Paths.kanshi)
         process.arguments = ["disk", "serve", "--image", image] + (tcp ? ["--port", "0"] : ["--socket", socket])
             + (journal.map { ["--journal", $0] } ?? ["--no-journal"]) + extra
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process.standardOutput = log
@@ -162,7 +162,7 @@ final class KanshiServer {
 
 /// Creates a sparse file of the given size.
 func makeImage(_ path: String, bytes: Int) throws {
-    FileManager.default.createFile(atPath: path, contents: nil)
+    _ = FileManager.default.createFile(atPath: path, contents: nil)
     let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     try h.truncate(atOffset: UInt64(bytes))
     try h.close()

@@ -19,4 +19,9 @@ int ckanshi_punch_hole(int fd, int64_t offset, int64_t length);
 /// page cache (sync_file_range + posix_fadvise DONTNEED). Returns 0 or the errno.
 int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length);
 
+/// Installs handlers for SIGINT and SIGTERM that write the signal number as
+/// one byte to `write_fd` (a pipe), so no signal is lost between start-up and
+/// the moment something waits for it. Returns 0 or the errno.
+int ckanshi_install_stop_signals(int write_fd);
+
 #endif
