@@ -39,16 +39,23 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // XGBoost from Debian's libxgboost-dev.
+        .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
+        // Reading recordings (RanSAP CSV, journals), windows and features, evaluation.
+        .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal"]),
+        // Classifiers over C libraries.
+        .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "CXGBoost"]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
-                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem",
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "KanshiCoreTests", dependencies: ["KanshiCore"]),
+        .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
             name: "KanshiBlockTests",

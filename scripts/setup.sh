@@ -8,6 +8,8 @@ packages=(
     qemu-system-x86 qemu-utils nbdkit libnbd-bin python3-libnbd fio
     # the test guest: busybox initramfs, ext4 tools, archive tools
     busybox-static e2fsprogs cpio gzip xz-utils zstd
+    # C libraries the detectors link (XGBoost; libsvm)
+    libxgboost-dev libsvm-dev
 )
 
 missing=()

@@ -11,7 +11,7 @@ struct Kanshi: AsyncParsableCommand {
             every block read and written; `kanshi journal` inspects, verifies and exports \
             such journals.
             """,
-        subcommands: [Disk.self, Journal.self])
+        subcommands: [Disk.self, Journal.self, Train.self, Evaluate.self, CrossValidate.self])
 }
 
 struct GlobalOptions: ParsableArguments {

@@ -1,0 +1,122 @@
+/// Which features to compute per window.
+public enum FeatureSet: String, Sendable, Codable, CaseIterable {
+    /// The five of the published method.
+    case published
+    /// The published five plus ours (see `WindowFeatures.names`).
+    case extended
+}
+
+/// Per-window features of a trace, row-major.
+public struct FeatureTable: Sendable {
+    public var names: [String]
+    /// rows × names.count values.
+    public var values: [Float]
+    /// Start of each row's window, ns since the epoch.
+    public var windowStart: [UInt64]
+    /// Bytes written during each row's window.
+    public var writtenBytes: [UInt64]
+
+    public var rows: Int { windowStart.count }
+    public var columns: Int { names.count }
+
+    public func row(_ i: Int) -> ArraySlice<Float> { values[(i * columns)..<((i + 1) * columns)] }
+}
+
+/// Cuts a trace into fixed windows and computes features for each window
+/// that has any I/O.
+///
+/// Published features (Hirano & Kobayashi 2019): read and write throughput
+/// (bytes/s), variance of read LBAs and of write LBAs, mean write entropy.
+/// Extended, ours: fraction of written bytes with entropy > 0.9; write/read
+/// byte ratio; fraction of written blocks read in the previous 10 s
+/// (overwrite after read); sequentiality of writes; the write LBA spread; and
+/// 1-second (10-window) moving means of throughput, entropy, high-entropy
+/// fraction and overwrite-after-read, so bursts are seen over a longer horizon.
+public enum WindowFeatures {
+    public static let publishedNames = ["read_bps", "write_bps", "read_lba_var", "write_lba_var", "write_entropy_mean"]
+    public static let extendedNames = publishedNames + [
+        "high_entropy_frac", "write_read_ratio", "overwrite_after_read", "write_sequential_frac", "write_lba_spread",
+        "read_bps_1s", "write_bps_1s", "write_entropy_1s", "high_entropy_frac_1s", "overwrite_after_read_1s",
+    ]
+
+    public static func names(_ set: FeatureSet) -> [String] { set == .published ? publishedNames : extendedNames }
+
+    public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, set: FeatureSet = .extended) -> FeatureTable {
+        let names = names(set)
+        var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
+        guard let span = trace.span, windowNs > 0 else { return table }
+        let count = Int((span.end - span.start) / windowNs) + 1
+        let secs = Double(windowNs) / 1e9
+
+        // Per-window accumulators.
+        var rBytes = [Double](repeating: 0, count: count), wBytes = [Double](repeating: 0, count: count)
+        var rN = [Double](repeating: 0, count: count), rMean = [Double](repeating: 0, count: count), rM2 = [Double](repeating: 0, count: count)
+        var wN = [Double](repeating: 0, count: count), wMean = [Double](repeating: 0, count: count), wM2 = [Double](repeating: 0, count: count)
+        var entSum = [Double](repeating: 0, count: count), highBytes = [Double](repeating: 0, count: count)
+        var oarN = [Double](repeating: 0, count: count), seqN = [Double](repeating: 0, count: count)
+        var wMin = [UInt64](repeating: .max, count: count), wMax = [UInt64](repeating: 0, count: count)
+        let extended = set == .extended
+
+        for a in trace.reads {
+            let w = Int((a.timeNs - span.start) / windowNs)
+            rBytes[w] += Double(a.size)
+            rN[w] += 1
+            let x = Double(a.lba), d = x - rMean[w]
+            rMean[w] += d / rN[w]
+            rM2[w] += d * (x - rMean[w])
+        }
+        // Overwrite after read: merge the two time-sorted streams.
+        var lastRead: [UInt64: UInt64] = [:]
+        var ri = 0
+        var prevEnd: UInt64 = .max
+        for a in trace.writes {
+            let w = Int((a.timeNs - span.start) / windowNs)
+            wBytes[w] += Double(a.size)
+            wN[w] += 1
+            let x = Double(a.lba), d = x - wMean[w]
+            wMean[w] += d / wN[w]
+            wM2[w] += d * (x - wMean[w])
+            entSum[w] += Double(a.entropy)
+            guard extended else { continue }
+            if a.entropy > 0.9 { highBytes[w] += Double(a.size) }
+            while ri < trace.reads.count && trace.reads[ri].timeNs <= a.timeNs {
+                lastRead[trace.reads[ri].lba >> 3] = trace.reads[ri].timeNs
+                ri += 1
+            }
+            if let t = lastRead[a.lba >> 3], a.timeNs - t <= 10_000_000_000 { oarN[w] += 1 }
+            if a.lba == prevEnd { seqN[w] += 1 }
+            prevEnd = a.lba + UInt64(a.size + 511) / 512
+            wMin[w] = min(wMin[w], a.lba)
+            wMax[w] = max(wMax[w], a.lba)
+        }
+
+        var rolling = [Double](repeating: 0, count: 5)
+        var history: [[Double]] = []
+        table.values.reserveCapacity(count * names.count / 4)
+        for w in 0..<count where rN[w] > 0 || wN[w] > 0 {
+            let rbps = rBytes[w] / secs, wbps = wBytes[w] / secs
+            let rvar = rN[w] > 1 ? rM2[w] / rN[w] : 0
+            let wvar = wN[w] > 1 ? wM2[w] / wN[w] : 0
+            let ent = wN[w] > 0 ? entSum[w] / wN[w] : 0
+            var row = [rbps, wbps, rvar, wvar, ent]
+            if extended {
+                let high = wBytes[w] > 0 ? highBytes[w] / wBytes[w] : 0
+                let ratio = wBytes[w] / (rBytes[w] + 4096)
+                let oar = wN[w] > 0 ? oarN[w] / wN[w] : 0
+                let seq = wN[w] > 0 ? seqN[w] / wN[w] : 0
+                let spread = wN[w] > 0 ? Double(wMax[w] - wMin[w]) : 0
+                row += [high, ratio, oar, seq, spread]
+                // Moving means over the last 10 windows of time (idle windows count as zeros).
+                let current = [rbps, wbps, ent, high, oar]
+                history.append(current + [Double(w)])
+                while let first = history.first, Double(w) - first[5] >= 10 { history.removeFirst() }
+                for k in 0..<5 { rolling[k] = history.reduce(0) { $0 + $1[k] } / 10 }
+                row += rolling
+            }
+            table.values += row.map { Float($0) }
+            table.windowStart.append(span.start + UInt64(w) * windowNs)
+            table.writtenBytes.append(UInt64(wBytes[w]))
+        }
+        return table
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import KanshiAnalysis
+
+/// The classifiers Kanshi trains.
+public enum ClassifierKind: String, Sendable, Codable, CaseIterable {
+    /// Random forest (XGBoost: one round of 100 parallel trees on row and column samples).
+    case rf
+    /// Gradient-boosted trees (XGBoost).
+    case gbdt
+}
+
+/// Window settings, features, scaling, the trained model and the run-level
+/// rule, in one file (JSON).
+public struct DetectorModel: Codable, Sendable {
+    public var format = "kanshi-detector"
+    public var version = 1
+    public var classifier: ClassifierKind
+    public var featureSet: FeatureSet
+    public var windowNs: UInt64
+    public var featureNames: [String]
+    /// Per-feature mean and standard deviation of the training windows.
+    public var mean: [Float]
+    public var std: [Float]
+    /// A window is ransomware when the model's probability reaches this.
+    public var threshold: Float
+    /// A run is flagged once this many windows in a row are ransomware.
+    public var consecutiveWindows: Int
+    /// The classifier's own model (XGBoost JSON, base64).
+    public var payload: String
+
+    /// Trains on labelled feature tables (one per run).
+    public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
+                             windowNs: UInt64, consecutiveWindows: Int = 3, threads: Int = 2) throws -> DetectorModel {
+        guard let first = tables.first else { throw AnalysisError.invalid("no training data") }
+        let cols = first.columns
+        var values: [Float] = [], y: [Float] = []
+        for (t, l) in zip(tables, labels) {
+            values += t.values
+            y += [Float](repeating: l.isPositive ? 1 : 0, count: t.rows)
+        }
+        guard !y.isEmpty else { throw AnalysisError.invalid("the training runs have no windows with I/O") }
+        let (mean, std) = moments(values, columns: cols)
+        let scaled = scale(values, mean: mean, std: std, columns: cols)
+        let dm = try DMatrix(values: scaled, rows: y.count, columns: cols, labels: y)
+        let common = [("objective", "binary:logistic"), ("tree_method", "hist"), ("nthread", "\(threads)"),
+                      ("seed", "7"), ("verbosity", "0")]
+        let booster: Booster
+        switch kind {
+        case .rf:
+            booster = try Booster(params: common + [("num_parallel_tree", "100"), ("subsample", "0.8"),
+                                                    ("colsample_bynode", "0.8"), ("eta", "1"), ("max_depth", "12")], cache: [dm])
+            try booster.train(dm, rounds: 1)
+        case .gbdt:
+            booster = try Booster(params: common + [("eta", "0.1"), ("max_depth", "6"), ("subsample", "0.9")], cache: [dm])
+            try booster.train(dm, rounds: 150)
+        }
+        return DetectorModel(classifier: kind, featureSet: featureSet, windowNs: windowNs, featureNames: first.names,
+                             mean: mean, std: std, threshold: 0.5, consecutiveWindows: consecutiveWindows,
+                             payload: Data(try booster.serialized()).base64EncodedString())
+    }
+
+    /// Probability of ransomware for each window of the table.
+    public func predict(_ table: FeatureTable) throws -> [Float] {
+        guard table.rows > 0 else { return [] }
+        guard table.names == featureNames else {
+            throw AnalysisError.invalid("the model expects features \(featureNames), the data has \(table.names)")
+        }
+        guard let bytes = Data(base64Encoded: payload) else { throw AnalysisError.invalid("the model's payload is not base64") }
+        let booster = try Booster.load([UInt8](bytes))
+        let dm = try DMatrix(values: Self.scale(table.values, mean: mean, std: std, columns: table.columns),
+                             rows: table.rows, columns: table.columns)
+        return try booster.predict(dm)
+    }
+
+    /// The features this model was trained on, for a trace.
+    public func features(_ trace: BlockTrace) -> FeatureTable {
+        WindowFeatures.compute(trace, windowNs: windowNs, set: featureSet)
+    }
+
+    /// Index of the window at which the run-level rule first fires, if it does.
+    public func firstAlert(_ probabilities: [Float]) -> Int? {
+        var run = 0
+        for (i, p) in probabilities.enumerated() {
+            run = p >= threshold ? run + 1 : 0
+            if run >= consecutiveWindows { return i }
+        }
+        return nil
+    }
+
+    public func save(to path: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        try enc.encode(self).write(to: URL(fileURLWithPath: path))
+    }
+
+    public static func load(from path: String) throws -> DetectorModel {
+        guard let data = FileManager.default.contents(atPath: path) else { throw AnalysisError.missingFile(path) }
+        let m: DetectorModel
+        do {
+            m = try JSONDecoder().decode(DetectorModel.self, from: data)
+        } catch {
+            throw AnalysisError.invalid("\(path): not a Kanshi detector model (\(error))")
+        }
+        guard m.format == "kanshi-detector", m.version == 1 else {
+            throw AnalysisError.invalid("\(path): model format \(m.format) v\(m.version) is not supported")
+        }
+        return m
+    }
+
+    static func moments(_ v: [Float], columns: Int) -> ([Float], [Float]) {
+        let rows = v.count / max(columns, 1)
+        var mean = [Double](repeating: 0, count: columns), sq = [Double](repeating: 0, count: columns)
+        for r in 0..<rows { for c in 0..<columns { let x = Double(v[r * columns + c]); mean[c] += x; sq[c] += x * x } }
+        let n = Double(max(rows, 1))
+        let m = mean.map { $0 / n }
+        let s = zip(sq, m).map { max(($0 / n) - $1 * $1, 0).squareRoot() }
+        return (m.map(Float.init), s.map { Float($0 > 0 ? $0 : 1) })
+    }
+
+    static func scale(_ v: [Float], mean: [Float], std: [Float], columns: Int) -> [Float] {
+        var out = v
+        for i in 0..<out.count { let c = i % columns; out[i] = (out[i] - mean[c]) / std[c] }
+        return out
+    }
+}

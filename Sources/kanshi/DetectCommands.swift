@@ -1,0 +1,209 @@
+import ArgumentParser
+import Foundation
+import KanshiAnalysis
+import KanshiML
+
+struct DatasetOptions: ParsableArguments {
+    @Option(help: "A directory of recordings: RanSAP runs (ata_read.csv/ata_write.csv) and/or Kanshi journals, at any depth.")
+    var dataset: String
+
+    @Option(help: "Labels file: lines NAME,ransomware|benign (NAME = family or run path); overrides the family folder.")
+    var labels: String?
+
+    func runs() throws -> [Run] {
+        let l = try labels.map { try Dataset.readLabels($0) } ?? [:]
+        return try Dataset.discover(dataset, labels: l)
+    }
+}
+
+struct FeatureOptions: ParsableArguments {
+    @Option(help: "Window length in milliseconds.")
+    var windowMs: Int = 100
+
+    @Option(help: "Feature set: published (the five of the paper) or extended.")
+    var features: FeatureSet = .extended
+
+    var windowNs: UInt64 { UInt64(windowMs) * 1_000_000 }
+
+    func validate() throws {
+        if windowMs < 1 || windowMs > 60_000 { throw ValidationError("--window-ms must be between 1 and 60000") }
+    }
+}
+
+extension FeatureSet: ExpressibleByArgument {}
+extension ClassifierKind: ExpressibleByArgument {}
+
+/// A run's features, loaded with progress on standard error.
+struct LoadedRun {
+    var run: Run
+    var table: FeatureTable
+    var firstWriteNs: UInt64?
+}
+
+func loadRuns(_ runs: [Run], windowNs: UInt64, set: FeatureSet, quiet: Bool = false) throws -> [LoadedRun] {
+    var out: [LoadedRun] = []
+    for (i, run) in runs.enumerated() {
+        let trace = try run.load()
+        if trace.writes.isEmpty {
+            Output.error("note: \(run.name) has no writes (\(trace.reads.count) reads); its windows are kept")
+        }
+        let t = WindowFeatures.compute(trace, windowNs: windowNs, set: set)
+        if !quiet { Output.error("[\(i + 1)/\(runs.count)] \(run.name): \(trace.reads.count) reads, \(trace.writes.count) writes, \(t.rows) windows") }
+        out.append(LoadedRun(run: run, table: t, firstWriteNs: trace.writes.first?.timeNs))
+    }
+    return out
+}
+
+/// Window- and run-level results of a model on runs.
+struct RunResult {
+    var name: String
+    var label: Label
+    var windows: Int
+    var confusion: Confusion
+    var alertWindow: Int?
+    var delayNs: UInt64?
+    var bytesBeforeAlert: UInt64?
+}
+
+func score(_ model: DetectorModel, _ r: LoadedRun) throws -> RunResult {
+    let p = try model.predict(r.table)
+    var c = Confusion()
+    for x in p { c.add(predicted: x >= model.threshold, actual: r.run.label.isPositive) }
+    var res = RunResult(name: r.run.name, label: r.run.label, windows: r.table.rows, confusion: c)
+    if let i = model.firstAlert(p) {
+        res.alertWindow = i
+        let alertNs = r.table.windowStart[i] + model.windowNs
+        if let first = r.firstWriteNs {
+            res.delayNs = alertNs > first ? alertNs - first : 0
+            res.bytesBeforeAlert = r.table.writtenBytes[0...i].reduce(0, +)
+        }
+    }
+    return res
+}
+
+func report(_ results: [RunResult], title: String, json: Bool) throws {
+    let total = results.reduce(Confusion()) { $0 + $1.confusion }
+    let flagged = results.filter { $0.alertWindow != nil }
+    let missed = results.filter { $0.label == .ransomware && $0.alertWindow == nil }
+    let falseAlarms = results.filter { $0.label == .benign && $0.alertWindow != nil }
+    let delays = results.filter { $0.label == .ransomware }.compactMap(\.delayNs).sorted()
+    let median = delays.isEmpty ? nil : delays[delays.count / 2]
+    if json {
+        let obj: [String: Any] = [
+            "title": title,
+            "windows": ["precision": total.precision, "recall": total.recall, "f1": total.f1, "accuracy": total.accuracy,
+                        "tp": total.truePositive, "fp": total.falsePositive, "tn": total.trueNegative, "fn": total.falseNegative],
+            "runs": results.map { r -> [String: Any] in
+                var d: [String: Any] = ["name": r.name, "label": r.label.rawValue, "windows": r.windows,
+                                        "flagged": r.alertWindow != nil, "f1": r.confusion.f1, "accuracy": r.confusion.accuracy]
+                if let v = r.delayNs { d["delayNs"] = v }
+                if let v = r.bytesBeforeAlert { d["bytesBeforeAlert"] = v }
+                return d
+            },
+            "missedRansomwareRuns": missed.map(\.name), "falseAlarmRuns": falseAlarms.map(\.name),
+            "medianDelayNs": median as Any,
+        ]
+        Output.line(try Output.json(obj))
+        return
+    }
+    Output.line("== \(title)")
+    Output.line(String(format: "windows: precision %.4f  recall %.4f  F1 %.4f  accuracy %.4f  (%d windows)",
+                       total.precision, total.recall, total.f1, total.accuracy, total.total))
+    Output.line("confusion (rows actual, columns predicted):")
+    Output.line(String(format: "               ransomware    benign"))
+    Output.line(String(format: "  ransomware   %10d %9d", total.truePositive, total.falseNegative))
+    Output.line(String(format: "  benign       %10d %9d", total.falsePositive, total.trueNegative))
+    Output.line("runs: \(flagged.count) flagged of \(results.count); ransomware missed: \(missed.count); benign flagged: \(falseAlarms.count)")
+    if let median { Output.line(String(format: "median detection delay: %.2f s after the first write", Double(median) / 1e9)) }
+    for r in results {
+        let verdict = r.alertWindow == nil ? "clean  " : "FLAGGED"
+        var line = "  \(verdict) \(r.label == .ransomware ? "R" : "b") \(r.name)  windows \(r.windows)  acc \(String(format: "%.3f", r.confusion.accuracy))"
+        if let d = r.delayNs { line += String(format: "  delay %.2f s", Double(d) / 1e9) }
+        if let b = r.bytesBeforeAlert { line += "  \(Output.bytes(b)) written before" }
+        Output.line(line)
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a ransomware detector on labelled recordings.",
+        discussion: "The model file holds the window settings, feature scaling, the classifier and the run-level rule.")
+
+    @OptionGroup var data: DatasetOptions
+    @OptionGroup var feat: FeatureOptions
+
+    @Option(help: "Classifier: rf (random forest) or gbdt (gradient-boosted trees), both through XGBoost.")
+    var classifier: ClassifierKind = .rf
+
+    @Option(help: "Flag a run after this many ransomware windows in a row.")
+    var consecutive: Int = 3
+
+    @Option(help: "Where to write the model.")
+    var model: String
+
+    func run() throws {
+        let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, set: feat.features)
+        let m = try DetectorModel.train(classifier, tables: loaded.map(\.table), labels: loaded.map(\.run.label),
+                                        featureSet: feat.features, windowNs: feat.windowNs, consecutiveWindows: consecutive)
+        try m.save(to: model)
+        Output.line("trained \(classifier.rawValue) on \(loaded.count) runs, \(loaded.reduce(0) { $0 + $1.table.rows }) windows; wrote \(model)")
+    }
+}
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Score a model on labelled recordings: window-level metrics, confusion matrix, run-level verdicts.")
+
+    @Option(help: "A model from `kanshi train`.")
+    var model: String
+    @OptionGroup var data: DatasetOptions
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let m = try DetectorModel.load(from: model)
+        let loaded = try loadRuns(try data.runs(), windowNs: m.windowNs, set: m.featureSet, quiet: json)
+        try report(try loaded.map { try score(m, $0) }, title: "\(m.classifier.rawValue) model \(model) on \(data.dataset)", json: json)
+    }
+}
+
+struct CrossValidate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cross-validate",
+        abstract: "k-fold cross-validation with folds grouped by run (a run is never in both training and test).")
+
+    @OptionGroup var data: DatasetOptions
+    @OptionGroup var feat: FeatureOptions
+    @Option(help: "Classifier: rf or gbdt.")
+    var classifier: ClassifierKind = .rf
+    @Option(help: "Number of folds.")
+    var folds: Int = 5
+    @Option(help: "Seed of the fold assignment.")
+    var seed: UInt64 = 42
+    @Option(help: "Flag a run after this many ransomware windows in a row.")
+    var consecutive: Int = 3
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func validate() throws { if folds < 2 { throw ValidationError("--folds must be at least 2") } }
+
+    func run() throws {
+        let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, set: feat.features, quiet: json)
+        guard loaded.count >= folds else { throw CLIError("\(loaded.count) runs are too few for \(folds) folds") }
+        let assignment = GroupedFolds.assign(labels: loaded.map(\.run.label), folds: folds, seed: seed)
+        var results: [RunResult] = []
+        for f in 0..<folds {
+            let train = loaded.indices.filter { assignment[$0] != f }, test = loaded.indices.filter { assignment[$0] == f }
+            precondition(Set(train).isDisjoint(with: test))
+            let m = try DetectorModel.train(classifier, tables: train.map { loaded[$0].table }, labels: train.map { loaded[$0].run.label },
+                                            featureSet: feat.features, windowNs: feat.windowNs, consecutiveWindows: consecutive)
+            let fold = try test.map { try score(m, loaded[$0]) }
+            let c = fold.reduce(Confusion()) { $0 + $1.confusion }
+            if !json { Output.error(String(format: "fold %d: %d test runs, window F1 %.4f", f + 1, test.count, c.f1)) }
+            results += fold
+        }
+        try report(results.sorted { $0.name < $1.name },
+                   title: "\(folds)-fold grouped cross-validation, \(classifier.rawValue), \(feat.features.rawValue) features, \(feat.windowMs) ms windows",
+                   json: json)
+    }
+}

@@ -1,0 +1,237 @@
+import Foundation
+import KanshiCore
+import KanshiJournal
+import Logging
+import Testing
+@testable import KanshiAnalysis
+@testable import KanshiML
+
+final class Temp {
+    let path = NSTemporaryDirectory() + "kanshi-analysis-" + UUID().uuidString
+    init() { try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
+    func write(_ rel: String, _ text: String) {
+        let full = path + "/" + rel
+        try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: full, contents: Data(text.utf8))
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+@Suite struct RanSAPReaderTests {
+    @Test func parsesTheDatasetLayout() throws {
+        let t = Temp()
+        t.write("run/ata_read.csv", "1586844413,1023892573,7537667,1536\n1586844413,1025319255,7537290,4096\n")
+        t.write("run/ata_write.csv", "1586844413,621437423,6614144,4096,0.38741399535582577,0.30724360189754524\r\n1586844415,869004200,6614152,4096,1e-3,0.2\n\n")
+        let trace = try RanSAPReader.read(runDirectory: t.path + "/run")
+        #expect(trace.reads.count == 2 && trace.writes.count == 2)
+        #expect(trace.reads[0] == Access(timeNs: 1_586_844_414_023_892_573, lba: 7_537_667, size: 1536))
+        #expect(trace.writes[0].timeNs == 1_586_844_413_621_437_423)
+        #expect(abs(trace.writes[0].entropy - 0.387414) < 1e-6)
+        #expect(abs(trace.writes[1].entropy - 0.001) < 1e-7)
+    }
+
+    @Test(arguments: [
+        ("1,2,3\n", "expected 4 comma-separated fields, found 3"),
+        ("1,2,x3,4\n", "LBA 'x3' is not a whole number"),
+        ("1,2,3,\n", "size is not a number"),
+    ])
+    func malformedReadLinesNameFileAndLine(_ bad: String, _ reason: String) throws {
+        let t = Temp()
+        t.write("run/ata_read.csv", "1,2,3,4\n" + bad)
+        t.write("run/ata_write.csv", "")
+        do {
+            _ = try RanSAPReader.read(runDirectory: t.path + "/run")
+            Issue.record("expected an error")
+        } catch let e as AnalysisError {
+            #expect("\(e)" == "\(t.path)/run/ata_read.csv:2: \(reason)")
+        }
+    }
+
+    @Test func badEntropyIsNamed() throws {
+        let t = Temp()
+        t.write("run/ata_write.csv", "1,2,3,4096,0.5,0.4\n1,2,3,4096,abc,0.4\n1,2,3,4096,7,0.4\n")
+        #expect(throws: AnalysisError.self) { try RanSAPReader.read(runDirectory: t.path + "/run") }
+        do { _ = try RanSAPReader.read(runDirectory: t.path + "/run") } catch { #expect("\(error)".hasSuffix("ata_write.csv:2: entropy 'abc' is not a number in [0, 1]")) }
+    }
+
+    @Test func aMissingWriteFileIsNamed() throws {
+        let t = Temp()
+        t.write("run/ata_read.csv", "1,2,3,4\n")
+        do {
+            _ = try RanSAPReader.read(runDirectory: t.path + "/run")
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)" == "\(t.path)/run/ata_write.csv: no such file")
+        }
+    }
+
+    @Test func aRunWithNoWritesLoads() throws {
+        let t = Temp()
+        t.write("run/ata_read.csv", "1,2,3,4096\n")
+        t.write("run/ata_write.csv", "")
+        let trace = try RanSAPReader.read(runDirectory: t.path + "/run")
+        #expect(trace.writes.isEmpty && trace.reads.count == 1)
+    }
+}
+
+@Suite struct DatasetTests {
+    func layout() -> Temp {
+        let t = Temp()
+        for run in ["original/hdd/TeslaCrypt/TeslaCrypt-1", "original/hdd/Firefox/Firefox-1", "extra/bl/Zip/Zip-1"] {
+            t.write(run + "/ata_write.csv", "1,0,8,4096,0.9,0.8\n")
+        }
+        return t
+    }
+
+    @Test func labelsComeFromTheFamilyFolder() throws {
+        let t = layout()
+        let runs = try Dataset.discover(t.path)
+        #expect(runs.map(\.name) == ["extra/bl/Zip/Zip-1", "original/hdd/Firefox/Firefox-1", "original/hdd/TeslaCrypt/TeslaCrypt-1"])
+        #expect(runs.map(\.label) == [.benign, .benign, .ransomware])
+        #expect(runs[2].setup == "original/hdd")
+    }
+
+    @Test func unknownFamiliesNeedALabelsFile() throws {
+        let t = layout()
+        t.write("original/hdd/Mystery/Mystery-1/ata_write.csv", "1,0,8,4096,0.9,0.8\n")
+        do {
+            _ = try Dataset.discover(t.path)
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".contains("unknown family 'Mystery'"))
+        }
+        t.write("labels.csv", "# test labels\nMystery,ransomware\noriginal/hdd/Firefox/Firefox-1, ransomware\n")
+        let runs = try Dataset.discover(t.path, labels: try Dataset.readLabels(t.path + "/labels.csv"))
+        #expect(runs.first { $0.family == "Mystery" }?.label == .ransomware)
+        #expect(runs.first { $0.family == "Firefox" }?.label == .ransomware)
+        t.write("bad.csv", "Mystery,evil\n")
+        do {
+            _ = try Dataset.readLabels(t.path + "/bad.csv")
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)" == "\(t.path)/bad.csv:1: expected NAME,ransomware or NAME,benign")
+        }
+    }
+
+    @Test func anEmptyDirectoryHasNoRuns() throws {
+        let t = Temp()
+        #expect(throws: AnalysisError.self) { try Dataset.discover(t.path) }
+        #expect(throws: AnalysisError.self) { try Dataset.discover(t.path + "/missing") }
+    }
+
+    @Test func groupedFoldsNeverSplitARunAndMixLabels() {
+        let labels: [Label] = (0..<41).map { $0 < 12 ? .ransomware : .benign }
+        let folds = GroupedFolds.assign(labels: labels, folds: 5)
+        #expect(folds.count == 41)
+        for f in 0..<5 {
+            let members = labels.indices.filter { folds[$0] == f }
+            #expect(members.contains { labels[$0] == .ransomware } && members.contains { labels[$0] == .benign })
+        }
+        #expect(GroupedFolds.assign(labels: labels, folds: 5) == folds, "deterministic for a seed")
+    }
+}
+
+@Suite struct FeatureTests {
+    @Test func publishedFeaturesOfKnownWindows() {
+        // Window 0: two reads (LBA 0 and 100), one write of entropy 0.5; window 2: one write of entropy 1.
+        let trace = BlockTrace(
+            reads: [Access(timeNs: 0, lba: 0, size: 4096), Access(timeNs: 10_000_000, lba: 100, size: 4096)],
+            writes: [Access(timeNs: 20_000_000, lba: 8, size: 4096, entropy: 0.5),
+                     Access(timeNs: 250_000_000, lba: 16, size: 2048, entropy: 1)])
+        let t = WindowFeatures.compute(trace, windowNs: 100_000_000, set: .published)
+        #expect(t.rows == 2, "idle windows are skipped")
+        #expect(Array(t.row(0)) == [81920, 40960, 2500, 0, 0.5])
+        #expect(Array(t.row(1)) == [0, 20480, 0, 0, 1])
+        #expect(t.windowStart == [0, 200_000_000])
+        #expect(t.writtenBytes == [4096, 2048])
+    }
+
+    @Test func overwriteAfterReadIsSeen() {
+        let trace = BlockTrace(
+            reads: [Access(timeNs: 0, lba: 800, size: 4096)],
+            writes: [Access(timeNs: 1_000, lba: 800, size: 4096, entropy: 0.99), Access(timeNs: 2_000, lba: 808, size: 4096, entropy: 0.99),
+                     Access(timeNs: 3_000, lba: 9000, size: 4096, entropy: 0.2)])
+        let t = WindowFeatures.compute(trace, set: .extended)
+        let row = Array(t.row(0))
+        let col = { (n: String) in row[t.names.firstIndex(of: n)!] }
+        #expect(abs(col("overwrite_after_read") - 1.0 / 3) < 1e-6)
+        #expect(abs(col("high_entropy_frac") - 2.0 / 3) < 1e-6)
+        #expect(abs(col("write_sequential_frac") - 1.0 / 3) < 1e-6)
+        #expect(col("write_lba_spread") == 8200)
+    }
+
+    @Test func journalsReadLikeTheDataset() throws {
+        let dir = NSTemporaryDirectory() + "kanshi-analysis-j-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var logger = Logger(label: "t")
+        logger.logLevel = .critical
+        let w = try JournalWriter(directory: dir, logger: logger)
+        let data = [UInt8](repeating: 0, count: 4096) + (0..<4096).map { UInt8($0 % 256) }
+        let e = BlockEvent(operation: .write, timeNs: 5_000, lba: 64, length: 8192, entropies: data.withUnsafeBytes { Entropy.perBlock($0) })
+        let meta = BlockRecords.encodeMetadata(e)
+        try meta.withUnsafeBytes { m in try data.withUnsafeBytes { d in _ = try w.append(kind: .blockWrite, timeNs: 5_000, parts: [m, d]) } }
+        let r = BlockRecords.encodeMetadata(BlockEvent(operation: .read, timeNs: 4_000, lba: 0, length: 512))
+        try r.withUnsafeBytes { _ = try w.append(kind: .blockRead, timeNs: 4_000, parts: [$0]) }
+        try w.close()
+        let trace = try BlockTrace.fromJournal(dir)
+        #expect(trace.reads == [Access(timeNs: 4_000, lba: 0, size: 512)])
+        #expect(trace.writes.map(\.lba) == [64, 72])
+        #expect(trace.writes[0].entropy == 0 && abs(trace.writes[1].entropy - 1) < 1e-6)
+    }
+}
+
+@Suite struct ModelTests {
+    /// Runs where ransomware writes fast and randomly, benign slowly with low entropy.
+    func synthetic(_ n: Int, ransomware: Bool, seed: UInt64) -> FeatureTable {
+        var rng = SplitMix(seed: seed)
+        var writes: [Access] = [], reads: [Access] = []
+        for i in 0..<n {
+            let t = UInt64(i) * 5_000_000
+            let lba = rng.next() % 1_000_000
+            reads.append(Access(timeNs: t, lba: lba, size: 4096))
+            let e: Float = ransomware ? 0.97 + Float(rng.next() % 100) / 5000 : Float(rng.next() % 600) / 1000
+            writes.append(Access(timeNs: t + 1_000, lba: ransomware ? lba : rng.next() % 1_000_000, size: 4096, entropy: e))
+        }
+        return WindowFeatures.compute(BlockTrace(reads: reads, writes: writes), set: .extended)
+    }
+
+    @Test(arguments: ClassifierKind.allCases)
+    func trainsPredictsAndRoundTrips(_ kind: ClassifierKind) throws {
+        let tables = (0..<6).map { synthetic(400, ransomware: $0 % 2 == 0, seed: UInt64($0)) }
+        let labels: [Label] = (0..<6).map { $0 % 2 == 0 ? .ransomware : .benign }
+        let model = try DetectorModel.train(kind, tables: tables, labels: labels, featureSet: .extended, windowNs: 100_000_000, threads: 1)
+        let testR = synthetic(300, ransomware: true, seed: 99), testB = synthetic(300, ransomware: false, seed: 98)
+        let pR = try model.predict(testR), pB = try model.predict(testB)
+        #expect(pR.filter { $0 >= 0.5 }.count > pR.count * 9 / 10)
+        #expect(pB.filter { $0 < 0.5 }.count > pB.count * 9 / 10)
+        #expect(model.firstAlert(pR) != nil)
+        #expect(model.firstAlert(pB) == nil)
+
+        let path = NSTemporaryDirectory() + "kanshi-model-" + UUID().uuidString + ".json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try model.save(to: path)
+        let loaded = try DetectorModel.load(from: path)
+        #expect(try loaded.predict(testR) == pR)
+    }
+
+    @Test func badModelFilesAreRefused() throws {
+        let path = NSTemporaryDirectory() + "kanshi-badmodel-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        _ = FileManager.default.createFile(atPath: path, contents: Data("{\"format\": 1}".utf8))
+        do {
+            _ = try DetectorModel.load(from: path)
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".contains("not a Kanshi detector model"))
+        }
+        #expect(throws: AnalysisError.self) { try DetectorModel.load(from: path + "-missing") }
+    }
+
+    @Test func featuresMustMatchTheModel() throws {
+        let tables = [synthetic(100, ransomware: true, seed: 1), synthetic(100, ransomware: false, seed: 2)]
+        let model = try DetectorModel.train(.gbdt, tables: tables, labels: [.ransomware, .benign], featureSet: .extended, windowNs: 100_000_000, threads: 1)
+        var t = tables[0]
+        t.names[0] = "other"
+        #expect(throws: AnalysisError.self) { try model.predict(t) }
+    }
+}
