@@ -67,6 +67,6 @@ let package = Package(
             ]),
         .testTarget(
             name: "KanshiIntegrationTests",
-            dependencies: ["KanshiJournal", "KanshiCore", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )
