@@ -23,14 +23,16 @@ public struct DetectorModel: Codable, Sendable {
     public var std: [Float]
     /// A window is ransomware when the model's probability reaches this.
     public var threshold: Float
-    /// A run is flagged once this many windows in a row are ransomware.
-    public var consecutiveWindows: Int
+    /// A run is flagged once at least `ruleFraction` of its last
+    /// `ruleHorizon` windows with I/O are ransomware.
+    public var ruleHorizon: Int
+    public var ruleFraction: Double
     /// The classifier's own model (XGBoost JSON, base64).
     public var payload: String
 
     /// Trains on labelled feature tables (one per run).
     public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
-                             windowNs: UInt64, consecutiveWindows: Int = 3, threads: Int = 2) throws -> DetectorModel {
+                             windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, threads: Int = 2) throws -> DetectorModel {
         guard let first = tables.first else { throw AnalysisError.invalid("no training data") }
         let cols = first.columns
         var values: [Float] = [], y: [Float] = []
@@ -55,7 +57,7 @@ public struct DetectorModel: Codable, Sendable {
             try booster.train(dm, rounds: 150)
         }
         return DetectorModel(classifier: kind, featureSet: featureSet, windowNs: windowNs, featureNames: first.names,
-                             mean: mean, std: std, threshold: 0.5, consecutiveWindows: consecutiveWindows,
+                             mean: mean, std: std, threshold: 0.5, ruleHorizon: ruleHorizon, ruleFraction: ruleFraction,
                              payload: Data(try booster.serialized()).base64EncodedString())
     }
 
@@ -79,10 +81,12 @@ public struct DetectorModel: Codable, Sendable {
 
     /// Index of the window at which the run-level rule first fires, if it does.
     public func firstAlert(_ probabilities: [Float]) -> Int? {
-        var run = 0
+        let need = Int((Double(ruleHorizon) * ruleFraction).rounded(.up))
+        var positives = 0
         for (i, p) in probabilities.enumerated() {
-            run = p >= threshold ? run + 1 : 0
-            if run >= consecutiveWindows { return i }
+            if p >= threshold { positives += 1 }
+            if i >= ruleHorizon, probabilities[i - ruleHorizon] >= threshold { positives -= 1 }
+            if positives >= max(need, 1) { return i }
         }
         return nil
     }

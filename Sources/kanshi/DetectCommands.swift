@@ -30,6 +30,18 @@ struct FeatureOptions: ParsableArguments {
     }
 }
 
+struct RuleOptions: ParsableArguments {
+    @Option(help: "Run-level rule: how many of the latest windows with I/O to look at.")
+    var ruleHorizon: Int = 15
+    @Option(help: "Run-level rule: the fraction of those that must be ransomware to flag the run.")
+    var ruleFraction: Double = 0.7
+
+    func validate() throws {
+        if ruleHorizon < 1 { throw ValidationError("--rule-horizon must be at least 1") }
+        if !(ruleFraction > 0 && ruleFraction <= 1) { throw ValidationError("--rule-fraction must be in (0, 1]") }
+    }
+}
+
 extension FeatureSet: ExpressibleByArgument {}
 extension ClassifierKind: ExpressibleByArgument {}
 
@@ -135,8 +147,7 @@ struct Train: ParsableCommand {
     @Option(help: "Classifier: rf (random forest) or gbdt (gradient-boosted trees), both through XGBoost.")
     var classifier: ClassifierKind = .rf
 
-    @Option(help: "Flag a run after this many ransomware windows in a row.")
-    var consecutive: Int = 3
+    @OptionGroup var rule: RuleOptions
 
     @Option(help: "Where to write the model.")
     var model: String
@@ -144,7 +155,7 @@ struct Train: ParsableCommand {
     func run() throws {
         let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, set: feat.features)
         let m = try DetectorModel.train(classifier, tables: loaded.map(\.table), labels: loaded.map(\.run.label),
-                                        featureSet: feat.features, windowNs: feat.windowNs, consecutiveWindows: consecutive)
+                                        featureSet: feat.features, windowNs: feat.windowNs, ruleHorizon: rule.ruleHorizon, ruleFraction: rule.ruleFraction)
         try m.save(to: model)
         Output.line("trained \(classifier.rawValue) on \(loaded.count) runs, \(loaded.reduce(0) { $0 + $1.table.rows }) windows; wrote \(model)")
     }
@@ -180,8 +191,7 @@ struct CrossValidate: ParsableCommand {
     var folds: Int = 5
     @Option(help: "Seed of the fold assignment.")
     var seed: UInt64 = 42
-    @Option(help: "Flag a run after this many ransomware windows in a row.")
-    var consecutive: Int = 3
+    @OptionGroup var rule: RuleOptions
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -196,7 +206,7 @@ struct CrossValidate: ParsableCommand {
             let train = loaded.indices.filter { assignment[$0] != f }, test = loaded.indices.filter { assignment[$0] == f }
             precondition(Set(train).isDisjoint(with: test))
             let m = try DetectorModel.train(classifier, tables: train.map { loaded[$0].table }, labels: train.map { loaded[$0].run.label },
-                                            featureSet: feat.features, windowNs: feat.windowNs, consecutiveWindows: consecutive)
+                                            featureSet: feat.features, windowNs: feat.windowNs, ruleHorizon: rule.ruleHorizon, ruleFraction: rule.ruleFraction)
             let fold = try test.map { try score(m, loaded[$0]) }
             let c = fold.reduce(Confusion()) { $0 + $1.confusion }
             if !json { Output.error(String(format: "fold %d: %d test runs, window F1 %.4f", f + 1, test.count, c.f1)) }
