@@ -11,7 +11,7 @@ struct Kanshi: AsyncParsableCommand {
             every block read and written; `kanshi journal` inspects, verifies and exports \
             such journals.
             """,
-        subcommands: [Disk.self, Journal.self, Train.self, Evaluate.self, CrossValidate.self])
+        subcommands: [Disk.self, Journal.self, Train.self, Evaluate.self, CrossValidate.self, Bench.self])
 }
 
 struct GlobalOptions: ParsableArguments {
