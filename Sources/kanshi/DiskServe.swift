@@ -49,7 +49,7 @@ struct DiskServe: AsyncParsableCommand {
     @Flag(help: "Refuse writes, trims and zeroing (EPERM); reads are still journaled.")
     var readOnly = false
 
-    @Option(help: "Seal a journal segment and start a new one at this size, in MiB.")
+    @Option(name: .customLong("segment-mib"), help: "Seal a journal segment and start a new one at this size, in MiB.")
     var segmentMiB: UInt64 = 256
 
     @Option(help: "Drop clients that have not finished the handshake within this many seconds.")

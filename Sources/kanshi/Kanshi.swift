@@ -9,7 +9,8 @@ struct Kanshi: AsyncParsableCommand {
             Kanshi watches a workload from below its operating system. `kanshi disk serve` \
             serves a disk image over NBD (to QEMU, qemu-io, nbdcopy, fio, ...) and journals \
             every block read and written; `kanshi journal` inspects, verifies and exports \
-            such journals.
+            such journals; `kanshi train`, `evaluate` and `cross-validate` build and judge \
+            ransomware detectors on such recordings and on the RanSAP dataset.
             """,
         subcommands: [Disk.self, Journal.self, Train.self, Evaluate.self, CrossValidate.self, Bench.self])
 }

@@ -45,6 +45,19 @@ enum RanSAP {
         #expect(ev.stdout.contains("ransomware missed: 0"), "\(ev.stdout)")
     }
 
+    @Test func benchFeaturesCountsEveryRecord() throws {
+        let s = Scratch("benchfeat")
+        try FileManager.default.createDirectory(atPath: s.file("d/Zip/r1"), withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: s.file("d/Zip/r1/ata_write.csv"), contents: Data("1,2,3,4096,0.5,0.5\n1,300000000,11,4096,0.9,0.8\n".utf8))
+        _ = FileManager.default.createFile(atPath: s.file("d/Zip/r1/ata_read.csv"), contents: Data("1,5,3,4096\n".utf8))
+        let r = try run([Paths.kanshi, "bench", "features", "--dataset", s.file("d"), "--rounds", "1", "--json"])
+        try #require(r.ok, "\(r.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(o["records"] as? Int == 3)
+        #expect(o["windows"] as? Int == 2)
+        #expect((o["featuresRecordsPerSecond"] as? Double ?? 0) > 0)
+    }
+
     @Test func badDatasetsAreNamed() throws {
         let s = Scratch("baddata")
         let empty = try run([Paths.kanshi, "cross-validate", "--dataset", s.path])
