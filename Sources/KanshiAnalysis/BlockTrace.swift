@@ -44,25 +44,25 @@ public struct BlockTrace: Sendable {
     /// Reads a Kanshi journal: one access per 4 KiB piece of each request, as
     /// RanSAP records them, with the entropy stored at write time.
     public static func fromJournal(_ directory: String) throws -> BlockTrace {
-        var reads: [Access] = [], writes: [Access] = []
-        try JournalReader(directory: directory).forEachBlockEvent { e, _ in
-            switch e.operation {
-            case .read, .write:
-                var off: UInt32 = 0
-                var piece = 0
-                while off < e.length {
-                    let n = min(4096, e.length - off)
-                    let a = Access(timeNs: e.timeNs, lba: e.lba + UInt64(off / 512), size: n,
-                                   entropy: piece < e.entropies.count ? e.entropies[piece] : 0)
-                    if e.operation == .read { reads.append(a) } else { writes.append(a) }
-                    off += n
-                    piece += 1
-                }
-            default:
-                break
-            }
+        var trace = BlockTrace(reads: [], writes: [])
+        try JournalReader(directory: directory).forEachBlockEvent { e, _ in trace.append(e) }
+        return trace
+    }
+
+    /// Adds a journaled event (reads and writes; one access per 4 KiB piece).
+    /// Events arrive in journal order, which is time order.
+    public mutating func append(_ e: BlockEvent) {
+        guard e.operation == .read || e.operation == .write else { return }
+        var off: UInt32 = 0
+        var piece = 0
+        while off < e.length {
+            let n = min(4096, e.length - off)
+            let a = Access(timeNs: e.timeNs, lba: e.lba + UInt64(off / 512), size: n,
+                           entropy: piece < e.entropies.count ? e.entropies[piece] : 0)
+            if e.operation == .read { reads.append(a) } else { writes.append(a) }
+            off += n
+            piece += 1
         }
-        return BlockTrace(reads: reads, writes: writes)
     }
 }
 

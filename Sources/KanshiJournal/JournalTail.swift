@@ -1,0 +1,75 @@
+import KanshiCore
+import KanshiSystem
+
+/// Follows a journal that may still be written: each `poll` hands over the
+/// complete records appended since the last one, in order. Checks record
+/// checksums and sequence numbers (the hash chain is `verify`'s job); stops
+/// quietly at a record still being written and picks it up next time.
+public final class JournalTail {
+    public let directory: String
+    private var segment: UInt64 = 1
+    private var offset: UInt64 = UInt64(JournalFormat.segmentHeaderLength)
+    private var nextSequence: UInt64?
+
+    public init(directory: String) throws {
+        _ = try JournalLayout.read(directory: directory)
+        self.directory = directory
+    }
+
+    /// Calls `body` for every complete record not seen before; returns how many.
+    @discardableResult
+    public func poll(_ body: (JournalRecord) throws -> Void) throws -> Int {
+        var count = 0
+        while true {
+            let path = directory + "/" + JournalFormat.segmentName(segment)
+            guard FileSystem.exists(path) else { return count }
+            let file = try wrap { try SystemFile(path: path, mode: .readOnly) }
+            let size = try wrap { try file.size() }
+            var sealed = false
+            var header = [UInt8](repeating: 0, count: JournalFormat.recordHeaderLength)
+            while offset + UInt64(JournalFormat.recordHeaderLength) <= size {
+                let n = try header.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
+                guard n == header.count else { break }
+                let total = header.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian) }
+                guard total >= JournalFormat.recordHeaderLength, total <= JournalFormat.maxRecordLength else {
+                    if total == 0 { break }  // not written yet
+                    throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record length \(total) is impossible")
+                }
+                guard offset + UInt64(total) <= size else { break }  // still being written
+                var record = [UInt8](repeating: 0, count: total)
+                _ = try record.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
+                let ok = record.withUnsafeBytes { b in
+                    CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[4...])) == b.loadUnaligned(as: UInt32.self).littleEndian
+                }
+                // A checksum mismatch at the very end is a record being written; elsewhere it is damage.
+                guard ok else {
+                    if offset + UInt64(total) == size { break }
+                    throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record checksum mismatch")
+                }
+                let (kindRaw, flags, seq, time) = record.withUnsafeBytes { b in
+                    (b[8], b[9], b.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian,
+                     b.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian)
+                }
+                if let expected = nextSequence, seq != expected {
+                    throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: seq),
+                                               reason: "sequence number \(seq) where \(expected) was expected")
+                }
+                nextSequence = seq + 1
+                guard let kind = RecordKind(rawValue: kindRaw) else {
+                    throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: seq), reason: "unknown record kind \(kindRaw)")
+                }
+                try record.withUnsafeBytes { b in
+                    try body(JournalRecord(kind: kind, flags: flags, sequence: seq, timeNs: time,
+                                           payload: UnsafeRawBufferPointer(rebasing: b[JournalFormat.recordHeaderLength...]),
+                                           segment: segment, offset: offset))
+                }
+                count += 1
+                offset += UInt64(total)
+                if kind == .seal { sealed = true; break }
+            }
+            guard sealed else { return count }
+            segment += 1
+            offset = UInt64(JournalFormat.segmentHeaderLength)
+        }
+    }
+}
