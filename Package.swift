@@ -41,10 +41,12 @@ let package = Package(
             ]),
         // XGBoost from Debian's libxgboost-dev.
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
+        // libsvm from Debian's libsvm-dev.
+        .systemLibrary(name: "CLibSVM", providers: [.apt(["libsvm-dev"])]),
         // Reading recordings (RanSAP CSV, journals), windows and features, evaluation.
         .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal"]),
         // Classifiers over C libraries.
-        .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "CXGBoost"]),
+        .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "CXGBoost", "CLibSVM"]),
         .executableTarget(
             name: "kanshi",
             dependencies: [

@@ -7,6 +7,10 @@ public enum ClassifierKind: String, Sendable, Codable, CaseIterable {
     case rf
     /// Gradient-boosted trees (XGBoost).
     case gbdt
+    /// Support vector machine, RBF kernel (libsvm), on at most 6000 training windows.
+    case svm
+    /// k nearest neighbours (k = 5), on at most 20000 training windows.
+    case knn
 }
 
 /// Window settings, features, scaling, the trained model and the run-level
@@ -18,7 +22,10 @@ public struct DetectorModel: Codable, Sendable {
     public var featureSet: FeatureSet
     public var windowNs: UInt64
     public var featureNames: [String]
-    /// Per-feature mean and standard deviation of the training windows.
+    /// Features compressed with log(1 + x) before scaling (throughputs,
+    /// variances, spreads, ratios: heavy-tailed, non-negative).
+    public var logFeatures: [Bool]
+    /// Per-feature mean and standard deviation of the training windows (after the log).
     public var mean: [Float]
     public var std: [Float]
     /// A window is ransomware when the model's probability reaches this.
@@ -27,7 +34,8 @@ public struct DetectorModel: Codable, Sendable {
     /// `ruleHorizon` windows with I/O are ransomware.
     public var ruleHorizon: Int
     public var ruleFraction: Double
-    /// The classifier's own model (XGBoost JSON, base64).
+    /// The classifier's own model: XGBoost JSON (base64), libsvm's model
+    /// text, or the kNN training windows (JSON).
     public var payload: String
 
     /// Trains on labelled feature tables (one per run).
@@ -41,24 +49,36 @@ public struct DetectorModel: Codable, Sendable {
             y += [Float](repeating: l.isPositive ? 1 : 0, count: t.rows)
         }
         guard !y.isEmpty else { throw AnalysisError.invalid("the training runs have no windows with I/O") }
-        let (mean, std) = moments(values, columns: cols)
-        let scaled = scale(values, mean: mean, std: std, columns: cols)
-        let dm = try DMatrix(values: scaled, rows: y.count, columns: cols, labels: y)
-        let common = [("objective", "binary:logistic"), ("tree_method", "hist"), ("nthread", "\(threads)"),
-                      ("seed", "7"), ("verbosity", "0")]
-        let booster: Booster
+        let logs = first.names.map { n in ["bps", "var", "spread", "ratio"].contains { n.contains($0) } }
+        let logged = logTransform(values, logs)
+        let (mean, std) = moments(logged, columns: cols)
+        let scaled = scale(logged, mean: mean, std: std, columns: cols)
+        let payload: String
         switch kind {
-        case .rf:
-            booster = try Booster(params: common + [("num_parallel_tree", "100"), ("subsample", "0.8"),
-                                                    ("colsample_bynode", "0.8"), ("eta", "1"), ("max_depth", "12")], cache: [dm])
-            try booster.train(dm, rounds: 1)
-        case .gbdt:
-            booster = try Booster(params: common + [("eta", "0.1"), ("max_depth", "6"), ("subsample", "0.9")], cache: [dm])
-            try booster.train(dm, rounds: 150)
+        case .rf, .gbdt:
+            let dm = try DMatrix(values: scaled, rows: y.count, columns: cols, labels: y)
+            let common = [("objective", "binary:logistic"), ("tree_method", "hist"), ("nthread", "\(threads)"),
+                          ("seed", "7"), ("verbosity", "0")]
+            let booster: Booster
+            if kind == .rf {
+                booster = try Booster(params: common + [("num_parallel_tree", "100"), ("subsample", "0.8"),
+                                                        ("colsample_bynode", "0.8"), ("eta", "1"), ("max_depth", "12")], cache: [dm])
+                try booster.train(dm, rounds: 1)
+            } else {
+                booster = try Booster(params: common + [("eta", "0.1"), ("max_depth", "6"), ("subsample", "0.9")], cache: [dm])
+                try booster.train(dm, rounds: 150)
+            }
+            payload = Data(try booster.serialized()).base64EncodedString()
+        case .svm:
+            let (v, l) = subsample(scaled, y, columns: cols, limit: 6000)
+            payload = try LibSVM.train(values: v, labels: l, columns: cols)
+        case .knn:
+            let (v, l) = subsample(scaled, y, columns: cols, limit: 20000)
+            payload = String(decoding: try JSONEncoder().encode(KNN(k: 5, columns: cols, values: v, labels: l)), as: UTF8.self)
         }
         return DetectorModel(classifier: kind, featureSet: featureSet, windowNs: windowNs, featureNames: first.names,
-                             mean: mean, std: std, threshold: 0.5, ruleHorizon: ruleHorizon, ruleFraction: ruleFraction,
-                             payload: Data(try booster.serialized()).base64EncodedString())
+                             logFeatures: logs, mean: mean, std: std, threshold: 0.5, ruleHorizon: ruleHorizon, ruleFraction: ruleFraction,
+                             payload: payload)
     }
 
     /// Probability of ransomware for each window of the table.
@@ -67,11 +87,34 @@ public struct DetectorModel: Codable, Sendable {
         guard table.names == featureNames else {
             throw AnalysisError.invalid("the model expects features \(featureNames), the data has \(table.names)")
         }
-        guard let bytes = Data(base64Encoded: payload) else { throw AnalysisError.invalid("the model's payload is not base64") }
-        let booster = try Booster.load([UInt8](bytes))
-        let dm = try DMatrix(values: Self.scale(table.values, mean: mean, std: std, columns: table.columns),
-                             rows: table.rows, columns: table.columns)
-        return try booster.predict(dm)
+        let scaled = Self.scale(Self.logTransform(table.values, logFeatures), mean: mean, std: std, columns: table.columns)
+        switch classifier {
+        case .rf, .gbdt:
+            guard let bytes = Data(base64Encoded: payload) else { throw AnalysisError.invalid("the model's payload is not base64") }
+            let booster = try Booster.load([UInt8](bytes))
+            return try booster.predict(try DMatrix(values: scaled, rows: table.rows, columns: table.columns))
+        case .svm:
+            return try LibSVM.predict(modelText: payload, values: scaled, columns: table.columns)
+        case .knn:
+            let knn = try JSONDecoder().decode(KNN.self, from: Data(payload.utf8))
+            return try knn.predict(scaled)
+        }
+    }
+
+    /// At most `limit` rows, drawn without replacement (seeded), classes in proportion.
+    static func subsample(_ v: [Float], _ y: [Float], columns: Int, limit: Int) -> ([Float], [Float]) {
+        guard y.count > limit else { return (v, y) }
+        var idx = Array(y.indices)
+        var rng = SplitMix(seed: 11)
+        idx.shuffle(using: &rng)
+        let keep = idx.prefix(limit).sorted()
+        var outV: [Float] = [], outY: [Float] = []
+        outV.reserveCapacity(limit * columns)
+        for i in keep {
+            outV += v[(i * columns)..<((i + 1) * columns)]
+            outY.append(y[i])
+        }
+        return (outV, outY)
     }
 
     /// The features this model was trained on, for a trace.
@@ -119,6 +162,14 @@ public struct DetectorModel: Codable, Sendable {
         let m = mean.map { $0 / n }
         let s = zip(sq, m).map { max(($0 / n) - $1 * $1, 0).squareRoot() }
         return (m.map(Float.init), s.map { Float($0 > 0 ? $0 : 1) })
+    }
+
+    static func logTransform(_ v: [Float], _ logs: [Bool]) -> [Float] {
+        guard logs.contains(true) else { return v }
+        var out = v
+        let c = logs.count
+        for i in 0..<out.count where logs[i % c] { out[i] = log1p(max(out[i], 0)) }
+        return out
     }
 
     static func scale(_ v: [Float], mean: [Float], std: [Float], columns: Int) -> [Float] {

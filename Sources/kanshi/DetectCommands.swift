@@ -144,7 +144,7 @@ struct Train: ParsableCommand {
     @OptionGroup var data: DatasetOptions
     @OptionGroup var feat: FeatureOptions
 
-    @Option(help: "Classifier: rf (random forest) or gbdt (gradient-boosted trees), both through XGBoost.")
+    @Option(help: "Classifier: rf (random forest) or gbdt (gradient-boosted trees), both XGBoost; svm (libsvm, RBF); knn (k = 5).")
     var classifier: ClassifierKind = .rf
 
     @OptionGroup var rule: RuleOptions
@@ -185,7 +185,7 @@ struct CrossValidate: ParsableCommand {
 
     @OptionGroup var data: DatasetOptions
     @OptionGroup var feat: FeatureOptions
-    @Option(help: "Classifier: rf or gbdt.")
+    @Option(help: "Classifier: rf, gbdt, svm or knn.")
     var classifier: ClassifierKind = .rf
     @Option(help: "Number of folds.")
     var folds: Int = 5
