@@ -124,12 +124,16 @@ public struct DetectorModel: Codable, Sendable {
 
     /// Index of the window at which the run-level rule first fires, if it does.
     public func firstAlert(_ probabilities: [Float]) -> Int? {
-        let need = Int((Double(ruleHorizon) * ruleFraction).rounded(.up))
+        Self.firstAlert(probabilities, threshold: threshold, horizon: ruleHorizon, fraction: ruleFraction)
+    }
+
+    static func firstAlert(_ probabilities: [Float], threshold: Float, horizon: Int, fraction: Double) -> Int? {
+        let need = max(Int((Double(horizon) * fraction).rounded(.up)), 1)
         var positives = 0
         for (i, p) in probabilities.enumerated() {
             if p >= threshold { positives += 1 }
-            if i >= ruleHorizon, probabilities[i - ruleHorizon] >= threshold { positives -= 1 }
-            if positives >= max(need, 1) { return i }
+            if i >= horizon, probabilities[i - horizon] >= threshold { positives -= 1 }
+            if positives >= need { return i }
         }
         return nil
     }

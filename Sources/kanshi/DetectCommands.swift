@@ -31,14 +31,29 @@ struct FeatureOptions: ParsableArguments {
 }
 
 struct RuleOptions: ParsableArguments {
-    @Option(help: "Run-level rule: how many of the latest windows with I/O to look at.")
-    var ruleHorizon: Int = 15
+    @Option(help: "Run-level rule: how many of the latest windows with I/O to look at. Without this and --rule-fraction, the rule is chosen by a grouped 3-fold cross-validation on the training runs.")
+    var ruleHorizon: Int?
     @Option(help: "Run-level rule: the fraction of those that must be ransomware to flag the run.")
-    var ruleFraction: Double = 0.7
+    var ruleFraction: Double?
 
     func validate() throws {
-        if ruleHorizon < 1 { throw ValidationError("--rule-horizon must be at least 1") }
-        if !(ruleFraction > 0 && ruleFraction <= 1) { throw ValidationError("--rule-fraction must be in (0, 1]") }
+        if (ruleHorizon == nil) != (ruleFraction == nil) { throw ValidationError("give both --rule-horizon and --rule-fraction, or neither (chosen by cross-validation)") }
+        if let h = ruleHorizon, h < 1 { throw ValidationError("--rule-horizon must be at least 1") }
+        if let f = ruleFraction, !(f > 0 && f <= 1) { throw ValidationError("--rule-fraction must be in (0, 1]") }
+    }
+
+    /// Trains with the fixed rule, or chooses it on the training runs.
+    func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet, windowNs: UInt64,
+               quiet: Bool) throws -> DetectorModel {
+        if let h = ruleHorizon, let f = ruleFraction {
+            return try DetectorModel.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs,
+                                           ruleHorizon: h, ruleFraction: f)
+        }
+        let (m, c) = try RuleSelection.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs)
+        if !quiet {
+            Output.error("rule chosen on the training runs: \(c.horizon) windows at \(Int(c.fraction * 100)) % (inner folds: \(c.falseAlarms) benign flagged, \(c.missed) ransomware missed)")
+        }
+        return m
     }
 }
 
@@ -154,8 +169,8 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, set: feat.features)
-        let m = try DetectorModel.train(classifier, tables: loaded.map(\.table), labels: loaded.map(\.run.label),
-                                        featureSet: feat.features, windowNs: feat.windowNs, ruleHorizon: rule.ruleHorizon, ruleFraction: rule.ruleFraction)
+        let m = try rule.train(classifier, tables: loaded.map(\.table), labels: loaded.map(\.run.label),
+                               featureSet: feat.features, windowNs: feat.windowNs, quiet: false)
         try m.save(to: model)
         Output.line("trained \(classifier.rawValue) on \(loaded.count) runs, \(loaded.reduce(0) { $0 + $1.table.rows }) windows; wrote \(model)")
     }
@@ -205,8 +220,8 @@ struct CrossValidate: ParsableCommand {
         for f in 0..<folds {
             let train = loaded.indices.filter { assignment[$0] != f }, test = loaded.indices.filter { assignment[$0] == f }
             precondition(Set(train).isDisjoint(with: test))
-            let m = try DetectorModel.train(classifier, tables: train.map { loaded[$0].table }, labels: train.map { loaded[$0].run.label },
-                                            featureSet: feat.features, windowNs: feat.windowNs, ruleHorizon: rule.ruleHorizon, ruleFraction: rule.ruleFraction)
+            let m = try rule.train(classifier, tables: train.map { loaded[$0].table }, labels: train.map { loaded[$0].run.label },
+                                   featureSet: feat.features, windowNs: feat.windowNs, quiet: json)
             let fold = try test.map { try score(m, loaded[$0]) }
             let c = fold.reduce(Confusion()) { $0 + $1.confusion }
             if !json { Output.error(String(format: "fold %d: %d test runs, window F1 %.4f", f + 1, test.count, c.f1)) }

@@ -1,0 +1,63 @@
+import KanshiAnalysis
+
+/// Chooses the run-level rule inside training: grouped cross-validation on
+/// the training runs only, so the rule never sees the runs it is judged on.
+public enum RuleSelection {
+    public struct Choice: Sendable {
+        public var horizon: Int
+        public var fraction: Double
+        /// On the inner folds: benign runs flagged, ransomware runs missed, median delay.
+        public var falseAlarms: Int
+        public var missed: Int
+        public var medianDelayNs: UInt64?
+    }
+
+    public static let horizons = [3, 5, 8, 10, 15, 20, 30]
+    public static let fractions = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+    /// Trains a model with the rule chosen by `innerFolds`-fold grouped
+    /// cross-validation on these runs (fewest wrong run verdicts, then the
+    /// shortest median delay).
+    public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
+                             windowNs: UInt64, innerFolds: Int = 3, threads: Int = 2) throws -> (DetectorModel, Choice) {
+        let folds = GroupedFolds.assign(labels: labels, folds: min(innerFolds, max(labels.count, 2)), seed: 1234)
+        var held: [(probabilities: [Float], label: Label, table: FeatureTable)] = []
+        for f in Set(folds).sorted() {
+            let train = labels.indices.filter { folds[$0] != f }, test = labels.indices.filter { folds[$0] == f }
+            guard Set(train.map { labels[$0] }).count == 2 else { continue }  // needs both classes
+            let m = try DetectorModel.train(kind, tables: train.map { tables[$0] }, labels: train.map { labels[$0] },
+                                            featureSet: featureSet, windowNs: windowNs, threads: threads)
+            for i in test { held.append((try m.predict(tables[i]), labels[i], tables[i])) }
+        }
+        var best: Choice?
+        for h in horizons {
+            for fr in fractions {
+                var fa = 0, missed = 0
+                var delays: [UInt64] = []
+                for r in held {
+                    let alert = DetectorModel.firstAlert(r.probabilities, threshold: 0.5, horizon: h, fraction: fr)
+                    if r.label == .benign, alert != nil { fa += 1 }
+                    if r.label == .ransomware {
+                        guard let i = alert else { missed += 1; continue }
+                        let first = r.table.writtenBytes.firstIndex { $0 > 0 }.map { r.table.windowStart[$0] } ?? r.table.windowStart[0]
+                        let at = r.table.windowStart[i] + windowNs
+                        delays.append(at > first ? at - first : 0)
+                    }
+                }
+                delays.sort()
+                let c = Choice(horizon: h, fraction: fr, falseAlarms: fa, missed: missed,
+                               medianDelayNs: delays.isEmpty ? nil : delays[delays.count / 2])
+                if let b = best {
+                    let (ce, be) = (c.falseAlarms + c.missed, b.falseAlarms + b.missed)
+                    if ce < be || (ce == be && (c.medianDelayNs ?? .max) < (b.medianDelayNs ?? .max)) { best = c }
+                } else {
+                    best = c
+                }
+            }
+        }
+        let choice = best ?? Choice(horizon: 15, fraction: 0.7, falseAlarms: 0, missed: 0, medianDelayNs: nil)
+        let model = try DetectorModel.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs,
+                                            ruleHorizon: choice.horizon, ruleFraction: choice.fraction, threads: threads)
+        return (model, choice)
+    }
+}
