@@ -214,6 +214,18 @@ final class Temp {
         #expect(try loaded.predict(testR) == pR)
     }
 
+    @Test func theRunRuleIsChosenOnTrainingRunsOnly() throws {
+        let tables = (0..<6).map { synthetic(300, ransomware: $0 % 2 == 0, seed: UInt64(10 + $0)) }
+        let labels: [Label] = (0..<6).map { $0 % 2 == 0 ? .ransomware : .benign }
+        let (model, choice) = try RuleSelection.train(.gbdt, tables: tables, labels: labels, featureSet: .extended,
+                                                      windowNs: 100_000_000, threads: 1)
+        #expect(model.ruleHorizon == choice.horizon && model.ruleFraction == choice.fraction)
+        #expect(choice.falseAlarms == 0 && choice.missed == 0, "separable runs: a rule without errors exists")
+        #expect(RuleSelection.horizons.contains(choice.horizon))
+        // Shortest delay wins among error-free rules: nothing faster than the chosen one is error-free on such data.
+        #expect(choice.horizon <= 5, "chose \(choice.horizon) windows")
+    }
+
     @Test func badModelFilesAreRefused() throws {
         let path = NSTemporaryDirectory() + "kanshi-badmodel-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: path) }
