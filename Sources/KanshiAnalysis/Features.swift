@@ -49,21 +49,14 @@ public enum WindowFeatures {
         let secs = Double(windowNs) / 1e9
 
         // Per-window accumulators.
-        var rBytes = [Double](repeating: 0, count: count), wBytes = [Double](repeating: 0, count: count)
-        var rN = [Double](repeating: 0, count: count), rMean = [Double](repeating: 0, count: count), rM2 = [Double](repeating: 0, count: count)
-        var wN = [Double](repeating: 0, count: count), wMean = [Double](repeating: 0, count: count), wM2 = [Double](repeating: 0, count: count)
+        var r = [Moments](repeating: Moments(), count: count), wr = [Moments](repeating: Moments(), count: count)
         var entSum = [Double](repeating: 0, count: count), highBytes = [Double](repeating: 0, count: count)
         var oarN = [Double](repeating: 0, count: count), seqN = [Double](repeating: 0, count: count)
         var wMin = [UInt64](repeating: .max, count: count), wMax = [UInt64](repeating: 0, count: count)
         let extended = set == .extended
 
         for a in trace.reads {
-            let w = Int((a.timeNs - span.start) / windowNs)
-            rBytes[w] += Double(a.size)
-            rN[w] += 1
-            let x = Double(a.lba), d = x - rMean[w]
-            rMean[w] += d / rN[w]
-            rM2[w] += d * (x - rMean[w])
+            r[Int((a.timeNs - span.start) / windowNs)].add(a)
         }
         // Overwrite after read: merge the two time-sorted streams.
         var lastRead: [UInt64: UInt64] = [:]
@@ -71,11 +64,7 @@ public enum WindowFeatures {
         var prevEnd: UInt64 = .max
         for a in trace.writes {
             let w = Int((a.timeNs - span.start) / windowNs)
-            wBytes[w] += Double(a.size)
-            wN[w] += 1
-            let x = Double(a.lba), d = x - wMean[w]
-            wMean[w] += d / wN[w]
-            wM2[w] += d * (x - wMean[w])
+            wr[w].add(a)
             entSum[w] += Double(a.entropy)
             guard extended else { continue }
             if a.entropy > 0.9 { highBytes[w] += Double(a.size) }
@@ -93,18 +82,18 @@ public enum WindowFeatures {
         var rolling = [Double](repeating: 0, count: 5)
         var history: [[Double]] = []
         table.values.reserveCapacity(count * names.count / 4)
-        for w in 0..<count where rN[w] > 0 || wN[w] > 0 {
-            let rbps = rBytes[w] / secs, wbps = wBytes[w] / secs
-            let rvar = rN[w] > 1 ? rM2[w] / rN[w] : 0
-            let wvar = wN[w] > 1 ? wM2[w] / wN[w] : 0
-            let ent = wN[w] > 0 ? entSum[w] / wN[w] : 0
+        for w in 0..<count where r[w].n > 0 || wr[w].n > 0 {
+            let rBytes = r[w].bytes, wBytes = wr[w].bytes, wN = wr[w].n
+            let rbps = rBytes / secs, wbps = wBytes / secs
+            let rvar = r[w].variance, wvar = wr[w].variance
+            let ent = wN > 0 ? entSum[w] / wN : 0
             var row = [rbps, wbps, rvar, wvar, ent]
             if extended {
-                let high = wBytes[w] > 0 ? highBytes[w] / wBytes[w] : 0
-                let ratio = wBytes[w] / (rBytes[w] + 4096)
-                let oar = wN[w] > 0 ? oarN[w] / wN[w] : 0
-                let seq = wN[w] > 0 ? seqN[w] / wN[w] : 0
-                let spread = wN[w] > 0 ? Double(wMax[w] - wMin[w]) : 0
+                let high = wBytes > 0 ? highBytes[w] / wBytes : 0
+                let ratio = wBytes / (rBytes + 4096)
+                let oar = wN > 0 ? oarN[w] / wN : 0
+                let seq = wN > 0 ? seqN[w] / wN : 0
+                let spread = wN > 0 ? Double(wMax[w] - wMin[w]) : 0
                 row += [high, ratio, oar, seq, spread]
                 // Moving means over the last 10 windows of time (idle windows count as zeros).
                 let current = [rbps, wbps, ent, high, oar]
@@ -115,8 +104,27 @@ public enum WindowFeatures {
             }
             table.values += row.map { Float($0) }
             table.windowStart.append(span.start + UInt64(w) * windowNs)
-            table.writtenBytes.append(UInt64(wBytes[w]))
+            table.writtenBytes.append(UInt64(wBytes))
         }
         return table
     }
+}
+
+/// Count, bytes, and running mean and variance of LBAs (Welford) of one window's accesses.
+struct Moments {
+    var n = 0.0
+    var bytes = 0.0
+    private var mean = 0.0
+    private var m2 = 0.0
+
+    mutating func add(_ a: Access) {
+        n += 1
+        bytes += Double(a.size)
+        let x = Double(a.lba), d = x - mean
+        mean += d / n
+        m2 += d * (x - mean)
+    }
+
+    /// Population variance of the LBAs (0 below two accesses).
+    var variance: Double { n > 1 ? m2 / n : 0 }
 }
