@@ -28,8 +28,8 @@ public final class JournalWriter: Sendable {
         /// Bytes behind the end of the journal that stay in the page cache;
         /// older ones are written back and dropped in the background, so the
         /// journal's memory stays flat however long it grows (0: never drop).
-        public var cachedTailBytes: UInt64 = 32 << 20
-        public init(segmentBytes: UInt64 = 256 << 20, cachedTailBytes: UInt64 = 32 << 20) {
+        public var cachedTailBytes: UInt64 = 8 << 20
+        public init(segmentBytes: UInt64 = 256 << 20, cachedTailBytes: UInt64 = 8 << 20) {
             self.segmentBytes = segmentBytes
             self.cachedTailBytes = cachedTailBytes
         }
@@ -256,7 +256,7 @@ public final class JournalWriter: Sendable {
         let keep = options.cachedTailBytes
         guard keep > 0 else { return }
         let end = all ? s.segmentSize : (s.segmentSize > keep ? (s.segmentSize - keep) & ~4095 : 0)
-        guard end > s.retiredUpTo, all || end - s.retiredUpTo >= 8 << 20 else { return }
+        guard end > s.retiredUpTo, all || end - s.retiredUpTo >= min(8 << 20, keep / 4) else { return }
         let start = s.retiredUpTo
         s.retiredUpTo = end
         let log = logger
