@@ -251,7 +251,9 @@ public final class JournalWriter: Sendable {
     }
 
     /// Hands pages more than `cachedTailBytes` behind the end to the retirer,
-    /// in steps of at least 8 MiB.
+    /// in steps of a quarter of that (at most 8 MiB): freed soon and in small
+    /// pieces, the pages are reused before this VM's free-page reporting hands
+    /// them back to the host, which would make their next use fault again.
     private func retireOldPages(_ s: inout State, file: SystemFile, all: Bool = false) {
         let keep = options.cachedTailBytes
         guard keep > 0 else { return }
