@@ -45,8 +45,23 @@ public enum WindowFeatures {
         let names = names(set)
         var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
         guard let span = trace.span, windowNs > 0 else { return table }
-        let count = Int((span.end - span.start) / windowNs) + 1
         let secs = Double(windowNs) / 1e9
+        // Only windows with I/O get a slot, so a recording with a gap of days
+        // (or a bogus timestamp) costs nothing for the empty time between.
+        let windowOf = { (a: Access) in Int((a.timeNs - span.start) / windowNs) }
+        var occupied: [Int] = []
+        occupied.reserveCapacity(1024)
+        var ri0 = 0, wi0 = 0
+        while ri0 < trace.reads.count || wi0 < trace.writes.count {
+            let w: Int
+            if wi0 >= trace.writes.count || (ri0 < trace.reads.count && trace.reads[ri0].timeNs <= trace.writes[wi0].timeNs) {
+                w = windowOf(trace.reads[ri0]); ri0 += 1
+            } else {
+                w = windowOf(trace.writes[wi0]); wi0 += 1
+            }
+            if occupied.last != w { occupied.append(w) }
+        }
+        let count = occupied.count
 
         // Per-window accumulators.
         var r = [Moments](repeating: Moments(), count: count), wr = [Moments](repeating: Moments(), count: count)
@@ -55,15 +70,21 @@ public enum WindowFeatures {
         var wMin = [UInt64](repeating: .max, count: count), wMax = [UInt64](repeating: 0, count: count)
         let extended = set == .extended
 
+        var slot = 0
         for a in trace.reads {
-            r[Int((a.timeNs - span.start) / windowNs)].add(a)
+            let w = windowOf(a)
+            while occupied[slot] < w { slot += 1 }
+            r[slot].add(a)
         }
+        slot = 0
         // Overwrite after read: merge the two time-sorted streams.
         var lastRead: [UInt64: UInt64] = [:]
         var ri = 0
         var prevEnd: UInt64 = .max
         for a in trace.writes {
-            let w = Int((a.timeNs - span.start) / windowNs)
+            let aw = windowOf(a)
+            while occupied[slot] < aw { slot += 1 }
+            let w = slot
             wr[w].add(a)
             entSum[w] += Double(a.entropy)
             guard extended else { continue }
@@ -82,7 +103,8 @@ public enum WindowFeatures {
         var rolling = [Double](repeating: 0, count: 5)
         var history: [[Double]] = []
         table.values.reserveCapacity(count * names.count / 4)
-        for w in 0..<count where r[w].n > 0 || wr[w].n > 0 {
+        for w in 0..<count {
+            let window = occupied[w]
             let rBytes = r[w].bytes, wBytes = wr[w].bytes, wN = wr[w].n
             let rbps = rBytes / secs, wbps = wBytes / secs
             let rvar = r[w].variance, wvar = wr[w].variance
@@ -97,13 +119,13 @@ public enum WindowFeatures {
                 row += [high, ratio, oar, seq, spread]
                 // Moving means over the last 10 windows of time (idle windows count as zeros).
                 let current = [rbps, wbps, ent, high, oar]
-                history.append(current + [Double(w)])
-                while let first = history.first, Double(w) - first[5] >= 10 { history.removeFirst() }
+                history.append(current + [Double(window)])
+                while let first = history.first, Double(window) - first[5] >= 10 { history.removeFirst() }
                 for k in 0..<5 { rolling[k] = history.reduce(0) { $0 + $1[k] } / 10 }
                 row += rolling
             }
             table.values += row.map { Float($0) }
-            table.windowStart.append(span.start + UInt64(w) * windowNs)
+            table.windowStart.append(span.start + UInt64(window) * windowNs)
             table.writtenBytes.append(UInt64(wBytes))
         }
         return table

@@ -146,6 +146,16 @@ final class Temp {
         #expect(t.writtenBytes == [4096, 2048])
     }
 
+    @Test func aGapOfYearsCostsNothing() {
+        let tenYears: UInt64 = 10 * 365 * 86_400 * 1_000_000_000
+        let trace = BlockTrace(reads: [Access(timeNs: 5, lba: 0, size: 512)],
+                               writes: [Access(timeNs: tenYears + 5, lba: 8, size: 4096, entropy: 1)])
+        let t = WindowFeatures.compute(trace, set: .extended)
+        #expect(t.rows == 2)
+        #expect(t.windowStart == [5, tenYears + 5], "windows count from the first access")
+        #expect(t.writtenBytes == [0, 4096])
+    }
+
     @Test func overwriteAfterReadIsSeen() {
         let trace = BlockTrace(
             reads: [Access(timeNs: 0, lba: 800, size: 4096)],
