@@ -1,3 +1,4 @@
+import KanshiCore
 import KanshiSystem
 import Logging
 import NIOCore
@@ -52,7 +53,7 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         let peer = context.remoteAddress.map { "\($0)" } ?? "unix"
         logger[metadataKey: "peer"] = "\(peer)"
         logger.info("client connected")
-        export.backend.note("{\"event\":\"client-connect\",\"connection\":\(connection),\"peer\":\"\(jsonEscape(peer))\"}")
+        export.backend.note("{\"event\":\"client-connect\",\"connection\":\(connection),\"peer\":\"\(peer.jsonEscaped)\"}")
         var b = context.channel.allocator.buffer(capacity: 18)
         b.writeInteger(NBD.initMagic)
         b.writeInteger(NBD.optionMagic)
@@ -472,19 +473,4 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         context.flush()
         context.close(promise: nil)
     }
-}
-
-func jsonEscape(_ s: String) -> String {
-    var out = ""
-    for ch in s.unicodeScalars {
-        switch ch {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case _ where ch.value < 0x20:
-            let hex = String(ch.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        default: out.unicodeScalars.append(ch)
-        }
-    }
-    return out
 }

@@ -34,11 +34,5 @@ public struct BlockEvent: Sendable, Equatable {
         self.entropies = entropies
     }
 
-    /// Mean entropy of the written data, weighted by piece (0 for non-writes).
-    public var meanEntropy: Double {
-        guard !entropies.isEmpty else { return 0 }
-        return Double(entropies.reduce(0, +)) / Double(entropies.count)
-    }
-
     public static let sectorSize: UInt64 = 512
 }

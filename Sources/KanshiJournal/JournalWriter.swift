@@ -131,9 +131,6 @@ public final class JournalWriter: Sendable {
         }
     }
 
-    /// Sequence number the next record will get.
-    public var nextSequence: UInt64 { state.withLock { $0.nextSequence } }
-
     /// Appends one record whose payload is the concatenation of `parts`;
     /// returns its sequence number. The record reaches the kernel before this
     /// returns (it survives the process being killed); `sync()` makes it durable.

@@ -47,13 +47,6 @@ public final class SystemFile: @unchecked Sendable {
         return UInt64(st.st_size)
     }
 
-    /// True when the descriptor is a block device rather than a regular file.
-    public func isBlockDevice() throws(SystemError) -> Bool {
-        var st = stat()
-        try syscall("fstat", path) { fstat(fd, &st) }
-        return (st.st_mode & S_IFMT) == S_IFBLK
-    }
-
     /// Reads exactly `buffer.count` bytes at `offset`, or fewer only at end of file.
     /// Returns the number of bytes read.
     @discardableResult

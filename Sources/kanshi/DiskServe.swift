@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KanshiBlock
+import KanshiCore
 import KanshiJournal
 import KanshiSystem
 import Logging
@@ -129,20 +130,4 @@ struct DiskServe: AsyncParsableCommand {
 struct CLIError: Error, CustomStringConvertible {
     var description: String
     init(_ message: String) { description = message }
-}
-
-extension String {
-    var jsonEscaped: String {
-        var out = ""
-        for ch in unicodeScalars {
-            switch ch {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case _ where ch.value < 0x20: out += "?"
-            default: out.unicodeScalars.append(ch)
-            }
-        }
-        return out
-    }
 }

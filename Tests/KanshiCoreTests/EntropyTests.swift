@@ -72,3 +72,11 @@ import Testing
 #if canImport(Glibc)
 import func Glibc.log2
 #endif
+
+@Suite struct JSONTextTests {
+    @Test func escapedStringsStayOneJSONString() {
+        let nasty = "a\"b\\c\nd\u{1}e é/📀"
+        #expect(nasty.jsonEscaped == "a\\\"b\\\\c\\nd\\u0001e é/📀")
+        #expect("plain".jsonEscaped == "plain")
+    }
+}
