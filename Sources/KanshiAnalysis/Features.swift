@@ -4,6 +4,9 @@ public enum FeatureSet: String, Sendable, Codable, CaseIterable {
     case published
     /// The published five plus ours (see `WindowFeatures.names`).
     case extended
+    /// `extended` without any entropy feature: what is left when full-disk
+    /// encryption makes every write look random.
+    case structural
 }
 
 /// Per-window features of a trace, row-major.
@@ -39,9 +42,29 @@ public enum WindowFeatures {
         "read_bps_1s", "write_bps_1s", "write_entropy_1s", "high_entropy_frac_1s", "overwrite_after_read_1s",
     ]
 
-    public static func names(_ set: FeatureSet) -> [String] { set == .published ? publishedNames : extendedNames }
+    public static let structuralNames = extendedNames.filter { !$0.contains("entropy") }
+
+    public static func names(_ set: FeatureSet) -> [String] {
+        switch set {
+        case .published: publishedNames
+        case .extended: extendedNames
+        case .structural: structuralNames
+        }
+    }
 
     public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, set: FeatureSet = .extended) -> FeatureTable {
+        if set == .structural {
+            // The extended table with the entropy columns left out.
+            var t = compute(trace, windowNs: windowNs, set: .extended)
+            let keep = t.names.indices.filter { !t.names[$0].contains("entropy") }
+            let cols = t.columns
+            var values: [Float] = []
+            values.reserveCapacity(t.rows * keep.count)
+            for r in 0..<t.rows { for c in keep { values.append(t.values[r * cols + c]) } }
+            t.values = values
+            t.names = keep.map { t.names[$0] }
+            return t
+        }
         let names = names(set)
         var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
         guard let span = trace.span, windowNs > 0 else { return table }

@@ -146,6 +146,21 @@ final class Temp {
         #expect(t.writtenBytes == [4096, 2048])
     }
 
+    @Test func structuralFeaturesAreExtendedWithoutEntropy() {
+        let trace = BlockTrace(reads: [Access(timeNs: 0, lba: 800, size: 4096)],
+                               writes: [Access(timeNs: 1_000, lba: 800, size: 4096, entropy: 0.99),
+                                        Access(timeNs: 150_000_000, lba: 9000, size: 4096, entropy: 0.2)])
+        let ext = WindowFeatures.compute(trace, set: .extended), st = WindowFeatures.compute(trace, set: .structural)
+        #expect(st.names == WindowFeatures.structuralNames)
+        #expect(!st.names.contains { $0.contains("entropy") } && st.names.count == ext.names.count - 4)
+        #expect(st.rows == ext.rows)
+        for r in 0..<st.rows {
+            for (c, name) in st.names.enumerated() {
+                #expect(st.row(r)[st.row(r).startIndex + c] == ext.row(r)[ext.row(r).startIndex + ext.names.firstIndex(of: name)!])
+            }
+        }
+    }
+
     @Test func aGapOfYearsCostsNothing() {
         let tenYears: UInt64 = 10 * 365 * 86_400 * 1_000_000_000
         let trace = BlockTrace(reads: [Access(timeNs: 5, lba: 0, size: 512)],
