@@ -112,23 +112,24 @@ public final class JournaledDisk: BlockBackend {
         guard !isReadOnly else { throw BlockError.readOnly }
         if let journal {
             let now = FileSystem.nowNs()
-            let metas = batch.map { w in
-                BlockRecords.encodeMetadata(BlockEvent(operation: .write, timeNs: now, lba: w.offset / 512,
-                                                       length: UInt32(w.data.count), connection: connection,
-                                                       entropies: Entropy.perBlock(w.data)))
+            // All the records' metadata in one buffer, so one pointer covers it.
+            var metas: [UInt8] = []
+            var ranges: [Range<Int>] = []
+            for w in batch {
+                let m = BlockRecords.encodeMetadata(BlockEvent(operation: .write, timeNs: now, lba: w.offset / 512,
+                                                               length: UInt32(w.data.count), connection: connection,
+                                                               entropies: Entropy.perBlock(w.data)))
+                ranges.append(metas.count..<metas.count + m.count)
+                metas += m
             }
-            try withPointers(metas[...], []) { m in
-                let records = zip(m, batch).map { JournalWriter.PendingRecord(kind: .blockWrite, timeNs: now, parts: [$0, $1.data]) }
+            try metas.withUnsafeBytes { all in
+                let records = zip(ranges, batch).map {
+                    JournalWriter.PendingRecord(kind: .blockWrite, timeNs: now, parts: [UnsafeRawBufferPointer(rebasing: all[$0]), $1.data])
+                }
                 _ = try jrn { try journal.append(records) }
             }
         }
         for w in batch { try sys { try image.write(w.data, at: w.offset) } }
-    }
-
-    private func withPointers(_ arrays: ArraySlice<[UInt8]>, _ acc: [UnsafeRawBufferPointer],
-                              _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
-        guard let first = arrays.first else { return try body(acc) }
-        try first.withUnsafeBytes { try withPointers(arrays.dropFirst(), acc + [$0], body) }
     }
 
     public func flush(connection: UInt32) throws {

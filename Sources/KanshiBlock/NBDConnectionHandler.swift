@@ -350,19 +350,16 @@ final class NBDConnectionHandler: ChannelInboundHandler {
             }
             context.write(wrapOutboundOut(b), promise: nil)
         case .write:
+            // Valid writes without FUA were grouped above; here are refusals and FUA writes.
             if backend.isReadOnly { reject(context, req, .perm, "write to a read-only export"); return }
             if let why = checkRange(req, write: true) { reject(context, req, why.0, why.1); return }
             do {
-                try payload!.withUnsafeReadableBytes { try backend.write($0, at: req.offset, fua: req.fua, connection: conn) }
+                try payload!.withUnsafeReadableBytes { try backend.write($0, at: req.offset, fua: true, connection: conn) }
             } catch {
                 reject(context, req, errno(for: error), "write failed: \(error)")
                 return
             }
-            if req.fua {
-                runAsync(context, req) { try backend.sync() }
-            } else {
-                reply(context, req.cookie, .ok)
-            }
+            runAsync(context, req) { try backend.sync() }
         case .trim, .writeZeroes:
             if backend.isReadOnly { reject(context, req, .perm, "\(command) on a read-only export"); return }
             if let why = checkRange(req, write: true) { reject(context, req, why.0, why.1); return }

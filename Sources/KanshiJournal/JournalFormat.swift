@@ -129,3 +129,35 @@ struct SegmentHeader: Equatable {
         return SegmentHeader(index: index, firstSequence: first, createdNs: created, previousHash: prev)
     }
 }
+
+/// The fixed 32-byte record header, as read back.
+struct RecordHeader {
+    var storedChecksum: UInt32
+    var totalLength: Int
+    var kindRaw: UInt8
+    var flags: UInt8
+    var sequence: UInt64
+    var timeNs: UInt64
+
+    /// Decodes the first `JournalFormat.recordHeaderLength` bytes of `b`.
+    init(_ b: UnsafeRawBufferPointer) {
+        var r = ByteReader(b)
+        storedChecksum = r.u32()
+        totalLength = Int(r.u32())
+        kindRaw = r.u8()
+        flags = r.u8()
+        r.skip(6)
+        sequence = r.u64()
+        timeNs = r.u64()
+    }
+
+    /// Whether the length is one a writer can produce.
+    var plausibleLength: Bool {
+        totalLength >= JournalFormat.recordHeaderLength && totalLength <= JournalFormat.maxRecordLength
+    }
+
+    /// Whether `record` (this header and its payload) matches the stored checksum.
+    func checksumMatches(_ record: UnsafeRawBufferPointer) -> Bool {
+        CRC32CBridge.checksum(UnsafeRawBufferPointer(rebasing: record[4..<totalLength])) == storedChecksum
+    }
+}

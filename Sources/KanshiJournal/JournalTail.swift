@@ -30,26 +30,21 @@ public final class JournalTail {
             while offset + UInt64(JournalFormat.recordHeaderLength) <= size {
                 let n = try header.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
                 guard n == header.count else { break }
-                let total = header.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian) }
-                guard total >= JournalFormat.recordHeaderLength, total <= JournalFormat.maxRecordLength else {
+                let h = header.withUnsafeBytes { RecordHeader($0) }
+                let total = h.totalLength
+                guard h.plausibleLength else {
                     if total == 0 { break }  // not written yet
                     throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record length \(total) is impossible")
                 }
                 guard offset + UInt64(total) <= size else { break }  // still being written
                 var record = [UInt8](repeating: 0, count: total)
                 _ = try record.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
-                let ok = record.withUnsafeBytes { b in
-                    CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[4...])) == b.loadUnaligned(as: UInt32.self).littleEndian
-                }
                 // A checksum mismatch at the very end is a record being written; elsewhere it is damage.
-                guard ok else {
+                guard record.withUnsafeBytes({ h.checksumMatches($0) }) else {
                     if offset + UInt64(total) == size { break }
                     throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record checksum mismatch")
                 }
-                let (kindRaw, flags, seq, time) = record.withUnsafeBytes { b in
-                    (b[8], b[9], b.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian,
-                     b.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian)
-                }
+                let (kindRaw, flags, seq, time) = (h.kindRaw, h.flags, h.sequence, h.timeNs)
                 if let expected = nextSequence, seq != expected {
                     throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: seq),
                                                reason: "sequence number \(seq) where \(expected) was expected")

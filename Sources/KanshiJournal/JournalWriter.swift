@@ -137,14 +137,7 @@ public final class JournalWriter: Sendable {
     @discardableResult
     public func append(kind: RecordKind, flags: UInt8 = 0, timeNs: UInt64,
                        parts: [UnsafeRawBufferPointer]) throws -> UInt64 {
-        let payloadLength = parts.reduce(0) { $0 + $1.count }
-        let total = JournalFormat.recordHeaderLength + payloadLength
-        guard total <= JournalFormat.maxRecordLength else { throw JournalError.recordTooLarge(bytes: total) }
-        return try state.withLock { (s) throws -> UInt64 in
-            let seq = try writeRecords(&s, [PendingRecord(kind: kind, flags: flags, timeNs: timeNs, parts: parts)])
-            if s.segmentSize >= options.segmentBytes { try rotate(&s) }
-            return seq
-        }
+        try append([PendingRecord(kind: kind, flags: flags, timeNs: timeNs, parts: parts)])
     }
 
     /// A record to append: its payload is the concatenation of `parts`.
@@ -268,17 +261,20 @@ public final class JournalWriter: Sendable {
         }
     }
 
-    private func writeHashRecord(_ s: inout State, kind: RecordKind) throws {
+    /// Writes a checkpoint or seal carrying the hash of the segment before
+    /// it, and returns that hash.
+    @discardableResult
+    private func writeHashRecord(_ s: inout State, kind: RecordKind) throws -> [UInt8] {
         let digest = try s.hasher.digest(at: s.segmentSize)
         try digest.withUnsafeBytes { (d) throws in
             _ = try writeRecords(&s, [PendingRecord(kind: kind, timeNs: FileSystem.nowNs(), parts: [d])])
         }
         s.sinceCheckpoint = 0
+        return digest
     }
 
     private func rotate(_ s: inout State) throws {
-        let sealHash = try s.hasher.digest(at: s.segmentSize)
-        try writeHashRecord(&s, kind: .seal)
+        let sealHash = try writeHashRecord(&s, kind: .seal)
         if let old = s.segment {
             try wrap { () throws in try old.syncData() }
             retireOldPages(&s, file: old, all: true)

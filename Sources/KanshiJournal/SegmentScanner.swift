@@ -170,30 +170,22 @@ enum SegmentScanner {
                 scan.problem = .tornTail(offset: offset, reason: "\(reader.fileSize - offset) bytes at the end are less than a record header")
                 break
             }
-            let (storedCRC, total, kindRaw, flags, seq, time) = reader.peek(JournalFormat.recordHeaderLength) { b in
-                var r = ByteReader(b)
-                let crc = r.u32(), total = r.u32(), kind = r.u8(), flags = r.u8()
-                r.skip(6)
-                return (crc, total, kind, flags, r.u64(), r.u64())
-            }
-            let length = Int(total)
-            guard length >= JournalFormat.recordHeaderLength, length <= JournalFormat.maxRecordLength else {
-                scan.problem = try tornOrCorrupt(offset, claimedEnd: nil, sequence: nil, "record length \(total) is impossible")
+            let header = reader.peek(JournalFormat.recordHeaderLength) { RecordHeader($0) }
+            let length = header.totalLength, seq = header.sequence
+            guard header.plausibleLength else {
+                scan.problem = try tornOrCorrupt(offset, claimedEnd: nil, sequence: nil, "record length \(length) is impossible")
                 break
             }
             guard try wrap({ () throws in try reader.ensure(length) }) else {
-                scan.problem = .tornTail(offset: offset, reason: "record of \(total) bytes runs past the end of the segment (\(reader.fileSize - offset) bytes left)")
+                scan.problem = .tornTail(offset: offset, reason: "record of \(length) bytes runs past the end of the segment (\(reader.fileSize - offset) bytes left)")
                 break
             }
-            let crcOK = reader.peek(length) { b in
-                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[4...])) == storedCRC
-            }
-            guard crcOK else {
+            guard reader.peek(length, { header.checksumMatches($0) }) else {
                 scan.problem = try tornOrCorrupt(offset, claimedEnd: offset + UInt64(length), sequence: nil, "record checksum mismatch")
                 break
             }
-            guard let kind = RecordKind(rawValue: kindRaw) else {
-                scan.problem = .corrupt(offset: offset, sequence: seq, reason: "unknown record kind \(kindRaw)")
+            guard let kind = RecordKind(rawValue: header.kindRaw) else {
+                scan.problem = .corrupt(offset: offset, sequence: seq, reason: "unknown record kind \(header.kindRaw)")
                 break
             }
             guard seq == scan.nextSequence else {
@@ -210,7 +202,7 @@ enum SegmentScanner {
             }
             do {
                 try reader.peek(length) { b in
-                    try visit(JournalRecord(kind: kind, flags: flags, sequence: seq, timeNs: time,
+                    try visit(JournalRecord(kind: kind, flags: header.flags, sequence: seq, timeNs: header.timeNs,
                                             payload: UnsafeRawBufferPointer(rebasing: b[JournalFormat.recordHeaderLength...]),
                                             segment: segment, offset: offset))
                 }
@@ -226,8 +218,8 @@ enum SegmentScanner {
             }
             if kind == .seal { scan.sealHash = Array(hashBefore.finalizeCopy()) }
             if kind != .seal && kind != .checkpoint {
-                if scan.firstTimeNs == nil { scan.firstTimeNs = time }
-                scan.lastTimeNs = time
+                if scan.firstTimeNs == nil { scan.firstTimeNs = header.timeNs }
+                scan.lastTimeNs = header.timeNs
             }
         }
         return scan
