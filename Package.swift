@@ -30,10 +30,19 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // xxHash from Debian's libxxhash-dev (sector hashes for search).
+        .systemLibrary(name: "CXXHash", providers: [.apt(["libxxhash-dev"])]),
+        // Time travel: the block -> versions index, past images, diffs, sector-hash search.
+        .target(
+            name: "KanshiHistory",
+            dependencies: [
+                "KanshiCore", "KanshiSystem", "KanshiJournal", "CXXHash",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(
             name: "KanshiBlock",
             dependencies: [
-                "KanshiCore", "KanshiSystem", "KanshiJournal",
+                "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiHistory",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -50,13 +59,14 @@ let package = Package(
         .executableTarget(
             name: "kanshi",
             dependencies: [
-                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML",
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "KanshiCoreTests", dependencies: ["KanshiCore"]),
+        .testTarget(name: "KanshiHistoryTests", dependencies: ["KanshiHistory", "KanshiBlock", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(

@@ -10,6 +10,8 @@ packages=(
     busybox-static e2fsprogs cpio gzip xz-utils zstd
     # C libraries the detectors link (XGBoost; libsvm)
     libxgboost-dev libsvm-dev
+    # sector hashes for search
+    libxxhash-dev
 )
 
 missing=()

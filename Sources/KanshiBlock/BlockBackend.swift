@@ -1,4 +1,5 @@
 import KanshiCore
+import KanshiHistory
 import KanshiJournal
 import KanshiSystem
 import Logging
@@ -79,7 +80,20 @@ public final class JournaledDisk: BlockBackend {
         self.size = size
         self.journal = journal
         self.isReadOnly = readOnly
+        if let journal, !readOnly {
+            // Blocks the journal already holds an earlier state of (or, in a
+            // journal from before base records, any change to) need no base.
+            let index: VersionIndex
+            do { index = try VersionIndex(journal: journal.directory) } catch {
+                throw BlockError.badImage(path: journal.directory, reason: "cannot index the journal: \(error)")
+            }
+            bases = BaseRecorder(diskSize: size, based: index.newest.keys)
+        } else {
+            bases = nil
+        }
     }
+
+    private let bases: BaseRecorder?
 
     private static func sizeOf(_ file: SystemFile) throws -> UInt64 {
         do { return try file.size() } catch { throw BlockError.system(error) }
@@ -96,13 +110,14 @@ public final class JournaledDisk: BlockBackend {
 
     public func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool, connection: UInt32) throws {
         guard !isReadOnly else { throw BlockError.readOnly }
-        if let journal {
+        if journal != nil {
             let event = BlockEvent(operation: .write, timeNs: FileSystem.nowNs(), lba: offset / 512,
                                    length: UInt32(data.count), connection: connection, fua: fua,
                                    entropies: Entropy.perBlock(data))
             let meta = BlockRecords.encodeMetadata(event)
-            _ = try meta.withUnsafeBytes { m in
-                try jrn { try journal.append(kind: .blockWrite, flags: 0, timeNs: event.timeNs, parts: [m, data]) }
+            try meta.withUnsafeBytes { m in
+                try append([JournalWriter.PendingRecord(kind: .blockWrite, timeNs: event.timeNs, parts: [m, data])],
+                           touching: [blocks(offset: offset, length: UInt64(data.count))], timeNs: event.timeNs)
             }
         }
         try sys { try image.write(data, at: offset) }
@@ -110,7 +125,7 @@ public final class JournaledDisk: BlockBackend {
 
     public func write(batch: [(data: UnsafeRawBufferPointer, offset: UInt64)], connection: UInt32) throws {
         guard !isReadOnly else { throw BlockError.readOnly }
-        if let journal {
+        if journal != nil {
             let now = FileSystem.nowNs()
             // All the records' metadata in one buffer, so one pointer covers it.
             var metas: [UInt8] = []
@@ -126,10 +141,79 @@ public final class JournaledDisk: BlockBackend {
                 let records = zip(ranges, batch).map {
                     JournalWriter.PendingRecord(kind: .blockWrite, timeNs: now, parts: [UnsafeRawBufferPointer(rebasing: all[$0]), $1.data])
                 }
-                _ = try jrn { try journal.append(records) }
+                try append(records, touching: batch.map { blocks(offset: $0.offset, length: UInt64($0.data.count)) }, timeNs: now)
             }
         }
         for w in batch { try sys { try image.write(w.data, at: w.offset) } }
+    }
+
+    /// Appends `records`; the first change to a block is preceded by a base
+    /// record holding the block's earlier content (read from the image
+    /// before the change reaches it).
+    private func append(_ records: [JournalWriter.PendingRecord], touching touched: [Range<UInt64>], timeNs: UInt64) throws {
+        guard let journal else { return }
+        guard let bases, touched.contains(where: { !bases.allBased($0) }) else {
+            _ = try jrn { try journal.append(records) }
+            return
+        }
+        try bases.serializeFirstWrites {
+            var need = Set<UInt64>()
+            for r in touched { need.formUnion(bases.unbased(r.clamped(to: 0..<bases.blockCount))) }
+            let sorted = need.sorted()
+            var i = 0
+            // Base records in pieces of at most 8 MiB, each a run of consecutive blocks.
+            while i < sorted.count {
+                var j = i + 1
+                while j < sorted.count && sorted[j] == sorted[j - 1] + 1 && j - i < 2048 { j += 1 }
+                try appendBases(sorted[i]..<sorted[j - 1] + 1, timeNs: timeNs, journal: journal)
+                i = j
+            }
+            _ = try jrn { try journal.append(records) }
+            bases.mark(sorted)
+        }
+    }
+
+    private func appendBases(_ run: Range<UInt64>, timeNs: UInt64, journal: JournalWriter) throws {
+        let start = run.lowerBound * 4096
+        let end = min(run.upperBound * 4096, size)
+        var data = [UInt8](repeating: 0, count: Int(end - start))
+        let n = try data.withUnsafeMutableBytes { b in try sys { try image.read(into: b, at: start) } }
+        if n < data.count { for k in n..<data.count { data[k] = 0 } }
+        // Split into stretches of all-zero and of other blocks.
+        var storage: [UInt8] = []
+        var specs: [(flags: UInt8, range: Range<Int>)] = []
+        var k = 0
+        while k < data.count {
+            let zero = isZeroBlock(data, k)
+            var m = k
+            while m < data.count && isZeroBlock(data, m) == zero { m += 4096 }
+            m = min(m, data.count)
+            let prefix = BlockRecords.encodeBasePrefix(lba: (start + UInt64(k)) / 512, length: UInt32(m - k))
+            let from = storage.count
+            storage += prefix
+            if !zero { storage += data[k..<m] }
+            specs.append((zero ? BlockRecords.baseFlagZero : 0, from..<storage.count))
+            k = m
+        }
+        try storage.withUnsafeBytes { all in
+            let records = specs.map {
+                JournalWriter.PendingRecord(kind: .blockBase, flags: $0.flags, timeNs: timeNs, parts: [UnsafeRawBufferPointer(rebasing: all[$0.range])])
+            }
+            _ = try jrn { try journal.append(records) }
+        }
+    }
+
+    private func isZeroBlock(_ data: [UInt8], _ at: Int) -> Bool {
+        data.withUnsafeBytes { p in
+            let end = min(at + 4096, p.count)
+            var i = at
+            while i + 8 <= end {
+                if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+                i += 8
+            }
+            while i < end { if p[i] != 0 { return false }; i += 1 }
+            return true
+        }
     }
 
     public func flush(connection: UInt32) throws {
@@ -159,20 +243,22 @@ public final class JournaledDisk: BlockBackend {
     }
 
     private func record(_ op: BlockEvent.Operation, offset: UInt64, length: UInt32, fua: Bool, connection: UInt32) throws {
-        guard let journal else { return }
+        guard journal != nil else { return }
         let e = BlockEvent(operation: op, timeNs: FileSystem.nowNs(), lba: offset / 512, length: length,
                            connection: connection, fua: fua)
         let meta = BlockRecords.encodeMetadata(e)
-        _ = try meta.withUnsafeBytes { m in
-            try jrn { try journal.append(kind: BlockRecords.kind(of: op), timeNs: e.timeNs, parts: [m]) }
+        let changes = op == .trim || op == .writeZeroes
+        try meta.withUnsafeBytes { m in
+            try append([JournalWriter.PendingRecord(kind: BlockRecords.kind(of: op), timeNs: e.timeNs, parts: [m])],
+                       touching: changes ? [blocks(offset: offset, length: UInt64(length))] : [], timeNs: e.timeNs)
         }
     }
 
-    private func sys<T>(_ body: () throws -> T) throws -> T {
+    func sys<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as SystemError { throw BlockError.system(e) }
     }
 
-    private func jrn<T>(_ body: () throws -> T) throws -> T {
+    func jrn<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as JournalError { throw BlockError.journal(e) }
     }
 }

@@ -75,4 +75,38 @@ public enum BlockRecords {
         }
         return (e, data)
     }
+
+    /// Flag of a base record whose region was all zeros (no data follows).
+    public static let baseFlagZero: UInt8 = 1
+
+    /// Encodes the payload prefix of a base record (the data, unless the
+    /// region is all zeros, follows it).
+    public static func encodeBasePrefix(lba: UInt64, length: UInt32) -> [UInt8] {
+        var w = ByteWriter(capacity: prefixLength)
+        w.append(lba)
+        w.append(length)
+        w.append(UInt32(0))
+        w.append(UInt32(0))
+        return w.bytes
+    }
+
+    /// Decodes a base record: the region and its earlier content (nil data:
+    /// all zeros). Returns nil for records that are not base records.
+    public static func decodeBase(_ r: JournalRecord) throws -> (lba: UInt64, length: UInt32, data: UnsafeRawBufferPointer?)? {
+        guard r.kind == .blockBase else { return nil }
+        let location = JournalLocation(segmentPath: JournalFormat.segmentName(r.segment), offset: r.offset, sequence: r.sequence)
+        var b = ByteReader(r.payload)
+        guard b.remaining >= prefixLength else {
+            throw JournalError.corrupt(location: location, reason: "base record payload is \(b.remaining) bytes, shorter than its \(prefixLength)-byte prefix")
+        }
+        let lba = b.u64()
+        let length = b.u32()
+        b.skip(8)
+        if r.flags & baseFlagZero != 0 { return (lba, length, nil) }
+        let data = b.rest()
+        guard data.count == Int(length) else {
+            throw JournalError.corrupt(location: location, reason: "base record says \(length) bytes but carries \(data.count)")
+        }
+        return (lba, length, data)
+    }
 }

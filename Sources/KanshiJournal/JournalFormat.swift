@@ -73,6 +73,10 @@ public enum RecordKind: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case blockTrim = 18
     case blockWriteZeroes = 19
     case blockFlush = 20
+    /// The content of a region as it was before the journal's first change
+    /// to it (copy on first write), so any past state can be rebuilt.
+    /// Flags bit 0: the region was all zeros and no data follows.
+    case blockBase = 21
 
     public var description: String {
         switch self {
@@ -84,6 +88,7 @@ public enum RecordKind: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .blockTrim: "trim"
         case .blockWriteZeroes: "write-zeroes"
         case .blockFlush: "flush"
+        case .blockBase: "base"
         }
     }
 }

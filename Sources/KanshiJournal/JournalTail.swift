@@ -16,6 +16,29 @@ public final class JournalTail {
         self.directory = directory
     }
 
+    /// Starts after a record seen before: `position` as returned by `position`.
+    public init(directory: String, from position: Position) throws {
+        _ = try JournalLayout.read(directory: directory)
+        self.directory = directory
+        self.segment = position.segment
+        self.offset = position.offset
+        self.nextSequence = position.nextSequence
+    }
+
+    /// Where the next unseen record starts.
+    public struct Position: Sendable, Equatable {
+        public var segment: UInt64
+        public var offset: UInt64
+        public var nextSequence: UInt64?
+        public init(segment: UInt64, offset: UInt64, nextSequence: UInt64?) {
+            self.segment = segment
+            self.offset = offset
+            self.nextSequence = nextSequence
+        }
+    }
+
+    public var position: Position { Position(segment: segment, offset: offset, nextSequence: nextSequence) }
+
     /// Calls `body` for every complete record not seen before; returns how many.
     @discardableResult
     public func poll(_ body: (JournalRecord) throws -> Void) throws -> Int {

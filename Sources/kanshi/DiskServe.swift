@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KanshiBlock
 import KanshiCore
+import KanshiHistory
 import KanshiJournal
 import KanshiSystem
 import Logging
@@ -11,7 +12,7 @@ import NIOPosix
 struct Disk: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve and record disks.",
-        subcommands: [DiskServe.self])
+        subcommands: [DiskServe.self, DiskRestore.self, DiskRollback.self, DiskDiff_.self])
 }
 
 struct DiskServe: AsyncParsableCommand {
@@ -37,6 +38,9 @@ struct DiskServe: AsyncParsableCommand {
 
     @Flag(help: "Serve without recording (a baseline for benchmarks).")
     var noJournal = false
+
+    @Option(help: "Serve a read-only view of the disk as it was at this moment (RFC 3339, ns since the epoch, or seq:N), read from --journal; nothing is recorded.")
+    var at: String?
 
     @Option(help: "Listen on this Unix socket path.")
     var socket: String?
@@ -66,6 +70,8 @@ struct DiskServe: AsyncParsableCommand {
         if journal != nil && noJournal { throw ValidationError("--journal and --no-journal contradict each other") }
         if segmentMiB < 1 { throw ValidationError("--segment-mib must be at least 1") }
         if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
+        if at != nil && journal == nil { throw ValidationError("--at needs --journal DIR (the journal to read the past from)") }
+        if let at { _ = try parseTime(at, option: "--at") }
     }
 
     func run() async throws {
@@ -73,28 +79,42 @@ struct DiskServe: AsyncParsableCommand {
         // Before anything else: a stop signal from now on is kept until we wait for it.
         let stop = try StopSignals()
         let writer: JournalWriter?
-        if let journal {
+        let backend: any BlockBackend
+        var disk: JournaledDisk?
+        if let at {
+            // A view of the past: the journal is only read (a live server may be writing it).
+            let point = try parseTime(at, option: "--at")
+            let (index, _) = try HistoryOptions.parse(["--journal", journal!, "--image", image]).open()
             do {
-                writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20), logger: logger)
+                backend = PastDisk(past: try PastImage(index: index, at: point, imagePath: image))
             } catch {
-                throw CLIError("cannot open journal: \(error)")
+                throw CLIError("\(error)")
             }
-            if let r = writer?.recovery { FileHandle.standardError.write(Data("kanshi: journal recovered: \(r)\n".utf8)) }
-        } else {
             writer = nil
+        } else {
+            if let journal {
+                do {
+                    writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20), logger: logger)
+                } catch {
+                    throw CLIError("cannot open journal: \(error)")
+                }
+                if let r = writer?.recovery { FileHandle.standardError.write(Data("kanshi: journal recovered: \(r)\n".utf8)) }
+            } else {
+                writer = nil
+            }
+            do {
+                disk = try JournaledDisk(imagePath: image, journal: writer, readOnly: readOnly)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            backend = disk!
+            disk!.note("{\"event\":\"serve-start\",\"image\":\"\(FileSystem.absolutePath(image).jsonEscaped)\",\"size\":\(disk!.size),\"readOnly\":\(readOnly),\"pid\":\(ProcessInfo.processInfo.processIdentifier)}")
         }
-        let disk: JournaledDisk
-        do {
-            disk = try JournaledDisk(imagePath: image, journal: writer, readOnly: readOnly)
-        } catch {
-            throw CLIError("\(error)")
-        }
-        disk.note("{\"event\":\"serve-start\",\"image\":\"\(image.jsonEscaped)\",\"size\":\(disk.size),\"readOnly\":\(readOnly),\"pid\":\(ProcessInfo.processInfo.processIdentifier)}")
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
-        let server = NBDServer(backend: disk, group: group, threadPool: pool,
+        let server = NBDServer(backend: backend, group: group, threadPool: pool,
                                handshakeTimeout: .seconds(handshakeTimeout), logger: logger)
         let endpoint: NBDServer.Endpoint = socket.map { .unix(path: $0) } ?? .tcp(host: host, port: port!)
         let channel: any Channel
@@ -105,7 +125,11 @@ struct DiskServe: AsyncParsableCommand {
         }
         var shown = endpoint
         if case .tcp(let h, _) = endpoint, let p = channel.localAddress?.port { shown = .tcp(host: h, port: p) }
-        Output.line("kanshi: serving \(image) (\(disk.size) bytes\(readOnly ? ", read-only" : "")) at \(shown)\(journal.map { " journal \($0)" } ?? " without a journal")")
+        if let at {
+            Output.line("kanshi: serving \(image) as of \(at) (\(backend.size) bytes, read-only) at \(shown) from journal \(journal!)")
+        } else {
+            Output.line("kanshi: serving \(image) (\(backend.size) bytes\(readOnly ? ", read-only" : "")) at \(shown)\(journal.map { " journal \($0)" } ?? " without a journal")")
+        }
 
         let signal = await withCheckedContinuation { (c: CheckedContinuation<Int32, Never>) in
             let t = Thread { c.resume(returning: stop.wait()) }
@@ -115,9 +139,9 @@ struct DiskServe: AsyncParsableCommand {
         try? await channel.close()
         try? await group.shutdownGracefully()
         try? await pool.shutdownGracefully()
-        disk.note("{\"event\":\"serve-stop\",\"signal\":\(signal)}")
+        disk?.note("{\"event\":\"serve-stop\",\"signal\":\(signal)}")
         do {
-            try disk.image.syncData()
+            try disk?.image.syncData()
             try writer?.close()
         } catch {
             throw CLIError("closing the journal failed: \(error)")

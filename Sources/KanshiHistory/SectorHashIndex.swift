@@ -1,0 +1,183 @@
+import CXXHash
+import KanshiJournal
+import KanshiSystem
+
+/// The hash of every written 512-byte sector and every wholly written 4 KiB
+/// block in a journal, for finding where pieces of a file were written.
+///
+/// Non-probative data is not indexed: blocks of one repeated byte (zeros
+/// among them) or of a short repeated pattern (period up to 256 bytes) say
+/// nothing about which file they came from. Hashes that occur more than
+/// `maxOccurrences` times are reported as non-probative at lookup.
+///
+/// Hash: XXH3-64 (libxxhash). An entry is 16 bytes: the hash and a reference
+/// (version number << 4 | piece, piece 0–7 a sector of the block, 8 the
+/// whole block). Kept in `index-hashes.kix` beside the segments (magic
+/// "KANSHIH1", the journal identity, the number of versions hashed, the
+/// number of entries; then the entries), brought up to date on open.
+public final class SectorHashIndex: @unchecked Sendable {
+    public static let fileName = "index-hashes.kix"
+    static let magic = Array("KANSHIH1".utf8)
+    static let headerLength = 56
+    public static let wholeBlock: UInt8 = 8
+
+    public struct Entry: Sendable {
+        public var hash: UInt64
+        public var ref: UInt64
+        public var version: Int { Int(ref >> 4) }
+        public var piece: UInt8 { UInt8(ref & 15) }
+    }
+
+    public let versions: VersionIndex
+    /// Sorted by hash.
+    public private(set) var entries: [Entry] = []
+    /// `buckets[h >> shift]` is the first entry whose hash has that prefix.
+    private var buckets: [UInt32] = []
+    private var shift: UInt64 = 64
+    public let maxOccurrences: Int
+    public private(set) var inMemoryOnly = false
+
+    /// Opens the hash index of `versions`' journal, hashing the versions not hashed yet.
+    public init(versions: VersionIndex, maxOccurrences: Int = 256, progress: ((Int, Int) -> Void)? = nil) throws {
+        self.versions = versions
+        self.maxOccurrences = maxOccurrences
+        let identity = try VersionIndex.journalIdentity(versions.directory)
+        var hashedVersions = 0
+        var loaded: [Entry] = []
+        let path = versions.directory + "/" + Self.fileName
+        if let f = try? SystemFile(path: path, mode: .readOnly), let size = try? f.size(), size >= UInt64(Self.headerLength) {
+            var h = [UInt8](repeating: 0, count: Self.headerLength)
+            if (try? h.withUnsafeMutableBytes { try f.read(into: $0, at: 0) }) == Self.headerLength,
+               Array(h[0..<8]) == Self.magic, Array(h[8..<40]) == identity {
+                let hv = h.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: 40, as: UInt64.self).littleEndian) }
+                let n = h.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: 48, as: UInt64.self).littleEndian) }
+                if hv <= versions.versions.count, UInt64(Self.headerLength + n * 16) <= size {
+                    loaded = [Entry](repeating: Entry(hash: 0, ref: 0), count: n)
+                    let ok = (try? loaded.withUnsafeMutableBytes { b -> Bool in
+                        var done = 0
+                        while done < b.count {
+                            let got = try f.read(into: UnsafeMutableRawBufferPointer(rebasing: b[done...]), at: UInt64(Self.headerLength + done))
+                            if got == 0 { return false }
+                            done += got
+                        }
+                        return true
+                    }) ?? false
+                    if ok && loaded.allSatisfy({ $0.version < hv }) { hashedVersions = hv } else { loaded = [] }
+                }
+            }
+        }
+        let savedEntries = loaded.count
+        let fresh = try Self.hash(versions, from: hashedVersions, progress: progress)
+        loaded += fresh
+        if !fresh.isEmpty || hashedVersions != versions.versions.count || savedEntries == 0 {
+            save(path: path, identity: identity, hashedVersions: versions.versions.count, all: loaded, appendFrom: hashedVersions == 0 ? 0 : savedEntries)
+        }
+        loaded.sort { $0.hash < $1.hash }
+        entries = loaded
+        buildBuckets()
+    }
+
+    /// Hashes the data of versions `from...`.
+    static func hash(_ index: VersionIndex, from: Int, progress: ((Int, Int) -> Void)?) throws -> [Entry] {
+        var out: [Entry] = []
+        var files: [UInt32: SystemFile] = [:]
+        var block = [UInt8](repeating: 0, count: 4096)
+        let total = index.versions.count
+        for i in from..<total {
+            let v = index.versions[i]
+            if v.isZero { continue }
+            if (i - from) % 65536 == 0 { progress?(i - from, total - from) }
+            let file: SystemFile
+            if let f = files[v.segment] { file = f } else {
+                file = try sys { try SystemFile(path: index.directory + "/" + JournalFormat.segmentName(UInt64(v.segment)), mode: .readOnly) }
+                files[v.segment] = file
+            }
+            let first = v.firstSector
+            let count = 8 - first - v.sectorMask.leadingZeroBitCount
+            let bytes = count * 512
+            let n = try block.withUnsafeMutableBytes { b in
+                try sys { try file.read(into: UnsafeMutableRawBufferPointer(rebasing: b[0..<bytes]), at: v.dataOffset) }
+            }
+            guard n == bytes else { continue }
+            block.withUnsafeBytes { b in
+                for k in 0..<count {
+                    let sector = UnsafeRawBufferPointer(rebasing: b[k * 512..<(k + 1) * 512])
+                    if isProbative(sector) {
+                        out.append(Entry(hash: hash64(sector), ref: UInt64(i) << 4 | UInt64(first + k)))
+                    }
+                }
+                if count == 8 {
+                    let whole = UnsafeRawBufferPointer(rebasing: b[0..<4096])
+                    if isProbative(whole) { out.append(Entry(hash: hash64(whole), ref: UInt64(i) << 4 | UInt64(wholeBlock))) }
+                }
+            }
+        }
+        return out
+    }
+
+    private func save(path: String, identity: [UInt8], hashedVersions: Int, all: [Entry], appendFrom: Int) {
+        do {
+            let f = try SystemFile(path: path, mode: [.readWrite, .create])
+            guard try f.tryLockExclusive() else { inMemoryOnly = true; return }
+            if appendFrom == 0 { try f.truncate(to: 0) }
+            if all.count > appendFrom {
+                try all[appendFrom...].withUnsafeBytes { try f.write($0, at: UInt64(Self.headerLength + appendFrom * 16)) }
+            }
+            var h = Self.magic + identity
+            h.appendLE(UInt64(hashedVersions))
+            h.appendLE(UInt64(all.count))
+            try h.withUnsafeBytes { try f.write($0, at: 0) }
+        } catch {
+            inMemoryOnly = true
+        }
+    }
+
+    private func buildBuckets() {
+        let n = entries.count
+        var bits = 1
+        while (1 << bits) < n && bits < 24 { bits += 1 }
+        shift = UInt64(64 - bits)
+        buckets = [UInt32](repeating: 0, count: (1 << bits) + 1)
+        var e = 0
+        for b in 0...(1 << bits) {
+            while e < n && (entries[e].hash >> shift) < UInt64(b) { e += 1 }
+            buckets[b] = UInt32(e)
+        }
+    }
+
+    /// The entries with this hash (a slice of `entries`).
+    public func lookup(_ hash: UInt64) -> ArraySlice<Entry> {
+        guard !entries.isEmpty else { return [] }
+        let b = Int(hash >> shift)
+        var lo = Int(buckets[b])
+        let hi = Int(buckets[b + 1])
+        while lo < hi && entries[lo].hash < hash { lo += 1 }
+        var end = lo
+        while end < hi && entries[end].hash == hash { end += 1 }
+        return entries[lo..<end]
+    }
+
+    /// Bytes the index takes per hash, in memory and on disk.
+    public var bytesPerHash: Double {
+        entries.isEmpty ? 0 : Double(entries.count * 16 + buckets.count * 4) / Double(entries.count)
+    }
+
+    public static func hash64(_ data: UnsafeRawBufferPointer) -> UInt64 {
+        XXH3_64bits(data.baseAddress, data.count)
+    }
+
+    /// False for data of one repeated byte or a short repeated pattern.
+    public static func isProbative(_ data: UnsafeRawBufferPointer) -> Bool {
+        guard let p = data.baseAddress, data.count > 1 else { return false }
+        var period = 1
+        while period <= 256 && period < data.count {
+            if memcmp(p, p + period, data.count - period) == 0 { return false }
+            period *= 2
+        }
+        return true
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
