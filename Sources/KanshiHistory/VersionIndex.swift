@@ -103,6 +103,7 @@ public final class VersionIndex: @unchecked Sendable {
 
     /// SHA-256 of the first segment's header.
     static func journalIdentity(_ directory: String) throws -> [UInt8] {
+        do { _ = try JournalReader(directory: directory) } catch let e as JournalError { throw HistoryError.journal(e) }
         let first = directory + "/" + JournalFormat.segmentName(1)
         guard FileSystem.exists(first) else {
             throw HistoryError.emptyJournal(directory: directory)
