@@ -127,3 +127,8 @@ int ckanshi_install_stop_signals(int write_fd) {
     if (sigaction(SIGTERM, &sa, NULL) != 0) return errno;
     return 0;
 }
+
+long ckanshi_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t length) {
+    loff_t in = off_in, out = off_out;
+    return (long)copy_file_range(fd_in, &in, fd_out, &out, length, 0);
+}

@@ -20,19 +20,13 @@ public enum Restore {
                              progress: ((_ done: UInt64, _ total: UInt64) -> Void)? = nil) throws -> RestoreReport {
         let out = try sys { try SystemFile(path: path, mode: [.readWrite, .create, .truncate]) }
         try sys { try out.truncate(to: past.size) }
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        // Everything from the current image, inside the kernel; then the changed blocks.
         var at: UInt64 = 0
         while at < past.size {
-            let n = Int(min(UInt64(chunk.count), past.size - at))
-            let got = try chunk.withUnsafeMutableBytes { (b) throws -> Int in
-                try sys { try past.image.read(into: UnsafeMutableRawBufferPointer(rebasing: b[0..<n]), at: at) }
-            }
-            if got > 0 && !isZero(chunk, got) {
-                try chunk.withUnsafeBytes { (b) throws in
-                    try sys { try out.write(UnsafeRawBufferPointer(rebasing: b[0..<got]), at: at) }
-                }
-            }
-            at += UInt64(max(got, n))
+            let n = min(UInt64(64 << 20), past.size - at)
+            let got = try sys { try past.image.copy(to: out, offset: at, length: n) }
+            at += n
+            if got < n { break }  // the image is shorter than its size said: the rest stays zeros
             progress?(at / 2, past.size)
         }
         let changed = past.blocksChangedSince()

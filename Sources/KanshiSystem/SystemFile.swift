@@ -73,6 +73,23 @@ public final class SystemFile: @unchecked Sendable {
         }
     }
 
+    /// Copies `length` bytes from `offset` in this file to the same offset
+    /// in `target`, inside the kernel (copy_file_range; shares extents where
+    /// the file system can). Returns the bytes copied (short at end of file).
+    @discardableResult
+    public func copy(to target: SystemFile, offset: UInt64, length: UInt64) throws(SystemError) -> UInt64 {
+        var done: UInt64 = 0
+        while done < length {
+            let at = Int64(offset + done)
+            let n = try syscall("copy_file_range", path) {
+                ckanshi_copy_file_range(fd, at, target.fd, at, Int(min(length - done, 1 << 30)))
+            }
+            if n == 0 { break }
+            done += UInt64(n)
+        }
+        return done
+    }
+
     /// Writes all of the given buffers, in order, at the current position
     /// (the end of file for append-mode handles), with as few calls as possible.
     public func writeGathered(_ buffers: [UnsafeRawBufferPointer]) throws(SystemError) {

@@ -24,4 +24,7 @@ int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length);
 /// the moment something waits for it. Returns 0 or the errno.
 int ckanshi_install_stop_signals(int write_fd);
 
+/// copy_file_range(2) at explicit offsets; returns bytes copied or -1 (errno set).
+long ckanshi_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t length);
+
 #endif
