@@ -30,12 +30,13 @@ public final class SectorHashIndex: @unchecked Sendable {
 
     public let versions: VersionIndex
     /// Sorted by hash.
-    public private(set) var entries: [Entry] = []
+    public let entries: [Entry]
     /// `buckets[h >> shift]` is the first entry whose hash has that prefix.
-    private var buckets: [UInt32] = []
-    private var shift: UInt64 = 64
+    private let buckets: [UInt32]
+    private let shift: UInt64
     public let maxOccurrences: Int
-    public private(set) var inMemoryOnly = false
+    /// True when the index could not be saved (e.g. a read-only journal directory).
+    public let inMemoryOnly: Bool
 
     /// Opens the hash index of `versions`' journal, hashing the versions not hashed yet.
     public init(versions: VersionIndex, maxOccurrences: Int = 256, progress: ((Int, Int) -> Void)? = nil) throws {
@@ -69,12 +70,15 @@ public final class SectorHashIndex: @unchecked Sendable {
         let savedEntries = loaded.count
         let fresh = try Self.hash(versions, from: hashedVersions, progress: progress)
         loaded += fresh
+        var saved = true
         if !fresh.isEmpty || hashedVersions != versions.versions.count || savedEntries == 0 {
-            save(path: path, identity: identity, hashedVersions: versions.versions.count, all: loaded, appendFrom: hashedVersions == 0 ? 0 : savedEntries)
+            saved = Self.save(path: path, identity: identity, hashedVersions: versions.versions.count, all: loaded,
+                              appendFrom: hashedVersions == 0 ? 0 : savedEntries)
         }
+        inMemoryOnly = !saved
         loaded.sort { $0.hash < $1.hash }
         entries = loaded
-        buildBuckets()
+        (buckets, shift) = Self.buckets(loaded)
     }
 
     /// Hashes the data of versions `from...`.
@@ -115,10 +119,10 @@ public final class SectorHashIndex: @unchecked Sendable {
         return out
     }
 
-    private func save(path: String, identity: [UInt8], hashedVersions: Int, all: [Entry], appendFrom: Int) {
+    private static func save(path: String, identity: [UInt8], hashedVersions: Int, all: [Entry], appendFrom: Int) -> Bool {
         do {
             let f = try SystemFile(path: path, mode: [.readWrite, .create])
-            guard try f.tryLockExclusive() else { inMemoryOnly = true; return }
+            guard try f.tryLockExclusive() else { return false }
             if appendFrom == 0 { try f.truncate(to: 0) }
             if all.count > appendFrom {
                 try all[appendFrom...].withUnsafeBytes { try f.write($0, at: UInt64(Self.headerLength + appendFrom * 16)) }
@@ -127,35 +131,46 @@ public final class SectorHashIndex: @unchecked Sendable {
             h.appendLE(UInt64(hashedVersions))
             h.appendLE(UInt64(all.count))
             try h.withUnsafeBytes { try f.write($0, at: 0) }
+            return true
         } catch {
-            inMemoryOnly = true
+            return false
         }
     }
 
-    private func buildBuckets() {
+    /// A prefix table with about one bucket per entry.
+    private static func buckets(_ entries: [Entry]) -> ([UInt32], UInt64) {
         let n = entries.count
         var bits = 1
-        while (1 << bits) < n && bits < 24 { bits += 1 }
-        shift = UInt64(64 - bits)
-        buckets = [UInt32](repeating: 0, count: (1 << bits) + 1)
+        while (1 << bits) < n && bits < 26 { bits += 1 }
+        let shift = UInt64(64 - bits)
+        var buckets = [UInt32](repeating: 0, count: (1 << bits) + 1)
         var e = 0
         for b in 0...(1 << bits) {
             while e < n && (entries[e].hash >> shift) < UInt64(b) { e += 1 }
             buckets[b] = UInt32(e)
         }
+        return (buckets, shift)
     }
 
-    /// The entries with this hash (a slice of `entries`).
-    public func lookup(_ hash: UInt64) -> ArraySlice<Entry> {
-        guard !entries.isEmpty else { return [] }
-        let b = Int(hash >> shift)
-        var lo = Int(buckets[b])
-        let hi = Int(buckets[b + 1])
-        while lo < hi && entries[lo].hash < hash { lo += 1 }
-        var end = lo
-        while end < hi && entries[end].hash == hash { end += 1 }
-        return entries[lo..<end]
+    /// The positions in `entries` of the entries with this hash.
+    @inline(__always)
+    public func range(of hash: UInt64) -> Range<Int> {
+        buckets.withUnsafeBufferPointer { bk in
+            entries.withUnsafeBufferPointer { en in
+                guard !en.isEmpty else { return 0..<0 }
+                let b = Int(hash >> shift)
+                var lo = Int(bk[b])
+                let hi = Int(bk[b + 1])
+                while lo < hi && en[lo].hash < hash { lo += 1 }
+                var end = lo
+                while end < hi && en[end].hash == hash { end += 1 }
+                return lo..<end
+            }
+        }
     }
+
+    /// The entries with this hash.
+    public func lookup(_ hash: UInt64) -> ArraySlice<Entry> { entries[range(of: hash)] }
 
     /// Bytes the index takes per hash, in memory and on disk.
     public var bytesPerHash: Double {
