@@ -56,10 +56,20 @@ let package = Package(
         .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal"]),
         // Classifiers over C libraries.
         .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "CXGBoost", "CLibSVM"]),
+        // The sandbox: a QEMU guest on a journaled disk, the live detector, rollback.
+        .target(
+            name: "KanshiSandbox",
+            dependencies: [
+                "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiBlock", "KanshiHistory", "KanshiAnalysis", "KanshiML",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
-                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory",
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

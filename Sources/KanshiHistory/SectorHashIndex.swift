@@ -31,7 +31,10 @@ public final class SectorHashIndex: @unchecked Sendable {
     public let versions: VersionIndex
     /// Sorted by hash.
     public let entries: [Entry]
-    /// `buckets[h >> shift]` is the first entry whose hash has that prefix.
+    /// The entries' hashes alone, in the same order (a lookup scans these).
+    private let hashes: [UInt64]
+    /// `buckets[h >> shift]` is the first entry whose hash has that prefix
+    /// (about 8 entries per bucket: one cache line of `hashes`).
     private let buckets: [UInt32]
     private let shift: UInt64
     public let maxOccurrences: Int
@@ -78,7 +81,8 @@ public final class SectorHashIndex: @unchecked Sendable {
         inMemoryOnly = !saved
         loaded.sort { $0.hash < $1.hash }
         entries = loaded
-        (buckets, shift) = Self.buckets(loaded)
+        hashes = loaded.map(\.hash)
+        (buckets, shift) = Self.buckets(hashes)
     }
 
     /// Hashes the data of versions `from...`.
@@ -138,15 +142,15 @@ public final class SectorHashIndex: @unchecked Sendable {
     }
 
     /// A prefix table with about one bucket per entry.
-    private static func buckets(_ entries: [Entry]) -> ([UInt32], UInt64) {
+    private static func buckets(_ entries: [UInt64]) -> ([UInt32], UInt64) {
         let n = entries.count
         var bits = 1
-        while (1 << bits) < n && bits < 26 { bits += 1 }
+        while (8 << bits) < n && bits < 26 { bits += 1 }
         let shift = UInt64(64 - bits)
         var buckets = [UInt32](repeating: 0, count: (1 << bits) + 1)
         var e = 0
         for b in 0...(1 << bits) {
-            while e < n && (entries[e].hash >> shift) < UInt64(b) { e += 1 }
+            while e < n && (entries[e] >> shift) < UInt64(b) { e += 1 }
             buckets[b] = UInt32(e)
         }
         return (buckets, shift)
@@ -156,14 +160,14 @@ public final class SectorHashIndex: @unchecked Sendable {
     @inline(__always)
     public func range(of hash: UInt64) -> Range<Int> {
         buckets.withUnsafeBufferPointer { bk in
-            entries.withUnsafeBufferPointer { en in
+            hashes.withUnsafeBufferPointer { en in
                 guard !en.isEmpty else { return 0..<0 }
                 let b = Int(hash >> shift)
                 var lo = Int(bk[b])
                 let hi = Int(bk[b + 1])
-                while lo < hi && en[lo].hash < hash { lo += 1 }
+                while lo < hi && en[lo] < hash { lo += 1 }
                 var end = lo
-                while end < hi && en[end].hash == hash { end += 1 }
+                while end < hi && en[end] == hash { end += 1 }
                 return lo..<end
             }
         }
@@ -175,6 +179,8 @@ public final class SectorHashIndex: @unchecked Sendable {
     /// Bytes the index takes per hash, in memory and on disk.
     public var bytesPerHash: Double {
         entries.isEmpty ? 0 : Double(entries.count * 16 + buckets.count * 4) / Double(entries.count)
+        // (`hashes` repeats the entries' hash field to keep lookups in one cache line;
+        // an on-disk index needs only the 16-byte entries and is what is counted.)
     }
 
     public static func hash64(_ data: UnsafeRawBufferPointer) -> UInt64 {

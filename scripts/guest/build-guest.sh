@@ -28,6 +28,9 @@ Returns at once if OUTDIR already holds a complete build of the same inputs
 (kernel package version, busybox binary, init, this script).
 
 Options:
+  --add-binary FILE    also put FILE in the initramfs as /bin/NAME, with the
+                       shared libraries it needs (from ldd), e.g. kanshi itself
+                       so workloads run in the guest (may be repeated)
   --kernel-deb FILE    use this linux-image-*.deb instead of asking apt
   --force              rebuild even if OUTDIR is up to date
   -h, --help           this text
@@ -43,6 +46,7 @@ note() { echo "$prog: $*" >&2; }
 force=0
 kernel_deb=
 outdir=
+add_binaries=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -51,6 +55,10 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || die "--kernel-deb needs a file"
             kernel_deb=$2; shift 2 ;;
         --kernel-deb=*) kernel_deb=${1#*=}; shift ;;
+        --add-binary)
+            [ $# -ge 2 ] || die "--add-binary needs a file"
+            [ -x "$2" ] || die "--add-binary: $2 is not an executable file"
+            add_binaries+=("$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
         -*) die "unknown option: $1 (see --help)" ;;
         *)
             [ -z "$outdir" ] || die "only one OUTDIR may be given (see --help)"
@@ -175,6 +183,7 @@ fingerprint=$(
         echo "init $(sha256sum <"$init_src" | cut -d' ' -f1)"
         echo "builder $(sha256sum <"${BASH_SOURCE[0]}" | cut -d' ' -f1)"
         echo "modules ${NEEDED_MODULES[*]}"
+        for b in "${add_binaries[@]}"; do echo "binary $b $(sha256sum <"$b" | cut -d' ' -f1)"; done
     } | sha256sum | cut -d' ' -f1
 )
 
@@ -300,6 +309,16 @@ while read -r applet; do
     [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done < <("$busybox" --list-full)
 [ -e "$root/bin/sh" ] || ln -s /bin/busybox "$root/bin/sh"
+
+# Extra binaries and the shared libraries they load (glibc's loader included).
+for b in "${add_binaries[@]}"; do
+    install -m 755 "$b" "$root/bin/$(basename "$b")"
+    while read -r lib; do
+        [ -n "$lib" ] && [ -e "$lib" ] || continue
+        mkdir -p "$root$(dirname "$lib")"
+        [ -e "$root$lib" ] || cp -L "$lib" "$root$lib"
+    done < <(ldd "$b" | grep -o '/[^ ]*' | sort -u)
+done
 
 install -m 755 "$init_src" "$root/init"
 if is_root; then

@@ -1,0 +1,212 @@
+import Foundation
+import KanshiAnalysis
+import KanshiBlock
+import KanshiCore
+import KanshiHistory
+import KanshiJournal
+import KanshiML
+import KanshiSystem
+import Logging
+import NIOCore
+import NIOPosix
+
+/// One monitored run: a QEMU guest whose data disk is served by Kanshi's
+/// journaling NBD server (in this process), a command run inside it, the
+/// live detector on the journal, and on an alert: pause, roll back, stop.
+public final class Sandbox: @unchecked Sendable {
+    public struct Config: Sendable {
+        public var guest: GuestImage
+        public var disk: String
+        public var journal: String
+        /// A shell command run in the guest with /mnt (the data disk) as its directory.
+        public var command: String
+        public var model: DetectorModel?
+        public var timeoutSeconds: Double = 600
+        public var qemu = QEMUGuest.Options()
+        public var pollMs = 200
+        /// Roll back on an alert (otherwise only pause and stop).
+        public var rollback = true
+        public init(guest: GuestImage, disk: String, journal: String, command: String) {
+            self.guest = guest; self.disk = disk; self.journal = journal; self.command = command
+        }
+    }
+
+    public struct Detection: Sendable {
+        /// When the detector fired (wall clock), and the window it fired on.
+        public var alertNs: UInt64
+        public var probability: Float
+        /// Since the workload's first write to the disk.
+        public var delayNs: UInt64?
+        public var bytesWrittenBeforeAlert: UInt64
+    }
+
+    public struct Result: Sendable {
+        /// The command's exit status in the guest (nil if it did not finish).
+        public var exitStatus: Int32?
+        public var bootSeconds: Double?
+        public var runSeconds: Double?
+        public var journalBytes: UInt64 = 0
+        public var detection: Detection?
+        public var rollback: RollbackReport?
+        /// The moment rolled back to: just before the command started.
+        public var rolledBackTo: TimePoint?
+        public var timedOut = false
+        public var interrupted = false
+        public var guestFailure: String?
+    }
+
+    let config: Config
+    let logger: Logger
+    let console: @Sendable (String) -> Void
+    private let state = NSLock()
+    // SAFETY: the fields below are only touched under `state`.
+    private var result = Result()
+    private var jobStartNs: UInt64?
+    private var jobStartSequence: UInt64?
+    private var startedNs: UInt64 = 0
+    private var finished = false
+    private var alerted = false
+
+    public init(config: Config, logger: Logger, console: @escaping @Sendable (String) -> Void) {
+        self.config = config
+        self.logger = logger
+        self.console = console
+    }
+
+    /// Runs the command; `stopRequested` is polled (Ctrl-C).
+    public func run(stopRequested: @escaping @Sendable () -> Bool) async throws -> Result {
+        let work = NSTemporaryDirectory() + "kanshi-sandbox-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let writer = try JournalWriter(directory: config.journal, logger: logger)
+        var writerClosed = false
+        defer { if !writerClosed { try? writer.close() } }
+        let disk: JournaledDisk
+        do { disk = try JournaledDisk(imagePath: config.disk, journal: writer, readOnly: false) } catch {
+            throw SandboxError.badDisk(path: config.disk, reason: "\(error)")
+        }
+        disk.note("{\"event\":\"serve-start\",\"image\":\"\(FileSystem.absolutePath(config.disk).jsonEscaped)\",\"size\":\(disk.size),\"readOnly\":false,\"sandbox\":true}")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let server = NBDServer(backend: disk, group: group, threadPool: pool, handshakeTimeout: .seconds(30), logger: logger)
+        let socketPath = work + "/nbd.sock"
+        let channel = try await server.listen(on: .unix(path: socketPath))
+        let jobPath = work + "/job.img"
+        try JobDisk.write(script: config.command + "\n", to: jobPath)
+
+        startedNs = FileSystem.monotonicNs()
+        let guest = try QEMUGuest(guest: config.guest, nbdURI: "nbd+unix:///?socket=\(socketPath)", jobDisk: jobPath,
+                                  qmpPath: work + "/qmp.sock", options: config.qemu) { [self] line in
+            self.consoleLine(line, writer: writer)
+        }
+        defer { guest.terminate() }
+
+        let detector: Thread? = config.model.map { model in
+            let t = Thread { [self] in self.detect(model: model, guest: guest) }
+            t.start()
+            return t
+        }
+
+        let deadline = FileSystem.monotonicNs() + UInt64(config.timeoutSeconds * 1e9)
+        while guest.isRunning {
+            if stopRequested() { withState { result.interrupted = true }; break }
+            if FileSystem.monotonicNs() > deadline { withState { result.timedOut = true }; break }
+            if withState({ alerted }) { break }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        // An alert pauses the guest; then the damage is rolled back while no I/O is issued.
+        if withState({ alerted }) {
+            try await Task.sleep(nanoseconds: 300_000_000)  // let in-flight requests finish
+            if config.rollback, let seq = withState({ jobStartSequence }) {
+                let point = TimePoint.sequence(seq)
+                let report = try disk.rollBack(to: point)
+                withState { result.rollback = report; result.rolledBackTo = point }
+            }
+        }
+        guest.terminate()
+        withState { finished = true }
+        detector.map { _ in while !withState({ detectorDone }) { usleep(20_000) } }
+        try? await channel.close()
+        try? await group.shutdownGracefully()
+        try? await pool.shutdownGracefully()
+        disk.note("{\"event\":\"serve-stop\",\"sandbox\":true}")
+        try disk.image.syncData()
+        try writer.close()
+        writerClosed = true
+        var r = withState { result }
+        r.journalBytes = (try? FileSystem.list(config.journal).filter { $0.hasPrefix("segment-") }
+            .reduce(UInt64(0)) { $0 + ((try? SystemFile(path: config.journal + "/" + $1, mode: .readOnly).size()) ?? 0) }) ?? 0
+        return r
+    }
+
+    private var detectorDone = false
+
+    private func withState<R>(_ body: () throws -> R) rethrows -> R {
+        state.lock(); defer { state.unlock() }
+        return try body()
+    }
+
+    private func consoleLine(_ line: String, writer: JournalWriter) {
+        console(line)
+        let now = FileSystem.monotonicNs()
+        if line.hasPrefix("KANSHI-GUEST-JOB-START") {
+            let seq = try? writer.appendNote("{\"event\":\"guest-job-start\"}")
+            withState {
+                jobStartSequence = seq
+                jobStartNs = FileSystem.nowNs()
+                result.bootSeconds = Double(now - startedNs) / 1e9
+            }
+        } else if line.hasPrefix("KANSHI-GUEST-JOB-END ") {
+            let status = Int32(line.dropFirst("KANSHI-GUEST-JOB-END ".count).trimmingCharacters(in: .whitespaces))
+            _ = try? writer.appendNote("{\"event\":\"guest-job-end\",\"status\":\(status.map(String.init) ?? "null")}")
+            withState {
+                result.exitStatus = status
+                if let b = result.bootSeconds { result.runSeconds = Double(now - startedNs) / 1e9 - b }
+            }
+        } else if line.hasPrefix("KANSHI-GUEST-FAIL ") {
+            withState { result.guestFailure = String(line.dropFirst("KANSHI-GUEST-FAIL ".count)) }
+        }
+    }
+
+    /// Follows the journal and runs the model over it; on the first alert
+    /// after the command started, pauses the guest.
+    private func detect(model: DetectorModel, guest: QEMUGuest) {
+        defer { withState { detectorDone = true } }
+        guard let tail = try? JournalTail(directory: config.journal) else { return }
+        var trace = BlockTrace(reads: [], writes: [])
+        while !withState({ finished || alerted }) {
+            var added = 0
+            do {
+                try tail.poll { r in
+                    if let (e, _) = try BlockRecords.decode(r) { trace.append(e); added += 1 }
+                }
+            } catch {
+                logger.error("the detector cannot read the journal", metadata: ["error": "\(error)"])
+                return
+            }
+            if added > 0, let start = withState({ jobStartNs }) {
+                let table = model.features(trace)
+                if let p = try? model.predict(table) {
+                    // Only windows since the command started count.
+                    let first = table.windowStart.firstIndex { $0 + model.windowNs > start } ?? p.count
+                    if first < p.count, let i = model.firstAlert(Array(p[first...])) {
+                        let w = first + i
+                        try? guest.pause()
+                        let now = FileSystem.nowNs()
+                        let firstWrite = trace.writes.first { $0.timeNs >= start }?.timeNs
+                        let written = trace.writes.filter { $0.timeNs >= start && $0.timeNs <= now }.reduce(UInt64(0)) { $0 + UInt64($1.size) }
+                        withState {
+                            alerted = true
+                            result.detection = Detection(alertNs: now, probability: p[w],
+                                                         delayNs: firstWrite.map { now > $0 ? now - $0 : 0 },
+                                                         bytesWrittenBeforeAlert: written)
+                        }
+                        return
+                    }
+                }
+            }
+            usleep(useconds_t(config.pollMs * 1000))
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import KanshiML
+import KanshiSandbox
+import KanshiSystem
+
+struct SandboxCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandbox",
+        abstract: "Run a command in a monitored VM whose disk goes through Kanshi; catch ransomware and undo it.",
+        subcommands: [SandboxRun.self])
+}
+
+struct SandboxRun: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot the sandbox guest on a journaled disk and run COMMAND in it.",
+        discussion: """
+            The guest (QEMU, TCG unless --accel kvm) mounts DISK (ext4) at /mnt and runs \
+            COMMAND there with sh; its console streams to standard output. Every block it \
+            reads and writes is journaled by Kanshi's NBD server, in this process. With \
+            --model, the live detector follows the journal; on an alert the guest is paused, \
+            the disk is rolled back to just before COMMAND started, and the VM is stopped. \
+            Exit status: COMMAND's; 3 after an alert; 124 on --timeout; 125 if the guest \
+            failed before reporting a status; 130 on Ctrl-C.
+            """)
+
+    @Option(help: "The data disk image (ext4). It is changed in place.")
+    var disk: String
+
+    @Option(help: "Journal directory (default: DISK.journal).")
+    var journal: String?
+
+    @Option(help: "Detector model (from kanshi train): watch the run and roll back on an alert.")
+    var model: String?
+
+    @Option(help: "Guest directory (vmlinuz, initramfs.cpio.gz; built by scripts/guest/build-guest.sh).")
+    var guest: String = ".build/guest"
+
+    @Option(help: "Stop the VM after this many seconds.")
+    var timeout: Double = 600
+
+    @Option(help: "QEMU accelerator: tcg, or kvm on a machine with hardware virtualization.")
+    var accel: String = "tcg"
+
+    @Option(help: "Guest memory in MiB.")
+    var memory: Int = 512
+
+    @Flag(help: "On an alert, only pause and stop the VM; do not roll the disk back.")
+    var noRollback = false
+
+    @Flag(help: "Print the result as JSON (after the console).")
+    var json = false
+
+    @Argument(parsing: .captureForPassthrough, help: "The command to run in the guest (after --).")
+    var command: [String] = []
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+        if cmd.isEmpty { throw ValidationError("give the command to run in the guest after --") }
+        if timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        if !["tcg", "kvm"].contains(accel) { throw ValidationError("--accel must be tcg or kvm") }
+    }
+
+    func run() async throws {
+        let logger = try CLILogging.logger(label: "kanshi.sandbox", level: global.logLevel)
+        let stop = try StopSignals()
+        let stopped = LockedFlag()
+        Thread { _ = stop.wait(); stopped.set() }.start()
+        let cmd = (command.first == "--" ? Array(command.dropFirst()) : command).joined(separator: " ")
+        let image: GuestImage
+        do { image = try GuestImage(directory: guest) } catch { throw CLIError("\(error)") }
+        guard FileSystem.exists(disk) else { throw CLIError("\(disk): no such disk image") }
+        var config = Sandbox.Config(guest: image, disk: disk, journal: journal ?? disk + ".journal", command: cmd)
+        if let model {
+            do { config.model = try DetectorModel.load(from: model) } catch { throw CLIError("\(model): \(error)") }
+        }
+        config.timeoutSeconds = timeout
+        config.qemu.accel = accel
+        config.qemu.memoryMiB = memory
+        config.rollback = !noRollback
+        let result: Sandbox.Result
+        do {
+            result = try await Sandbox(config: config, logger: logger) { line in Output.line(line) }
+                .run(stopRequested: { stopped.value })
+        } catch {
+            throw CLIError("sandbox: \(error)")
+        }
+        Self.report(result, json: json, journal: config.journal)
+        if result.detection != nil { throw ExitCode(3) }
+        if result.interrupted { throw ExitCode(130) }
+        if result.timedOut { throw ExitCode(124) }
+        guard let status = result.exitStatus else { throw ExitCode(125) }
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    static func report(_ r: Sandbox.Result, json: Bool, journal: String) {
+        var o: [String: Any] = ["journal": journal, "journalBytes": r.journalBytes, "timedOut": r.timedOut, "interrupted": r.interrupted]
+        if let s = r.exitStatus { o["exitStatus"] = s }
+        if let b = r.bootSeconds { o["bootSeconds"] = b }
+        if let x = r.runSeconds { o["runSeconds"] = x }
+        if let f = r.guestFailure { o["guestFailure"] = f }
+        if let d = r.detection {
+            var a: [String: Any] = ["alertTime": Output.time(d.alertNs), "alertTimeNs": d.alertNs, "probability": Double(d.probability),
+                                    "bytesWrittenBeforeAlert": d.bytesWrittenBeforeAlert]
+            if let delay = d.delayNs { a["delaySeconds"] = Double(delay) / 1e9 }
+            o["alert"] = a
+        }
+        if let rb = r.rollback {
+            o["rollback"] = ["to": r.rolledBackTo?.description ?? "", "blocks": rb.blocks, "bytes": rb.bytes, "undo": "seq:\(rb.startSequence - 1)"] as [String: Any]
+        }
+        if json {
+            if let text = try? Output.json(o) { Output.line(text) }
+            return
+        }
+        Output.error("sandbox: boot \(r.bootSeconds.map { String(format: "%.1f s", $0) } ?? "-"), run \(r.runSeconds.map { String(format: "%.1f s", $0) } ?? "-"), journal \(Output.bytes(r.journalBytes))")
+        if let d = r.detection {
+            Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): ransomware-like activity (p=\(String(format: "%.2f", d.probability))), \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "-") after the first write, \(Output.bytes(d.bytesWrittenBeforeAlert)) written before it")
+        }
+        if let rb = r.rollback {
+            Output.error("sandbox: rolled the disk back to \(r.rolledBackTo.map { "\($0)" } ?? "-") (just before the command started): \(rb.blocks) blocks, \(Output.bytes(rb.bytes)); undo with kanshi disk rollback --journal \(journal) --to seq:\(rb.startSequence - 1)")
+        }
+        if let f = r.guestFailure { Output.error("sandbox: the guest failed: \(f)") }
+        if r.timedOut { Output.error("sandbox: timed out; the VM was stopped") }
+        if r.interrupted { Output.error("sandbox: interrupted; the VM was stopped") }
+        if let s = r.exitStatus { Output.error("sandbox: the command exited with status \(s)") }
+    }
+}
