@@ -75,7 +75,7 @@ public final class Sandbox: @unchecked Sendable {
 
     /// Runs the command; `stopRequested` is polled (Ctrl-C).
     public func run(stopRequested: @escaping @Sendable () -> Bool) async throws -> Result {
-        let work = NSTemporaryDirectory() + "kanshi-sandbox-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let work = NSTemporaryDirectory() + "kanshi-vm-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
         let writer = try JournalWriter(directory: config.journal, logger: logger)

@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+
+/// `kanshi sandbox run`: a real QEMU guest (TCG) on a disk served by
+/// Kanshi's in-process NBD server.
+@Suite(.serialized) struct SandboxTests {
+    static let peers = Tools.available("qemu-system-x86_64", "mkfs.ext4", "e2fsck", "debugfs")
+
+    static func guest() throws -> String {
+        let build = try run([Paths.root.appendingPathComponent("scripts/guest/build-guest.sh").path, GuestTests.guestDir], timeout: 600)
+        try #require(build.ok, "guest build failed: \(build.stderr)")
+        return GuestTests.guestDir
+    }
+
+    static func disk(_ s: Scratch, mib: Int = 64) throws -> String {
+        let path = s.file("disk.img")
+        try makeImage(path, bytes: mib << 20)
+        let mkfs = try run(["mkfs.ext4", "-q", "-F", "-b", "4096", path])
+        try #require(mkfs.ok, "\(mkfs.stderr)")
+        return path
+    }
+
+    /// No QEMU of ours and no socket left behind.
+    static func nothingLeft(_ s: Scratch) throws {
+        usleep(300_000)
+        let ps = try run(["ps", "-eo", "args"])
+        let qemu = ps.stdout.split(separator: "\n").filter { $0.contains("qemu-system") && $0.contains("kanshi-vm-") }
+        #expect(qemu.isEmpty, "a sandbox QEMU is still running: \(qemu)")
+        let tmp = (try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? []
+        #expect(!tmp.contains { $0.hasPrefix("kanshi-vm-") }, "a sandbox work directory was left in \(NSTemporaryDirectory())")
+    }
+
+    @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
+    func commandStatusAndFilesReachTheHost() throws {
+        let g = try Self.guest()
+        let s = Scratch("sandbox")
+        let disk = try Self.disk(s)
+        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "240", "--json", "--",
+                         "echo sandboxed > note.txt; dd if=/dev/urandom of=blob bs=1M count=2 2>/dev/null; sync; exit 7"], timeout: 300)
+        #expect(r.status == 7, "\(r.stdout.suffix(1500))\(r.stderr.suffix(800))")
+        let json = r.stdout.split(separator: "\n").drop { !$0.hasPrefix("{") }.joined(separator: "\n")
+        let o = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+        #expect(o["exitStatus"] as? Int == 7)
+        #expect((o["bootSeconds"] as? Double ?? 0) > 0)
+        #expect((o["journalBytes"] as? Int ?? 0) > 2 << 20)
+        #expect(try run(["debugfs", "-R", "cat /note.txt", disk]).stdout == "sandboxed\n")
+        #expect(try run(["e2fsck", "-fn", disk]).ok)
+        #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
+        try Self.nothingLeft(s)
+    }
+
+    @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
+    func aHangingGuestIsStoppedAtTheTimeout() throws {
+        let g = try Self.guest()
+        let s = Scratch("sandbox-hang")
+        let disk = try Self.disk(s)
+        let started = Date()
+        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "25", "--", "sleep 100000"], timeout: 120)
+        #expect(r.status == 124, "\(r.stderr)")
+        #expect(r.stderr.contains("timed out"))
+        #expect(Date().timeIntervalSince(started) < 60)
+        #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
+        try Self.nothingLeft(s)
+    }
+
+    @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
+    func ctrlCStopsTheGuestAndLeavesNothing() throws {
+        let g = try Self.guest()
+        let s = Scratch("sandbox-int")
+        let disk = try Self.disk(s)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Paths.kanshi)
+        p.arguments = ["sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "240", "--", "echo READY-FOR-SIGNAL; sleep 100000"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Wait for the job to start, then Ctrl-C.
+        var seen = Data()
+        let deadline = Date().addingTimeInterval(120)
+        while !String(decoding: seen, as: UTF8.self).contains("READY-FOR-SIGNAL") && Date() < deadline {
+            seen += out.fileHandleForReading.availableData
+        }
+        kill(p.processIdentifier, SIGINT)
+        let stopBy = Date().addingTimeInterval(30)
+        while p.isRunning && Date() < stopBy { usleep(50_000) }
+        #expect(!p.isRunning, "kanshi sandbox run ignored SIGINT")
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 130)
+        #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
+        try Self.nothingLeft(s)
+    }
+
+    @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
+    func aCorruptDiskIsReported() throws {
+        let g = try Self.guest()
+        let s = Scratch("sandbox-corrupt")
+        let disk = s.file("disk.img")
+        FileManager.default.createFile(atPath: disk, contents: Data(randomBytes(16 << 20, seed: 4)))
+        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "120", "--", "true"], timeout: 200)
+        #expect(r.status == 125, "\(r.stderr)")
+        #expect(r.stderr.contains("cannot mount"), "\(r.stderr)")
+        try Self.nothingLeft(s)
+    }
+
+    @Test func badSandboxInputsAreNamed() throws {
+        let s = Scratch("sandbox-bad")
+        try makeImage(s.file("disk.img"), bytes: 1 << 20)
+        let cases: [([String], String)] = [
+            (["sandbox", "run", "--disk", s.file("disk.img"), "--guest", s.file("noguest"), "--", "true"], "build the sandbox guest first"),
+            (["sandbox", "run", "--disk", s.file("missing.img"), "--guest", s.path, "--", "true"], "vmlinuz is missing"),
+            (["sandbox", "run", "--disk", s.file("disk.img")], "give the command"),
+            (["sandbox", "run", "--disk", s.file("disk.img"), "--accel", "xen", "--", "true"], "--accel must be"),
+        ]
+        for (args, message) in cases {
+            let r = try run([Paths.kanshi] + args)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+    }
+}
