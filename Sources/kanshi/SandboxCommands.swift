@@ -8,7 +8,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox",
         abstract: "Run a command in a monitored VM whose disk goes through Kanshi; catch ransomware and undo it.",
-        subcommands: [SandboxRun.self])
+        subcommands: [SandboxBuild.self, SandboxRun.self])
 }
 
 struct SandboxRun: AsyncParsableCommand {
@@ -25,8 +25,8 @@ struct SandboxRun: AsyncParsableCommand {
             failed before reporting a status; 130 on Ctrl-C.
             """)
 
-    @Option(help: "The data disk image (ext4). It is changed in place.")
-    var disk: String
+    @Option(help: "The data disk image (ext4), changed in place (default: a fresh copy of the sandbox's victim disk, DIR/runs/<time>.img).")
+    var disk: String?
 
     @Option(help: "Journal directory (default: DISK.journal).")
     var journal: String?
@@ -34,8 +34,11 @@ struct SandboxRun: AsyncParsableCommand {
     @Option(help: "Detector model (from kanshi train): watch the run and roll back on an alert.")
     var model: String?
 
-    @Option(help: "Guest directory (vmlinuz, initramfs.cpio.gz; built by scripts/guest/build-guest.sh).")
-    var guest: String = ".build/guest"
+    @Option(help: "Guest directory (vmlinuz, initramfs.cpio.gz; default: the one kanshi sandbox build made).")
+    var guest: String?
+
+    @Option(help: "Sandbox directory (of kanshi sandbox build).")
+    var dir: String = SandboxLayout.defaultDirectory
 
     @Option(help: "Stop the VM after this many seconds.")
     var timeout: Double = 600
@@ -71,8 +74,15 @@ struct SandboxRun: AsyncParsableCommand {
         Thread { _ = stop.wait(); stopped.set() }.start()
         let cmd = (command.first == "--" ? Array(command.dropFirst()) : command).joined(separator: " ")
         let image: GuestImage
-        do { image = try GuestImage(directory: guest) } catch { throw CLIError("\(error)") }
-        guard FileSystem.exists(disk) else { throw CLIError("\(disk): no such disk image") }
+        do { image = try GuestImage(directory: guest ?? SandboxLayout.guest(dir)) } catch { throw CLIError("\(error)") }
+        let disk: String
+        if let given = self.disk {
+            guard FileSystem.exists(given) else { throw CLIError("\(given): no such disk image") }
+            disk = given
+        } else {
+            disk = try Self.freshVictimDisk(dir: dir)
+            Output.error("sandbox: disk \(disk) (a fresh copy of the victim disk)")
+        }
         var config = Sandbox.Config(guest: image, disk: disk, journal: journal ?? disk + ".journal", command: cmd)
         if let model {
             do { config.model = try DetectorModel.load(from: model) } catch { throw CLIError("\(model): \(error)") }
@@ -94,6 +104,22 @@ struct SandboxRun: AsyncParsableCommand {
         if result.timedOut { throw ExitCode(124) }
         guard let status = result.exitStatus else { throw ExitCode(125) }
         if status != 0 { throw ExitCode(status) }
+    }
+
+    /// A copy of the sandbox's victim disk under DIR/runs.
+    static func freshVictimDisk(dir: String, name: String? = nil) throws -> String {
+        let victim = SandboxLayout.victim(dir)
+        guard FileSystem.exists(victim) else { throw CLIError("\(victim) is missing: run kanshi sandbox build first") }
+        let runs = dir + "/runs"
+        try FileManager.default.createDirectory(atPath: runs, withIntermediateDirectories: true)
+        let stamp = name ?? String(FileSystem.nowNs())
+        let disk = runs + "/\(stamp).img"
+        try? FileManager.default.removeItem(atPath: disk)
+        try? FileManager.default.removeItem(atPath: disk + ".journal")
+        let src = try SystemFile(path: victim, mode: .readOnly)
+        let dst = try SystemFile(path: disk, mode: [.readWrite, .create, .truncate])
+        try src.copy(to: dst, offset: 0, length: try src.size())
+        return disk
     }
 
     static func report(_ r: Sandbox.Result, json: Bool, journal: String) {
