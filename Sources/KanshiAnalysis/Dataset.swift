@@ -30,6 +30,13 @@ public struct Run: Sendable {
 
 /// Finds the runs under a directory and labels them.
 public enum Dataset {
+    /// The workloads of `kanshi workload` and what they simulate.
+    public static let kanshiWorkloads: [(String, Label)] = [
+        ("inplace", .ransomware), ("copy-delete", .ransomware), ("rename", .ransomware), ("partial", .ransomware), ("slow", .ransomware),
+        ("compress", .benign), ("encrypt-one", .benign), ("secure-delete", .benign), ("database", .benign), ("build", .benign),
+        ("copy-tree", .benign), ("edit", .benign),
+    ]
+
     /// RanSAP's families and what they are.
     public static let knownFamilies: [String: Label] = {
         var m: [String: Label] = [:]
@@ -37,6 +44,8 @@ public enum Dataset {
             m[f.lowercased()] = .ransomware
         }
         for f in ["AESCrypt", "Zip", "SDelete", "Excel", "Firefox", "Office", "Idle"] { m[f.lowercased()] = .benign }
+        // Kanshi's own workloads, as `kanshi dataset record` names their folders.
+        for (name, label) in kanshiWorkloads { m["kanshi-" + name] = label }
         return m
     }()
 

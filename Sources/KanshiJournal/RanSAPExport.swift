@@ -17,12 +17,14 @@ public enum RanSAPExport {
         public var skipped = 0
     }
 
-    public static func export(journal: JournalReader, to directory: String) throws -> Summary {
+    /// Exports the events stamped at or after `fromNs` (all by default).
+    public static func export(journal: JournalReader, to directory: String, fromNs: UInt64 = 0) throws -> Summary {
         try wrap { try FileSystem.createDirectory(directory) }
         let reads = try CSVSink(path: directory + "/ata_read.csv")
         let writes = try CSVSink(path: directory + "/ata_write.csv")
         var summary = Summary()
         try journal.forEachBlockEvent { e, data in
+            guard e.timeNs >= fromNs else { return }
             let sec = e.timeNs / 1_000_000_000, ns = e.timeNs % 1_000_000_000
             let prefix = "\(sec),\(ns),"
             switch e.operation {

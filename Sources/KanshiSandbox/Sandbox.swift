@@ -53,6 +53,8 @@ public final class Sandbox: @unchecked Sendable {
         public var timedOut = false
         public var interrupted = false
         public var guestFailure: String?
+        /// When the command started in the guest (wall clock, ns).
+        public var commandStartNs: UInt64?
     }
 
     let config: Config
@@ -155,6 +157,7 @@ public final class Sandbox: @unchecked Sendable {
             withState {
                 jobStartSequence = seq
                 jobStartNs = FileSystem.nowNs()
+                result.commandStartNs = jobStartNs
                 result.bootSeconds = Double(now - startedNs) / 1e9
             }
         } else if line.hasPrefix("KANSHI-GUEST-JOB-END ") {

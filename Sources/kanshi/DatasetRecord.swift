@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import KanshiAnalysis
+import KanshiJournal
+import KanshiSandbox
+import KanshiSystem
+
+struct DatasetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dataset",
+        abstract: "Make datasets of our own.",
+        subcommands: [DatasetRecord.self])
+}
+
+struct DatasetRecord: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "record",
+        abstract: "Run every workload several times in the sandbox and write labelled recordings in the RanSAP layout.",
+        discussion: """
+            For each workload and run: a fresh copy of the victim disk, the guest runs \
+            `kanshi workload NAME --dir /mnt/corpus --seed N`, and the journal's block events \
+            from the command's start are exported to OUT/kanshi-sandbox/kanshi-NAME/kanshi-NAME-N/ \
+            (ata_read.csv, ata_write.csv). Folders kanshi-<workload> are labelled by \
+            `kanshi train | evaluate | cross-validate` like RanSAP's families. Journals are kept \
+            beside the disks in the sandbox directory unless --discard-journals.
+            """)
+
+    @Option(help: "Output directory.")
+    var out: String
+    @Option(help: "Runs of each workload.")
+    var runs: Int = 3
+    @Option(help: "Workloads to record, comma-separated (default: all).")
+    var workloads: String?
+    @Option(help: "First seed (run i uses seed + i).")
+    var seed: UInt64 = 100
+    @Option(help: "Sandbox directory.")
+    var dir: String = SandboxLayout.defaultDirectory
+    @Option(help: "Per-run timeout, seconds.")
+    var timeout: Double = 900
+    @Flag(help: "Delete each run's disk and journal once exported.")
+    var discardJournals = false
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if runs < 1 { throw ValidationError("--runs must be at least 1") }
+        if let w = workloads {
+            let known = Set(Dataset.kanshiWorkloads.map(\.0))
+            for name in w.split(separator: ",") where !known.contains(String(name)) {
+                throw ValidationError("unknown workload '\(name)'; known: \(Dataset.kanshiWorkloads.map(\.0).joined(separator: ", "))")
+            }
+        }
+    }
+
+    func run() async throws {
+        let logger = try CLILogging.logger(label: "kanshi.dataset", level: global.logLevel)
+        let signals = try StopSignals()
+        let stop = LockedFlag()
+        Thread { _ = signals.wait(); stop.set() }.start()
+        let names = workloads.map { $0.split(separator: ",").map(String.init) } ?? Dataset.kanshiWorkloads.map(\.0)
+        try SandboxBuild.build(dir: dir, seed: 1, corpusMiB: 48, diskMiB: 256, force: false)
+        var done = 0
+        for name in names {
+            for i in 0..<runs {
+                if stop.value { throw ExitCode(130) }
+                let s = seed + UInt64(i)
+                Output.error("dataset: \(name) run \(i + 1)/\(runs) (seed \(s))")
+                let r = try await SandboxWorkloads.run(name: name, seed: s, dir: dir, model: nil, timeout: timeout, logger: logger,
+                                                       stop: stop, quiet: true, tag: "record-\(name)-\(i)")
+                guard r.result.exitStatus == 0, let start = r.result.commandStartNs else {
+                    throw CLIError("\(name) run \(i + 1) failed in the guest (status \(r.result.exitStatus.map(String.init) ?? "none")\(r.result.guestFailure.map { ": \($0)" } ?? ""))")
+                }
+                let target = "\(out)/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-\(i + 1)"
+                let summary = try RanSAPExport.export(journal: JournalReader(directory: r.journal), to: target, fromNs: start)
+                Output.line("\(target): \(summary.readRows) read rows, \(summary.writeRows) write rows, run \(String(format: "%.1f", r.result.runSeconds ?? 0)) s")
+                if discardJournals {
+                    try? FileManager.default.removeItem(atPath: r.disk)
+                    try? FileManager.default.removeItem(atPath: r.journal)
+                }
+                done += 1
+            }
+        }
+        Output.line("recorded \(done) runs in \(out)")
+    }
+}
