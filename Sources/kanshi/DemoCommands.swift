@@ -84,6 +84,8 @@ struct Demo: AsyncParsableCommand {
     var benign: String = "compress"
     @Option(help: "Per-run timeout, seconds.")
     var timeout: Double = 600
+    @Flag(help: "Run every workload (the README's table) instead of one of each kind.")
+    var all = false
     @Flag(help: "Show the guest's console.")
     var verbose = false
     @OptionGroup var global: GlobalOptions
@@ -99,7 +101,8 @@ struct Demo: AsyncParsableCommand {
         let m: DetectorModel
         do { m = try DetectorModel.load(from: modelPath) } catch { throw CLIError("\(modelPath): \(error)") }
         var runs: [WorkloadRun] = []
-        for (name, what) in [(ransomware, "ransomware"), (benign, "benign")] {
+        let plan = all ? Dataset.kanshiWorkloads.map { ($0.0, $0.1.rawValue) } : [(ransomware, "ransomware"), (benign, "benign")]
+        for (name, what) in plan {
             Output.line("\n== \(what) workload '\(name)' in the guest, live detector on")
             var r = try await SandboxWorkloads.run(name: name, seed: 1, dir: dir, model: m, timeout: timeout, logger: logger,
                                                    stop: stop, quiet: !verbose, tag: "demo-\(name)")
