@@ -1,0 +1,126 @@
+extension Ext4FileSystem {
+    /// Largest piece handed to a `readContents` callback.
+    public static let contentChunkSize = 1 << 20
+
+    /// The bytes of a file (or directory, or symlink target): holes and
+    /// unwritten extents read as zeros, inline data and fast symlinks come
+    /// from the inode.
+    public func contents(of inode: Inode) throws(Ext4Error) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(min(inode.size, 1 << 30)))
+        try readContents(of: inode) { out.append(contentsOf: $0) }
+        return out
+    }
+
+    /// The bytes of inode `number` (see `contents(of:)`).
+    public func contents(ofInode number: UInt32) throws(Ext4Error) -> [UInt8] {
+        try contents(of: try inode(number))
+    }
+
+    /// The bytes of the file at `path` (see `lookup(path:)`, `contents(of:)`).
+    public func read(path: String) throws(Ext4Error) -> [UInt8] {
+        try contents(of: try lookup(path: path))
+    }
+
+    /// Streams the bytes of a file in order, in pieces of at most
+    /// `contentChunkSize` bytes, without holding the whole file in memory.
+    public func readContents(of inode: Inode, _ body: (UnsafeRawBufferPointer) throws(Ext4Error) -> Void) throws(Ext4Error) {
+        switch inode.layout {
+        case .none:
+            if inode.size != 0 { throw .notAFile(inode: inode.number) }
+            return
+        case .fastSymlink:
+            let bytes = LE(inode.raw).slice(0x28, Int(min(inode.size, 60)))
+            try withBytes(bytes, 0..<bytes.count, body)
+            return
+        case .inline:
+            let (iBlock, extra) = try inlineParts(inode)
+            let all = Array((iBlock + extra.bytes).prefix(Int(inode.size)))
+            guard all.count == Int(inode.size) else {
+                throw .corruptInlineData(inode: inode.number, reason: "size \(inode.size) but only \(all.count) bytes of inline data")
+            }
+            try withBytes(all, 0..<all.count, body)
+            return
+        case .extents, .blockMap:
+            break
+        }
+        let bs = UInt64(blockSize)
+        let chunk = UInt64(Self.contentChunkSize)
+        var buffer = [UInt8](repeating: 0, count: Self.contentChunkSize)
+        var runIndex = 0
+        var position: UInt64 = 0
+        let runs = inode.runs
+        while position < inode.size {
+            let length = min(chunk, inode.size - position)
+            let end = position + length
+            for i in 0..<Int(length) { buffer[i] = 0 }
+            // Skip runs that end before this chunk; runs are sorted by file block.
+            while runIndex < runs.count && (runs[runIndex].fileBlock + runs[runIndex].count) * bs <= position { runIndex += 1 }
+            var r = runIndex
+            while r < runs.count && runs[r].fileBlock * bs < end {
+                let run = runs[r]
+                r += 1
+                if run.uninitialized { continue }
+                let runStart = run.fileBlock * bs
+                let from = max(runStart, position)
+                let to = min((run.fileBlock + run.count) * bs, end)
+                if from >= to { continue }
+                let physical = run.physicalBlock * bs + (from - runStart)
+                guard physical + (to - from) <= reader.size else {
+                    throw .readPastEnd(structure: "data of inode \(inode.number)", offset: physical, length: to - from, imageSize: reader.size)
+                }
+                do {
+                    try buffer.withUnsafeMutableBytes { p in
+                        let slice = UnsafeMutableRawBufferPointer(rebasing: p[Int(from - position)..<Int(to - position)])
+                        try reader.read(into: slice, at: physical)
+                    }
+                } catch {
+                    throw .io(structure: "data of inode \(inode.number)", offset: physical, message: "\(error)")
+                }
+            }
+            try withBytes(buffer, 0..<Int(length), body)
+            position = end
+        }
+    }
+
+    /// Passes `bytes[range]` to a typed-throwing body (`withUnsafeBytes` only rethrows untyped errors).
+    private func withBytes(_ bytes: [UInt8], _ range: Range<Int>,
+                           _ body: (UnsafeRawBufferPointer) throws(Ext4Error) -> Void) throws(Ext4Error) {
+        var failure: Ext4Error?
+        bytes.withUnsafeBytes { p in
+            do throws(Ext4Error) { try body(UnsafeRawBufferPointer(rebasing: p[range])) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// The target of a symbolic link.
+    public func symlinkTarget(of inode: Inode) throws(Ext4Error) -> String {
+        String(decoding: try contents(of: inode), as: UTF8.self)
+    }
+
+    /// Inline data: the 60 bytes of `i_block` and the value of the in-inode
+    /// `system.data` extended attribute (with its byte offset in the image).
+    func inlineParts(_ inode: Inode) throws(Ext4Error) -> ([UInt8], (bytes: [UInt8], offset: UInt64)) {
+        let b = LE(inode.raw)
+        let iBlock = b.slice(0x28, 60)
+        guard inode.raw.count > 128 else { return (iBlock, ([], 0)) }
+        let start = 128 + Int(b.u16(0x80))
+        guard start + 4 <= inode.raw.count, b.u32(start) == 0xEA02_0000 else { return (iBlock, ([], 0)) }
+        let first = start + 4
+        var e = first
+        // Entries are at least 16 bytes; the area bounds the count.
+        while e + 16 <= inode.raw.count && b.u32(e) != 0 {
+            let nameLen = Int(b.u8(e)), index = b.u8(e + 1)
+            let valueOffset = Int(b.u16(e + 2)), valueSize = Int(b.u32(e + 8))
+            if index == 7 && nameLen == 4 && b.slice(e + 16, 4) == Array("data".utf8) {
+                let v = first + valueOffset
+                guard valueSize >= 0, v + valueSize <= inode.raw.count else {
+                    throw .corruptInlineData(inode: inode.number, reason: "system.data value (\(valueSize) bytes at \(valueOffset)) runs past the inode")
+                }
+                return (iBlock, (b.slice(v, valueSize), inode.offset + UInt64(v)))
+            }
+            e += (16 + nameLen + 3) & ~3
+        }
+        return (iBlock, ([], 0))
+    }
+}
