@@ -4,8 +4,12 @@ extension Ext4FileSystem {
 
     /// The bytes of a file (or directory, or symlink target): holes and
     /// unwritten extents read as zeros, inline data and fast symlinks come
-    /// from the inode.
-    public func contents(of inode: Inode) throws(Ext4Error) -> [UInt8] {
+    /// from the inode. Files larger than `limit` bytes are refused (use
+    /// `readContents` to stream them); a corrupt size cannot exhaust memory.
+    public func contents(of inode: Inode, limit: UInt64 = 1 << 32) throws(Ext4Error) -> [UInt8] {
+        guard inode.size <= limit else {
+            throw .limitExceeded("inode \(inode.number) has \(inode.size) bytes, more than the limit of \(limit); stream it with readContents")
+        }
         var out: [UInt8] = []
         out.reserveCapacity(Int(min(inode.size, 1 << 30)))
         try readContents(of: inode) { out.append(contentsOf: $0) }
@@ -53,7 +57,7 @@ extension Ext4FileSystem {
         while position < inode.size {
             let length = min(chunk, inode.size - position)
             let end = position + length
-            for i in 0..<Int(length) { buffer[i] = 0 }
+            buffer.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
             // Skip runs that end before this chunk; runs are sorted by file block.
             while runIndex < runs.count && (runs[runIndex].fileBlock + runs[runIndex].count) * bs <= position { runIndex += 1 }
             var r = runIndex
