@@ -10,9 +10,22 @@ extension Ext4FileSystem {
         guard inode.size <= limit else {
             throw .limitExceeded("inode \(inode.number) has \(inode.size) bytes, more than the limit of \(limit); stream it with readContents")
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(Int(min(inode.size, 1 << 30)))
-        try readContents(of: inode) { out.append(contentsOf: $0) }
+        var out = [UInt8](repeating: 0, count: Int(inode.size))
+        if inode.layout == .blockMap || inode.layout.isExtents {
+            var failure: Ext4Error?
+            out.withUnsafeMutableBytes { p in
+                do throws(Ext4Error) { try fill(inode, from: 0, into: p) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            return out
+        }
+        var filled = 0
+        try readContents(of: inode) { (piece) throws(Ext4Error) in
+            out.withUnsafeMutableBytes { dst in
+                UnsafeMutableRawBufferPointer(rebasing: dst[filled..<filled + piece.count]).copyMemory(from: piece)
+            }
+            filled += piece.count
+        }
         return out
     }
 
@@ -39,8 +52,8 @@ extension Ext4FileSystem {
             return
         case .inline:
             let (iBlock, extra) = try inlineParts(inode)
-            let all = Array((iBlock + extra.bytes).prefix(Int(inode.size)))
-            guard all.count == Int(inode.size) else {
+            let all = Array((iBlock + extra.bytes).prefix(Int(clamping: inode.size)))
+            guard all.count == Int(clamping: inode.size) else {
                 throw .corruptInlineData(inode: inode.number, reason: "size \(inode.size) but only \(all.count) bytes of inline data")
             }
             try withBytes(all, 0..<all.count, body)
@@ -48,42 +61,54 @@ extension Ext4FileSystem {
         case .extents, .blockMap:
             break
         }
-        let bs = UInt64(blockSize)
-        let chunk = UInt64(Self.contentChunkSize)
-        var buffer = [UInt8](repeating: 0, count: Self.contentChunkSize)
-        var runIndex = 0
+        let chunk = min(UInt64(Self.contentChunkSize), inode.size)
+        var buffer = [UInt8](repeating: 0, count: Int(chunk))
         var position: UInt64 = 0
-        let runs = inode.runs
         while position < inode.size {
             let length = min(chunk, inode.size - position)
-            let end = position + length
-            buffer.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
-            // Skip runs that end before this chunk; runs are sorted by file block.
-            while runIndex < runs.count && (runs[runIndex].fileBlock + runs[runIndex].count) * bs <= position { runIndex += 1 }
-            var r = runIndex
-            while r < runs.count && runs[r].fileBlock * bs < end {
-                let run = runs[r]
-                r += 1
-                if run.uninitialized { continue }
-                let runStart = run.fileBlock * bs
-                let from = max(runStart, position)
-                let to = min((run.fileBlock + run.count) * bs, end)
-                if from >= to { continue }
-                let physical = run.physicalBlock * bs + (from - runStart)
-                guard physical + (to - from) <= reader.size else {
-                    throw .readPastEnd(structure: "data of inode \(inode.number)", offset: physical, length: to - from, imageSize: reader.size)
-                }
-                do {
-                    try buffer.withUnsafeMutableBytes { p in
-                        let slice = UnsafeMutableRawBufferPointer(rebasing: p[Int(from - position)..<Int(to - position)])
-                        try reader.read(into: slice, at: physical)
-                    }
-                } catch {
-                    throw .io(structure: "data of inode \(inode.number)", offset: physical, message: "\(error)")
-                }
+            var failure: Ext4Error?
+            buffer.withUnsafeMutableBytes { p in
+                do throws(Ext4Error) {
+                    try fill(inode, from: position, into: UnsafeMutableRawBufferPointer(rebasing: p[0..<Int(length)]))
+                } catch { failure = error }
             }
+            if let failure { throw failure }
             try withBytes(buffer, 0..<Int(length), body)
-            position = end
+            position += length
+        }
+    }
+
+    /// Fills `out` with the file bytes at `position..<position+out.count`
+    /// of a block-mapped inode: zeros for holes and unwritten extents.
+    func fill(_ inode: Inode, from position: UInt64, into out: UnsafeMutableRawBufferPointer) throws(Ext4Error) {
+        out.initializeMemory(as: UInt8.self, repeating: 0)
+        let bs = UInt64(blockSize)
+        let end = position + UInt64(out.count)
+        let runs = inode.runs
+        // First run that ends after `position` (runs are sorted by file block).
+        var lo = 0, hi = runs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if (runs[mid].fileBlock + runs[mid].count) * bs <= position { lo = mid + 1 } else { hi = mid }
+        }
+        var r = lo
+        while r < runs.count && runs[r].fileBlock * bs < end {
+            let run = runs[r]
+            r += 1
+            if run.uninitialized { continue }
+            let runStart = run.fileBlock * bs
+            let from = max(runStart, position)
+            let to = min((run.fileBlock + run.count) * bs, end)
+            if from >= to { continue }
+            let physical = run.physicalBlock * bs + (from - runStart)
+            guard physical + (to - from) <= reader.size else {
+                throw .readPastEnd(structure: "data of inode \(inode.number)", offset: physical, length: to - from, imageSize: reader.size)
+            }
+            do {
+                try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: out[Int(from - position)..<Int(to - position)]), at: physical)
+            } catch {
+                throw .io(structure: "data of inode \(inode.number)", offset: physical, message: "\(error)")
+            }
         }
     }
 

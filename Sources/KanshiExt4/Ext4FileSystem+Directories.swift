@@ -46,7 +46,7 @@ extension Ext4FileSystem {
             return out
         }
         let bs = UInt64(blockSize)
-        let blocks = (dir.size + bs - 1) / bs
+        let blocks = dir.size / bs + (dir.size % bs == 0 ? 0 : 1)
         for run in dir.runs where !run.uninitialized && run.fileBlock < blocks {
             for i in 0..<min(run.count, blocks - run.fileBlock) {
                 let physical = run.physicalBlock + i

@@ -42,8 +42,9 @@ extension Ext4FileSystem {
             if flags & Inode.extentsFlag != 0 {
                 var runs: [BlockRun] = []
                 var meta: [UInt64] = []
+                var seen = Set<UInt64>()
                 let depth = try walkExtents(inode: number, node: b.slice(0x28, 60), nodeOffset: offset + 0x28,
-                                            expectedDepth: nil, runs: &runs, meta: &meta)
+                                            expectedDepth: nil, runs: &runs, meta: &meta, seen: &seen)
                 inode.layout = .extents(depth: depth)
                 inode.runs = runs.sorted { $0.fileBlock < $1.fileBlock }
                 inode.mappingBlocks = meta.sorted()
@@ -57,7 +58,7 @@ extension Ext4FileSystem {
 
     /// Walks one extent-tree node and its children; returns the node's depth.
     private func walkExtents(inode: UInt32, node: [UInt8], nodeOffset: UInt64, expectedDepth: Int?,
-                             runs: inout [BlockRun], meta: inout [UInt64]) throws(Ext4Error) -> Int {
+                             runs: inout [BlockRun], meta: inout [UInt64], seen: inout Set<UInt64>) throws(Ext4Error) -> Int {
         let h = LE(node)
         guard h.u16(0) == 0xF30A else {
             throw .corruptExtentTree(inode: inode, offset: nodeOffset,
@@ -91,14 +92,14 @@ extension Ext4FileSystem {
                 guard child > 0, child < blocksCount else {
                     throw .blockPastEnd(inode: inode, block: child, blocksCount: blocksCount, structure: "extent index \(i) at offset \(nodeOffset + UInt64(e))")
                 }
-                guard !meta.contains(child) else {
+                guard seen.insert(child).inserted else {
                     throw .corruptExtentTree(inode: inode, offset: nodeOffset + UInt64(e),
                                              reason: "extent tree block \(child) is referenced twice")
                 }
                 meta.append(child)
                 let data = try readBlock(child)
                 _ = try walkExtents(inode: inode, node: data, nodeOffset: child * UInt64(blockSize),
-                                    expectedDepth: depth - 1, runs: &runs, meta: &meta)
+                                    expectedDepth: depth - 1, runs: &runs, meta: &meta, seen: &seen)
             }
         }
         return depth

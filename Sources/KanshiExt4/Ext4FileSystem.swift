@@ -67,8 +67,8 @@ public final class Ext4FileSystem: Sendable {
         }
         let sb = try Superblock(Self.read(reader, structure: "superblock", offset: 1024, count: 1024))
         self.superblock = sb
-        let end = sb.blocksCount * UInt64(sb.blockSize)
-        guard end <= reader.size else {
+        let (end, overflow) = sb.blocksCount.multipliedReportingOverflow(by: UInt64(sb.blockSize))
+        guard !overflow, end <= reader.size else {
             throw .readPastEnd(structure: "file system (s_blocks_count \(sb.blocksCount))", offset: 0,
                                length: end, imageSize: reader.size)
         }

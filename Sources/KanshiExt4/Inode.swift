@@ -55,6 +55,9 @@ public enum DataLayout: Sendable, Equatable {
     case fastSymlink
     /// No data (device, fifo, socket).
     case none
+
+    /// Whether the data is mapped by an extent tree.
+    public var isExtents: Bool { if case .extents = self { true } else { false } }
 }
 
 /// One decoded inode and its block mapping.

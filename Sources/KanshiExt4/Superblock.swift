@@ -139,7 +139,8 @@ public struct Superblock: Sendable, Equatable {
 
     /// Number of block groups.
     public var groupCount: UInt32 {
-        UInt32((blocksCount - UInt64(firstDataBlock) + UInt64(blocksPerGroup) - 1) / UInt64(blocksPerGroup))
+        let span = blocksCount - UInt64(firstDataBlock)
+        return UInt32(clamping: span / UInt64(blocksPerGroup) + (span % UInt64(blocksPerGroup) == 0 ? 0 : 1))
     }
 
     public var hasExtents: Bool { featureIncompat & Incompat.extents != 0 }
