@@ -19,7 +19,3 @@ struct LE {
         return Array(bytes[o..<min(bytes.count, o + n)])
     }
 }
-
-extension [UInt8] {
-    @inline(__always) func le16(_ o: Int) -> UInt16 { LE(self).u16(o) }
-}

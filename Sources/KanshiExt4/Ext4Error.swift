@@ -36,6 +36,29 @@ public enum Ext4Error: Error, CustomStringConvertible, Sendable, Equatable {
     /// The caller asked for something that has no data blocks (e.g. a device).
     case notAFile(inode: UInt32)
 
+    /// A short stable code for logs and JSON output.
+    public var code: String {
+        switch self {
+        case .readPastEnd: "read-past-end"
+        case .io: "io"
+        case .notExtFileSystem: "not-ext"
+        case .corruptSuperblock: "corrupt-superblock"
+        case .unsupportedFeature: "unsupported-feature"
+        case .corruptGroupDescriptor: "corrupt-group-descriptor"
+        case .inodeOutOfRange: "inode-out-of-range"
+        case .corruptExtentTree: "corrupt-extent-tree"
+        case .corruptBlockMap: "corrupt-block-map"
+        case .blockPastEnd: "block-past-end"
+        case .corruptInlineData: "corrupt-inline-data"
+        case .corruptDirectoryEntry: "corrupt-directory-entry"
+        case .directoryLoop: "directory-loop"
+        case .limitExceeded: "limit-exceeded"
+        case .notFound: "not-found"
+        case .notADirectory: "not-a-directory"
+        case .notAFile: "not-a-file"
+        }
+    }
+
     public var description: String {
         switch self {
         case let .readPastEnd(s, o, l, size):

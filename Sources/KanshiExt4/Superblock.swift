@@ -23,11 +23,8 @@ public struct Superblock: Sendable, Equatable {
     public var firstMetaBlockGroup: UInt32
     public var logGroupsPerFlex: UInt8
     public var mmpBlock: UInt64
-    public var backupBlockGroups: (UInt32, UInt32)
-
-    public static func == (a: Superblock, b: Superblock) -> Bool {
-        a.uuid == b.uuid && a.blocksCount == b.blocksCount && a.inodesCount == b.inodesCount
-    }
+    /// The two groups holding backups with sparse_super2.
+    public var backupBlockGroups: [UInt32]
 
     // Feature bits (see the kernel's fs/ext4/ext4.h).
     public enum Compat {
@@ -106,7 +103,7 @@ public struct Superblock: Sendable, Equatable {
         firstMetaBlockGroup = b.u32(0x104)
         logGroupsPerFlex = b.u8(0x174)
         mmpBlock = featureIncompat & Incompat.mmp != 0 ? b.u64(0x168) : 0
-        backupBlockGroups = (b.u32(0x24C), b.u32(0x250))
+        backupBlockGroups = [b.u32(0x24C), b.u32(0x250)]
 
         let unsupported = featureIncompat & ~Incompat.supported
         if unsupported != 0 {
@@ -157,7 +154,7 @@ public struct Superblock: Sendable, Equatable {
     /// meta_bg, a copy of the group descriptor table.
     public func hasSuperblock(group g: UInt32) -> Bool {
         if g == 0 { return true }
-        if hasSparseSuper2 { return g == backupBlockGroups.0 || g == backupBlockGroups.1 }
+        if hasSparseSuper2 { return backupBlockGroups.contains(g) }
         if g <= 1 || !hasSparseSuper { return true }
         if g & 1 == 0 { return false }
         for base: UInt32 in [3, 5, 7] {
