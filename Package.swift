@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "KanshiCore", targets: ["KanshiCore"]),
         .library(name: "KanshiJournal", targets: ["KanshiJournal"]),
         .library(name: "KanshiBlock", targets: ["KanshiBlock"]),
+        .library(name: "KanshiExt4", targets: ["KanshiExt4"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -48,6 +49,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Reading ext2/3/4 metadata from a raw image (no mounting, no e2fsprogs).
+        .target(name: "KanshiExt4", dependencies: ["KanshiSystem"]),
         // XGBoost from Debian's libxgboost-dev.
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
         // libsvm from Debian's libsvm-dev.
@@ -77,6 +80,7 @@ let package = Package(
             ]),
         .testTarget(name: "KanshiCoreTests", dependencies: ["KanshiCore"]),
         .testTarget(name: "KanshiHistoryTests", dependencies: ["KanshiHistory", "KanshiBlock", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
+        .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
