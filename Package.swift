@@ -72,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "kanshi",
             dependencies: [
-                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox",
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -170,6 +170,9 @@ struct DiskDiff_: ParsableCommand {
     @Option(help: "The later moment (default: the end of the journal).")
     var to: String?
 
+    @Flag(help: "Do not look for an ext2/3/4 file system to name the files the blocks belong to.")
+    var noFiles = false
+
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
@@ -178,9 +181,12 @@ struct DiskDiff_: ParsableCommand {
         let (index, imagePath) = try history.open()
         let t2 = try to.map { try parseTime($0, option: "--to") } ?? .sequence(index.lastSequence)
         let diff: DiskDiff
+        let attribution: DiffAttribution?
         do {
-            diff = try DiskDiff.between(PastImage(index: index, at: t1, imagePath: imagePath),
-                                        PastImage(index: index, at: t2, imagePath: imagePath))
+            let before = try PastImage(index: index, at: t1, imagePath: imagePath)
+            let after = try PastImage(index: index, at: t2, imagePath: imagePath)
+            diff = try DiskDiff.between(before, after)
+            attribution = noFiles ? nil : DiffAttribution.of(diff.ranges, before: before, after: after)
         } catch {
             throw CLIError("diff failed: \(error)")
         }
@@ -193,6 +199,13 @@ struct DiskDiff_: ParsableCommand {
                     ["lba": r.lba, "sectors": r.bytes / 512, "bytes": r.bytes, "meanEntropy": r.meanEntropy,
                      "writes": r.writes, "firstWrite": Output.time(r.firstTimeNs), "lastWrite": Output.time(r.lastTimeNs)] as [String: Any]
                 },
+                "owners": (attribution?.items ?? []).map { i -> [String: Any] in
+                    var d: [String: Any] = ["what": i.what, "kind": i.kind, "bytes": i.bytes]
+                    if let p = i.path { d["path"] = p }
+                    if let n = i.inode { d["inode"] = n }
+                    return d
+                },
+                "ownersNote": attribution?.note ?? "",
             ] as [String: Any]))
             return
         }
@@ -204,6 +217,13 @@ struct DiskDiff_: ParsableCommand {
         for r in diff.ranges {
             Output.line(pad("\(r.lba)", 12) + pad("\(r.bytes / 512)", 10) + pad(Output.bytes(r.bytes), 11) +
                         pad(String(format: "%.3f", r.meanEntropy), 9) + pad("\(r.writes)", 8) + Output.time(r.lastTimeNs))
+        }
+        if let a = attribution {
+            if let note = a.note { Output.line("(\(note))") }
+            if !a.items.isEmpty {
+                Output.line("\nin the file system (ext4), by what the changed blocks belong to:")
+                for i in a.items { Output.line("  " + pad(Output.bytes(i.bytes), 11) + i.what) }
+            }
         }
     }
 

@@ -94,6 +94,11 @@ import Testing
         // The diff from step 1 to step 2 lists changes; its JSON parses.
         let diff = try run([Paths.kanshi, "disk", "diff", "--journal", journal, "--from", "seq:\(seq1)", "--to", "seq:\(seq2)", "--json"])
         #expect(diff.ok && diff.stdout.contains("\"ranges\""))
+        let owners = ((try JSONSerialization.jsonObject(with: Data(diff.stdout.utf8)) as! [String: Any])["owners"] as! [[String: Any]])
+        let named = Set(owners.compactMap { $0["path"] as? String })
+        #expect(named.isSuperset(of: ["/data/new.bin", "/data/docs/doc5.bin", "/data/notes.txt"]), "\(named)")
+        let text = try run([Paths.kanshi, "disk", "diff", "--journal", journal, "--from", "seq:\(seq1)", "--to", "seq:\(seq2)"])
+        #expect(text.stdout.contains("in the file system (ext4)") && text.stdout.contains("/data/new.bin"), "\(text.stdout)")
 
         // Roll back the destruction in place: clean, every file back.
         let rb = try run([Paths.kanshi, "disk", "rollback", "--journal", journal, "--to", "seq:\(seq2)"])
