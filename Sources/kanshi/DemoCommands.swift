@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KanshiAnalysis
+import KanshiExt4
 import KanshiJournal
 import KanshiML
 import KanshiSandbox
@@ -41,14 +42,29 @@ enum SandboxWorkloads {
         return WorkloadRun(name: name, label: label, result: result, disk: disk, journal: config.journal, verify: nil)
     }
 
-    /// Checks the corpus on `disk` against its manifest (files copied out of the image by debugfs, read-only).
+    /// Checks the corpus on `disk` against its manifest: the files are read
+    /// out of the image by Kanshi's ext4 reader (no mount), then verified.
     static func verify(disk: String) throws -> CorpusCheck {
         let out = disk + ".files"
         try? FileManager.default.removeItem(atPath: out)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let dump = try runTool(["debugfs", "-R", "rdump /corpus \(out)", disk])
-        guard dump.status == 0 else { throw CLIError("cannot read the corpus from \(disk): \(dump.stderr)") }
+        do {
+            let fs = try Ext4FileSystem(reader: FileImageReader(path: disk))
+            try fs.walk { (entry: FileEntry) throws(Ext4Error) in
+                guard entry.path.hasPrefix("/corpus/") || entry.path == "/corpus" else { return }
+                let target = out + entry.path
+                if entry.type == .directory {
+                    try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+                } else if entry.type == .regular {
+                    let bytes = try fs.contents(of: entry.inode)
+                    try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    FileManager.default.createFile(atPath: target, contents: Data(bytes))
+                }
+            }
+        } catch {
+            throw CLIError("cannot read the corpus from \(disk): \(error)")
+        }
         let v = try runTool([SandboxLayout.executable, "corpus", "verify", "--dir", out + "/corpus", "--json"])
         guard let o = try? JSONSerialization.jsonObject(with: Data(v.stdout.utf8)) as? [String: Any] else {
             throw CLIError("kanshi corpus verify gave no report: \(v.stderr)")
