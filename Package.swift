@@ -39,6 +39,15 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // libfuse3 from Debian's libfuse3-dev (high-level API).
+        .systemLibrary(name: "CFuse3", providers: [.apt(["libfuse3-dev"])]),
+        // Host disks without a VM: the journaled disk as a FUSE file, a loop device, a mount.
+        .target(
+            name: "KanshiMount",
+            dependencies: [
+                "KanshiBlock", "KanshiSystem", "CFuse3",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // XGBoost from Debian's libxgboost-dev.
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
         // libsvm from Debian's libsvm-dev.
@@ -50,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "kanshi",
             dependencies: [
-                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML",
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiMount",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -67,6 +76,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
+        .testTarget(name: "KanshiMountTests", dependencies: ["KanshiMount", "KanshiBlock", "KanshiJournal", "KanshiCore"]),
         .testTarget(
             name: "KanshiIntegrationTests",
             dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")]),

@@ -127,3 +127,13 @@ int ckanshi_install_stop_signals(int write_fd) {
     if (sigaction(SIGTERM, &sa, NULL) != 0) return errno;
     return 0;
 }
+
+#include <sys/mount.h>
+
+int ckanshi_unmount(const char *path, int detach) {
+    int r;
+    do {
+        r = umount2(path, detach ? MNT_DETACH : 0);
+    } while (r != 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
+}

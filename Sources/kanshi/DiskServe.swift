@@ -11,7 +11,7 @@ import NIOPosix
 struct Disk: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve and record disks.",
-        subcommands: [DiskServe.self])
+        subcommands: [DiskServe.self, DiskMount.self])
 }
 
 struct DiskServe: AsyncParsableCommand {

@@ -24,4 +24,8 @@ int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length);
 /// the moment something waits for it. Returns 0 or the errno.
 int ckanshi_install_stop_signals(int write_fd);
 
+/// Unmounts the file system at `path` (umount2), lazily (MNT_DETACH) when
+/// `detach` is non-zero, retrying EINTR. Returns 0 or the errno.
+int ckanshi_unmount(const char *path, int detach);
+
 #endif
