@@ -76,7 +76,12 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
-        .testTarget(name: "KanshiMountTests", dependencies: ["KanshiMount", "KanshiBlock", "KanshiJournal", "KanshiCore"]),
+        .testTarget(
+            name: "KanshiMountTests",
+            dependencies: [
+                "KanshiMount", "KanshiBlock", "KanshiJournal", "KanshiCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "KanshiIntegrationTests",
             dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")]),

@@ -47,9 +47,7 @@ public enum DiskMounter {
         do {
             size = try SystemFile(path: image, mode: .readOnly).size()
         } catch {
-            if error.errno == ENOENT {
-                throw .tool(command: "open \(image)", message: "no such file; create the image first (truncate -s 1G \(image); mkfs.ext4 -b 4096 \(image))")
-            }
+            if error.errno == ENOENT { throw .imageMissing(image) }
             throw .system(error)
         }
         guard size > 0, size % UInt64(options.sectorSize) == 0 else {

@@ -11,6 +11,8 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
     case mountPointMissing(String)
     /// Something is already mounted on the mount point.
     case mountPointBusy(String)
+    /// The image does not exist.
+    case imageMissing(String)
     /// The image's size does not fit the loop device's sector size.
     case badImageSize(path: String, size: UInt64, sectorSize: Int)
     /// libfuse could not create or mount the FUSE file system.
@@ -38,8 +40,11 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
             "mount point \(p) does not exist or is not a directory: create it (mkdir -p \(p))"
         case .mountPointBusy(let p):
             "mount point \(p) is busy: something is already mounted there; unmount it (umount \(p)) or choose another directory"
+        case .imageMissing(let p):
+            "image \(p) does not exist: create it first (truncate -s 1G \(p) && mkfs.ext4 -b 4096 \(p))"
         case .badImageSize(let p, let size, let sector):
-            "\(p): the image is \(size) bytes, not a whole number of \(sector)-byte sectors; resize it (truncate -s) or use --sector-size 512"
+            "\(p): the image is \(size) bytes, not a whole number of \(sector)-byte sectors; resize it (truncate -s)"
+                + (sector == 4096 ? " or mount with --sector-size 512" : "")
         case .fuse(let why):
             "cannot set up the FUSE file: \(why)"
         case .noLoopDevice(let why):
