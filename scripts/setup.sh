@@ -10,6 +10,8 @@ packages=(
     busybox-static e2fsprogs cpio gzip xz-utils zstd
     # C libraries the detectors link (XGBoost; libsvm)
     libxgboost-dev libsvm-dev
+    # kanshi disk mount: libfuse3 (linked), fusermount3, losetup/blkid/mount
+    libfuse3-dev fuse3 util-linux mount
 )
 
 missing=()
