@@ -207,6 +207,25 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         #expect(try run([Paths.kanshi, "journal", "verify", j]).ok)
     }
 
+    @Test(.enabled(if: MountCapability.usable, MountCapability.reason))
+    func aBusyFileSystemIsWaitedFor() throws {
+        let (s, img, mnt) = try fixture("inuse")
+        let before = HostState.now()
+        let m = try MountSession(["--image", img, "--journal", s.file("j"), mnt], log: s.file("mount.log"))
+        // A process whose working directory is on the mounted file system, for 3 s.
+        let user = Process()
+        user.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        user.arguments = ["3"]
+        user.currentDirectoryURL = URL(fileURLWithPath: mnt)
+        try user.run()
+        usleep(300_000)
+        try m.stop(SIGINT, timeout: 60)
+        user.waitUntilExit()
+        #expect(m.log.contains("is busy") && m.log.contains("fuser -vm"), "\(m.log)")
+        #expect(m.log.contains("kanshi: unmounted"))
+        #expect(HostState.now() == before)
+    }
+
     // MARK: - bad input: one clear line, exit 1, nothing left behind
 
     /// Runs `kanshi disk mount` expecting a refusal whose message contains `phrase`.
