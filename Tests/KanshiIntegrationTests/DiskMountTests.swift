@@ -107,12 +107,14 @@ struct HostState: Equatable {
 /// Applies the journal's writes, trims and zeroing, in order, to `base`.
 func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
     var img = base
-    try JournalReader(directory: dir).forEachBlockEvent { e, d in
-        let o = Int(e.lba * 512)
-        switch e.operation {
-        case .write: img.replaceSubrange(o..<o + d.count, with: d)
-        case .trim, .writeZeroes: img.replaceSubrange(o..<o + Int(e.length), with: repeatElement(0, count: Int(e.length)))
-        default: break
+    try img.withUnsafeMutableBytes { out in
+        try JournalReader(directory: dir).forEachBlockEvent { e, d in
+            let o = Int(e.lba * 512)
+            switch e.operation {
+            case .write: UnsafeMutableRawBufferPointer(rebasing: out[o..<o + d.count]).copyMemory(from: d)
+            case .trim, .writeZeroes: memset(out.baseAddress! + o, 0, Int(e.length))
+            default: break
+            }
         }
     }
     return img
