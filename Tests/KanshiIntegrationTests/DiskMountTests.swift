@@ -187,6 +187,15 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         }
         #expect(writesAfter == writes && reads > 0)
         #expect(try run([Paths.kanshi, "journal", "verify", j]).ok)
+        // Session notes: both mounts, their devices, and how each ended.
+        var notes: [String] = []
+        try JournalReader(directory: j).forEachRecord { r in
+            if r.kind == .note { notes.append(String(decoding: r.payload, as: UTF8.self)) }
+        }
+        #expect(notes.filter { $0.contains("\"mount-start\"") }.count == 2, "\(notes)")
+        #expect(notes.filter { $0.contains("\"mounted\"") && $0.contains("\"fstype\":\"ext4\"") }.count == 2, "\(notes)")
+        #expect(notes.contains { $0.contains("\"mount-stop\"") && $0.contains("\"signal\":2") }, "\(notes)")
+        #expect(notes.contains { $0.contains("\"mount-stop\"") && $0.contains("\"reason\":\"unmounted\"") }, "\(notes)")
     }
 
     @Test(.enabled(if: MountCapability.usable, MountCapability.reason))
