@@ -30,7 +30,7 @@ struct DiskMount: AsyncParsableCommand {
     @Option(help: "Journal directory (created if missing).")
     var journal: String
 
-    @Argument(help: "An existing, empty directory to mount the file system on.")
+    @Argument(help: "An existing directory, not already a mount point, to mount the file system on.")
     var mountPoint: String
 
     @Option(help: "File system type for mount(8); 'auto' detects it with blkid.")
@@ -39,13 +39,13 @@ struct DiskMount: AsyncParsableCommand {
     @Option(name: .customLong("options"), help: "Extra mount options (mount -o), e.g. noatime.")
     var mountOptions: String?
 
-    @Flag(help: "Mount read-only; the image and journal still record reads.")
+    @Flag(help: "Mount read-only and refuse writes to the disk; reads are still journaled.")
     var readOnly = false
 
     @Flag(help: "If the image holds no file system, format it first (mkfs.ext4 -b 4096, or mkfs -t FSTYPE) through the journal. An existing file system is never overwritten.")
     var mkfs = false
 
-    @Option(help: "The loop device's logical sector size: 4096 (default) or 512.")
+    @Option(help: "The loop device's logical sector size: 4096 or 512.")
     var sectorSize: Int = 4096
 
     @Option(name: .customLong("segment-mib"), help: "Seal a journal segment and start a new one at this size, in MiB.")
