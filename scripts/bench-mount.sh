@@ -29,6 +29,7 @@ round to round, so machine noise hits both alike. Medians over the rounds.
 Configs:
   kanshi   \$KANSHI disk mount --image IMG --journal DIR MNT
            (FUSE file, loop device --direct-io=on --sector-size 4096, ext4)
+  nojournal  \$KANSHI disk mount --image IMG --no-journal MNT (the FUSE path alone)
   loop     losetup --direct-io=on --sector-size 4096 --find --show IMG; mount
            (the same stack without FUSE and without a journal)
 
@@ -103,8 +104,12 @@ fresh_image() {
     mkfs.ext4 -q -F -b 4096 "$WORK/img"
 }
 
-mount_kanshi() {
-    "$KANSHI" disk mount --image "$WORK/img" --journal "$WORK/j" "$MNT" > "$WORK/kanshi.log" 2>&1 &
+mount_kanshi() { start_kanshi --journal "$WORK/j"; }
+mount_nojournal() { start_kanshi --no-journal; }
+unmount_nojournal() { unmount_kanshi; }
+
+start_kanshi() {
+    "$KANSHI" disk mount --image "$WORK/img" "$@" "$MNT" > "$WORK/kanshi.log" 2>&1 &
     KPID=$!
     for _ in $(seq 1 300); do
         grep -q "kanshi: mounted" "$WORK/kanshi.log" && return 0
@@ -153,10 +158,11 @@ run_fio() {
 median() { sort -n | awk '{a[NR]=$1} END { if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
 declare -A RESULTS
-CONFIGS=(kanshi loop)
+CONFIGS=(kanshi nojournal loop)
 for round in $(seq 1 "$ROUNDS"); do
-    order=("${CONFIGS[@]}")
-    [ $((round % 2)) -eq 0 ] && order=(loop kanshi)
+    # Rotate the order from round to round.
+    shift_by=$(( (round - 1) % ${#CONFIGS[@]} ))
+    order=("${CONFIGS[@]:$shift_by}" "${CONFIGS[@]:0:$shift_by}")
     for c in "${order[@]}"; do
         fresh_image
         "mount_$c"
@@ -174,15 +180,17 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-printf '\n%-44s %14s %14s %8s\n' "workload (medians of $ROUNDS)" "kanshi mount" "plain loop" "ratio"
+printf '\n%-44s %14s %14s %14s %8s %8s\n' "workload (medians of $ROUNDS)" "kanshi mount" "no journal" "plain loop" "k/loop" "nj/loop"
 for w in dd fio; do
     [ "$w" = fio ] && [ "$FIO" != yes ] && continue
     k=$(tr ' ' '\n' <<<"${RESULTS[kanshi,$w]}" | grep . | median)
+    n=$(tr ' ' '\n' <<<"${RESULTS[nojournal,$w]}" | grep . | median)
     l=$(tr ' ' '\n' <<<"${RESULTS[loop,$w]}" | grep . | median)
-    ratio=$(awk -v k="$k" -v l="$l" 'BEGIN { printf "%.2f", k / l }')
+    rk=$(awk -v k="$k" -v l="$l" 'BEGIN { printf "%.2f", k / l }')
+    rn=$(awk -v k="$n" -v l="$l" 'BEGIN { printf "%.2f", k / l }')
     if [ "$w" = dd ]; then
-        printf '%-44s %9s MiB/s %9s MiB/s %7sx\n' "dd bs=1M count=$COUNT oflag=direct conv=fsync" "$k" "$l" "$ratio"
+        printf '%-44s %9s MiB/s %9s MiB/s %9s MiB/s %7sx %7sx\n' "dd bs=1M count=$COUNT oflag=direct conv=fsync" "$k" "$n" "$l" "$rk" "$rn"
     else
-        printf '%-44s %10s IOPS %10s IOPS %7sx\n' "fio randwrite 4k QD16 libaio direct ${FIO_RUNTIME}s" "$k" "$l" "$ratio"
+        printf '%-44s %10s IOPS %10s IOPS %10s IOPS %7sx %7sx\n' "fio randwrite 4k QD16 libaio direct ${FIO_RUNTIME}s" "$k" "$n" "$l" "$rk" "$rn"
     fi
 done

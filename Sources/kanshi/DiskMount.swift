@@ -27,8 +27,11 @@ struct DiskMount: AsyncParsableCommand {
     @Option(help: "The raw disk image (its size must be a multiple of the sector size).")
     var image: String
 
-    @Option(help: "Journal directory (created if missing).")
-    var journal: String
+    @Option(help: "Journal directory (created if missing). Required unless --no-journal.")
+    var journal: String?
+
+    @Flag(help: "Mount without recording (a baseline for benchmarks).")
+    var noJournal = false
 
     @Argument(help: "An existing directory, not already a mount point, to mount the file system on.")
     var mountPoint: String
@@ -57,6 +60,8 @@ struct DiskMount: AsyncParsableCommand {
         if sectorSize != 512 && sectorSize != 4096 { throw ValidationError("--sector-size must be 512 or 4096") }
         if segmentMiB < 1 { throw ValidationError("--segment-mib must be at least 1") }
         if readOnly && mkfs { throw ValidationError("--mkfs cannot format a --read-only disk") }
+        if journal == nil && !noJournal { throw ValidationError("give --journal DIR (or --no-journal to mount without recording)") }
+        if journal != nil && noJournal { throw ValidationError("--journal and --no-journal contradict each other") }
     }
 
     func run() async throws {
@@ -68,18 +73,20 @@ struct DiskMount: AsyncParsableCommand {
         // Everything that can be checked before the journal is created.
         do { _ = try DiskMounter.preflight(image: image, options: options) } catch { throw CLIError("\(error)") }
 
-        let writer: JournalWriter
-        do {
-            writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20), logger: logger)
-        } catch {
-            throw CLIError("cannot open journal: \(error)")
+        var writer: JournalWriter?
+        if let journal {
+            do {
+                writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20), logger: logger)
+            } catch {
+                throw CLIError("cannot open journal: \(error)")
+            }
+            if let r = writer?.recovery { Output.error("kanshi: journal recovered: \(r)") }
         }
-        if let r = writer.recovery { Output.error("kanshi: journal recovered: \(r)") }
         let disk: JournaledDisk
         do {
             disk = try JournaledDisk(imagePath: image, journal: writer, readOnly: readOnly)
         } catch {
-            try? writer.close()
+            try? writer?.close()
             throw CLIError("\(error)")
         }
         let pid = ProcessInfo.processInfo.processIdentifier
@@ -91,11 +98,11 @@ struct DiskMount: AsyncParsableCommand {
         } catch {
             disk.note("{\"event\":\"mount-failed\",\"error\":\"\("\(error)".jsonEscaped)\"}")
             try? disk.image.syncData()
-            try? writer.close()
+            try? writer?.close()
             throw CLIError("\(error)")
         }
         disk.note("{\"event\":\"mounted\",\"device\":\"\(mounted.loop.path)\",\"fstype\":\"\(mounted.fileSystemType.jsonEscaped)\",\"formatted\":\(mounted.formatted)}")
-        Output.line("kanshi: mounted \(image) (\(disk.size) bytes, \(mounted.fileSystemType)\(readOnly ? ", read-only" : "")\(mounted.formatted ? ", formatted" : "")) at \(mounted.mountPoint) via \(mounted.loop.path) and \(mounted.fuse.path); journal \(journal)")
+        Output.line("kanshi: mounted \(image) (\(disk.size) bytes, \(mounted.fileSystemType)\(readOnly ? ", read-only" : "")\(mounted.formatted ? ", formatted" : "")) at \(mounted.mountPoint) via \(mounted.loop.path) and \(mounted.fuse.path); \(journal.map { "journal \($0)" } ?? "without a journal")")
 
         // `umount MOUNTPOINT` by the user ends the session as a signal would (code 0).
         let watcher = Thread {
@@ -116,11 +123,11 @@ struct DiskMount: AsyncParsableCommand {
         disk.note("{\"event\":\"mount-stop\",\"signal\":\(signal)\(signal == 0 ? ",\"reason\":\"unmounted\"" : "")}")
         do {
             try disk.image.syncData()
-            try writer.close()
+            try writer?.close()
         } catch {
             throw CLIError("closing the journal failed: \(error)")
         }
         if let failure { throw CLIError(failure) }
-        Output.line("kanshi: unmounted \(mounted.mountPoint); journal \(journal) closed")
+        Output.line("kanshi: unmounted \(mounted.mountPoint)\(journal.map { "; journal \($0) closed" } ?? "")")
     }
 }
