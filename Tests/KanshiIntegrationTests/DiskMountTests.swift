@@ -88,19 +88,31 @@ final class MountSession {
     }
 }
 
-/// What is mounted and attached on the host, to show nothing was left behind.
+/// What `kanshi disk mount` sets up on the host — FUSE mounts, loop devices
+/// over its FUSE files, private directories — to show nothing was left
+/// behind. (Other tests may mount and attach their own things meanwhile:
+/// only ours are counted; each test also checks its own mount point.)
 struct HostState: Equatable {
     var kanshiMounts: [String]
     var loops: [String]
     var privateDirectories: [String]
 
     static func now() -> HostState {
-        let mounts = ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "")
-            .split(separator: "\n").map(String.init).filter { $0.contains("fuse.kanshi") || $0.contains("/kanshi-") }
+        let mounts = mountInfo().filter { $0.contains("fuse.kanshi") }
         let loops = ((try? run([MountCapability.tool("losetup"), "-a"]))?.stdout ?? "")
-            .split(separator: "\n").map(String.init).filter { $0.contains("kanshi") }
+            .split(separator: "\n").map(String.init).filter { $0.contains("/run/kanshi/") }
         let dirs = (try? FileManager.default.contentsOfDirectory(atPath: "/run/kanshi")) ?? []
         return HostState(kanshiMounts: mounts.sorted(), loops: loops.sorted(), privateDirectories: dirs.sorted())
+    }
+
+    static func mountInfo() -> [String] {
+        ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// Whether anything is mounted at `path` (a path without spaces).
+    static func isMounted(_ path: String) -> Bool {
+        let real = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        return mountInfo().contains { $0.split(separator: " ").count > 4 && String($0.split(separator: " ")[4]) == real }
     }
 }
 
@@ -156,6 +168,7 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         try m.stop(SIGINT)
         #expect(m.log.contains("kanshi: unmounted"))
         #expect(HostState.now() == before, "no mount, loop device or private directory is left")
+        #expect(!HostState.isMounted(mnt))
         #expect(!FileManager.default.fileExists(atPath: m.privateDirectory))
 
         let v = try run([Paths.kanshi, "journal", "verify", j])
@@ -188,6 +201,7 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         #expect(u.ok, "\(u.stderr)")
         try r.stop(0)
         #expect(HostState.now() == before)
+        #expect(!HostState.isMounted(mnt))
         #expect(same(readFile(img), after), "a read-only mount changes nothing")
         var writesAfter = 0, reads = 0
         try JournalReader(directory: j).forEachBlockEvent { e, _ in
@@ -220,11 +234,30 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         #expect(dd.ok, "\(dd.stderr)")
         try m.stop(SIGTERM)
         #expect(HostState.now() == before)
+        #expect(!HostState.isMounted(mnt))
         // The image started empty: the journal alone rebuilds it, file system and all.
         #expect(same(try replay(j, onto: [UInt8](repeating: 0, count: 32 << 20)), readFile(img)))
         let fsck = try run([MountCapability.tool("e2fsck"), "-fn", img])
         #expect(fsck.ok, "\(fsck.stdout)\(fsck.stderr)")
         #expect(try run([Paths.kanshi, "journal", "verify", j]).ok)
+    }
+
+    @Test(.enabled(if: MountCapability.usable, MountCapability.reason))
+    func withoutAJournal() throws {
+        let (s, img, mnt) = try fixture("nojournal")
+        let before = HostState.now()
+        let m = try MountSession(["--image", img, "--no-journal", mnt], log: s.file("mount.log"))
+        #expect(m.log.contains("without a journal"))
+        let data = randomBytes(1 << 20, seed: 31)
+        _ = FileManager.default.createFile(atPath: s.file("data"), contents: Data(data))
+        #expect(try run(["cp", s.file("data"), mnt + "/data"]).ok)
+        try m.stop(SIGTERM)
+        #expect(HostState.now() == before)
+        #expect(!HostState.isMounted(mnt))
+        let check = try MountSession(["--image", img, "--no-journal", "--read-only", mnt], log: s.file("mount2.log"))
+        #expect(same(readFile(mnt + "/data"), data))
+        try check.stop(SIGINT)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.path).sorted() == ["data", "disk.img", "mnt", "mount.log", "mount2.log"])
     }
 
     @Test(.enabled(if: MountCapability.usable, MountCapability.reason))
@@ -244,6 +277,7 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         #expect(m.log.contains("is busy") && m.log.contains("fuser -vm"), "\(m.log)")
         #expect(m.log.contains("kanshi: unmounted"))
         #expect(HostState.now() == before)
+        #expect(!HostState.isMounted(mnt))
     }
 
     /// The FUSE file itself, as another program (root) may use it: unaligned
@@ -275,6 +309,7 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         #expect(try run(["fallocate", "-z", "-o", "\(15 << 20)", "-l", "8192", fuse]).ok)
         try m.stop(SIGINT)
         #expect(HostState.now() == before)
+        #expect(!HostState.isMounted(mnt))
 
         var expected = base
         expected.replaceSubrange(at..<at + 3000, with: data)
@@ -323,6 +358,7 @@ func replay(_ dir: String, onto base: [UInt8]) throws -> [UInt8] {
         #expect(lines.count == 1, "one line: \(r.stderr)", sourceLocation: sourceLocation)
         #expect(r.stderr.contains(phrase), "\(r.stderr)", sourceLocation: sourceLocation)
         #expect(HostState.now() == before, "nothing left mounted or attached", sourceLocation: sourceLocation)
+        if let mnt = args.last { #expect(!HostState.isMounted(mnt), sourceLocation: sourceLocation) }
     }
 
     /// A scratch directory with a formatted image and an empty mount point.
