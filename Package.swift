@@ -39,6 +39,10 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // XGBoost from Debian's libxgboost-dev.
+        .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
+        // libsvm from Debian's libsvm-dev.
+        .systemLibrary(name: "CLibSVM", providers: [.apt(["libsvm-dev"])]),
         // libfuse3 from Debian's libfuse3-dev (high-level API).
         .systemLibrary(name: "CFuse3", providers: [.apt(["libfuse3-dev"])]),
         // Host disks without a VM: the journaled disk as a FUSE file, a loop device, a mount.
@@ -48,10 +52,6 @@ let package = Package(
                 "KanshiBlock", "KanshiSystem", "CFuse3",
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        // XGBoost from Debian's libxgboost-dev.
-        .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
-        // libsvm from Debian's libsvm-dev.
-        .systemLibrary(name: "CLibSVM", providers: [.apt(["libsvm-dev"])]),
         // Reading recordings (RanSAP CSV, journals), windows and features, evaluation.
         .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal"]),
         // Classifiers over C libraries.

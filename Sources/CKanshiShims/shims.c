@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <errno.h>
 #include <signal.h>
 #include <unistd.h>
@@ -100,6 +101,14 @@ int ckanshi_punch_hole(int fd, int64_t offset, int64_t length) {
     return errno;
 }
 
+int ckanshi_unmount(const char *path, int detach) {
+    int r;
+    do {
+        r = umount2(path, detach ? MNT_DETACH : 0);
+    } while (r != 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
+}
+
 int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length) {
     if (sync_file_range(fd, (off_t)offset, (off_t)length,
                         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0)
@@ -126,14 +135,4 @@ int ckanshi_install_stop_signals(int write_fd) {
     if (sigaction(SIGINT, &sa, NULL) != 0) return errno;
     if (sigaction(SIGTERM, &sa, NULL) != 0) return errno;
     return 0;
-}
-
-#include <sys/mount.h>
-
-int ckanshi_unmount(const char *path, int detach) {
-    int r;
-    do {
-        r = umount2(path, detach ? MNT_DETACH : 0);
-    } while (r != 0 && errno == EINTR);
-    return r == 0 ? 0 : errno;
 }
