@@ -55,6 +55,15 @@ let package = Package(
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
         // libsvm from Debian's libsvm-dev.
         .systemLibrary(name: "CLibSVM", providers: [.apt(["libsvm-dev"])]),
+        // libfuse3 from Debian's libfuse3-dev (high-level API).
+        .systemLibrary(name: "CFuse3", providers: [.apt(["libfuse3-dev"])]),
+        // Host disks without a VM: the journaled disk as a FUSE file, a loop device, a mount.
+        .target(
+            name: "KanshiMount",
+            dependencies: [
+                "KanshiBlock", "KanshiSystem", "CFuse3",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Reading recordings (RanSAP CSV, journals), windows and features, evaluation.
         .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal"]),
         // Classifiers over C libraries.
@@ -72,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "kanshi",
             dependencies: [
-                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4",
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4", "KanshiMount",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -90,6 +99,12 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        .testTarget(
+            name: "KanshiMountTests",
+            dependencies: [
+                "KanshiMount", "KanshiBlock", "KanshiJournal", "KanshiCore",
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
             name: "KanshiIntegrationTests",

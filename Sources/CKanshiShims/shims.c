@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <errno.h>
 #include <signal.h>
 #include <unistd.h>
@@ -98,6 +99,14 @@ void ckanshi_byte_histogram(const void *data, size_t length, uint32_t counts[256
 int ckanshi_punch_hole(int fd, int64_t offset, int64_t length) {
     if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0) return 0;
     return errno;
+}
+
+int ckanshi_unmount(const char *path, int detach) {
+    int r;
+    do {
+        r = umount2(path, detach ? MNT_DETACH : 0);
+    } while (r != 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
 }
 
 int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length) {

@@ -21,6 +21,13 @@ public final class StopSignals: @unchecked Sendable {
         if e != 0 { throw SystemError(call: "sigaction", subject: "SIGINT/SIGTERM", errno: e) }
     }
 
+    /// Wakes `wait()` as a signal would, with `code` (e.g. 0 for "the work
+    /// ended by itself"). Safe from any thread.
+    public func trigger(_ code: UInt8) {
+        var b = code
+        _ = write(writeFD, &b, 1)
+    }
+
     /// Blocks the calling thread until a stop signal arrives; returns its number.
     public func wait() -> Int32 {
         var b: UInt8 = 0

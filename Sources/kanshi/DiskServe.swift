@@ -12,7 +12,7 @@ import NIOPosix
 struct Disk: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve and record disks.",
-        subcommands: [DiskServe.self, DiskRestore.self, DiskRollback.self, DiskDiff_.self])
+        subcommands: [DiskServe.self, DiskMount.self, DiskRestore.self, DiskRollback.self, DiskDiff_.self])
 }
 
 struct DiskServe: AsyncParsableCommand {

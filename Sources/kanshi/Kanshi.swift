@@ -8,7 +8,8 @@ struct Kanshi: AsyncParsableCommand {
         discussion: """
             Kanshi watches a workload from below its operating system. `kanshi disk serve` \
             serves a disk image over NBD (to QEMU, qemu-io, nbdcopy, fio, ...) and journals \
-            every block read and written; `kanshi journal` inspects, verifies and exports \
+            every block read and written; `kanshi disk mount` mounts an image's file system \
+            on the host through the same journal; `kanshi journal` inspects, verifies and exports \
             such journals; `kanshi train`, `evaluate` and `cross-validate` build and judge \
             ransomware detectors on such recordings and on the RanSAP dataset.
             """,

@@ -15,6 +15,10 @@ void ckanshi_byte_histogram(const void *data, size_t length, uint32_t counts[256
 /// Returns 0 or the errno.
 int ckanshi_punch_hole(int fd, int64_t offset, int64_t length);
 
+/// Unmounts the file system at `path` (umount2), lazily (MNT_DETACH) when
+/// `detach` is non-zero, retrying EINTR. Returns 0 or the errno.
+int ckanshi_unmount(const char *path, int detach);
+
 /// Writes a file range back to storage, waits for it, then drops it from the
 /// page cache (sync_file_range + posix_fadvise DONTNEED). Returns 0 or the errno.
 int ckanshi_writeback_and_drop(int fd, int64_t offset, int64_t length);

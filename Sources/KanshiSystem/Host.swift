@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CKanshiShims
+
+/// Facts about the host and the calling process.
+public enum Host {
+    /// Whether the process runs with an effective user id of 0.
+    public static var isRoot: Bool { geteuid() == 0 }
+
+    /// The process id.
+    public static var processID: Int32 { getpid() }
+}
+
+extension FileSystem {
+    /// Whether `path` names a character device (e.g. /dev/fuse).
+    public static func isCharacterDevice(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFCHR
+    }
+
+    /// Whether `path` names a block device (e.g. /dev/loop0).
+    public static func isBlockDevice(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
+    }
+
+    /// The canonical absolute path (symbolic links, "." and ".." resolved),
+    /// or nil if it does not exist.
+    public static func realPath(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
+    /// Creates one directory with the given permissions (its parent must exist).
+    public static func createDirectory(_ path: String, permissions: UInt32) throws(SystemError) {
+        try syscall("mkdir", path) { mkdir(path, mode_t(permissions)) }
+    }
+
+    /// Removes an empty directory.
+    public static func removeDirectory(_ path: String) throws(SystemError) {
+        try syscall("rmdir", path) { rmdir(path) }
+    }
+}
+
+/// A readers–writer lock (pthread_rwlock): many readers or one writer.
+public final class ReadWriteLock: @unchecked Sendable {
+    // SAFETY: the lock lives in its own allocation that never moves; pthread
+    // serialises every access to it.
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    public init() {
+        lock = .allocate(capacity: 1)
+        lock.initialize(to: pthread_rwlock_t())
+        pthread_rwlock_init(lock, nil)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    /// Runs `body` holding the lock shared (with other readers).
+    public func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    /// Runs `body` holding the lock exclusively.
+    public func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}
+
+extension FileSystem {
+    /// Unmounts the file system mounted at `path` (umount2); with `detach`,
+    /// lazily (MNT_DETACH).
+    public static func unmount(_ path: String, detach: Bool = false) throws(SystemError) {
+        let e = ckanshi_unmount(path, detach ? 1 : 0)
+        if e != 0 { throw SystemError(call: "umount", subject: path, errno: e) }
+    }
+}
