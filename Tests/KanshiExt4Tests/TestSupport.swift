@@ -167,6 +167,8 @@ final class Fixtures: Sendable {
         ("ext4-inline", ["-t", "ext4", "-b", "4096", "-O", "inline_data"]),
         ("ext4-metabg", ["-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"]),
         ("ext4-32bit", ["-t", "ext4", "-b", "4096", "-O", "^64bit,^flex_bg"]),
+        // Quota inodes and the orphan file are in use but reachable by no path.
+        ("ext4-quota", ["-t", "ext4", "-b", "4096", "-O", "quota,sparse_super2,orphan_file"]),
     ]
 
     init() throws {
