@@ -71,7 +71,7 @@ struct JournalReplay {
                 while o + tagBytes <= b.count - tail {
                     let lo = UInt64(be32(b, o))
                     let flags = csum3 ? be32(b, o + 4) : UInt32(b[o + 6]) << 8 | UInt32(b[o + 7])
-                    let hi = is64 ? UInt64(be32(b, o + (csum3 ? 8 : 8))) : 0
+                    let hi = is64 ? UInt64(be32(b, o + 8)) : 0  // blocknr_high is at 8 in both tag layouts
                     let target = hi << 32 | lo
                     guard target < fs.blocksCount else {
                         throw .corruptJournal(offset: try physical(pos) * bs + UInt64(o),
