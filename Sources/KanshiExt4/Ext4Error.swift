@@ -25,6 +25,8 @@ public enum Ext4Error: Error, CustomStringConvertible, Sendable, Equatable {
     case corruptInlineData(inode: UInt32, reason: String)
     /// A directory entry is invalid (rec_len 0, runs past the block...).
     case corruptDirectoryEntry(directory: UInt32, offset: UInt64, reason: String)
+    /// The internal journal cannot be replayed (bad jbd2 superblock or tag).
+    case corruptJournal(offset: UInt64, reason: String)
     /// A directory is reachable from itself.
     case directoryLoop(inode: UInt32, path: String)
     /// More directory levels or entries than the file system can hold.
@@ -51,6 +53,7 @@ public enum Ext4Error: Error, CustomStringConvertible, Sendable, Equatable {
         case .blockPastEnd: "block-past-end"
         case .corruptInlineData: "corrupt-inline-data"
         case .corruptDirectoryEntry: "corrupt-directory-entry"
+        case .corruptJournal: "corrupt-journal"
         case .directoryLoop: "directory-loop"
         case .limitExceeded: "limit-exceeded"
         case .notFound: "not-found"
@@ -85,6 +88,8 @@ public enum Ext4Error: Error, CustomStringConvertible, Sendable, Equatable {
             return "corrupt inline data of inode \(i): \(r)"
         case let .corruptDirectoryEntry(d, o, r):
             return "corrupt directory entry in directory inode \(d) at offset \(o): \(r)"
+        case let .corruptJournal(o, r):
+            return "corrupt journal at offset \(o): \(r)"
         case let .directoryLoop(i, p):
             return "directory loop: directory inode \(i) is reached again at \(p)"
         case let .limitExceeded(r):

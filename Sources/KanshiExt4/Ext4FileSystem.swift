@@ -55,8 +55,11 @@
 /// ## Refused, with `Ext4Error.unsupportedFeature`
 /// `compression`, `journal_dev` (an external journal device is not a file
 /// system), `dirdata`, `encrypt`, `bigalloc`, and any unknown incompat bit.
-/// A file system that needs journal recovery (`needs_recovery`) is read as it
-/// is on disk, without replaying the journal; check `superblock.needsRecovery`.
+/// A file system that needs journal recovery (`needs_recovery`: the image was
+/// taken while it was mounted) has its committed jbd2 transactions (revoke
+/// records honoured, escaped blocks restored) laid over the image in memory
+/// before anything is parsed, as mounting would; pass `replayJournal: false`
+/// to read the blocks as they are on disk. Fast-commit journals are refused.
 ///
 /// ## Corrupt images
 /// Every pointer is checked against the image and the block count before it
@@ -78,14 +81,42 @@ public final class Ext4FileSystem: Sendable {
     /// Number of blocks in the file system.
     public var blocksCount: UInt64 { superblock.blocksCount }
 
-    /// Parses the superblock and the group descriptors.
-    public init(reader: any ImageReader) throws(Ext4Error) {
+    /// Journal blocks laid over the image because the file system needed
+    /// recovery (0 when the journal was clean or replay was not asked for).
+    public let replayedJournalBlocks: Int
+
+    /// Parses the superblock and the group descriptors. If the file system
+    /// needs recovery (it was mounted when the image was taken) and
+    /// `replayJournal` is true, committed journal transactions are laid over
+    /// the image in memory first, as mounting would replay them; `reader`
+    /// then is a `JournalOverlayReader`. The image itself is never written.
+    public convenience init(reader: any ImageReader, replayJournal: Bool = true) throws(Ext4Error) {
+        let (sb, groups) = try Self.parse(reader)
+        if replayJournal && sb.needsRecovery && sb.journalInode != 0 {
+            let raw = Ext4FileSystem(parsed: reader, sb, groups, replayed: 0)
+            let replay = try JournalReplay(fileSystem: raw)
+            if !replay.overlay.isEmpty {
+                let overlay = JournalOverlayReader(base: reader, blockSize: raw.blockSize, overlay: replay.overlay)
+                let (sb2, groups2) = try Self.parse(overlay)
+                self.init(parsed: overlay, sb2, groups2, replayed: replay.overlay.count)
+                return
+            }
+        }
+        self.init(parsed: reader, sb, groups, replayed: 0)
+    }
+
+    private init(parsed reader: any ImageReader, _ sb: Superblock, _ groups: [GroupDescriptor], replayed: Int) {
         self.reader = reader
+        self.superblock = sb
+        self.groups = groups
+        self.replayedJournalBlocks = replayed
+    }
+
+    private static func parse(_ reader: any ImageReader) throws(Ext4Error) -> (Superblock, [GroupDescriptor]) {
         guard reader.size >= 2048 else {
             throw .readPastEnd(structure: "superblock", offset: 1024, length: 1024, imageSize: reader.size)
         }
         let sb = try Superblock(Self.read(reader, structure: "superblock", offset: 1024, count: 1024))
-        self.superblock = sb
         let (end, overflow) = sb.blocksCount.multipliedReportingOverflow(by: UInt64(sb.blockSize))
         guard !overflow, end <= reader.size else {
             throw .readPastEnd(structure: "file system (s_blocks_count \(sb.blocksCount))", offset: 0,
@@ -118,7 +149,7 @@ public final class Ext4FileSystem: Sendable {
             }
             groups.append(d)
         }
-        self.groups = groups
+        return (sb, groups)
     }
 
     /// The block holding group `g`'s descriptor, and its index in that block.

@@ -34,6 +34,18 @@ struct OwnerMapTests {
         let pieces = map.owners(of: big.runs[0].physicalBlock..<big.runs[0].physicalBlock + 3)
         #expect(pieces.first?.owner == .file(inode: big.number, path: "/big.bin", fileBlock: big.runs[0].fileBlock))
 
+        // The journal and unreachable special inodes (quota) are named.
+        if fs.superblock.journalInode != 0 {
+            let j = try fs.inode(fs.superblock.journalInode)
+            #expect(!j.runs.isEmpty)
+            for r in j.runs { #expect(map.owner(ofBlock: r.physicalBlock) == .journal(inode: j.number, fileBlock: r.fileBlock)) }
+        }
+        if name == "ext4-quota" {
+            let q = try fs.inode(3)
+            #expect(!q.runs.isEmpty)
+            for r in q.runs { #expect(map.owner(ofBlock: r.physicalBlock) == .file(inode: 3, path: nil, fileBlock: r.fileBlock)) }
+        }
+
         // Sample blocks across the disk plus every mapping block, ask icheck.
         var sample = Set(stride(from: 0, to: fs.blocksCount, by: Int(max(1, fs.blocksCount / 1500))).map { $0 })
         for e in try fs.files() {

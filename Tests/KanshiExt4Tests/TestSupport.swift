@@ -154,7 +154,9 @@ struct TestImage: Sendable {
 
 /// Images shared by the tests (built once per test run).
 final class Fixtures: Sendable {
-    let dir = TempDir()
+    /// Lives as long as the test process (a global is never deinitialised),
+    /// so it is named after the process and earlier runs' leftovers are removed.
+    let dir: String
     let tree: SourceTree
     let images: [TestImage]
 
@@ -167,13 +169,25 @@ final class Fixtures: Sendable {
         ("ext4-inline", ["-t", "ext4", "-b", "4096", "-O", "inline_data"]),
         ("ext4-metabg", ["-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"]),
         ("ext4-32bit", ["-t", "ext4", "-b", "4096", "-O", "^64bit,^flex_bg"]),
+        // Quota inodes and the orphan file are in use but reachable by no path.
+        ("ext4-quota", ["-t", "ext4", "-b", "4096", "-O", "quota,sparse_super2,orphan_file"]),
     ]
 
     init() throws {
-        tree = SourceTree(at: dir.path + "/src")
+        let prefix = "kanshi-ext4-fixtures-"
+        let tmp = NSTemporaryDirectory()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? [] where name.hasPrefix(prefix) {
+            if let pid = Int32(name.dropFirst(prefix.count)), kill(pid, 0) != 0 {
+                try? FileManager.default.removeItem(atPath: tmp + name)
+            }
+        }
+        dir = tmp + prefix + "\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        mkdirs(dir)
+        tree = SourceTree(at: dir + "/src")
         var images: [TestImage] = []
         for spec in Self.specs {
-            let path = "\(dir.path)/\(spec.name).img"
+            let path = "\(dir)/\(spec.name).img"
             try run(Tools.mkfs!, ["-q", "-F"] + spec.args + ["-E", "root_owner=0:0", "-d", tree.root, path, "160M"])
             // Unwritten extents, written by debugfs the way fallocate(2) would.
             if spec.name.hasPrefix("ext4") && !spec.name.contains("noextent") {
