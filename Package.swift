@@ -56,16 +56,28 @@ let package = Package(
         .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal"]),
         // Classifiers over C libraries.
         .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "CXGBoost", "CLibSVM"]),
+        // zlib from Debian's zlib1g-dev (PNG, zip and gzip in the victim corpus).
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // The sandbox's victim corpus and the ransomware / benign workload programs.
+        .target(
+            name: "KanshiWorkload",
+            dependencies: [
+                "KanshiSystem", "CZlib",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
                 "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory",
+                "KanshiWorkload",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "KanshiCoreTests", dependencies: ["KanshiCore"]),
+        .testTarget(name: "KanshiWorkloadTests", dependencies: ["KanshiWorkload", "KanshiSystem"]),
         .testTarget(name: "KanshiHistoryTests", dependencies: ["KanshiHistory", "KanshiBlock", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
