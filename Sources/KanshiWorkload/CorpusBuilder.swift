@@ -31,9 +31,9 @@ public enum CorpusFileKind: String, CaseIterable, Sendable {
         case .html: 6
         case .docx: 4
         case .xlsx: 3
-        case .png: 10
-        case .bmp: 3
-        case .ppm: 2
+        case .png: 8
+        case .bmp: 2
+        case .ppm: 1.5
         case .zip, .gzip: 3
         case .targz: 2
         case .sqlite: 2
@@ -45,13 +45,13 @@ public enum CorpusFileKind: String, CaseIterable, Sendable {
     /// Log-normal size: median, spread, bounds (bytes).
     var sizeModel: (median: Int, sigma: Double, min: Int, max: Int) {
         switch self {
-        case .text: (4096, 1.2, 200, 1 << 20)
+        case .text: (6 << 10, 1.2, 200, 1 << 20)
         case .markdown: (3072, 1.0, 200, 256 << 10)
-        case .csv, .gzip: (24 << 10, 1.5, 300, 4 << 20)
-        case .html: (12 << 10, 1.0, 500, 1 << 20)
-        case .docx, .xlsx: (40 << 10, 1.0, 2048, 2 << 20)
-        case .png: (200 << 10, 1.1, 2048, 6 << 20)
-        case .bmp: (300 << 10, 1.0, 4096, 8 << 20)
+        case .csv, .gzip: (32 << 10, 1.5, 300, 4 << 20)
+        case .html: (16 << 10, 1.0, 500, 1 << 20)
+        case .docx, .xlsx: (60 << 10, 1.0, 2048, 2 << 20)
+        case .png: (160 << 10, 1.1, 2048, 6 << 20)
+        case .bmp: (256 << 10, 1.0, 4096, 8 << 20)
         case .ppm: (200 << 10, 1.0, 4096, 6 << 20)
         case .zip, .targz: (48 << 10, 1.0, 1024, 4 << 20)
         case .sqlite: (256 << 10, 1.2, 8192, 8 << 20)

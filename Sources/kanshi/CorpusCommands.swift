@@ -83,6 +83,7 @@ struct CorpusVerify: ParsableCommand {
         if json {
             Output.line(try Output.json([
                 "directory": dir, "intact": r.intact.count, "modified": r.modified, "missing": r.missing, "extra": r.extra,
+                "counts": ["intact": r.intact.count, "modified": r.modified.count, "missing": r.missing.count, "extra": r.extra.count],
                 "files": r.intact.count + r.modified.count + r.missing.count,
                 "bytesLost": r.bytesLost, "bytesTotal": r.bytesTotal, "allIntact": r.allIntact,
             ] as [String: Any]))

@@ -68,7 +68,8 @@ import Testing
         let report = try Workloads.run(name, directory: dir, options: Self.options())
         #expect(report.workloadClass == .benign && report.bytesWritten > 0)
         let r = try verify(dir)
-        #expect(Double(r.intact.count) >= 0.9 * Double(before.entries.count))
+        // At most a handful of the corpus' files change (the ones the workload is about).
+        #expect(r.modified.count + r.missing.count <= 5 && r.intact.count >= before.entries.count - 5)
         switch name {
         case "secure-delete":
             #expect(r.missing.count == 3 && r.modified.isEmpty && r.extra.isEmpty)
