@@ -29,6 +29,11 @@ public struct ZipWriter {
             if packed.count < data.count { body = packed; method = 8 }
         }
         let nameBytes = Array(name.utf8)
+        // No zip64: refuse what the 32-bit sizes and offsets and 16-bit count cannot hold.
+        let end = UInt64(offset) + 30 + UInt64(nameBytes.count) + UInt64(body.count)
+        guard data.count <= UInt32.max, end + UInt64(central.count) + 46 + UInt64(nameBytes.count) + 22 <= UInt32.max,
+              count < UInt16.max, nameBytes.count <= UInt16.max
+        else { throw .badOption("the zip archive would pass 4 GiB or 65535 members (zip64 is not written); use --max-files") }
         var local: [UInt8] = []
         local.appendLE32(0x0403_4B50)
         local.appendLE16(20)

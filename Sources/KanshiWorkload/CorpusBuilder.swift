@@ -113,7 +113,7 @@ public struct CorpusBuilder {
         var kindOfFile: [CorpusFileKind] = []
     }
 
-    /// Writes the corpus into `path` (created if missing; it must be empty).
+    /// Writes the corpus into `path` (created if missing; it must be empty but for `lost+found`).
     public func build(into path: String) throws(WorkloadError) -> CorpusSummary {
         let absolute = FileSystem.absolutePath(path)
         if !FileSystem.exists(absolute) {
@@ -122,7 +122,8 @@ public struct CorpusBuilder {
         let dir = try CorpusDirectory(path: path, requireMarker: false)
         let existing: [String]
         do { existing = try FileSystem.list(dir.root) } catch { throw .system(error) }
-        if !existing.isEmpty { throw .directoryNotEmpty(directory: path) }
+        // A fresh file system's lost+found is the one thing allowed to be there already.
+        if existing.contains(where: { $0 != "lost+found" }) { throw .directoryNotEmpty(directory: path) }
 
         var plan = Plan(rng: SeededRandom(seed: seed))
         var total: UInt64 = 0

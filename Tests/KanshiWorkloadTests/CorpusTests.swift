@@ -42,6 +42,13 @@ import Testing
         let tmp = TempDir()
         _ = FileManager.default.createFile(atPath: tmp.path + "/x", contents: Data("x".utf8))
         #expect(throws: WorkloadError.self) { try CorpusBuilder(seed: 1, sizeMiB: 1).build(into: tmp.path) }
+        #expect(contents(tmp.path + "/x") == Array("x".utf8))
+        // A fresh file system's root (only lost+found) is fine.
+        let mount = tmp.path + "/mnt"
+        try FileManager.default.createDirectory(atPath: mount + "/lost+found", withIntermediateDirectories: true)
+        let summary = try CorpusBuilder(seed: 1, sizeMiB: 1).build(into: mount)
+        #expect(summary.files > 0)
+        #expect(try verify(mount).allIntact)
     }
 
     @Test func pngFilesAreValid() throws {
