@@ -8,7 +8,7 @@ public enum WorkloadError: Error, CustomStringConvertible, Sendable {
     case refusedDirectory(directory: String, reason: String)
     /// A path would lead outside the corpus directory (through `..` or a symbolic link).
     case outsideDirectory(path: String, directory: String)
-    /// `corpus build` would overwrite an existing non-empty directory that is not a corpus.
+    /// `corpus build` was given a directory that already holds files.
     case directoryNotEmpty(directory: String)
     /// The manifest or marker cannot be read.
     case badManifest(path: String, reason: String)
@@ -32,7 +32,7 @@ public enum WorkloadError: Error, CustomStringConvertible, Sendable {
         case .outsideDirectory(let p, let d):
             return "\(p) leads outside \(d); refusing to touch it"
         case .directoryNotEmpty(let d):
-            return "\(d) is not empty and holds no Kanshi corpus; give an empty or new directory"
+            return "\(d) is not empty; a corpus is built only in an empty or new directory (to rebuild one, remove it first)"
         case .badManifest(let p, let why):
             return "\(p): \(why)"
         case .unknownWorkload(let n):

@@ -158,6 +158,16 @@ import Testing
         try FileManager.default.createSymbolicLink(atPath: corpus + "/Desktop-link.txt", withDestinationPath: sibling + "/Documents/file0.txt")
         try FileManager.default.linkItem(atPath: sibling + "/hard.txt", toPath: corpus + "/hard.txt")
         let before = snapshot(sibling)
+        // Pointing a workload at a link is refused outright.
+        var viaLink = Self.options()
+        viaLink.target = "Desktop-link.txt"
+        #expect(throws: WorkloadError.self) { try Workloads.run("encrypt-one", directory: corpus, options: viaLink) }
+        viaLink.target = "Documents/elsewhere"
+        #expect(throws: WorkloadError.self) { try Workloads.run("copy-tree", directory: corpus, options: viaLink) }
+        viaLink.target = "Documents/elsewhere/Documents"
+        #expect(throws: WorkloadError.self) { try Workloads.run("copy-tree", directory: corpus, options: viaLink) }
+        viaLink.target = "../sibling"
+        #expect(throws: WorkloadError.self) { try Workloads.run("copy-tree", directory: corpus, options: viaLink) }
         for name in ["edit", "compress", "build", "copy-tree", "encrypt-one", "database", "partial", "inplace", "rename", "copy-delete", "slow"] {
             var o = Self.options()
             if name == "copy-tree" { o.target = "Documents" }
