@@ -44,6 +44,11 @@ struct CLITests {
         let summary = try JSONSerialization.jsonObject(with: Data(built.stdout.utf8)) as? [String: Any]
         #expect((summary?["files"] as? Int ?? 0) > 10)
         #expect(try CLI.run(["corpus", "verify", "--dir", dir]).status == 0)
+        // Another process (another hashing seed) builds the same bytes.
+        let again = tmp.path + "/again"
+        #expect(try CLI.run(["corpus", "build", "--dir", again, "--seed", "9", "--size-mib", "1"]).status == 0)
+        #expect(contents(again + "/.kanshi-manifest") == contents(dir + "/.kanshi-manifest"))
+        #expect(contents(again + "/.kanshi-corpus") == contents(dir + "/.kanshi-corpus"))
 
         let list = try CLI.run(["workload", "list"])
         #expect(list.status == 0)
