@@ -11,27 +11,37 @@ enum ObjectCode {
 
     static func object(for source: [UInt8], rng: inout SeededRandom) -> [UInt8] {
         var out: [UInt8] = [0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0]
+        out.reserveCapacity(64 + source.count * 2)
         out += [UInt8](repeating: 0, count: 8)
         out.appendLE16(1)  // ET_REL
         out.appendLE16(0x3E)  // x86-64
         out.appendLE32(1)
         out += [UInt8](repeating: 0, count: 64 - out.count)
         // About one instruction pattern per 3 source bytes, with displacements varied.
+        var random = rng.next()
         var i = 0
         while i < source.count {
-            var p = patterns[Int(source[i] &+ UInt8(truncatingIfNeeded: i / 7)) % patterns.count]
-            if p.count >= 4 && rng.chance(0.5) { p[p.count - 1] = UInt8(truncatingIfNeeded: rng.next()) }
-            out += p
+            let p = patterns[Int(source[i] &+ UInt8(truncatingIfNeeded: i / 7)) % patterns.count]
+            out.append(contentsOf: p)
+            if p.count >= 4 {
+                if random & 1 == 1 { out[out.count - 1] = UInt8(truncatingIfNeeded: random >> 8) }
+                random = random >> 1 | random << 63
+                if i % 64 == 0 { random ^= rng.next() }
+            }
             i += 3
         }
         while out.count % 16 != 0 { out.append(0x90) }
         // .strtab: identifiers from the source.
         out.append(0)
-        var word: [UInt8] = []
-        for b in source {
-            if (b >= 0x61 && b <= 0x7A) || b == 0x5F || (b >= 0x41 && b <= 0x5A) { word.append(b); continue }
-            if word.count > 3 { out += word; out.append(0) }
-            word.removeAll(keepingCapacity: true)
+        var start = -1
+        for (k, b) in source.enumerated() {
+            let letter = (b >= 0x61 && b <= 0x7A) || b == 0x5F || (b >= 0x41 && b <= 0x5A)
+            if letter {
+                if start < 0 { start = k }
+            } else if start >= 0 {
+                if k - start > 3 { out.append(contentsOf: source[start..<k]); out.append(0) }
+                start = -1
+            }
         }
         return out
     }
