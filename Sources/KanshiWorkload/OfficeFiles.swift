@@ -133,7 +133,7 @@ enum DatabaseFiles {
             p[8 + 2 * i] = UInt8(end >> 8); p[9 + 2 * i] = UInt8(end & 0xFF)
         }
         p[5] = UInt8(end >> 8); p[6] = UInt8(end & 0xFF)
-        _ = number
+        p[1] = UInt8(truncatingIfNeeded: number >> 8); p[2] = UInt8(truncatingIfNeeded: number)  // page number, for the eye
         return p
     }
 
