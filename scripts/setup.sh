@@ -14,6 +14,8 @@ packages=(
     libxgboost-dev libsvm-dev
     # sector hashes for search
     libxxhash-dev
+    # zlib for the workload corpus (PNG, zip, gzip)
+    zlib1g-dev
 )
 
 missing=()

@@ -141,3 +141,7 @@ long ckanshi_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_
     loff_t in = off_in, out = off_out;
     return (long)copy_file_range(fd_in, &in, fd_out, &out, length, 0);
 }
+
+int ckanshi_syncfs(int fd) {
+    return syncfs(fd) == 0 ? 0 : errno;
+}

@@ -24,6 +24,8 @@ public final class SystemFile: @unchecked Sendable {
         public static let exclusive = OpenMode(rawValue: 4)
         public static let append = OpenMode(rawValue: 8)
         public static let truncate = OpenMode(rawValue: 16)
+        /// Fail (ELOOP) rather than follow a symbolic link in the last component.
+        public static let noFollow = OpenMode(rawValue: 32)
     }
 
     public init(path: String, mode: OpenMode, permissions: UInt32 = 0o644) throws(SystemError) {
@@ -33,6 +35,7 @@ public final class SystemFile: @unchecked Sendable {
         if mode.contains(.exclusive) { flags |= O_EXCL }
         if mode.contains(.append) { flags |= O_APPEND }
         if mode.contains(.truncate) { flags |= O_TRUNC }
+        if mode.contains(.noFollow) { flags |= O_NOFOLLOW }
         let f = flags
         self.fd = try syscall("open", path) { open(path, f, mode_t(permissions)) }
         self.path = path

@@ -13,7 +13,8 @@ struct Kanshi: AsyncParsableCommand {
             such journals; `kanshi train`, `evaluate` and `cross-validate` build and judge \
             ransomware detectors on such recordings and on the RanSAP dataset.
             """,
-        subcommands: [Demo.self, Disk.self, DatasetCommand.self, Journal.self, Search.self, SandboxCommand.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self, Bench.self])
+        subcommands: [Demo.self, SandboxCommand.self, Disk.self, Journal.self, Search.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self,
+                      CorpusCommand.self, WorkloadCommand.self, DatasetCommand.self, Bench.self])
 }
 
 struct GlobalOptions: ParsableArguments {
