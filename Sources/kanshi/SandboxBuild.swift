@@ -64,6 +64,9 @@ struct SandboxBuild: ParsableCommand {
     @Flag(help: "Rebuild everything.")
     var force = false
 
+    @Option(help: "Debian package whose kernel the guest boots (default: linux-image-cloud-amd64).")
+    var kernelPackage: String?
+
     func validate() throws {
         if corpusMiB < 1 || diskMiB < corpusMiB * 2 + 16 {
             throw ValidationError("--disk-mib must be at least twice --corpus-mib plus 16 (room for the workloads' output)")
@@ -71,10 +74,10 @@ struct SandboxBuild: ParsableCommand {
     }
 
     func run() throws {
-        try Self.build(dir: dir, seed: seed, corpusMiB: corpusMiB, diskMiB: diskMiB, force: force)
+        try Self.build(dir: dir, seed: seed, corpusMiB: corpusMiB, diskMiB: diskMiB, force: force, kernelPackage: kernelPackage)
     }
 
-    static func build(dir: String, seed: UInt64, corpusMiB: Int, diskMiB: Int, force: Bool) throws {
+    static func build(dir: String, seed: UInt64, corpusMiB: Int, diskMiB: Int, force: Bool, kernelPackage: String? = nil) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         guard let root = SandboxLayout.projectRoot else {
             throw CLIError("cannot find scripts/guest/build-guest.sh; run kanshi from its source tree or set KANSHI_ROOT")
@@ -95,6 +98,7 @@ struct SandboxBuild: ParsableCommand {
         Output.error("sandbox: guest (kernel from Debian's package, busybox initramfs, kanshi inside)")
         var args = [root + "/scripts/guest/build-guest.sh", "--add-binary", stripped, SandboxLayout.guest(dir)]
         if force { args.insert("--force", at: 1) }
+        if let kernelPackage { args.insert(contentsOf: ["--kernel-package", kernelPackage], at: 1) }
         let g = try runTool(args, passStderr: true)
         guard g.status == 0 else { throw CLIError("building the guest failed (see above)") }
 

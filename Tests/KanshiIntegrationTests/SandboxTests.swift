@@ -104,6 +104,15 @@ import Testing
         try Self.nothingLeft(s)
     }
 
+    @Test(.enabled(if: Tools.available("apt-get", "dpkg-deb"), "needs apt"), .timeLimit(.minutes(5)))
+    func aMissingKernelPackageSaysWhatToInstall() throws {
+        let s = Scratch("sandbox-kernel")
+        let r = try run([Paths.kanshi, "sandbox", "build", "--dir", s.path, "--kernel-package", "linux-image-kanshi-no-such-kernel"], timeout: 280)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("no kernel package") && r.stderr.contains("linux-image-cloud-amd64") && r.stderr.contains("--kernel-deb"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.file("guest/vmlinuz")))
+    }
+
     @Test func badSandboxInputsAreNamed() throws {
         let s = Scratch("sandbox-bad")
         try makeImage(s.file("disk.img"), bytes: 1 << 20)

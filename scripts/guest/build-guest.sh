@@ -12,7 +12,7 @@ init_src="$here/init"
 # Whatever of these is built into the kernel is skipped; the rest are put in
 # the initramfs with their dependencies, in load order.
 NEEDED_MODULES=(virtio_pci virtio_blk ext4)
-META_PACKAGE=linux-image-cloud-amd64
+META_PACKAGE=${KANSHI_KERNEL_PACKAGE:-linux-image-cloud-amd64}
 
 usage() {
     cat <<EOF
@@ -32,6 +32,8 @@ Options:
                        shared libraries it needs (from ldd), e.g. kanshi itself
                        so workloads run in the guest (may be repeated)
   --kernel-deb FILE    use this linux-image-*.deb instead of asking apt
+  --kernel-package P   the package whose kernel to use (default
+                       linux-image-cloud-amd64; or KANSHI_KERNEL_PACKAGE)
   --force              rebuild even if OUTDIR is up to date
   -h, --help           this text
 
@@ -55,6 +57,9 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || die "--kernel-deb needs a file"
             kernel_deb=$2; shift 2 ;;
         --kernel-deb=*) kernel_deb=${1#*=}; shift ;;
+        --kernel-package)
+            [ $# -ge 2 ] || die "--kernel-package needs a package name"
+            META_PACKAGE=$2; shift 2 ;;
         --add-binary)
             [ $# -ge 2 ] || die "--add-binary needs a file"
             [ -x "$2" ] || die "--add-binary: $2 is not an executable file"
@@ -158,7 +163,7 @@ if [ -n "$kernel_deb" ]; then
     kver=$(dpkg-deb -f "$kernel_deb" Version)
     kernel_key="deb:$(sha256sum <"$kernel_deb" | cut -d' ' -f1)"
 else
-    apt_key=$(apt_state)
+    apt_key="$(apt_state) $META_PACKAGE"
     resolved_file="$outdir/.apt-resolved"
     if [ "$force" -eq 0 ] && [ -s "$resolved_file" ] \
         && [ "$(head -n 1 "$resolved_file")" = "$apt_key" ]; then
@@ -171,7 +176,7 @@ else
         is_root || die "apt cannot resolve $META_PACKAGE; run 'sudo apt-get update' and retry"
         note "apt cannot resolve $META_PACKAGE; running apt-get update"
         apt-get update -q >&2 || die "apt-get update failed"
-        resolve_kernel || die "apt cannot resolve $META_PACKAGE even after apt-get update (is it in the configured Debian suites?)"
+        resolve_kernel || die "no kernel package: apt cannot resolve $META_PACKAGE even after apt-get update; the guest needs Debian's cloud kernel: check that bookworm's main suite is in /etc/apt/sources.list and that 'apt-cache show linux-image-cloud-amd64' works, or give --kernel-deb FILE with a downloaded linux-image-*.deb"
     fi
     kernel_key="apt:$kpkg=$kver"
 fi
@@ -348,7 +353,7 @@ for f in vmlinuz initramfs.cpio.gz kernel-version modules; do
 done
 echo "$fingerprint" >"$stamp_file"
 if [ -n "${apt_key:-}" ]; then
-    printf '%s\n%s %s\n' "$(apt_state)" "$kpkg" "$kver" >"$outdir/.apt-resolved"
+    printf '%s\n%s %s\n' "$(apt_state) $META_PACKAGE" "$kpkg" "$kver" >"$outdir/.apt-resolved"
 fi
 
 note "built $outdir in $((SECONDS - started))s: kernel $krel ($kpkg $kver)," \
