@@ -37,6 +37,8 @@ struct DatasetRecord: AsyncParsableCommand {
     var dir: String = SandboxLayout.defaultDirectory
     @Option(help: "Per-run timeout, seconds.")
     var timeout: Double = 900
+    @Option(name: .customLong("corpus-mib"), help: "Size of the victim corpus (kanshi sandbox build), in MiB.")
+    var corpusMiB: Int = 48
     @Flag(help: "Delete each run's disk and journal once exported.")
     var discardJournals = false
     @OptionGroup var global: GlobalOptions
@@ -57,7 +59,7 @@ struct DatasetRecord: AsyncParsableCommand {
         let stop = LockedFlag()
         Thread { _ = signals.wait(); stop.set() }.start()
         let names = workloads.map { $0.split(separator: ",").map(String.init) } ?? Dataset.kanshiWorkloads.map(\.0)
-        try SandboxBuild.build(dir: dir, seed: 1, corpusMiB: 48, diskMiB: 256, force: false)
+        try SandboxBuild.build(dir: dir, seed: 1, corpusMiB: corpusMiB, diskMiB: max(256, corpusMiB * 2 + 16), force: false)
         var done = 0
         for name in names {
             for i in 0..<runs {

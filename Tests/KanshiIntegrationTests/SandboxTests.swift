@@ -113,6 +113,29 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: s.file("guest/vmlinuz")))
     }
 
+    /// The whole chain: sandbox build (kanshi inside the guest, a victim
+    /// corpus disk), workloads run in the guest, recordings in the RanSAP
+    /// layout that the analysis reads with their labels.
+    @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(15)))
+    func datasetRecordRunsWorkloadsInTheGuest() throws {
+        let s = Scratch("sandbox-record")
+        let r = try run([Paths.kanshi, "dataset", "record", "--out", s.file("ds"), "--dir", s.file("sandbox"), "--runs", "1",
+                         "--workloads", "inplace,compress", "--corpus-mib", "8", "--discard-journals"], timeout: 850)
+        #expect(r.ok, "\(r.stdout)\(r.stderr.suffix(3000))")
+        for name in ["inplace", "compress"] {
+            let run = s.file("ds/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-1")
+            let writes = (try? String(contentsOfFile: run + "/ata_write.csv", encoding: .utf8)) ?? ""
+            #expect(writes.split(separator: "\n").count > 100, "\(name): \(writes.prefix(200))")
+            #expect(FileManager.default.fileExists(atPath: run + "/ata_read.csv"))
+        }
+        // The ransomware run's writes look encrypted; the analysis reads both runs with their labels.
+        let enc = try String(contentsOfFile: s.file("ds/kanshi-sandbox/kanshi-inplace/kanshi-inplace-1/ata_write.csv"), encoding: .utf8)
+        let entropies = enc.split(separator: "\n").compactMap { Double($0.split(separator: ",")[4]) }
+        #expect(entropies.filter { $0 > 0.95 }.count * 2 > entropies.count)
+        let b = try run([Paths.kanshi, "bench", "features", "--dataset", s.file("ds"), "--rounds", "1", "--json"])
+        #expect(b.ok, "\(b.stderr)")
+    }
+
     @Test func badSandboxInputsAreNamed() throws {
         let s = Scratch("sandbox-bad")
         try makeImage(s.file("disk.img"), bytes: 1 << 20)
