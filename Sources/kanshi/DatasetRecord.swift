@@ -55,9 +55,7 @@ struct DatasetRecord: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try CLILogging.logger(label: "kanshi.dataset", level: global.logLevel)
-        let signals = try StopSignals()
-        let stop = LockedFlag()
-        Thread { _ = signals.wait(); stop.set() }.start()
+        let stop = try LockedFlag.setOnStopSignal()
         let names = workloads.map { $0.split(separator: ",").map(String.init) } ?? Dataset.kanshiWorkloads.map(\.0)
         try SandboxBuild.build(dir: dir, seed: 1, corpusMiB: corpusMiB, diskMiB: max(256, corpusMiB * 2 + 16), force: false)
         var done = 0

@@ -108,9 +108,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try CLILogging.logger(label: "kanshi.demo", level: global.logLevel)
-        let signals = try StopSignals()
-        let stop = LockedFlag()
-        Thread { _ = signals.wait(); stop.set() }.start()
+        let stop = try LockedFlag.setOnStopSignal()
         Output.line("== building the sandbox (cached)")
         try SandboxBuild.build(dir: dir, seed: 1, corpusMiB: 48, diskMiB: 256, force: false)
         let modelPath = try model ?? Self.defaultModel(dir: dir, dataset: dataset)

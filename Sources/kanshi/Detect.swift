@@ -60,9 +60,7 @@ struct Detect: ParsableCommand {
     }
 
     private func followJournal(_ m: DetectorModel) throws {
-        let stop = try StopSignals()
-        let stopped = LockedFlag()
-        Thread { _ = stop.wait(); stopped.set() }.start()
+        let stopped = try LockedFlag.setOnStopSignal()
         let tail = try JournalTail(directory: journal!)
         var trace = BlockTrace(reads: [], writes: [])
         var firing = false
@@ -125,6 +123,15 @@ struct Alert {
 }
 
 final class LockedFlag: @unchecked Sendable {
+    /// A flag that Ctrl-C or SIGTERM sets, from now on (the signals are
+    /// kept until the watching thread takes them).
+    static func setOnStopSignal() throws -> LockedFlag {
+        let signals = try StopSignals()
+        let flag = LockedFlag()
+        Thread { _ = signals.wait(); flag.set() }.start()
+        return flag
+    }
+
     // SAFETY: `flag` is only touched under `lock`.
     private let lock = NSLock()
     private var flag = false

@@ -69,9 +69,7 @@ struct SandboxRun: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try CLILogging.logger(label: "kanshi.sandbox", level: global.logLevel)
-        let stop = try StopSignals()
-        let stopped = LockedFlag()
-        Thread { _ = stop.wait(); stopped.set() }.start()
+        let stopped = try LockedFlag.setOnStopSignal()
         let cmd = (command.first == "--" ? Array(command.dropFirst()) : command).joined(separator: " ")
         let image: GuestImage
         do { image = try GuestImage(directory: guest ?? SandboxLayout.guest(dir)) } catch { throw CLIError("\(error)") }
