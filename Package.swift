@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "KanshiCore", targets: ["KanshiCore"]),
         .library(name: "KanshiJournal", targets: ["KanshiJournal"]),
         .library(name: "KanshiBlock", targets: ["KanshiBlock"]),
+        .library(name: "KanshiTrace", targets: ["KanshiTrace"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -39,6 +40,12 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // ptrace, seccomp BPF and fork+exec for the syscall sensor (x86_64 Linux).
+        .target(name: "CKanshiTrace"),
+        // The syscall sensor: tracer, decoder, fd tables, managed set, behaviour log.
+        .target(
+            name: "KanshiTrace",
+            dependencies: ["KanshiCore", "CKanshiTrace", .product(name: "Logging", package: "swift-log")]),
         // XGBoost from Debian's libxgboost-dev.
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
         // libsvm from Debian's libsvm-dev.
@@ -50,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "kanshi",
             dependencies: [
-                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML",
+                "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiTrace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -67,6 +74,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
+        .testTarget(name: "KanshiTraceTests", dependencies: ["KanshiTrace", "KanshiCore"]),
         .testTarget(
             name: "KanshiIntegrationTests",
             dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")]),

@@ -12,7 +12,7 @@ struct Kanshi: AsyncParsableCommand {
             such journals; `kanshi train`, `evaluate` and `cross-validate` build and judge \
             ransomware detectors on such recordings and on the RanSAP dataset.
             """,
-        subcommands: [Disk.self, Journal.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self, Bench.self])
+        subcommands: [Disk.self, Journal.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self, Trace.self, Bench.self])
 }
 
 struct GlobalOptions: ParsableArguments {
