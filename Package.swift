@@ -74,7 +74,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
-        .testTarget(name: "KanshiTraceTests", dependencies: ["KanshiTrace", "KanshiCore"]),
+        .testTarget(name: "KanshiTraceTests", dependencies: ["KanshiTrace", "KanshiCore"], exclude: ["Fixtures"]),
         .testTarget(
             name: "KanshiIntegrationTests",
             dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")]),

@@ -189,7 +189,8 @@ extension Tracer {
             if ret == 0, let from = call.path, let to = call.path2 {
                 summary.renamed(from, to)
                 if let f = managedSet.files[from] {
-                    markFile(to, p, how: "renamed from managed \(from) (\(f.reason.why))")
+                    _ = f
+                    markFile(to, p, how: "renamed from managed file \(from)")
                 } else if p.managed != nil {
                     markFile(to, p, how: "renamed from \(from)")
                 }
@@ -198,7 +199,7 @@ extension Tracer {
             e.kind = nr == SC.link || nr == SC.linkat ? .link : .symlink
             e.path = call.path; e.path2 = call.path2
             if ret == 0, let from = call.path, let to = call.path2 {
-                if let f = managedSet.files[from] { markFile(to, p, how: "linked to managed \(from) (\(f.reason.why))") }
+                if managedSet.files[from] != nil { markFile(to, p, how: "linked to managed file \(from)") }
                 else if p.managed != nil { markFile(to, p, how: "linked from \(from)") }
             }
         case SC.unlink, SC.unlinkat, SC.rmdir:

@@ -10,13 +10,13 @@ extension Tracer {
     /// installed at its next stop that allows it — at once when the caller is at an exit stop.
     func makeManaged(_ p: Proc, why: String, seq: UInt64) {
         guard p.managed == nil else { return }
-        let reason = ManagedReason(seq: seq, time: Clock.nowNs(), why: why)
+        var e = TraceEvent(kind: .managed)
+        e.pid = p.pid; e.tid = p.pid; e.managed = true; e.reason = why
+        let own = log.append(e)
+        let reason = ManagedReason(seq: seq == 0 ? own : seq, time: Clock.nowNs(), why: why)
         p.managed = reason
         managedSet.processes.append(.init(pid: p.pid, exe: p.exe, reason: reason))
         summary.managedProcess(pid: p.pid, why: why)
-        var e = TraceEvent(kind: .managed)
-        e.pid = p.pid; e.tid = p.pid; e.managed = true; e.reason = why
-        log.append(e)
         logger.debug("pid \(p.pid) managed: \(why)")
     }
 
@@ -39,10 +39,10 @@ extension Tracer {
     /// A file becomes managed because a managed process wrote (created, renamed, linked) it.
     func markFile(_ path: String, _ p: Proc, how: String) {
         guard path.hasPrefix("/"), !path.hasPrefix("/dev/"), !path.hasPrefix("/proc/"), !path.hasPrefix("/sys/") else { return }
-        guard let m = p.managed else { return }
-        let why = "\(how) by managed pid \(p.pid) (\(p.exe)), managed because: \(m.why)"
+        let why = p.managed.map { "\(how) by managed pid \(p.pid) (\(p.exe), managed at event \($0.seq))" }
+            ?? "\(how) by pid \(p.pid) (\(p.exe))"
         var e = TraceEvent(kind: .managed)
-        e.pid = p.pid; e.tid = p.pid; e.path = path; e.managed = true; e.reason = why
+        e.pid = p.pid; e.tid = p.pid; e.path = path; e.managed = p.managed != nil; e.reason = why
         if managedSet.files[path] == nil {
             let seq = log.append(e)
             _ = managedSet.addFile(path, ManagedReason(seq: seq, time: Clock.nowNs(), why: why))
