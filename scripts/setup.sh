@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     # peers and test tools
-    qemu-system-x86 qemu-utils nbdkit libnbd-bin python3-libnbd fio
+    qemu-system-x86 qemu-utils nbdkit libnbd-bin python3-libnbd fio strace bc
     # the test guest: busybox initramfs, ext4 tools, archive tools
     busybox-static e2fsprogs cpio gzip xz-utils zstd
     # C libraries the detectors link (XGBoost; libsvm)

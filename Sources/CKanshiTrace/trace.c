@@ -97,6 +97,15 @@ pid_t ckt_spawn(const char *path, char *const argv[], char *const envp[],
         close(sync[1]);
         while (read(sync[0], &b, 1) < 0 && errno == EINTR) {}
         close(sync[0]);
+        // The tracer ignores SIGINT (the terminal sends it to the program too); the program gets defaults.
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(SIGINT, &dfl, NULL);
+        sigaction(SIGQUIT, &dfl, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         struct sock_fprog prog = { .len = len, .filter = (struct sock_filter *)filter };
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(126);
         if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) _exit(126);

@@ -15,8 +15,8 @@ extension Tracer {
         var call = PendingCall(nr: nr, regs: r)
         var wantExit = true
         switch nr {
-        case SC.open, SC.creat: call.path = resolvePath(tid, -100, r.arg(0))
-        case SC.openat, SC.openat2: call.path = resolvePath(tid, r.argFd(0), r.arg(1))
+        case SC.open, SC.creat, SC.openat, SC.openat2:
+            break  // the path is read at the exit stop: from /proc for a new descriptor, from memory on failure
         case SC.close:
             wantExit = false
             let fd = r.argFd(0)
@@ -101,8 +101,9 @@ extension Tracer {
             let readable = acc == 0 || acc == 2, writable = acc == 1 || acc == 2 || trunc
             e.kind = .open
             e.flags = (acc == 0 ? "r" : acc == 1 ? "w" : "rw") + (creat ? ",creat" : "") + (trunc ? ",trunc" : "") + (flags & 0o10000000 != 0 ? ",path" : "")
-            e.path = call.path
-            if ret >= 0 {
+            if ret < 0 {
+                e.path = nr == SC.open || nr == SC.creat ? resolvePath(tid, -100, r.arg(0)) : resolvePath(tid, r.argFd(0), r.arg(1))
+            } else {
                 let fd = Int32(ret)
                 let info = p.fds.refresh(fd)
                 if let info { e.path = info.name }

@@ -64,6 +64,8 @@ struct Trace: ParsableCommand {
         let eventLog: EventLog
         do { eventLog = try EventLog(path: log) } catch { throw ValidationError("\(error)") }
         let tracer = try Tracer(options: options, log: eventLog, managed: set, logger: logger)
+        // Ctrl-C reaches the traced program (same process group); kanshi stays to finish the log.
+        signal(SIGINT, SIG_IGN)
         let result: TraceResult
         do {
             result = try tracer.run(pid.map { .attach(pid: $0) } ?? .spawn(program: cmd[0], arguments: Array(cmd.dropFirst())))
