@@ -6,12 +6,12 @@
 #   | strace -f | strace --seccomp-bpf -f -e trace=<the calls kanshi stops a managed process on>
 # Prints median wall times of ROUNDS runs and ratios to native.
 #
-#   scripts/bench-trace.sh [N] [ROUNDS]        (defaults: 200000 calls, 5 rounds)
+#   scripts/bench-trace.sh [N] [ROUNDS]        (defaults: 500000 calls, 5 rounds)
 #   KANSHI=.build/release/kanshi scripts/bench-trace.sh
 # Needs strace and fio (scripts/setup.sh), a C compiler, and ptrace (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-200000}
+N=${1:-500000}
 ROUNDS=${2:-5}
 KANSHI=${KANSHI:-.build/release/kanshi}
 if [ ! -x "$KANSHI" ]; then
@@ -43,21 +43,25 @@ run_mode() {  # mode, command...
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-bench() {  # name, command...
+MODES="native kanshi managed strace strace-seccomp"
+
+bench() {  # name, command...  (rounds interleave the modes so background load hits them alike)
     local name=$1; shift
-    local native=""
-    printf "%-18s %-15s %10s %8s\n" "$name" mode "median s" "x native"
-    for mode in native kanshi managed strace strace-seccomp; do
-        local times=()
-        for _ in $(seq "$ROUNDS"); do
+    declare -A times=()
+    for _ in $(seq "$ROUNDS"); do
+        for mode in $MODES; do
             rm -f "$work"/data*
             local t0; t0=$(now)
             run_mode $mode "$@" >/dev/null 2>&1 || { echo "bench-trace: $name under $mode failed" >&2; exit 1; }
-            times+=($(( $(now) - t0 )))
+            times[$mode]+="$(( $(now) - t0 )) "
         done
-        local m; m=$(printf "%s\n" "${times[@]}" | median)
-        [ -z "$native" ] && native=$m
-        printf "%-18s %-15s %10.3f %8.2f\n" "" "$mode" "$(echo "$m / 1000000000" | bc -l)" "$(echo "$m / $native" | bc -l)"
+    done
+    local native
+    native=$(printf "%s\n" ${times[native]} | median)
+    printf "%-20s %-15s %10s %8s\n" "$name" mode "median s" "x native"
+    for mode in $MODES; do
+        local m; m=$(printf "%s\n" ${times[$mode]} | median)
+        printf "%-20s %-15s %10.3f %8.2f\n" "" "$mode" "$(echo "$m / 1000000000" | bc -l)" "$(echo "$m / $native" | bc -l)"
     done
 }
 

@@ -56,6 +56,24 @@ extension Tracer {
                     markFile(info.name, p, how: "mapped shared and writable")
                 }
             }
+        case _ where SC.writes.contains(nr) && !options.traceAllIO:
+            // A managed process's write (it passed egressCheck): one stop, not two. `bytes` is the
+            // requested count (flags "requested"); --all-io stops at the exit too for the exact count.
+            wantExit = false
+            let fd = r.argFd(0)
+            var e = event(.write, tid, p, nr)
+            e.fd = fd
+            e.path = p.fds.lookup(fd)?.name
+            e.flags = "requested"
+            if nr == SC.write || nr == SC.pwrite64 {
+                e.bytes = r.argInt(2)
+            } else if let iov = Ptrace.readBytes(tid, r.arg(1), Int(min(r.arg(2), 1024)) * 16) {
+                e.bytes = iov.withUnsafeBytes { b in
+                    (0..<iov.count / 16).reduce(Int64(0)) { $0 &+ Int64(bitPattern: b.loadUnaligned(fromByteOffset: $1 * 16 + 8, as: UInt64.self)) }
+                }
+            }
+            if let path = e.path, path.hasPrefix("/") { summary.wrote(path) }
+            log.append(e)
         case SC.fcntl:
             // Only F_DUPFD and F_DUPFD_CLOEXEC make descriptors.
             wantExit = r.arg(1) == 0 || r.arg(1) == 1030

@@ -38,7 +38,7 @@ extension Tracer {
 
     /// A file becomes managed because a managed process wrote (created, renamed, linked) it.
     func markFile(_ path: String, _ p: Proc, how: String) {
-        guard path.hasPrefix("/"), !path.hasPrefix("/dev/"), !path.hasPrefix("/proc/"), !path.hasPrefix("/sys/") else { return }
+        guard managedSet.files[path] == nil, path.hasPrefix("/"), !path.hasPrefix("/dev/"), !path.hasPrefix("/proc/"), !path.hasPrefix("/sys/") else { return }
         let why = p.managed.map { "\(how) by managed pid \(p.pid) (\(p.exe), managed at event \($0.seq))" }
             ?? "\(how) by pid \(p.pid) (\(p.exe))"
         var e = TraceEvent(kind: .managed)
