@@ -170,6 +170,14 @@ pid_t ckt_wait(pid_t pid, int *status) {
     }
 }
 
+pid_t ckt_wait_nohang(pid_t pid, int *status) {
+    for (;;) {
+        pid_t r = waitpid(pid, status, __WALL | __WNOTHREAD | WNOHANG);
+        if (r >= 0) return r;
+        if (errno != EINTR) return -errno;
+    }
+}
+
 long ckt_read_mem(pid_t pid, uint64_t addr, void *buf, size_t len) {
     struct iovec local = { buf, len }, remote = { (void *)addr, len };
     ssize_t r = process_vm_readv(pid, &local, 1, &remote, 1, 0);

@@ -71,7 +71,7 @@ public struct ManagedSet: Codable, Sendable {
         do {
             try enc.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            throw TraceError.logFile(path: path, errno: (error as NSError).code == 0 ? 5 : Int32((error as NSError).code))
+            throw TraceError.managedSetNotSaved(path: path, detail: "\(error.localizedDescription)")
         }
     }
 

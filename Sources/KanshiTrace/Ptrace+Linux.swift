@@ -38,6 +38,13 @@ enum Ptrace {
         return r > 0 ? (r, st) : nil
     }
 
+    /// waitpid without blocking: nil when no stop or exit is ready.
+    static func poll(_ pid: Int32) -> (pid: Int32, status: Int32)? {
+        var st: Int32 = 0
+        let r = ckt_wait_nohang(pid, &st)
+        return r > 0 ? (r, st) : nil
+    }
+
     static func readString(_ pid: Int32, _ addr: UInt64, max: Int = 4096) -> String? {
         guard addr != 0 else { return nil }
         var buf = [CChar](repeating: 0, count: max + 1)

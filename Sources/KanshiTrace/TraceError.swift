@@ -16,6 +16,8 @@ public enum TraceError: Error, CustomStringConvertible, Sendable {
     case logFile(path: String, errno: Int32)
     /// The managed-set file exists but is not valid.
     case badManagedSet(path: String, detail: String)
+    /// The managed set could not be saved.
+    case managedSetNotSaved(path: String, detail: String)
 
     public var description: String {
         switch self {
@@ -29,6 +31,8 @@ public enum TraceError: Error, CustomStringConvertible, Sendable {
             return "could not attach to pid \(pid): \(d): \(String(cString: strerror(e))) (errno \(e)); check the pid exists and that ptrace is allowed"
         case .logFile(let p, let e):
             return "cannot write \(p): \(String(cString: strerror(e))) (errno \(e)); choose a writable --log path"
+        case .managedSetNotSaved(let p, let d):
+            return "cannot save the managed set to \(p): \(d); choose a writable --managed-set or --log path"
         case .badManagedSet(let p, let d):
             return "managed set \(p) is not valid: \(d); move it away to start with an empty set"
         }

@@ -29,10 +29,14 @@ extension Tracer {
         // A held new tracee is stopped already; it is upgraded when released.
         if tids.contains(where: { heldNew.contains($0) }) { return }
         for t in tids { _ = Ptrace.interrupt(t) }
+        // Wait (up to 2 s) for a stop of the process where the filter can be installed. A thread that
+        // does not stop by then is in an uninterruptible wait (a vfork parent): its interrupt stays
+        // pending and it stops — and is upgraded by the main loop — before it runs any instruction.
+        let deadline = Clock.nowNs() + 2_000_000_000
         var waitOn = tids
-        while let t = waitOn.first, p.alive, !p.upgraded {
-            guard threads[t] != nil, let (tid, status) = Ptrace.wait(t) else { waitOn.removeFirst(); continue }
-            handle(tid, status)
+        while let t = waitOn.first, p.alive, !p.upgraded, Clock.nowNs() < deadline {
+            guard threads[t] != nil else { waitOn.removeFirst(); continue }
+            if let (tid, status) = Ptrace.poll(t) { handle(tid, status) } else { usleep(50) }
         }
     }
 
@@ -43,24 +47,35 @@ extension Tracer {
             ?? "\(how) by pid \(p.pid) (\(p.exe))"
         var e = TraceEvent(kind: .managed)
         e.pid = p.pid; e.tid = p.pid; e.path = path; e.managed = p.managed != nil; e.reason = why
-        if managedSet.files[path] == nil {
-            let seq = log.append(e)
-            _ = managedSet.addFile(path, ManagedReason(seq: seq, time: Clock.nowNs(), why: why))
-        }
+        let seq = log.append(e)
+        _ = managedSet.addFile(path, ManagedReason(seq: seq, time: Clock.nowNs(), why: why))
+        // A shared file carries the taint: other traced processes that have it open for reading
+        // already (reads do not stop the tracer) become managed now.
+        carry(from: p, link: path, readersOnly: true)
     }
 
     /// Data written by a managed process into a pipe or Unix socket makes every
     /// other traced process holding the other end managed.
-    func carry(from p: Proc, link: String) {
-        let holders = procs.values.filter { $0.alive && $0.pid != p.pid && $0.managed == nil && holds($0.pid, link) }
+    func carry(from p: Proc, link: String, readersOnly: Bool = false) {
+        let holders = procs.values.filter { $0.alive && $0.pid != p.pid && $0.managed == nil && holds($0.pid, link, readersOnly) }
         for h in holders {
-            makeManagedNow(h.pid, why: "received data through \(link) from managed pid \(p.pid) (\(p.exe))")
+            let how = readersOnly ? "has managed file \(link) open for reading (shared with pid \(p.pid), \(p.exe))"
+                                  : "received data through \(link) from managed pid \(p.pid) (\(p.exe))"
+            makeManagedNow(h.pid, why: how)
         }
     }
 
-    private func holds(_ pid: Int32, _ link: String) -> Bool {
+    private func holds(_ pid: Int32, _ link: String, _ readersOnly: Bool) -> Bool {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return false }
-        return names.contains { Ptrace.link("/proc/\(pid)/fd/\($0)") == link }
+        return names.contains { fd in
+            guard Ptrace.link("/proc/\(pid)/fd/\(fd)") == link else { return false }
+            guard readersOnly else { return true }
+            // /proc/PID/fdinfo/FD "flags:" is octal; access mode O_WRONLY (1) cannot read.
+            guard let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8),
+                  let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags:") }),
+                  let flags = Int(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) else { return true }
+            return flags & 3 != 1
+        }
     }
 
     /// For a managed process at a seccomp stop: why the call must be refused, or nil.

@@ -60,10 +60,12 @@ struct Trace: ParsableCommand {
         options.traceAllIO = allIo
         options.denyErrno = eacces ? EACCES : EPERM
         let setPath = managedSet ?? log + ".managed.json"
-        let set = try ManagedSet.load(path: setPath, protect: options.protect)
+        let set: ManagedSet
+        do { set = try ManagedSet.load(path: setPath, protect: options.protect) } catch { throw CLIError("\(error)") }
         let eventLog: EventLog
-        do { eventLog = try EventLog(path: log) } catch { throw ValidationError("\(error)") }
-        let tracer = try Tracer(options: options, log: eventLog, managed: set, logger: logger)
+        do { eventLog = try EventLog(path: log) } catch { throw CLIError("\(error)") }
+        let tracer: Tracer
+        do { tracer = try Tracer(options: options, log: eventLog, managed: set, logger: logger) } catch { throw CLIError("\(error)") }
         // Ctrl-C reaches the traced program (same process group); kanshi stays to finish the log.
         signal(SIGINT, SIG_IGN)
         let result: TraceResult
@@ -71,13 +73,13 @@ struct Trace: ParsableCommand {
             result = try tracer.run(pid.map { .attach(pid: $0) } ?? .spawn(program: cmd[0], arguments: Array(cmd.dropFirst())))
         } catch {
             eventLog.close()
-            throw ValidationError("\(error)")
+            throw CLIError("\(error)")
         }
         let writeErr = eventLog.close()
-        try result.managed.save(path: setPath)
+        do { try result.managed.save(path: setPath) } catch { throw CLIError("\(error)") }
         if !quiet { Output.error(result.summary.text + "log: \(log)  managed set: \(setPath)") }
         if let summary { try result.summary.text.write(toFile: summary, atomically: true, encoding: .utf8) }
-        if writeErr != 0 { throw ValidationError("writing the log \(log) failed: errno \(writeErr)") }
+        if writeErr != 0 { throw CLIError("writing the log \(log) failed: \(String(cString: strerror(writeErr))) (errno \(writeErr))") }
         if result.exitCode != 0 { throw ExitCode(result.exitCode) }
     }
 }

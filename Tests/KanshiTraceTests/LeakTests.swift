@@ -45,6 +45,7 @@ struct LeakTests {
         ("thread", ["thread: connect ok", "thread: thread-send EPERM"]),
         ("pipe", ["pipe-reader: connect ok", "pipe-reader: write EPERM", "pipe-reader: send EPERM"]),
         ("unix", ["unix-reader: connect ok", "unix-reader: send EPERM"]),
+        ("shared", ["shared-reader: connect ok", "shared-reader: send EPERM"]),
         ("sendfile", ["sendfile: connect ok", "sendfile: sendfile EPERM", "sendfile: splice-out EPERM"]),
         ("io_uring", ["io_uring: io_uring_setup EPERM"]),
     ]

@@ -57,6 +57,9 @@ long ckt_trace_options(int exitkill);
 /// waitpid(pid, __WALL | __WNOTHREAD); returns the pid, 0 or -errno (EINTR retried).
 pid_t ckt_wait(pid_t pid, int *status);
 
+/// Like ckt_wait with WNOHANG: 0 when nothing is ready yet.
+pid_t ckt_wait_nohang(pid_t pid, int *status);
+
 /// Copies `len` bytes of the tracee's memory at `addr`; returns bytes read or -errno.
 long ckt_read_mem(pid_t pid, uint64_t addr, void *buf, size_t len);
 /// Writes `len` bytes into the tracee's memory (process_vm_writev, then

@@ -175,6 +175,27 @@ int main(int argc, char **argv) {
         read_secret(path);
         report("unix-send", send(sv[0], secret, secret_len, 0));
         waitpid(c, NULL, 0);
+    } else if (!strcmp(route, "shared")) {  // a file shared with an unmanaged process that has it open already
+        char f[4200];
+        snprintf(f, sizeof f, "%s.shared", path);
+        int w = open(f, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        pid_t c = fork();
+        if (c == 0) {
+            route = "shared-reader";
+            close(w);
+            int r = open(f, O_RDONLY);
+            int s = tcp4(port);
+            usleep(300000);
+            char buf[4096];
+            ssize_t n = pread(r, buf, sizeof buf, 0);
+            report("read", n);
+            report("send", send(s, buf, n > 0 ? n : 1, 0));
+            _exit(0);
+        }
+        usleep(100000);
+        read_secret(path);
+        report("shared-write", pwrite(w, secret, secret_len, 0));
+        waitpid(c, NULL, 0);
     } else if (!strcmp(route, "sendfile")) {
         int s = tcp4(port);
         int fd = open(path, O_RDONLY);
