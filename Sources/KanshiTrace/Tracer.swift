@@ -229,11 +229,37 @@ public final class Tracer {
             e.managed = p.managed != nil
             log.append(e)
             summary.setExit(pid: pid, code: code)
+            // New tracees whose fork event will not come now (their parent died inside fork).
+            for h in heldNew { adopt(h) }
             if !threads.values.contains(pid) { procs[pid] = nil }
         } else if !threads.values.contains(pid) {
             procs[pid]?.alive = false
             procs[pid] = nil
         }
+    }
+
+    /// Takes in a held new tracee without its parent's fork event, from /proc (fail closed:
+    /// it is managed if its parent was).
+    private func adopt(_ tid: Int32) {
+        heldNew.remove(tid)
+        let status = (try? String(contentsOfFile: "/proc/\(tid)/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Int32? {
+            status.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+                .flatMap { Int32($0.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)) }
+        }
+        let tgid = field("Tgid") ?? tid, ppid = field("PPid") ?? 0
+        if tgid != tid, procs[tgid] != nil {
+            threads[tid] = tgid
+        } else {
+            let parent = procs[ppid]
+            let p = Proc(pid: tid, parent: ppid, argv: parent?.argv ?? ["?"], fds: FdTable(pid: tid))
+            if let m = parent?.managed { p.managed = m; p.upgraded = parent!.upgraded }
+            procs[tid] = p
+            threads[tid] = tid
+            summary.addProcess(pid: tid, parent: ppid, argv: p.argv)
+        }
+        if needsUpgrade(tid) { upgrade(tid, at: .stop) }
+        resume(tid)
     }
 
     private func onFork(_ tid: Int32, _ event: Int32) {

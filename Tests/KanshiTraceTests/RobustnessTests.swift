@@ -12,6 +12,13 @@ struct RobustnessTests {
         #expect(run.result.exitCode == 0)
     }
 
+    @Test func signalsStopContinueAndPtraceByTheTracee() async throws {
+        let run = try await Harness.trace([try Harness.binary("odd"), "signals"])
+        #expect(run.output.contains("signals done usr1=1"), "\(run.output)")
+        #expect(run.output.contains("traceme -1"))
+        #expect(run.result.exitCode == 0)
+    }
+
     @Test func exitMidCallWithThreads() async throws {
         let run = try await Harness.trace([try Harness.binary("odd"), "exitmid"])
         #expect(run.result.exitCode == 3)

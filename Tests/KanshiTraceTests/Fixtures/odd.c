@@ -22,6 +22,9 @@ static void *opener(void *arg) {
     return NULL;
 }
 
+static volatile sig_atomic_t got_usr1;
+static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     const char *dir = argc > 2 ? argv[2] : "/tmp";
@@ -42,6 +45,16 @@ int main(int argc, char **argv) {
         printf("dup2 %ld\n", syscall(SYS_dup2, 1, 1 << 30));
         printf("mmap %ld\n", (long)mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 12345, 0));
         printf("done\n");
+    } else if (!strcmp(mode, "signals")) {  // handlers, a stop and continue, ptrace by the tracee itself
+        signal(SIGUSR1, on_usr1);
+        raise(SIGUSR1);
+        pid_t parent = getpid();
+        pid_t c = fork();
+        if (c == 0) { usleep(100000); kill(parent, SIGCONT); _exit(0); }
+        raise(SIGSTOP);
+        waitpid(c, NULL, 0);
+        printf("signals done usr1=%d\n", (int)got_usr1);
+        printf("traceme %ld\n", syscall(SYS_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0));
     } else if (!strcmp(mode, "exitmid")) {
         pthread_t t[3];
         for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, opener, NULL);
