@@ -8,6 +8,7 @@
 #
 #   scripts/bench-trace.sh [N] [ROUNDS]        (defaults: 500000 calls, 5 rounds)
 #   KANSHI=.build/release/kanshi scripts/bench-trace.sh
+#   WORKLOADS="seq rand" scripts/bench-trace.sh 0 7      (a subset: rw seq rand)
 # Needs strace and fio (scripts/setup.sh), a C compiler, and ptrace (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,8 @@ bench() {  # name, command...  (rounds interleave the modes so background load h
 }
 
 echo "kanshi trace benchmark: N=$N read/write calls, $ROUNDS rounds, $(nproc) cores, $(uname -r)"
-bench "read/write x$N" "$work/rwbench" "$work/data-rw" "$N"
-bench "fio seq 4k" fio --name=seq --filename="$work/data-fio" --rw=readwrite --bs=4k --size=64m --ioengine=psync --thread --minimal
-bench "fio rand 4k" fio --name=rand --filename="$work/data-fio" --rw=randrw --bs=4k --size=64m --ioengine=psync --thread --minimal
-grep -q '"blocked"\|"managed"' "$work/m.jsonl" && echo "(managed runs: the workload was managed: $(grep -c '"ev":"managed"' "$work/m.jsonl") managed events in the last log)"
+WORKLOADS=${WORKLOADS:-"rw seq rand"}
+[[ " $WORKLOADS " == *" rw "* ]] && bench "read/write x$N" "$work/rwbench" "$work/data-rw" "$N"
+[[ " $WORKLOADS " == *" seq "* ]] && bench "fio seq 4k" fio --name=seq --filename="$work/data-fio" --rw=readwrite --bs=4k --size=64m --ioengine=psync --thread --minimal
+[[ " $WORKLOADS " == *" rand "* ]] && bench "fio rand 4k" fio --name=rand --filename="$work/data-fio" --rw=randrw --bs=4k --size=64m --ioengine=psync --thread --minimal
+grep -q '"managed"' "$work/m.jsonl" && echo "(managed runs: the workload was managed: $(grep -c '"ev":"managed"' "$work/m.jsonl") managed events in the last log)"

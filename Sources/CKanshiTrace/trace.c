@@ -170,6 +170,14 @@ pid_t ckt_wait(pid_t pid, int *status) {
     }
 }
 
+void ckt_quiet_sigchld(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sa.sa_flags = SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, NULL);
+}
+
 pid_t ckt_wait_nohang(pid_t pid, int *status) {
     for (;;) {
         pid_t r = waitpid(pid, status, __WALL | __WNOTHREAD | WNOHANG);

@@ -109,6 +109,7 @@ public final class Tracer {
 
     /// Runs the target to the end (all traced processes gone) and returns what happened.
     public func run(_ target: TraceTarget) throws -> TraceResult {
+        ckt_quiet_sigchld()
         switch target {
         case .spawn(let program, let arguments): try spawn(program, arguments)
         case .attach(let pid): try attach(pid)

@@ -57,6 +57,10 @@ long ckt_trace_options(int exitkill);
 /// waitpid(pid, __WALL | __WNOTHREAD); returns the pid, 0 or -errno (EINTR retried).
 pid_t ckt_wait(pid_t pid, int *status);
 
+/// Sets SIGCHLD to its default action with SA_NOCLDSTOP, so tracee stops do not
+/// signal (and wake) the tracer's other threads; waitpid is unaffected.
+void ckt_quiet_sigchld(void);
+
 /// Like ckt_wait with WNOHANG: 0 when nothing is ready yet.
 pid_t ckt_wait_nohang(pid_t pid, int *status);
 
