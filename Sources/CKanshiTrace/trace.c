@@ -108,7 +108,8 @@ pid_t ckt_spawn(const char *path, char *const argv[], char *const envp[],
         sigprocmask(SIG_SETMASK, &none, NULL);
         struct sock_fprog prog = { .len = len, .filter = (struct sock_filter *)filter };
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(126);
-        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) _exit(126);
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW, &prog) != 0 &&
+            syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) _exit(126);
         execve(path, argv, envp);
         int e = errno;
         static const char msg[] = "kanshi trace: exec failed: ";

@@ -37,7 +37,7 @@ extension Tracer {
         summary.addProcess(pid: pid, parent: 0, argv: p.argv)
         let results = inject(pid, at: .stop, payload: baseFilter) { base in
             [(SC.prctl, [38, 1, 0, 0, 0]),  // PR_SET_NO_NEW_PRIVS
-             (SC.seccomp, [1, 1, base])]    // SECCOMP_SET_MODE_FILTER, TSYNC
+             (SC.seccomp, [1, 1 | 4, base])]  // SECCOMP_SET_MODE_FILTER, TSYNC | SPEC_ALLOW
         }
         guard results.count == 2, results[1] == 0 else {
             for t in seized { _ = ckt_ptrace_detach(t, 0) }

@@ -1,4 +1,5 @@
 import CKanshiTrace
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,15 +15,32 @@ extension Tracer {
         guard let p = proc(tid) else { return }
         p.upgraded = true
         let results = inject(tid, at: kind, payload: managedFilter) { base in
-            [(SC.seccomp, [1, 1, base])]  // SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC
+            [(SC.seccomp, [1, 1 | 4, base])]  // SECCOMP_SET_MODE_FILTER, FLAG_TSYNC | FLAG_SPEC_ALLOW
         }
-        if results.first != 0 {
+        if results.first == 0, let ring = ioUringDescriptor(p.pid) {
+            // A ring made before the process became managed can send without any call the filter sees
+            // (SQPOLL, or io_uring_enter before it was denied): fail closed.
+            var e = TraceEvent(kind: .blocked)
+            e.pid = p.pid; e.tid = tid; e.managed = true; e.blocked = true; e.fd = ring
+            e.path = "anon_inode:[io_uring]"
+            e.reason = "managed process holds an io_uring instance (fd \(ring)) that could send unseen; process killed (fail closed); managed because: \(p.managed?.why ?? "?")"
+            log.append(e)
+            summary.blocked(pid: p.pid, exe: p.exe, call: "io_uring", why: e.reason!)
+            kill(p.pid, SIGKILL)
+        } else if results.first != 0 {
             var e = TraceEvent(kind: .notice)
             e.pid = p.pid; e.tid = tid; e.managed = true; e.blocked = true
             e.reason = "could not install the managed filter (result \(results.first.map { String($0) } ?? "none")); process killed (fail closed)"
             log.append(e)
             kill(p.pid, SIGKILL)
         }
+    }
+
+    /// A descriptor of the process that is an io_uring instance, if any.
+    func ioUringDescriptor(_ pid: Int32) -> Int32? {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return nil }
+        for n in names where Ptrace.link("/proc/\(pid)/fd/\(n)") == "anon_inode:[io_uring]" { return Int32(n) }
+        return nil
     }
 
     /// Runs `calls` (number, arguments) in the tracee stopped at `tid`, then

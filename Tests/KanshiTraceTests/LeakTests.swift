@@ -70,6 +70,17 @@ struct LeakTests {
         }
     }
 
+    /// An io_uring instance made while unmanaged could send without calls the filter sees: the
+    /// process is killed when it becomes managed (fail closed), before it can use the secret.
+    @Test func ioUringMadeBeforeBecomingManagedFailsClosed() async throws {
+        let s = try setup()
+        let run = try await Harness.trace(try s.args("io_uring-early"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("io_uring-early: io_uring_setup ok"), "\(run.output)")
+        #expect(!run.output.contains("after-secret"))
+        #expect(run.result.exitCode == 128 + 9)
+        #expect(run.events.contains { $0["ev"] as? String == "blocked" && $0["path"] as? String == "anon_inode:[io_uring]" })
+    }
+
     @Test func refusalCanBeEACCES() async throws {
         var s = try setup()
         s.options.denyErrno = EACCES

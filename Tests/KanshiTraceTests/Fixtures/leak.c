@@ -223,6 +223,12 @@ int main(int argc, char **argv) {
         struct io_uring_params params;
         memset(&params, 0, sizeof params);
         report("io_uring_setup", syscall(SYS_io_uring_setup, 8, &params));
+    } else if (!strcmp(route, "io_uring-early")) {  // a ring made before the process became managed
+        struct io_uring_params params;
+        memset(&params, 0, sizeof params);
+        report("io_uring_setup", syscall(SYS_io_uring_setup, 8, &params));
+        read_secret(path);
+        report("after-secret", 0);
     } else if (!strcmp(route, "copy")) {  // managed files: copy, rename, link
         read_secret(path);
         char out[4200];
