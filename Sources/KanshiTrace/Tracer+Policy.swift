@@ -121,7 +121,7 @@ extension Tracer {
     /// sockets carry the taint to their peer; Internet sockets to a non-local
     /// address are refused; anything that cannot be inspected is refused.
     private func socketCheck(_ tid: Int32, _ p: Proc, _ fd: Int32, explicit: SocketAddress?) -> String? {
-        let local = ckt_steal_fd(tid, fd)
+        let local = ckt_steal_fd(p.pid, fd)  // pidfd_open wants the thread-group leader
         if local == -EBADF { return nil }
         guard local >= 0 else { return "socket fd \(fd) could not be inspected (errno \(-local)); refused, fail closed" }
         var family: Int32 = 0, type: Int32 = 0, connected: Int32 = 0

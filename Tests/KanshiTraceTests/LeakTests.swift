@@ -88,6 +88,15 @@ struct LeakTests {
         #expect(run.output.contains("send: connect EACCES"), "\(run.output)")
     }
 
+    /// The socket of a non-leader thread is inspected through the thread-group leader.
+    @Test func localSendFromAThreadOfAManagedProcessGoesThrough() async throws {
+        var s = try setup()
+        s.options.loopbackExternal = false
+        let run = try await Harness.trace(try s.args("thread"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("thread: thread-send ok"), "\(run.output)")
+        #expect(run.result.summary.blockedAttempts.isEmpty)
+    }
+
     @Test func loopbackIsLocalByDefault() async throws {
         var s = try setup()
         s.options.loopbackExternal = false
