@@ -104,6 +104,7 @@ extension Tracer {
 
     private func finish(_ tid: Int32, _ p: Proc, _ call: PendingCall, _ ret: Int64) {
         let r = call.regs, nr = call.nr
+        if ret >= 0 { fdEpoch &+= 1 }  // (over-counts: any successful traced call)
         var e = event(.notice, tid, p, nr)
         e.ret = ret
         switch nr {

@@ -57,6 +57,10 @@ extension Tracer {
     /// Data written by a managed process into a pipe or Unix socket makes every
     /// other traced process holding the other end managed.
     func carry(from p: Proc, link: String, readersOnly: Bool = false) {
+        // A stream of writes into the same pipe scans its holders once until descriptors change.
+        let key = "\(p.pid) \(link)"
+        if carriedAt[key] == fdEpoch { return }
+        carriedAt[key] = fdEpoch
         let holders = procs.values.filter { $0.alive && $0.pid != p.pid && $0.managed == nil && holds($0.pid, link, readersOnly) }
         for h in holders {
             let how = readersOnly ? "has managed file \(link) open for reading (shared with pid \(p.pid), \(p.exe))"

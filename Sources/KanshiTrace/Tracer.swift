@@ -79,6 +79,10 @@ public final class Tracer {
     var heldNew: Set<Int32> = []
     /// Children announced by a fork event whose first stop has not come yet.
     var expectedNew: Set<Int32> = []
+    /// Bumped whenever a descriptor or process appears; a pipe or socket whose holders were
+    /// scanned at the current epoch need not be scanned again (see `carry`).
+    var fdEpoch: UInt64 = 0
+    var carriedAt: [String: UInt64] = [:]
     var rootPid: Int32 = 0
     var rootExit: Int32 = 0
     let baseFilter: [UInt8]
@@ -242,6 +246,7 @@ public final class Tracer {
     /// Takes in a held new tracee without its parent's fork event, from /proc (fail closed:
     /// it is managed if its parent was).
     private func adopt(_ tid: Int32) {
+        fdEpoch &+= 1
         heldNew.remove(tid)
         let status = (try? String(contentsOfFile: "/proc/\(tid)/status", encoding: .utf8)) ?? ""
         func field(_ name: String) -> Int32? {
@@ -264,6 +269,7 @@ public final class Tracer {
     }
 
     private func onFork(_ tid: Int32, _ event: Int32) {
+        fdEpoch &+= 1
         let child = Int32(truncatingIfNeeded: Ptrace.eventMessage(tid))
         guard let parent = proc(tid), child > 0 else { resume(tid); return }
         var isThread = false
