@@ -301,6 +301,8 @@ long ckt_unix_peer_inode(uint64_t ino) {
     return 0;
 }
 
+const char *ckt_errno_name(int e) { return strerrorname_np(e); }
+
 int ckt_wifexited(int s) { return WIFEXITED(s); }
 int ckt_wexitstatus(int s) { return WEXITSTATUS(s); }
 int ckt_wifsignaled(int s) { return WIFSIGNALED(s); }

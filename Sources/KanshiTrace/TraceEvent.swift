@@ -1,3 +1,4 @@
+import CKanshiTrace
 import KanshiCore
 
 /// One thing a traced process did, as the behaviour log records it.
@@ -59,13 +60,8 @@ public struct TraceEvent: Sendable {
 
 /// Readable errno names for the log.
 enum Errno {
-    static let table: [Int32: String] = [
-        1: "EPERM", 2: "ENOENT", 3: "ESRCH", 4: "EINTR", 5: "EIO", 9: "EBADF", 11: "EAGAIN", 12: "ENOMEM",
-        13: "EACCES", 14: "EFAULT", 17: "EEXIST", 20: "ENOTDIR", 21: "EISDIR", 22: "EINVAL", 24: "EMFILE",
-        28: "ENOSPC", 29: "ESPIPE", 32: "EPIPE", 38: "ENOSYS", 88: "ENOTSOCK", 89: "EDESTADDRREQ",
-        95: "EOPNOTSUPP", 97: "EAFNOSUPPORT", 98: "EADDRINUSE", 99: "EADDRNOTAVAIL", 101: "ENETUNREACH",
-        104: "ECONNRESET", 106: "EISCONN", 107: "ENOTCONN", 110: "ETIMEDOUT", 111: "ECONNREFUSED",
-        115: "EINPROGRESS",
-    ]
-    static func name(_ e: Int32) -> String { table[e] ?? "E\(e)" }
+    static func name(_ e: Int32) -> String {
+        guard let p = ckt_errno_name(e) else { return "E\(e)" }
+        return String(cString: p)
+    }
 }

@@ -84,6 +84,9 @@ int ckt_socket_info(int fd, int *family, int *type, void *peer, unsigned *peer_l
 /// returns the inode, 0 if it has none, or -errno.
 long ckt_unix_peer_inode(uint64_t ino);
 
+/// The errno's symbolic name ("ENOENT"), or NULL if unknown.
+const char *ckt_errno_name(int e);
+
 /// Status decoding (macros in C).
 int ckt_wifexited(int s);
 int ckt_wexitstatus(int s);
