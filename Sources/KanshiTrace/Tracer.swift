@@ -127,6 +127,29 @@ public final class Tracer {
         return TraceResult(exitCode: rootExit, summary: summary, managed: managedSet)
     }
 
+    /// Runs `run(target)` on a new dedicated thread (every ptrace request of the run comes from it)
+    /// and waits for it. Use this from async code or anywhere the calling thread is shared.
+    public func runOnDedicatedThread(_ target: TraceTarget) throws -> TraceResult {
+        // SAFETY: the tracer is used by the new thread only, while this thread waits for it;
+        // the result is read after the semaphore, which orders the accesses.
+        final class Box: @unchecked Sendable {
+            let tracer: Tracer
+            var result: Result<TraceResult, Error>?
+            init(_ t: Tracer) { tracer = t }
+        }
+        let box = Box(self)
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            box.result = Result { try box.tracer.run(target) }
+            done.signal()
+        }
+        t.name = "kanshi-tracer"
+        t.stackSize = 8 << 20
+        t.start()
+        done.wait()
+        return try box.result!.get()
+    }
+
     // MARK: starting
 
     static func resolve(_ program: String) -> String? {

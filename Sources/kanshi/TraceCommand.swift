@@ -70,7 +70,7 @@ struct Trace: ParsableCommand {
         signal(SIGINT, SIG_IGN)
         let result: TraceResult
         do {
-            result = try tracer.run(pid.map { .attach(pid: $0) } ?? .spawn(program: cmd[0], arguments: Array(cmd.dropFirst())))
+            result = try tracer.runOnDedicatedThread(pid.map { .attach(pid: $0) } ?? .spawn(program: cmd[0], arguments: Array(cmd.dropFirst())))
         } catch {
             eventLog.close()
             throw CLIError("\(error)")
