@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "KanshiJournal", targets: ["KanshiJournal"]),
         .library(name: "KanshiBlock", targets: ["KanshiBlock"]),
         .library(name: "KanshiExt4", targets: ["KanshiExt4"]),
+        .library(name: "KanshiTrace", targets: ["KanshiTrace"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,6 +52,12 @@ let package = Package(
             ]),
         // Reading ext2/3/4 metadata from a raw image (no mounting, no e2fsprogs).
         .target(name: "KanshiExt4", dependencies: ["KanshiSystem"]),
+        // ptrace, seccomp BPF and fork+exec for the syscall sensor (x86_64 Linux).
+        .target(name: "CKanshiTrace"),
+        // The syscall sensor: tracer, decoder, fd tables, managed set, behaviour log.
+        .target(
+            name: "KanshiTrace",
+            dependencies: ["KanshiCore", "CKanshiTrace", .product(name: "Logging", package: "swift-log")]),
         // XGBoost from Debian's libxgboost-dev.
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
         // libsvm from Debian's libsvm-dev.
@@ -92,7 +99,7 @@ let package = Package(
             name: "kanshi",
             dependencies: [
                 "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4", "KanshiMount",
-                "KanshiWorkload",
+                "KanshiWorkload", "KanshiTrace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -112,6 +119,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
+        .testTarget(name: "KanshiTraceTests", dependencies: ["KanshiTrace", "KanshiCore"], exclude: ["Fixtures"]),
         .testTarget(
             name: "KanshiMountTests",
             dependencies: [

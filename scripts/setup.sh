@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     # peers and test tools
-    qemu-system-x86 qemu-utils nbdkit libnbd-bin python3-libnbd fio
+    qemu-system-x86 qemu-utils nbdkit libnbd-bin python3-libnbd fio strace bc
     # kanshi disk mount: libfuse3 (linked), fusermount3, losetup/blkid/mount
     libfuse3-dev fuse3 util-linux mount
     # the test guest: busybox initramfs, ext4 tools, archive tools

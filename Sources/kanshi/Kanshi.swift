@@ -13,7 +13,7 @@ struct Kanshi: AsyncParsableCommand {
             such journals; `kanshi train`, `evaluate` and `cross-validate` build and judge \
             ransomware detectors on such recordings and on the RanSAP dataset.
             """,
-        subcommands: [Demo.self, SandboxCommand.self, Disk.self, Journal.self, Search.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self,
+        subcommands: [Demo.self, SandboxCommand.self, Disk.self, Journal.self, Search.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self, Trace.self,
                       CorpusCommand.self, WorkloadCommand.self, DatasetCommand.self, Bench.self])
 }
 

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import KanshiTrace
+
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a program (or attach to a process) under the syscall sensor: behaviour log, managed set, no leaks.",
+        discussion: """
+            Examples:
+              kanshi trace --log run.jsonl -- make
+              kanshi trace --protect /srv/secret --log run.jsonl -- python3 job.py
+              kanshi trace --pid 1234 --log attached.jsonl
+            The behaviour log is JSON lines (fields in README.md, "Syscall sensor"); the managed set \
+            is saved beside it as LOG.managed.json and loaded again by the next run with the same log. \
+            A summary is printed to standard error at the end. x86_64 Linux only; needs ptrace.
+            """)
+
+    @Option(name: .long, help: "A confidential file or directory (repeatable). Readers become managed.")
+    var protect: [String] = []
+    @Option(name: .long, help: "Behaviour log (JSON lines).")
+    var log: String = "kanshi-trace.jsonl"
+    @Option(name: .long, help: "The managed set to load and save (default: LOG.managed.json).")
+    var managedSet: String?
+    @Option(name: .long, help: "Attach to this running process instead of starting PROGRAM.")
+    var pid: Int32?
+    @Flag(name: .long, help: "Treat loopback addresses as off the machine (tests: a loopback listener stands for the Internet).")
+    var loopbackExternal = false
+    @Flag(name: .long, help: "Stop on every read/write of every process too (byte counts for all; slower).")
+    var allIo = false
+    @Flag(name: .long, help: "Refused calls return EACCES instead of EPERM.")
+    var eacces = false
+    @Flag(name: .long, help: "Do not print the summary.")
+    var quiet = false
+    @Option(name: .long, help: "Write the summary to this file as well.")
+    var summary: String?
+    @OptionGroup var global: GlobalOptions
+    @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
+    var command: [String] = []
+
+    func validate() throws {
+        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+        if pid == nil && cmd.isEmpty { throw ValidationError("give a program to run after '--', or --pid N") }
+        if pid != nil && !cmd.isEmpty { throw ValidationError("give either --pid or a program, not both") }
+        if let pid, pid <= 0 { throw ValidationError("--pid must be a positive process id, not \(pid)") }
+    }
+
+    func run() throws {
+        let logger = try CLILogging.logger(label: "kanshi.trace", level: global.logLevel)
+        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+        var options = TraceOptions()
+        options.protect = protect.map { p in
+            guard let r = realpath(p, nil) else { return ManagedSetPath.absolute(p) }
+            defer { free(r) }
+            return String(cString: r)
+        }
+        for (given, p) in zip(protect, options.protect) where !FileManager.default.fileExists(atPath: p) {
+            logger.warning("--protect \(given): does not exist (yet); protected by name")
+        }
+        options.loopbackExternal = loopbackExternal
+        options.traceAllIO = allIo
+        options.denyErrno = eacces ? EACCES : EPERM
+        let setPath = managedSet ?? log + ".managed.json"
+        let set: ManagedSet
+        do { set = try ManagedSet.load(path: setPath, protect: options.protect) } catch { throw CLIError("\(error)") }
+        let eventLog: EventLog
+        do { eventLog = try EventLog(path: log) } catch { throw CLIError("\(error)") }
+        let tracer: Tracer
+        do { tracer = try Tracer(options: options, log: eventLog, managed: set, logger: logger) } catch { throw CLIError("\(error)") }
+        // Ctrl-C reaches the traced program (same process group); kanshi stays to finish the log.
+        signal(SIGINT, SIG_IGN)
+        let result: TraceResult
+        do {
+            result = try tracer.runOnDedicatedThread(pid.map { .attach(pid: $0) } ?? .spawn(program: cmd[0], arguments: Array(cmd.dropFirst())))
+        } catch {
+            eventLog.close()
+            throw CLIError("\(error)")
+        }
+        let writeErr = eventLog.close()
+        do { try result.managed.save(path: setPath) } catch { throw CLIError("\(error)") }
+        if !quiet { Output.error(result.summary.text + "log: \(log)  managed set: \(setPath)") }
+        if let summary { try result.summary.text.write(toFile: summary, atomically: true, encoding: .utf8) }
+        if writeErr != 0 { throw CLIError("writing the log \(log) failed: \(String(cString: strerror(writeErr))) (errno \(writeErr))") }
+        if result.exitCode != 0 { throw ExitCode(result.exitCode) }
+    }
+}
+
+enum ManagedSetPath {
+    static func absolute(_ p: String) -> String { ManagedSet.normalize(p) }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+@testable import KanshiTrace
+
+/// Every route a managed process might use to send a protected file off the
+/// machine. A loopback listener stands for "off the machine" (--loopback-external);
+/// it must receive nothing. Needs ptrace and a C compiler.
+@Suite(.serialized, .disabled(if: Harness.unavailable != nil, "\(Harness.unavailable ?? "")"))
+struct LeakTests {
+    struct Setup {
+        let dir: String, secret: String, tcp: Listener, tcp6: Listener, udp: Listener
+        var options: TraceOptions
+        func args(_ route: String) throws -> [String] {
+            [try Harness.binary("leak"), route, secret, "\(tcp.port)", "\(tcp6.port)", "\(udp.port)"]
+        }
+        var received: Int { tcp.received() + tcp6.received() + udp.received() }
+    }
+
+    func setup() throws -> Setup {
+        let dir = Harness.tempDir()
+        let secret = dir + "/secret.txt"
+        try "TOP-SECRET-PAYLOAD\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        var o = TraceOptions()
+        o.protect = [secret]
+        o.loopbackExternal = true
+        return Setup(dir: dir, secret: secret, tcp: try Listener(), tcp6: try Listener(ipv6: true), udp: try Listener(udp: true), options: o)
+    }
+
+    @Test func unmanagedProcessIsNotHindered() async throws {
+        let s = try setup()
+        let run = try await Harness.trace(try s.args("unmanaged"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("unmanaged: send ok"), "\(run.output)")
+        #expect(s.received == 5)
+        #expect(run.result.summary.blockedAttempts.isEmpty)
+    }
+
+    static let routes: [(String, [String])] = [
+        ("send", ["send: connect EPERM"]),
+        ("write", ["write: connect EPERM"]),
+        ("udp", ["udp: sendto EPERM", "udp: sendmsg EPERM", "udp: sendmmsg EPERM", "udp: connect-udp EPERM"]),
+        ("ipv6", ["ipv6: connect6 EPERM", "ipv6: connect-mapped EPERM"]),
+        ("early", ["early: connect ok", "early: write EPERM", "early: writev EPERM", "early: send EPERM"]),
+        ("fork", ["fork-child: connect EPERM"]),
+        ("exec", ["exec: python PermissionError 1"]),
+        ("thread", ["thread: connect ok", "thread: thread-send EPERM"]),
+        ("pipe", ["pipe-reader: connect ok", "pipe-reader: write EPERM", "pipe-reader: send EPERM"]),
+        ("unix", ["unix-reader: connect ok", "unix-reader: send EPERM"]),
+        ("shared", ["shared-reader: connect ok", "shared-reader: send EPERM"]),
+        ("sendfile", ["sendfile: connect ok", "sendfile: sendfile EPERM", "sendfile: splice-out EPERM"]),
+        ("io_uring", ["io_uring: io_uring_setup EPERM"]),
+    ]
+
+    @Test(arguments: LeakTests.routes.map(\.0))
+    func routeIsRefused(_ route: String) async throws {
+        let s = try setup()
+        let run = try await Harness.trace(try s.args(route), options: s.options, dir: s.dir)
+        for line in LeakTests.routes.first(where: { $0.0 == route })!.1 {
+            #expect(run.output.contains(line), "route \(route): expected '\(line)' in:\n\(run.output)")
+        }
+        try await Task.sleep(nanoseconds: 50_000_000)
+        #expect(s.received == 0, "route \(route): the listener received data")
+        if route != "io_uring" {
+            // Each refusal is logged with the data's provenance.
+            let blocked = run.events.filter { $0["ev"] as? String == "blocked" }
+            #expect(!blocked.isEmpty)
+            for b in blocked {
+                #expect((b["reason"] as? String)?.contains("managed because") == true)
+                #expect(b["err"] as? String == "EPERM")
+            }
+        }
+    }
+
+    /// An io_uring instance made while unmanaged could send without calls the filter sees: the
+    /// process is killed when it becomes managed (fail closed), before it can use the secret.
+    @Test func ioUringMadeBeforeBecomingManagedFailsClosed() async throws {
+        let s = try setup()
+        let run = try await Harness.trace(try s.args("io_uring-early"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("io_uring-early: io_uring_setup ok"), "\(run.output)")
+        #expect(!run.output.contains("after-secret"))
+        #expect(run.result.exitCode == 128 + 9)
+        #expect(run.events.contains { $0["ev"] as? String == "blocked" && $0["path"] as? String == "anon_inode:[io_uring]" })
+    }
+
+    @Test func refusalCanBeEACCES() async throws {
+        var s = try setup()
+        s.options.denyErrno = EACCES
+        let run = try await Harness.trace(try s.args("send"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("send: connect EACCES"), "\(run.output)")
+    }
+
+    /// The socket of a non-leader thread is inspected through the thread-group leader.
+    @Test func localSendFromAThreadOfAManagedProcessGoesThrough() async throws {
+        var s = try setup()
+        s.options.loopbackExternal = false
+        let run = try await Harness.trace(try s.args("thread"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("thread: thread-send ok"), "\(run.output)")
+        #expect(run.result.summary.blockedAttempts.isEmpty)
+    }
+
+    @Test func loopbackIsLocalByDefault() async throws {
+        var s = try setup()
+        s.options.loopbackExternal = false
+        let run = try await Harness.trace(try s.args("send"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("send: send ok"), "\(run.output)")
+        #expect(s.received > 0)
+    }
+}
