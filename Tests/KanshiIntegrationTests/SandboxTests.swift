@@ -20,19 +20,26 @@ import Testing
         return path
     }
 
-    /// No QEMU of ours and no socket left behind.
-    static func nothingLeft(_ s: Scratch) throws {
-        usleep(300_000)
+    /// Sandbox QEMU processes and work directories that exist now (another
+    /// sandbox may be running on the machine: only new ones count).
+    static func sandboxTraces() throws -> Set<String> {
         let ps = try run(["ps", "-eo", "args"])
-        let qemu = ps.stdout.split(separator: "\n").filter { $0.contains("qemu-system") && $0.contains("kanshi-vm-") }
-        #expect(qemu.isEmpty, "a sandbox QEMU is still running: \(qemu)")
-        let tmp = (try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? []
-        #expect(!tmp.contains { $0.hasPrefix("kanshi-vm-") }, "a sandbox work directory was left in \(NSTemporaryDirectory())")
+        let qemu = ps.stdout.split(separator: "\n").filter { $0.contains("qemu-system") && $0.contains("kanshi-vm-") }.map(String.init)
+        let tmp = ((try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? []).filter { $0.hasPrefix("kanshi-vm-") }
+        return Set(qemu + tmp)
+    }
+
+    /// No QEMU of this test and no work directory left behind.
+    static func nothingLeft(_ s: Scratch, before: Set<String>) throws {
+        usleep(300_000)
+        let left = try sandboxTraces().subtracting(before)
+        #expect(left.isEmpty, "the sandbox left QEMU processes or work directories behind: \(left)")
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func commandStatusAndFilesReachTheHost() throws {
         let g = try Self.guest()
+        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox")
         let disk = try Self.disk(s)
         let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "240", "--json", "--",
@@ -46,12 +53,13 @@ import Testing
         #expect(try run(["debugfs", "-R", "cat /note.txt", disk]).stdout == "sandboxed\n")
         #expect(try run(["e2fsck", "-fn", disk]).ok)
         #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
-        try Self.nothingLeft(s)
+        try Self.nothingLeft(s, before: before)
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func aHangingGuestIsStoppedAtTheTimeout() throws {
         let g = try Self.guest()
+        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox-hang")
         let disk = try Self.disk(s)
         let started = Date()
@@ -60,12 +68,13 @@ import Testing
         #expect(r.stderr.contains("timed out"))
         #expect(Date().timeIntervalSince(started) < 60)
         #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
-        try Self.nothingLeft(s)
+        try Self.nothingLeft(s, before: before)
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func ctrlCStopsTheGuestAndLeavesNothing() throws {
         let g = try Self.guest()
+        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox-int")
         let disk = try Self.disk(s)
         let p = Process()
@@ -89,19 +98,20 @@ import Testing
         p.waitUntilExit()
         #expect(p.terminationStatus == 130)
         #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
-        try Self.nothingLeft(s)
+        try Self.nothingLeft(s, before: before)
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func aCorruptDiskIsReported() throws {
         let g = try Self.guest()
+        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox-corrupt")
         let disk = s.file("disk.img")
         FileManager.default.createFile(atPath: disk, contents: Data(randomBytes(16 << 20, seed: 4)))
         let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "120", "--", "true"], timeout: 200)
         #expect(r.status == 125, "\(r.stderr)")
         #expect(r.stderr.contains("cannot mount"), "\(r.stderr)")
-        try Self.nothingLeft(s)
+        try Self.nothingLeft(s, before: before)
     }
 
     @Test(.enabled(if: Tools.available("apt-get", "dpkg-deb"), "needs apt"), .timeLimit(.minutes(5)))

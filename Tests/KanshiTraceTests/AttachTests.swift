@@ -17,7 +17,7 @@ struct AttachTests {
         let out = dir + "/out.txt"
         let code = """
             import socket,time,sys
-            time.sleep(1.0)
+            time.sleep(6.0)
             data=open('\(secret)').read()
             try:
                 s=socket.create_connection(('127.0.0.1',\(l.port))); s.sendall(data.encode()); print('sent')
