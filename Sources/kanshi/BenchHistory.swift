@@ -158,15 +158,17 @@ struct BenchHistory: ParsableCommand {
         try f.syncData()
     }
 
-    private func copy(_ from: String, to: String) throws {
+    /// Copies a file inside the kernel; with `sync`, waits until it is on disk (as a restore does).
+    private func copy(_ from: String, to: String, sync: Bool = true) throws {
         let src = try SystemFile(path: from, mode: .readOnly)
         let dst = try SystemFile(path: to, mode: [.readWrite, .create, .truncate])
         try src.copy(to: dst, offset: 0, length: try src.size())
+        if sync { try dst.syncData() }
     }
 
     /// The peer method: the starting image with every change up to `until` replayed.
     private func replay(_ journal: String, start: String, to out: String, until: UInt64) throws {
-        try copy(start, to: out)
+        try copy(start, to: out, sync: false)
         let dst = try SystemFile(path: out, mode: .readWrite)
         let zeros = [UInt8](repeating: 0, count: 1 << 20)
         try JournalReader(directory: journal).forEachRecord { r in
@@ -183,6 +185,7 @@ struct BenchHistory: ParsableCommand {
             default: break
             }
         }
+        try dst.syncData()
     }
 
     private func same(_ a: String, _ b: String) throws -> Bool {
