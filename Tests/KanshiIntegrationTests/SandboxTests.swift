@@ -20,30 +20,32 @@ import Testing
         return path
     }
 
-    /// Sandbox QEMU processes and work directories that exist now (another
-    /// sandbox may be running on the machine: only new ones count).
-    static func sandboxTraces() throws -> Set<String> {
-        let ps = try run(["ps", "-eo", "args"])
-        let qemu = ps.stdout.split(separator: "\n").filter { $0.contains("qemu-system") && $0.contains("kanshi-vm-") }.map(String.init)
-        let tmp = ((try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? []).filter { $0.hasPrefix("kanshi-vm-") }
-        return Set(qemu + tmp)
+    /// The sandbox runs with TMPDIR in the test's scratch directory, so its
+    /// work directory and its QEMU's command line name that directory (other
+    /// tests run sandboxes at the same time).
+    static func tmp(_ s: Scratch) -> [String: String] {
+        try? FileManager.default.createDirectory(atPath: s.file("tmp"), withIntermediateDirectories: true)
+        return ["TMPDIR": s.file("tmp") + "/"]
     }
 
     /// No QEMU of this test and no work directory left behind.
-    static func nothingLeft(_ s: Scratch, before: Set<String>) throws {
+    static func nothingLeft(_ s: Scratch) throws {
         usleep(300_000)
-        let left = try sandboxTraces().subtracting(before)
-        #expect(left.isEmpty, "the sandbox left QEMU processes or work directories behind: \(left)")
+        let ps = try run(["ps", "-eo", "args"])
+        let qemu = ps.stdout.split(separator: "\n").filter { $0.contains("qemu-system") && $0.contains(s.file("tmp")) }
+        #expect(qemu.isEmpty, "a sandbox QEMU is still running: \(qemu)")
+        let left = ((try? FileManager.default.contentsOfDirectory(atPath: s.file("tmp"))) ?? []).filter { $0.hasPrefix("kanshi-vm-") }
+        #expect(left.isEmpty, "a sandbox work directory was left behind: \(left)")
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func commandStatusAndFilesReachTheHost() throws {
         let g = try Self.guest()
-        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox")
         let disk = try Self.disk(s)
         let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "240", "--json", "--",
-                         "echo sandboxed > note.txt; dd if=/dev/urandom of=blob bs=1M count=2 2>/dev/null; sync; exit 7"], timeout: 300)
+                         "echo sandboxed > note.txt; dd if=/dev/urandom of=blob bs=1M count=2 2>/dev/null; sync; exit 7"], timeout: 300,
+                    environment: Self.tmp(s))
         #expect(r.status == 7, "\(r.stdout.suffix(1500))\(r.stderr.suffix(800))")
         let json = r.stdout.split(separator: "\n").drop { !$0.hasPrefix("{") }.joined(separator: "\n")
         let o = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
@@ -53,33 +55,33 @@ import Testing
         #expect(try run(["debugfs", "-R", "cat /note.txt", disk]).stdout == "sandboxed\n")
         #expect(try run(["e2fsck", "-fn", disk]).ok)
         #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
-        try Self.nothingLeft(s, before: before)
+        try Self.nothingLeft(s)
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func aHangingGuestIsStoppedAtTheTimeout() throws {
         let g = try Self.guest()
-        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox-hang")
         let disk = try Self.disk(s)
         let started = Date()
-        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "25", "--", "sleep 100000"], timeout: 120)
+        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "25", "--", "sleep 100000"], timeout: 120,
+                        environment: Self.tmp(s))
         #expect(r.status == 124, "\(r.stderr)")
         #expect(r.stderr.contains("timed out"))
         #expect(Date().timeIntervalSince(started) < 60)
         #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
-        try Self.nothingLeft(s, before: before)
+        try Self.nothingLeft(s)
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func ctrlCStopsTheGuestAndLeavesNothing() throws {
         let g = try Self.guest()
-        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox-int")
         let disk = try Self.disk(s)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.kanshi)
         p.arguments = ["sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "240", "--", "echo READY-FOR-SIGNAL; sleep 100000"]
+        p.environment = ProcessInfo.processInfo.environment.merging(Self.tmp(s)) { $1 }
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
@@ -98,20 +100,20 @@ import Testing
         p.waitUntilExit()
         #expect(p.terminationStatus == 130)
         #expect(try run([Paths.kanshi, "journal", "verify", disk + ".journal"]).ok)
-        try Self.nothingLeft(s, before: before)
+        try Self.nothingLeft(s)
     }
 
     @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(10)))
     func aCorruptDiskIsReported() throws {
         let g = try Self.guest()
-        let before = try Self.sandboxTraces()
         let s = Scratch("sandbox-corrupt")
         let disk = s.file("disk.img")
         FileManager.default.createFile(atPath: disk, contents: Data(randomBytes(16 << 20, seed: 4)))
-        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "120", "--", "true"], timeout: 200)
+        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "120", "--", "true"], timeout: 200,
+                        environment: Self.tmp(s))
         #expect(r.status == 125, "\(r.stderr)")
         #expect(r.stderr.contains("cannot mount"), "\(r.stderr)")
-        try Self.nothingLeft(s, before: before)
+        try Self.nothingLeft(s)
     }
 
     @Test(.enabled(if: Tools.available("apt-get", "dpkg-deb"), "needs apt"), .timeLimit(.minutes(5)))

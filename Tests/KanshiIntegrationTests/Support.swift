@@ -46,8 +46,9 @@ struct RunResult {
 
 /// Runs a program to completion (killing it after `timeout` seconds).
 @discardableResult
-func run(_ args: [String], timeout: Double = 120, input: Data? = nil, cwd: String? = nil) throws -> RunResult {
+func run(_ args: [String], timeout: Double = 120, input: Data? = nil, cwd: String? = nil, environment: [String: String] = [:]) throws -> RunResult {
     let p = Process()
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     p.executableURL = URL(fileURLWithPath: args[0].hasPrefix("/") ? args[0] : (Tools.which(args[0]) ?? args[0]))
     p.arguments = Array(args.dropFirst())
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }

@@ -15,9 +15,14 @@ struct AttachTests {
         try "SECRET\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let l = try Listener()
         let out = dir + "/out.txt"
+        let go = dir + "/go"
+        // The program waits (in restarted sleeps) until the tracer has attached,
+        // however long a loaded machine takes to get there.
         let code = """
-            import socket,time,sys
-            time.sleep(6.0)
+            import socket,time,sys,os
+            open('\(dir)/ready','w').close()
+            t=time.time()
+            while not os.path.exists('\(go)') and time.time()-t < 300: time.sleep(0.05)
             data=open('\(secret)').read()
             try:
                 s=socket.create_connection(('127.0.0.1',\(l.port))); s.sendall(data.encode()); print('sent')
@@ -31,7 +36,23 @@ struct AttachTests {
         _ = FileManager.default.createFile(atPath: out, contents: nil)
         p.standardOutput = FileHandle(forWritingAtPath: out)
         try p.run()
-        try await Task.sleep(nanoseconds: 300_000_000)
+        let pid = p.processIdentifier
+        // Attach once the program runs (not while it is still being exec'd).
+        let readyBy = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: dir + "/ready") && Date() < readyBy { usleep(20_000) }
+        Thread {
+            // Once /proc says the process has a tracer, let it go on.
+            let deadline = Date().addingTimeInterval(300)
+            while Date() < deadline {
+                let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+                if let line = status.split(separator: "\n").first(where: { $0.hasPrefix("TracerPid:") }),
+                   line.split(separator: "\t").last.map({ $0 != "0" }) == true {
+                    break
+                }
+                usleep(20_000)
+            }
+            FileManager.default.createFile(atPath: go, contents: Data())
+        }.start()
         var o = TraceOptions()
         o.protect = [secret]
         o.loopbackExternal = true
