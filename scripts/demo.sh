@@ -3,8 +3,8 @@
 # start): set up, build, then `kanshi demo` — a ransomware workload runs in a
 # QEMU guest whose disk goes through Kanshi's journaling NBD server, the live
 # detector catches it, the disk is rolled back and every victim file checked;
-# then a benign workload, which must raise no alert. Finally the ransomware
-# run's journal is verified (checksums, sequence, SHA-256 chain).
+# then a benign workload, which must raise no alert. Finally the runs'
+# journals are verified (checksums, sequence, SHA-256 chain).
 #
 # Usage: scripts/demo.sh [kanshi demo options]   (run as root on a fresh machine)
 set -euo pipefail
@@ -22,5 +22,7 @@ kanshi=$PWD/.build/release/kanshi
 
 "$kanshi" demo --log-level warning "$@"
 
-step "the ransomware run's journal"
-"$kanshi" journal verify .build/sandbox/runs/demo-inplace.img.journal
+step "the runs' journals (checksums, sequence, SHA-256 chain)"
+for j in .build/sandbox/runs/demo-*.img.journal; do
+    "$kanshi" journal verify "$j"
+done
