@@ -20,7 +20,8 @@ final class BaseRecorder: @unchecked Sendable {
     }
 
     /// True if every block in `range` has its base.
-    func allBased(_ range: Range<UInt64>) -> Bool {
+    func allBased(_ requested: Range<UInt64>) -> Bool {
+        let range = requested.clamped(to: 0..<blockCount)
         lock.lock(); defer { lock.unlock() }
         var b = range.lowerBound
         while b < range.upperBound {
@@ -37,7 +38,8 @@ final class BaseRecorder: @unchecked Sendable {
     }
 
     /// The blocks of `range` without a base.
-    func unbased(_ range: Range<UInt64>) -> [UInt64] {
+    func unbased(_ requested: Range<UInt64>) -> [UInt64] {
+        let range = requested.clamped(to: 0..<blockCount)
         lock.lock(); defer { lock.unlock() }
         var out: [UInt64] = []
         var b = range.lowerBound

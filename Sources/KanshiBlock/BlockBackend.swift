@@ -158,7 +158,7 @@ public final class JournaledDisk: BlockBackend {
         }
         try bases.serializeFirstWrites {
             var need = Set<UInt64>()
-            for r in touched { need.formUnion(bases.unbased(r.clamped(to: 0..<bases.blockCount))) }
+            for r in touched { need.formUnion(bases.unbased(r)) }
             let sorted = need.sorted()
             var i = 0
             // Base records in pieces of at most 8 MiB, each a run of consecutive blocks.

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KanshiCore
 import KanshiHistory
 import KanshiJournal
@@ -30,37 +33,47 @@ extension JournaledDisk {
         try jrn { try journal.sync() }
         let index = try VersionIndex(journal: journal.directory)
         let past = try PastImage(index: index, at: point, imagePath: image.path)
-        // Blocks changed since the moment whose content now differs from then.
-        var changed: [UInt64] = []
-        var then = [UInt8](repeating: 0, count: 4096)
-        var now = [UInt8](repeating: 0, count: 4096)
-        for b in past.blocksChangedSince() where b * 4096 < size {
-            try then.withUnsafeMutableBytes { _ = try past.readBlock(b, into: $0) }
-            let n = Int(min(4096, size - b * 4096))
-            _ = try now.withUnsafeMutableBytes { p in try sys { try image.read(into: UnsafeMutableRawBufferPointer(rebasing: p[0..<n]), at: b * 4096) } }
-            if then[0..<n] != now[0..<n] { changed.append(b) }
-        }
-        let start = try jrn { try journal.appendNote("{\"event\":\"rollback-start\",\"to\":\"\(point)\",\"blocks\":\(changed.count)}") }
+        let candidates = past.blocksChangedSince().filter { $0 * 4096 < size }
+        let start = try jrn { try journal.appendNote("{\"event\":\"rollback-start\",\"to\":\"\(point)\",\"candidates\":\(candidates.count)}") }
         var report = RollbackReport(to: point, blocks: 0, bytes: 0, blocksUnknown: 0, startSequence: start)
-        var i = 0
-        var buffer = [UInt8](repeating: 0, count: 256 * 4096)
-        while i < changed.count {
-            var j = i + 1
-            while j < changed.count && changed[j] == changed[j - 1] + 1 && j - i < 256 { j += 1 }
-            let first = changed[i]
-            let length = Int(min(UInt64(j - i) * 4096, size - first * 4096))
-            try buffer.withUnsafeMutableBytes { b in
-                for k in i..<j {
-                    let slot = UnsafeMutableRawBufferPointer(rebasing: b[(k - i) * 4096..<(k - i + 1) * 4096])
-                    if try past.readBlock(changed[k], into: slot) == .currentImageFallback { report.blocksUnknown += 1 }
-                }
-                try write(batch: [(UnsafeRawBufferPointer(rebasing: b[0..<length]), first * 4096)], connection: Self.rollbackConnection)
+        // Each block changed since the moment is read as it was then, once;
+        // those that differ from now are written back in runs of up to 1 MiB.
+        let maxRun = 256
+        var run = [UInt8](repeating: 0, count: maxRun * 4096)
+        var runFirst: UInt64 = 0
+        var runBlocks = 0
+        var now = [UInt8](repeating: 0, count: 4096)
+        func flush() throws {
+            guard runBlocks > 0 else { return }
+            let length = Int(min(UInt64(runBlocks) * 4096, size - runFirst * 4096))
+            try run.withUnsafeBytes { b in
+                try write(batch: [(UnsafeRawBufferPointer(rebasing: b[0..<length]), runFirst * 4096)], connection: Self.rollbackConnection)
             }
-            report.blocks += j - i
+            report.blocks += runBlocks
             report.bytes += UInt64(length)
-            i = j
-            progress?(report.blocks, changed.count)
+            runBlocks = 0
         }
+        for (k, b) in candidates.enumerated() {
+            if runBlocks > 0 && (b != runFirst + UInt64(runBlocks) || runBlocks == maxRun) { try flush() }
+            if runBlocks == 0 { runFirst = b }
+            let n = Int(min(4096, size - b * 4096))
+            let (source, differs) = try run.withUnsafeMutableBytes { r in
+                let slot = UnsafeMutableRawBufferPointer(rebasing: r[runBlocks * 4096..<(runBlocks + 1) * 4096])
+                let source = try past.readBlock(b, into: slot)
+                return try now.withUnsafeMutableBytes { p in
+                    _ = try sys { try image.read(into: UnsafeMutableRawBufferPointer(rebasing: p[0..<n]), at: b * 4096) }
+                    return (source, memcmp(slot.baseAddress!, p.baseAddress!, n) != 0)
+                }
+            }
+            if differs {
+                if source == .currentImageFallback { report.blocksUnknown += 1 }
+                runBlocks += 1
+            } else {
+                try flush()  // a gap: the run ends here
+            }
+            if k % 4096 == 0 { progress?(k, candidates.count) }
+        }
+        try flush()
         try sync()
         _ = try jrn { try journal.appendNote("{\"event\":\"rollback-end\",\"to\":\"\(point)\",\"blocks\":\(report.blocks),\"bytes\":\(report.bytes)}") }
         try jrn { try journal.sync() }

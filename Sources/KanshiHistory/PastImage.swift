@@ -57,10 +57,11 @@ public final class PastImage: @unchecked Sendable {
         }
         let full = fullMask(block)
         var filled: UInt8 = 0
+        var changedLater: UInt8 = 0  // sectors written after the moment
         var base: BlockVersion?
         for v in index.chain(of: block) {
             if v.isBase { base = v; continue }
-            guard at.includes(v) else { continue }
+            guard at.includes(v) else { changedLater |= v.sectorMask; continue }
             let m = v.sectorMask & ~filled & full
             if m == 0 { continue }
             try copy(v, sectors: m, into: buffer)
@@ -71,9 +72,11 @@ public final class PastImage: @unchecked Sendable {
             try copy(base, sectors: full & ~filled, into: buffer)
             return .journal
         }
-        // A journal from before base records: the earlier content is not known.
+        // A journal from before base records: sectors never written read
+        // from today's image (right); sectors written only after the moment
+        // have no earlier copy (unknown, today's content is used).
         try readCurrent(block: block, mask: full & ~filled, into: buffer)
-        return filled == 0 && !index.chain(of: block).contains(where: { !at.includes($0) }) ? .unchanged : .currentImageFallback
+        return changedLater & full & ~filled != 0 ? .currentImageFallback : .journal
     }
 
     private func copy(_ v: BlockVersion, sectors: UInt8, into buffer: UnsafeMutableRawBufferPointer) throws {

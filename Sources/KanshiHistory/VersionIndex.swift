@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 import KanshiCore
 import KanshiJournal
 import KanshiSystem
@@ -226,28 +227,10 @@ public final class VersionIndex: @unchecked Sendable {
         }
     }
 
-    /// The string value of `key` in a flat JSON object written by Kanshi.
+    /// The string value of `key` in a JSON object.
     static func jsonString(_ json: String, key: String) -> String? {
-        guard let r = json.range(of: "\"\(key)\":\"") else { return nil }
-        var out = ""
-        var escaped = false
-        for c in json[r.upperBound...] {
-            if escaped {
-                switch c {
-                case "n": out.append("\n")
-                case "t": out.append("\t")
-                default: out.append(c)
-                }
-                escaped = false
-            } else if c == "\\" {
-                escaped = true
-            } else if c == "\"" {
-                return out
-            } else {
-                out.append(c)
-            }
-        }
-        return nil
+        guard let o = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return nil }
+        return o[key] as? String
     }
 
     private func addRange(lba: UInt64, length: UInt64, r: JournalRecord, kind: BlockVersion.Kind, dataStart: UInt64?) {
@@ -319,9 +302,6 @@ public final class VersionIndex: @unchecked Sendable {
             return v
         }
     }
-
-    /// Blocks with at least one base version (their earlier content is in the journal).
-    public func blocksWithHistory() -> Set<UInt64> { Set(newest.keys) }
 }
 
 private func readFully(_ file: SystemFile, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {

@@ -22,7 +22,7 @@ public final class QEMUGuest: @unchecked Sendable {
     public init(guest: GuestImage, nbdURI: String, jobDisk: String, qmpPath: String, options: Options,
                 lines: @escaping @Sendable (String) -> Void) throws {
         self.qmpPath = qmpPath
-        guard let qemu = Self.which(options.qemu) else { throw SandboxError.qemuMissing(options.qemu) }
+        guard let qemu = HostProgram.which(options.qemu) else { throw SandboxError.qemuMissing(options.qemu) }
         var args = [
             "-accel", options.accel, "-machine", "pc", "-m", "\(options.memoryMiB)", "-smp", "1",
             "-nodefaults", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-display", "none",
@@ -34,7 +34,7 @@ public final class QEMUGuest: @unchecked Sendable {
             "-drive", "file=\(jobDisk),format=raw,if=none,id=kjob,readonly=on",
             "-device", "virtio-blk-pci,drive=kjob,serial=kanshi-job",
         ]
-        if let setpriv = Self.which("setpriv") {
+        if let setpriv = HostProgram.which("setpriv") {
             process.executableURL = URL(fileURLWithPath: setpriv)
             args = ["--pdeathsig", "KILL", "--", qemu] + args
         } else {
@@ -102,15 +102,6 @@ public final class QEMUGuest: @unchecked Sendable {
         try socket.readReply()
         try socket.write("{\"execute\":\"\(command)\"}\n")
         if command != "quit" { try socket.readReply() }
-    }
-
-    static func which(_ name: String) -> String? {
-        if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let p = "\(dir)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return nil
     }
 }
 

@@ -104,10 +104,13 @@ public final class Sandbox: @unchecked Sendable {
         }
         defer { guest.terminate() }
 
-        let detector: Thread? = config.model.map { model in
-            let t = Thread { [self] in self.detect(model: model, guest: guest) }
-            t.start()
-            return t
+        // The detector's thread signals `detectorDone` when it returns.
+        let detectorDone = DispatchSemaphore(value: 0)
+        if let model = config.model {
+            Thread { [self] in
+                self.detect(model: model, guest: guest)
+                detectorDone.signal()
+            }.start()
         }
 
         let deadline = FileSystem.monotonicNs() + UInt64(config.timeoutSeconds * 1e9)
@@ -128,7 +131,7 @@ public final class Sandbox: @unchecked Sendable {
         }
         guest.terminate()
         withState { finished = true }
-        detector.map { _ in while !withState({ detectorDone }) { usleep(20_000) } }
+        if config.model != nil { detectorDone.wait() }
         try? await channel.close()
         try? await group.shutdownGracefully()
         try? await pool.shutdownGracefully()
@@ -141,8 +144,6 @@ public final class Sandbox: @unchecked Sendable {
             .reduce(UInt64(0)) { $0 + ((try? SystemFile(path: config.journal + "/" + $1, mode: .readOnly).size()) ?? 0) }) ?? 0
         return r
     }
-
-    private var detectorDone = false
 
     private func withState<R>(_ body: () throws -> R) rethrows -> R {
         state.lock(); defer { state.unlock() }
@@ -175,7 +176,6 @@ public final class Sandbox: @unchecked Sendable {
     /// Follows the journal and runs the model over it; on the first alert
     /// after the command started, pauses the guest.
     private func detect(model: DetectorModel, guest: QEMUGuest) {
-        defer { withState { detectorDone = true } }
         guard let tail = try? JournalTail(directory: config.journal) else { return }
         var trace = BlockTrace(reads: [], writes: [])
         while !withState({ finished || alerted }) {

@@ -26,6 +26,32 @@ enum OfficeFiles {
             """).utf8)
     }
 
+    /// An Office Open XML package: content types, the package relationships
+    /// (main part and core properties), the core properties and `parts`.
+    static func package(main: String, mainType: String, parts: [(String, [UInt8])],
+                        overrides: [(String, String)] = [], core: [UInt8]) throws(WorkloadError) -> [UInt8] {
+        let extra = overrides.map { "<Override PartName=\"\($0.0)\" ContentType=\"\($0.1)\"/>" }.joined()
+        let types = xmlHead + """
+            <Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">\
+            <Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>\
+            <Default Extension="xml" ContentType="application/xml"/>\
+            <Override PartName="/\(main)" ContentType="\(mainType)"/>\(extra)\
+            <Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>\
+            </Types>
+            """
+        let rels = xmlHead + """
+            <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">\
+            <Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="\(main)"/>\
+            <Relationship Id="rId2" Type="http://schemas.openxmlformats.org/package/2006/relationships/metadata/core-properties" Target="docProps/core.xml"/>\
+            </Relationships>
+            """
+        return try ZipWriter.archive([
+            ("[Content_Types].xml", Array(types.utf8)),
+            ("_rels/.rels", Array(rels.utf8)),
+            ("docProps/core.xml", core),
+        ] + parts)
+    }
+
     /// A .docx of about `size` bytes of document XML (before compression).
     static func docx(_ g: inout TextGenerator, size: Int) throws(WorkloadError) -> [UInt8] {
         let title = g.title()
@@ -35,26 +61,9 @@ enum OfficeFiles {
         }
         let document = xmlHead + "<w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"><w:body>"
             + body + "<w:sectPr><w:pgSz w:w=\"11906\" w:h=\"16838\"/></w:sectPr></w:body></w:document>"
-        let types = xmlHead + """
-            <Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">\
-            <Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>\
-            <Default Extension="xml" ContentType="application/xml"/>\
-            <Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>\
-            <Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>\
-            </Types>
-            """
-        let rels = xmlHead + """
-            <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">\
-            <Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/>\
-            <Relationship Id="rId2" Type="http://schemas.openxmlformats.org/package/2006/relationships/metadata/core-properties" Target="docProps/core.xml"/>\
-            </Relationships>
-            """
-        return try ZipWriter.archive([
-            ("[Content_Types].xml", Array(types.utf8)),
-            ("_rels/.rels", Array(rels.utf8)),
-            ("docProps/core.xml", coreProps(&g, title: title)),
-            ("word/document.xml", Array(document.utf8)),
-        ])
+        return try package(main: "word/document.xml",
+                           mainType: "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+                           parts: [("word/document.xml", Array(document.utf8))], core: coreProps(&g, title: title))
     }
 
     /// A .xlsx whose sheet XML is about `size` bytes.
@@ -71,34 +80,18 @@ enum OfficeFiles {
             xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">\
             <sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>
             """
-        let types = xmlHead + """
-            <Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">\
-            <Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>\
-            <Default Extension="xml" ContentType="application/xml"/>\
-            <Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>\
-            <Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>\
-            <Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>\
-            </Types>
-            """
-        let rels = xmlHead + """
-            <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">\
-            <Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>\
-            <Relationship Id="rId2" Type="http://schemas.openxmlformats.org/package/2006/relationships/metadata/core-properties" Target="docProps/core.xml"/>\
-            </Relationships>
-            """
         let workbookRels = xmlHead + """
             <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">\
             <Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>\
             </Relationships>
             """
-        return try ZipWriter.archive([
-            ("[Content_Types].xml", Array(types.utf8)),
-            ("_rels/.rels", Array(rels.utf8)),
-            ("docProps/core.xml", coreProps(&g, title: g.title())),
-            ("xl/workbook.xml", Array(workbook.utf8)),
-            ("xl/_rels/workbook.xml.rels", Array(workbookRels.utf8)),
-            ("xl/worksheets/sheet1.xml", Array(sheet.utf8)),
-        ])
+        return try package(main: "xl/workbook.xml",
+                           mainType: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+                           parts: [("xl/workbook.xml", Array(workbook.utf8)),
+                                   ("xl/_rels/workbook.xml.rels", Array(workbookRels.utf8)),
+                                   ("xl/worksheets/sheet1.xml", Array(sheet.utf8))],
+                           overrides: [("/xl/worksheets/sheet1.xml", "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml")],
+                           core: coreProps(&g, title: g.title()))
     }
 }
 

@@ -14,14 +14,16 @@ struct HistoryOptions: ParsableArguments {
     var image: String?
 
     /// Opens the index (bringing it up to date) and finds the image.
-    func open() throws -> (VersionIndex, String) {
+    func open() throws -> (VersionIndex, String) { try Self.open(journal: journal, image: image) }
+
+    static func open(journal: String, image: String?) throws -> (VersionIndex, String) {
         let index: VersionIndex
         do {
             index = try VersionIndex(journal: journal) { n in
                 if isatty(2) != 0 { Output.error("kanshi: indexing the journal: \(n) records") }
             }
         } catch {
-            throw CLIError("\(journal): \(error)")
+            throw CLIError("\(error)")  // names the journal
         }
         guard let path = image ?? index.imagePath else {
             throw CLIError("\(journal): the journal does not name its image; give --image PATH")
@@ -180,6 +182,11 @@ struct DiskDiff_: ParsableCommand {
         let t1 = try parseTime(from, option: "--from")
         let (index, imagePath) = try history.open()
         let t2 = try to.map { try parseTime($0, option: "--to") } ?? .sequence(index.lastSequence)
+        switch (t1, t2) {
+        case (.time(let a), .time(let b)) where a > b, (.sequence(let a), .sequence(let b)) where a > b:
+            throw CLIError("--from \(t1) is after --to \(t2); swap them")
+        default: break
+        }
         let diff: DiskDiff
         let attribution: DiffAttribution?
         do {

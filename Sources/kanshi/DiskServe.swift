@@ -84,7 +84,7 @@ struct DiskServe: AsyncParsableCommand {
         if let at {
             // A view of the past: the journal is only read (a live server may be writing it).
             let point = try parseTime(at, option: "--at")
-            let (index, _) = try HistoryOptions.parse(["--journal", journal!, "--image", image]).open()
+            let (index, _) = try HistoryOptions.open(journal: journal!, image: image)
             do {
                 backend = PastDisk(past: try PastImage(index: index, at: point, imagePath: image))
             } catch {

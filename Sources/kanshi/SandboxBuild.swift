@@ -131,26 +131,10 @@ struct SandboxBuild: ParsableCommand {
     }
 }
 
-struct ToolResult { var status: Int32; var stdout: String; var stderr: String }
-
-/// Runs a program to completion; with `passStderr` its standard error goes to ours.
+/// Runs a program to completion (see `HostProgram.run`); errors as one line for the user.
 @discardableResult
-func runTool(_ args: [String], passStderr: Bool = false) throws -> ToolResult {
-    let p = Process()
-    if args[0].hasPrefix("/") {
-        p.executableURL = URL(fileURLWithPath: args[0])
-        p.arguments = Array(args.dropFirst())
-    } else {
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
+func runTool(_ args: [String], passStderr: Bool = false) throws -> HostProgram.Result {
+    do { return try HostProgram.run(args[0], Array(args.dropFirst()), passStderr: passStderr) } catch {
+        throw CLIError("\(error)")
     }
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = passStderr ? FileHandle.standardError : err
-    p.standardInput = FileHandle.nullDevice
-    do { try p.run() } catch { throw CLIError("cannot run \(args[0]): \(error)") }
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = passStderr ? Data() : err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return ToolResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
 }

@@ -36,7 +36,10 @@ struct Search: ParsableCommand {
     }
 
     func run() throws {
-        for f in files where !FileSystem.exists(f) { throw CLIError("\(f): no such file") }
+        for f in files {
+            if !FileSystem.exists(f) { throw CLIError("\(f): no such file") }
+            if FileSystem.isDirectory(f) { throw CLIError("\(f): is a directory; give the files to look for") }
+        }
         let index: SectorHashIndex
         do {
             let versions = try VersionIndex(journal: journal)
@@ -44,7 +47,7 @@ struct Search: ParsableCommand {
                 if isatty(2) != 0 { Output.error("kanshi: hashing journaled blocks: \(done)/\(total)") }
             }
         } catch {
-            throw CLIError("\(journal): \(error)")
+            throw CLIError("\(error)")  // names the journal
         }
         var reports: [[String: Any]] = []
         for f in files {

@@ -115,6 +115,7 @@ import Testing
             (["disk", "rollback", "--journal", s.file("none"), "--to", "2026-13-01T00:00:00Z"], "out of range"),
             (["disk", "serve", "--image", s.file("disk.img"), "--socket", s.file("x.sock"), "--no-journal", "--at", "seq:1"], "--at needs --journal"),
             (["search", "--journal", s.file("none"), s.file("missing.bin")], "no such file"),
+            (["search", "--journal", s.file("none"), s.path], "is a directory"),
         ]
         for (args, message) in cases {
             let r = try run([Paths.kanshi] + args)
@@ -125,5 +126,7 @@ import Testing
         try server.stop()
         let own = try run([Paths.kanshi, "disk", "restore", "--journal", s.file("j"), "--at", "seq:1", "-o", s.file("disk.img")])
         #expect(own.status == 1 && own.stderr.contains("rollback"), "\(own.stderr)")
+        let backwards = try run([Paths.kanshi, "disk", "diff", "--journal", s.file("j"), "--from", "seq:5", "--to", "seq:2"])
+        #expect(backwards.status == 1 && backwards.stderr.contains("is after --to"), "\(backwards.stderr)")
     }
 }
