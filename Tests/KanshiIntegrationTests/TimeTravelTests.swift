@@ -44,7 +44,7 @@ import Testing
         try snapshot(past.uri, s.file("past.img"))
         #expect(readFile(s.file("past.img")) == readFile(s.file("t1.img")))
         let refused = try run(["qemu-io", "-f", "raw", past.uri, "-c", "write -P 0x55 0 4k"])
-        #expect(!refused.ok || refused.stderr.contains("ermission") || refused.stdout.contains("ermission"), "a past view took a write")
+        #expect(!refused.ok && (refused.stderr + refused.stdout).contains("Permission denied"), "a past view took a write: \(refused.stdout)\(refused.stderr)")
         try past.stop()
         try server.stop()
 
