@@ -145,3 +145,13 @@ long ckanshi_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_
 int ckanshi_syncfs(int fd) {
     return syncfs(fd) == 0 ? 0 : errno;
 }
+
+int ckanshi_o_direct(void) { return O_DIRECT; }
+
+int ckanshi_preallocate(int fd, int64_t offset, int64_t length) {
+    int r;
+    do {
+        r = fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+    } while (r != 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
+}

@@ -25,7 +25,7 @@ struct JournalLayout {
                 segments.append(i)
             } else if name.hasSuffix(JournalFormat.segmentSuffix + ".tmp") {
                 temporaries.append(name)
-            } else if name == "LOCK" || name.hasPrefix("index") {
+            } else if name == "LOCK" || name.hasPrefix("index") || name.hasPrefix(StagingArea.pointerName) {
                 continue
             } else {
                 foreign.append(name)

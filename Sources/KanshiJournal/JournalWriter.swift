@@ -29,27 +29,44 @@ public final class JournalWriter: Sendable {
         /// older ones are written back and dropped in the background, so the
         /// journal's memory stays flat however long it grows (0: never drop).
         public var cachedTailBytes: UInt64 = 8 << 20
-        public init(segmentBytes: UInt64 = 256 << 20, cachedTailBytes: UInt64 = 8 << 20) {
+        /// Stage records in memory and write them to the segment with direct
+        /// I/O on a thread of their own (see `StagingArea`): appends cost a
+        /// copy, the page cache is left alone, and readers of the files see a
+        /// record a few milliseconds after its append (at once after `sync()`).
+        /// Off: every append is written to the file before it returns.
+        public var staged = false
+        /// Size of the staging ring (at least the largest record and a block).
+        public var stagingBytes = 64 << 20
+        public init(segmentBytes: UInt64 = 256 << 20, cachedTailBytes: UInt64 = 8 << 20, staged: Bool = false,
+                    stagingBytes: Int = 64 << 20) {
             self.segmentBytes = segmentBytes
             self.cachedTailBytes = cachedTailBytes
+            self.staged = staged
+            self.stagingBytes = stagingBytes
         }
     }
 
     public let directory: String
     /// Set when opening cut off a torn tail left by a crash.
     public let recovery: JournalRecovery?
+    /// Bytes of records a killed writer had staged in shared memory, written
+    /// to the journal on opening (0 if none).
+    public let recoveredStagedBytes: UInt64
     private let options: Options
     private let lockFile: SystemFile
     private let state: Locked<State>
     private let logger: Logger
     /// Writes back and drops old journal pages off the hot path.
     private let retirer = DispatchQueue(label: "kanshi.journal.retire")
+    /// Set in staged mode.
+    private let staging: StagingArea?
 
     private struct State {
         var segment: SystemFile?
         var segmentIndex: UInt64
         var segmentSize: UInt64
-        var hasher: SegmentHasher
+        /// Hashes the open segment (unstaged mode; the staging area hashes otherwise).
+        var hasher: SegmentHasher?
         var nextSequence: UInt64
         var sinceCheckpoint = 0
         /// Segment offset up to which the hasher was told to catch up.
@@ -77,10 +94,17 @@ public final class JournalWriter: Sendable {
         guard try wrap({ () throws in try lock.tryLockExclusive() }) else {
             throw JournalError.locked(directory: directory)
         }
-        let layout = try JournalLayout.read(directory: directory)
+        var layout = try JournalLayout.read(directory: directory)
         for tmp in layout.temporaries {
             try wrap { () throws in try FileSystem.remove(directory + "/" + tmp) }
         }
+        // Records a killed staged writer left in shared memory go to the file first.
+        let staged = try StagingArea.recover(directory: directory, lastSegment: layout.segments.last,
+                                             segmentPath: { layout.path(of: $0) })
+        recoveredStagedBytes = staged?.bytes ?? 0
+        layout = try JournalLayout.read(directory: directory)
+        let staging = options.staged ? try StagingArea(journal: directory, capacity: options.stagingBytes) : nil
+        self.staging = staging
 
         var recovery: JournalRecovery?
         let initial: State
@@ -103,11 +127,19 @@ public final class JournalWriter: Sendable {
                 break
             }
             if let seal = scan.sealHash {
-                let file = try Self.createSegment(directory: directory, index: last + 1, firstSequence: scan.nextSequence,
-                                                  previousHash: seal)
-                initial = State(segment: file, segmentIndex: last + 1, segmentSize: UInt64(JournalFormat.segmentHeaderLength),
-                                hasher: SegmentHasher(file: file, offset: UInt64(JournalFormat.segmentHeaderLength), state: try Self.hashOfFile(file)),
-                                nextSequence: scan.nextSequence)
+                initial = try Self.startSegment(directory: directory, index: last + 1, firstSequence: scan.nextSequence,
+                                                previousHash: seal, staging: staging)
+            } else if let staging {
+                // The block holding the end goes back into the ring: its next write rewrites it whole.
+                let from = validEnd / UInt64(StagingArea.block) * UInt64(StagingArea.block)
+                var tail = [UInt8](repeating: 0, count: Int(validEnd - from))
+                try wrap { () throws in
+                    let plain = try SystemFile(path: path, mode: .readOnly)
+                    _ = try tail.withUnsafeMutableBytes { (b) throws in try plain.read(into: b, at: from) }
+                }
+                let file = try Self.openForStaging(path)
+                tail.withUnsafeBytes { staging.begin(file: file, segment: last, start: from, tail: $0, sha: scan.hasher) }
+                initial = State(segment: file, segmentIndex: last, segmentSize: validEnd, hasher: nil, nextSequence: scan.nextSequence)
             } else {
                 let file = try wrap { () throws in try SystemFile(path: path, mode: [.readWrite, .append]) }
                 initial = State(segment: file, segmentIndex: last, segmentSize: validEnd,
@@ -115,11 +147,8 @@ public final class JournalWriter: Sendable {
                                 nextSequence: scan.nextSequence)
             }
         } else {
-            let file = try Self.createSegment(directory: directory, index: 1, firstSequence: 1,
-                                              previousHash: [UInt8](repeating: 0, count: 32))
-            initial = State(segment: file, segmentIndex: 1, segmentSize: UInt64(JournalFormat.segmentHeaderLength),
-                            hasher: SegmentHasher(file: file, offset: UInt64(JournalFormat.segmentHeaderLength), state: try Self.hashOfFile(file)),
-                            nextSequence: 1)
+            initial = try Self.startSegment(directory: directory, index: 1, firstSequence: 1,
+                                            previousHash: [UInt8](repeating: 0, count: 32), staging: staging)
         }
         self.state = Locked(initial)
         self.recovery = recovery
@@ -127,6 +156,12 @@ public final class JournalWriter: Sendable {
             logger.warning("journal recovered after a crash", metadata: ["journal": "\(directory)", "detail": "\(recovery)"])
             let note = "{\"event\":\"recovered-torn-tail\",\"segment\":\"\(recovery.segmentPath)\",\"offset\":\(recovery.offset),\"bytesCut\":\(recovery.bytesCut)}"
             try appendNote(note)
+            try sync()
+        }
+        if let staged {
+            logger.warning("journal records left in memory by a killed writer were written to the journal",
+                           metadata: ["journal": "\(directory)", "bytes": "\(staged.bytes)", "from": "\(staged.sharedFile)"])
+            try appendNote("{\"event\":\"recovered-staged-records\",\"segment\":\(staged.segment),\"bytes\":\(staged.bytes)}")
             try sync()
         }
     }
@@ -181,24 +216,64 @@ public final class JournalWriter: Sendable {
     /// Writes a checkpoint (the hash of the open segment so far) if anything
     /// was appended since the last one, and makes everything durable.
     public func sync() throws {
-        let file = try state.withLock { (s) throws -> SystemFile? in
+        let (file, segment, end) = try state.withLock { (s) throws -> (SystemFile?, UInt64, UInt64) in
             if s.sinceCheckpoint > 0 { try writeHashRecord(&s, kind: .checkpoint) }
-            return s.segment
+            return (s.segment, s.segmentIndex, s.segmentSize)
         }
         guard let file else { throw JournalError.closed(directory: directory) }
+        try staging?.waitWritten(end, segment: segment)
         try wrap { () throws in try file.syncData() }
     }
 
     /// Syncs and closes; later appends throw `JournalError.closed`.
     public func close() throws {
         try sync()
-        state.withLock {
-            $0.segment = nil
-            $0.hasher.stop()
+        try state.withLock { (s) throws in
+            if let staging, let file = s.segment {
+                try staging.drain()
+                try wrap { () throws in
+                    try file.truncate(to: s.segmentSize)
+                    try file.syncData()
+                }
+                staging.stop(journal: directory)
+            }
+            s.segment = nil
+            s.hasher?.stop()
         }
     }
 
-    deinit { state.withLock { $0.hasher.stop() } }
+    /// Tests: the staging thread stops writing (records stay in memory).
+    func pauseStagingForTesting() { staging?.pause() }
+
+    /// The shared memory file staging this writer's records, if any.
+    var stagingPath: String? { staging?.path }
+
+    /// Tests: behaves from here on as if the process had been killed: staged
+    /// records are not written, the shared memory holding them is left for
+    /// the next writer, and appends throw `closed`.
+    func abandonForTesting() {
+        state.withLock { s in
+            staging?.pause()
+            staging?.stop(journal: nil)
+            s.segment = nil
+            s.hasher?.stop()
+        }
+    }
+
+    deinit {
+        state.withLock { s in
+            s.hasher?.stop()
+            // Not closed: what is staged still goes to the file.
+            if let staging, let file = s.segment {
+                if (try? staging.drain()) != nil {
+                    try? file.truncate(to: s.segmentSize)
+                    staging.stop(journal: directory)
+                } else {
+                    staging.stop(journal: nil)
+                }
+            }
+        }
+    }
 
     // MARK: - Internals (called with the lock held)
 
@@ -227,16 +302,27 @@ public final class JournalWriter: Sendable {
                 iov.append(contentsOf: r.parts)
                 written += total
             }
-            try wrap { () throws in try file.writeGathered(iov) }
+            if let staging {
+                var perRecord: [[UnsafeRawBufferPointer]] = []
+                perRecord.reserveCapacity(records.count)
+                var k = 0
+                for r in records {
+                    perRecord.append(Array(iov[k..<(k + 1 + r.parts.count)]))
+                    k += 1 + r.parts.count
+                }
+                _ = try staging.append(perRecord)
+            } else {
+                try wrap { () throws in try file.writeGathered(iov) }
+            }
         }
         s.segmentSize += UInt64(written)
         s.nextSequence = first + UInt64(records.count)
         s.sinceCheckpoint += records.count
-        if s.segmentSize - s.hashSignalled >= 1 << 20 {
-            s.hasher.advance(to: s.segmentSize)
+        if let hasher = s.hasher, s.segmentSize - s.hashSignalled >= 1 << 20 {
+            hasher.advance(to: s.segmentSize)
             s.hashSignalled = s.segmentSize
         }
-        retireOldPages(&s, file: file)
+        if staging == nil { retireOldPages(&s, file: file) }
         return first
     }
 
@@ -265,7 +351,7 @@ public final class JournalWriter: Sendable {
     /// it, and returns that hash.
     @discardableResult
     private func writeHashRecord(_ s: inout State, kind: RecordKind) throws -> [UInt8] {
-        let digest = try s.hasher.digest(at: s.segmentSize)
+        let digest = try staging?.digest() ?? s.hasher!.digest(at: s.segmentSize)
         try digest.withUnsafeBytes { (d) throws in
             _ = try writeRecords(&s, [PendingRecord(kind: kind, timeNs: FileSystem.nowNs(), parts: [d])])
         }
@@ -276,46 +362,62 @@ public final class JournalWriter: Sendable {
     private func rotate(_ s: inout State) throws {
         let sealHash = try writeHashRecord(&s, kind: .seal)
         if let old = s.segment {
+            if let staging {
+                try staging.drain()
+                try wrap { () throws in try old.truncate(to: s.segmentSize) }
+            }
             try wrap { () throws in try old.syncData() }
-            retireOldPages(&s, file: old, all: true)
+            if staging == nil { retireOldPages(&s, file: old, all: true) }
         }
         let next = s.segmentIndex + 1
-        let file = try Self.createSegment(directory: directory, index: next, firstSequence: s.nextSequence, previousHash: sealHash)
-        s.segment = file
-        s.segmentIndex = next
-        s.segmentSize = UInt64(JournalFormat.segmentHeaderLength)
-        // The seal record itself is never hashed: let the hasher skip past it.
-        s.hasher.reset(file: file, offset: UInt64(JournalFormat.segmentHeaderLength), state: try Self.hashOfFile(file))
-        s.hashSignalled = 0
-        s.sinceCheckpoint = 0
-        s.retiredUpTo = 0
+        let oldHasher = s.hasher
+        s = try Self.startSegment(directory: directory, index: next, firstSequence: s.nextSequence, previousHash: sealHash,
+                                  staging: staging, reusing: oldHasher)
         logger.debug("journal segment sealed", metadata: ["segment": "\(next - 1)", "hash": "\(sealHash.hex)"])
     }
 
-    /// Creates a segment atomically (temporary name, then rename) and opens it for appending.
-    private static func createSegment(directory: String, index: UInt64, firstSequence: UInt64,
-                                      previousHash: [UInt8]) throws -> SystemFile {
+    /// Creates segment `index` and the state of a writer about to append to it.
+    /// (The seal record ending the previous segment is never hashed: the new
+    /// segment's hash starts from its own header.)
+    private static func startSegment(directory: String, index: UInt64, firstSequence: UInt64, previousHash: [UInt8],
+                                     staging: StagingArea?, reusing hasher: SegmentHasher? = nil) throws -> State {
         let header = SegmentHeader(index: index, firstSequence: firstSequence, createdNs: FileSystem.nowNs(),
                                    previousHash: previousHash).encoded()
+        let path = try createSegment(directory: directory, index: index, header: header)
+        var sha = SHA256()
+        header.withUnsafeBytes { sha.update(bufferPointer: $0) }
+        let end = UInt64(header.count)
+        if let staging {
+            let file = try openForStaging(path)
+            header.withUnsafeBytes { staging.begin(file: file, segment: index, start: 0, tail: $0, sha: sha) }
+            return State(segment: file, segmentIndex: index, segmentSize: end, hasher: nil, nextSequence: firstSequence)
+        }
+        let file = try wrap { () throws in try SystemFile(path: path, mode: [.readWrite, .append]) }
+        if let hasher {
+            hasher.reset(file: file, offset: end, state: sha)
+        }
+        return State(segment: file, segmentIndex: index, segmentSize: end,
+                     hasher: hasher ?? SegmentHasher(file: file, offset: end, state: sha), nextSequence: firstSequence)
+    }
+
+    /// Creates a segment atomically (temporary name, then rename); returns its path.
+    private static func createSegment(directory: String, index: UInt64, header: [UInt8]) throws -> String {
         let path = directory + "/" + JournalFormat.segmentName(index)
         let tmp = path + ".tmp"
-        return try wrap { () throws -> SystemFile in
+        try wrap { () throws in
             let t = try SystemFile(path: tmp, mode: [.readWrite, .create, .truncate])
             try header.withUnsafeBytes { (b) throws in try t.write(b, at: 0) }
             try t.syncData()
             try FileSystem.rename(tmp, path)
             try FileSystem.syncDirectory(directory)
-            return try SystemFile(path: path, mode: [.readWrite, .append])
         }
+        return path
     }
 
-    private static func hashOfFile(_ file: SystemFile) throws -> SHA256 {
-        var h = SHA256()
-        var bytes = [UInt8](repeating: 0, count: JournalFormat.segmentHeaderLength)
-        let n = try wrap { () throws -> Int in
-            try bytes.withUnsafeMutableBytes { (b) throws -> Int in try file.read(into: b, at: 0) }
-        }
-        bytes.withUnsafeBytes { h.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        return h
+    /// Opens a segment for the staging area's positioned writes: with direct
+    /// I/O where the file system allows it.
+    private static func openForStaging(_ path: String) throws -> SystemFile {
+        if let f = try? SystemFile(path: path, mode: [.readWrite, .direct]) { return f }
+        return try wrap { () throws in try SystemFile(path: path, mode: .readWrite) }
     }
 }

@@ -80,7 +80,7 @@ public final class Sandbox: @unchecked Sendable {
         let work = NSTemporaryDirectory() + "kanshi-vm-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let writer = try JournalWriter(directory: config.journal, logger: logger)
+        let writer = try JournalWriter(directory: config.journal, options: .init(staged: true), logger: logger)
         var writerClosed = false
         defer { if !writerClosed { try? writer.close() } }
         let disk: JournaledDisk

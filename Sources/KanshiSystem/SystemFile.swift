@@ -26,6 +26,9 @@ public final class SystemFile: @unchecked Sendable {
         public static let truncate = OpenMode(rawValue: 16)
         /// Fail (ELOOP) rather than follow a symbolic link in the last component.
         public static let noFollow = OpenMode(rawValue: 32)
+        /// Bypass the page cache (O_DIRECT): every transfer must be aligned
+        /// to 4096 bytes in memory, offset and length.
+        public static let direct = OpenMode(rawValue: 64)
     }
 
     public init(path: String, mode: OpenMode, permissions: UInt32 = 0o644) throws(SystemError) {
@@ -36,6 +39,7 @@ public final class SystemFile: @unchecked Sendable {
         if mode.contains(.append) { flags |= O_APPEND }
         if mode.contains(.truncate) { flags |= O_TRUNC }
         if mode.contains(.noFollow) { flags |= O_NOFOLLOW }
+        if mode.contains(.direct) { flags |= ckanshi_o_direct() }
         let f = flags
         self.fd = try syscall("open", path) { open(path, f, mode_t(permissions)) }
         self.path = path
@@ -152,6 +156,17 @@ public final class SystemFile: @unchecked Sendable {
             try write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: offset + done)
             done += UInt64(n)
         }
+    }
+
+    /// Reserves storage for a byte range without changing the file's size,
+    /// so later writes there need no allocation. Returns false where the
+    /// file system cannot (the writes then allocate as they go).
+    @discardableResult
+    public func preallocate(offset: UInt64, length: UInt64) throws(SystemError) -> Bool {
+        let e = ckanshi_preallocate(fd, Int64(offset), Int64(length))
+        if e == 0 { return true }
+        if e == EOPNOTSUPP || e == ENOSYS || e == EINVAL { return false }
+        throw SystemError(call: "fallocate", subject: path, errno: e)
     }
 
     /// Writes a range back to storage and drops it from the page cache, so a

@@ -76,7 +76,7 @@ struct DiskMount: AsyncParsableCommand {
         var writer: JournalWriter?
         if let journal {
             do {
-                writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20), logger: logger)
+                writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20, staged: true), logger: logger)
             } catch {
                 throw CLIError("cannot open journal: \(error)")
             }

@@ -94,11 +94,14 @@ struct DiskServe: AsyncParsableCommand {
         } else {
             if let journal {
                 do {
-                    writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20), logger: logger)
+                    writer = try JournalWriter(directory: journal, options: .init(segmentBytes: segmentMiB << 20, staged: true), logger: logger)
                 } catch {
                     throw CLIError("cannot open journal: \(error)")
                 }
                 if let r = writer?.recovery { FileHandle.standardError.write(Data("kanshi: journal recovered: \(r)\n".utf8)) }
+                if let n = writer?.recoveredStagedBytes, n > 0 {
+                    FileHandle.standardError.write(Data("kanshi: journal recovered: wrote \(n) bytes of records a killed server had staged in memory\n".utf8))
+                }
             } else {
                 writer = nil
             }

@@ -34,4 +34,11 @@ long ckanshi_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_
 /// syncfs(2): writes back the whole file system that holds `fd`. Returns 0 or the errno.
 int ckanshi_syncfs(int fd);
 
+/// The O_DIRECT open flag (hidden behind _GNU_SOURCE in Swift's view of glibc).
+int ckanshi_o_direct(void);
+
+/// Reserves `length` bytes at `offset` of a file without changing its size
+/// (fallocate FALLOC_FL_KEEP_SIZE). Returns 0 or the errno.
+int ckanshi_preallocate(int fd, int64_t offset, int64_t length);
+
 #endif

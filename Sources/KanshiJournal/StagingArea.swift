@@ -1,0 +1,400 @@
+import Crypto
+import Foundation
+import KanshiSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Memory between the journal's appenders and its open segment file.
+///
+/// An append copies its records into a ring of memory and returns. A thread
+/// of the area's own hashes what was appended (the segment's running
+/// SHA-256) and writes it to the segment with direct I/O, in large aligned
+/// pieces, from memory that is used over and over: no page cache page is
+/// filled for the journal, and nothing is read back to hash it.
+///
+/// The ring is a file under /dev/shm when it can be: a record whose append
+/// returned is then in memory the kernel keeps after the process is killed,
+/// and the next writer to open the journal writes it to the segment
+/// (`recover`). A crash of the machine loses what `sync()` had not made
+/// durable, as it would lose the page cache. Without /dev/shm the ring is
+/// private memory and a killed server loses its last unwritten records.
+///
+/// Layout of the ring's file: a 4096-byte header, then `capacity` bytes;
+/// segment byte `x` sits at ring byte `x % capacity`. The header holds the
+/// segment index and the range `start..<end` of segment bytes the ring holds
+/// that may not be in the file yet.
+final class StagingArea: @unchecked Sendable {
+    // SAFETY: every mutable field is guarded by `condition`, except `sha`,
+    // which the thread alone updates while `hashed < end`, and which
+    // `digest()` reads only once `hashed == end` with the appender (the
+    // journal writer's lock) holding `end` still. Ring bytes at or past `end`
+    // are written by the single appender (the writer's lock) before `end`
+    // moves past them; bytes below `end` are only read.
+    static let pointerName = "STAGING"
+    static let block = 4096
+    private static let headerBytes = 4096
+    private static let magic: UInt64 = 0x3145_4741_5453_4A4B  // "KJSTAGE1" little-endian
+    /// Wake the writing thread once this much waits; less is written after `linger`.
+    private static let eager: UInt64 = 1 << 20
+    private static let linger: TimeInterval = 0.002
+    private static let maxWrite = 8 << 20
+
+    let capacity: Int
+    private let memory: MappedMemory
+    private let ring: UnsafeMutableRawPointer
+    private let header: UnsafeMutableRawPointer
+    private let bounce: UnsafeMutableRawBufferPointer
+    private let condition = NSCondition()
+    private var file: SystemFile?
+    private var segment: UInt64 = 0
+    private var end: UInt64 = 0
+    private var hashed: UInt64 = 0
+    private var written: UInt64 = 0
+    private var start: UInt64 = 0
+    private var sha = SHA256()
+    private var urgent = false
+    /// The thread sleeps with nothing to write: the next append wakes it.
+    private var idle = false
+    /// Tests: the thread writes nothing once set (a writer killed before it could).
+    private var paused = false
+
+    func pause() {
+        condition.lock()
+        paused = true
+        condition.unlock()
+    }
+    private var stopped = false
+    private var failure: (any Error)?
+    private var thread: Thread?
+
+    /// The shared file's path, nil for private memory.
+    var path: String? { memory.path }
+
+    /// Maps the ring: a new file under `sharedDirectory` when possible
+    /// (recorded in the journal directory's STAGING file), else private memory.
+    init(journal directory: String, capacity requested: Int, sharedDirectory: String? = "/dev/shm") throws {
+        let cap = max(requested, JournalFormat.maxRecordLength + 2 * Self.block)
+        capacity = (cap + Self.block - 1) / Self.block * Self.block
+        let size = Self.headerBytes + capacity
+        var mem: MappedMemory?
+        if let shm = sharedDirectory, FileSystem.isDirectory(shm) {
+            let path = shm + "/kanshi-journal-\(getpid())-\(UInt64.random(in: 0...UInt64.max).hex)"
+            if let m = try? MappedMemory(path: path, size: size, create: true) {
+                do {
+                    try Self.writePointer(directory: directory, to: path)
+                    mem = m
+                } catch {
+                    try? FileSystem.remove(path)
+                }
+            }
+        }
+        if mem == nil {
+            try? FileSystem.remove(directory + "/" + Self.pointerName)
+            mem = try wrap { () throws in try MappedMemory(anonymousSize: size) }
+        }
+        memory = mem!
+        header = memory.bytes.baseAddress!
+        ring = memory.bytes.baseAddress! + Self.headerBytes
+        bounce = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.block, alignment: Self.block)
+        header.storeBytes(of: Self.magic.littleEndian, toByteOffset: 0, as: UInt64.self)
+        header.storeBytes(of: UInt64(capacity).littleEndian, toByteOffset: 8, as: UInt64.self)
+        let identity = Self.identity(of: directory)
+        header.storeBytes(of: identity.0.littleEndian, toByteOffset: 40, as: UInt64.self)
+        header.storeBytes(of: identity.1.littleEndian, toByteOffset: 48, as: UInt64.self)
+        let t = Thread { [self] in loop() }
+        t.name = "kanshi.journal.stage"
+        thread = t
+        t.start()
+    }
+
+    deinit { bounce.deallocate() }
+
+    /// Starts on a segment whose bytes `start..<start+tail.count` are `tail`
+    /// (the file already holds them) and whose bytes before `start + tail.count`
+    /// hash to `sha`. `start` must be a multiple of 4096. Call only when the
+    /// previous segment is drained.
+    func begin(file: SystemFile, segment: UInt64, start: UInt64, tail: UnsafeRawBufferPointer, sha: SHA256) {
+        precondition(start % UInt64(Self.block) == 0 && tail.count <= capacity)
+        condition.lock()
+        defer { condition.unlock() }
+        self.file = file
+        self.segment = segment
+        self.start = start
+        end = start + UInt64(tail.count)
+        hashed = end
+        written = end
+        self.sha = sha
+        copyIn(tail, at: start)
+        header.storeBytes(of: segment.littleEndian, toByteOffset: 16, as: UInt64.self)
+        publishHeader()
+    }
+
+    /// Copies records (each a list of pieces) to the ring after what is
+    /// there; returns the new end. Waits for room when the ring is full.
+    func append(_ records: [[UnsafeRawBufferPointer]]) throws -> UInt64 {
+        condition.lock()
+        var at = end
+        let room = UInt64(capacity)
+        condition.unlock()
+        for pieces in records {
+            let n = UInt64(pieces.reduce(0) { $0 + $1.count })
+            condition.lock()
+            if let failure { condition.unlock(); throw failure }
+            if at + n - start > room {
+                // Hand over what is copied so far, and wait for the thread to make room.
+                publish(at)
+                while at + n - start > room && failure == nil && !stopped {
+                    urgent = true
+                    condition.broadcast()
+                    condition.wait()
+                }
+                if let failure { condition.unlock(); throw failure }
+            }
+            condition.unlock()
+            for p in pieces where p.count > 0 {
+                copyIn(p, at: at)
+                at += UInt64(p.count)
+            }
+        }
+        condition.lock()
+        publish(at)
+        condition.unlock()
+        return at
+    }
+
+    /// The SHA-256 of the segment's bytes before the current end. The caller
+    /// keeps appends out while it waits.
+    func digest() throws -> [UInt8] {
+        condition.lock()
+        defer { condition.unlock() }
+        while hashed < end && failure == nil && !stopped {
+            urgent = true
+            condition.broadcast()
+            condition.wait()
+        }
+        if let failure { throw failure }
+        return Array(sha.finalizeCopy())
+    }
+
+    /// Waits until the segment file holds every byte before `target`; at
+    /// once if the area has moved on from `segment` (it drained it first).
+    func waitWritten(_ target: UInt64, segment: UInt64? = nil) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while written < target && failure == nil && !stopped && (segment == nil || segment == self.segment) {
+            urgent = true
+            condition.broadcast()
+            condition.wait()
+        }
+        if let failure { throw failure }
+    }
+
+    /// Waits until the file holds everything appended.
+    func drain() throws {
+        condition.lock()
+        let target = end
+        condition.unlock()
+        try waitWritten(target)
+    }
+
+    /// Ends the thread (after `drain()` if nothing may be lost). With
+    /// `journal`, also removes the shared file and the journal's pointer to
+    /// it; without, leaves them for the next writer to recover from.
+    func stop(journal directory: String?) {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+        if let directory, let p = memory.path {
+            try? FileSystem.remove(directory + "/" + Self.pointerName)
+            try? FileSystem.remove(p)
+        }
+    }
+
+    // MARK: - Internals
+
+    /// Called with the lock held.
+    private func publish(_ newEnd: UInt64) {
+        guard newEnd > end else { return }
+        end = newEnd
+        header.storeBytes(of: end.littleEndian, toByteOffset: 32, as: UInt64.self)
+        if idle || end - written >= Self.eager { condition.broadcast() }
+    }
+
+    /// Called with the lock held.
+    private func publishHeader() {
+        header.storeBytes(of: start.littleEndian, toByteOffset: 24, as: UInt64.self)
+        header.storeBytes(of: end.littleEndian, toByteOffset: 32, as: UInt64.self)
+    }
+
+    private func copyIn(_ p: UnsafeRawBufferPointer, at offset: UInt64) {
+        var done = 0
+        while done < p.count {
+            let r = Int((offset + UInt64(done)) % UInt64(capacity))
+            let n = min(p.count - done, capacity - r)
+            (ring + r).copyMemory(from: p.baseAddress! + done, byteCount: n)
+            done += n
+        }
+    }
+
+    /// Calls `body` with the ring's pieces holding segment bytes `range`.
+    private func pieces(_ range: Range<UInt64>, maxPiece: Int = .max, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Void) rethrows {
+        var at = range.lowerBound
+        while at < range.upperBound {
+            let r = Int(at % UInt64(capacity))
+            let n = min(Int(range.upperBound - at), capacity - r, maxPiece)
+            try body(at, UnsafeRawBufferPointer(start: ring + r, count: n))
+            at += UInt64(n)
+        }
+    }
+
+    private func loop() {
+        condition.lock()
+        while true {
+            // Wait for work: at once when much waits or someone waits on us,
+            // else give more records `linger` to arrive.
+            while !stopped {
+                if failure != nil { condition.wait(); continue }
+                let pending = end - written
+                if pending == 0 || paused {
+                    idle = true
+                    condition.wait()
+                    idle = false
+                    continue
+                }
+                if pending >= Self.eager || urgent { break }
+                if !condition.wait(until: Date(timeIntervalSinceNow: Self.linger)) { break }
+            }
+            if stopped { break }
+            urgent = false
+            let target = end, from = written, hashFrom = hashed
+            let f = file!
+            condition.unlock()
+
+            pieces(hashFrom..<target) { _, p in sha.update(bufferPointer: p) }
+            condition.lock()
+            hashed = target
+            condition.broadcast()
+            condition.unlock()
+
+            var error: (any Error)?
+            do { try write(from..<target, to: f) } catch let e { error = e }
+
+            condition.lock()
+            if let error {
+                failure = error
+            } else {
+                written = target
+                start = target / UInt64(Self.block) * UInt64(Self.block)
+                publishHeader()
+            }
+            condition.broadcast()
+        }
+        condition.unlock()
+    }
+
+    /// Writes segment bytes `range` from the ring: whole blocks straight from
+    /// the ring (starting at the block holding `range`'s start, which the
+    /// ring still holds), a last partial block padded with zeros.
+    private func write(_ range: Range<UInt64>, to f: SystemFile) throws {
+        let b = UInt64(Self.block)
+        let alignedStart = range.lowerBound / b * b, alignedEnd = range.upperBound / b * b
+        if alignedEnd > alignedStart {
+            try pieces(alignedStart..<alignedEnd, maxPiece: Self.maxWrite) { at, p in
+                try wrap { () throws in try f.write(p, at: at) }
+            }
+        }
+        if range.upperBound > alignedEnd {
+            var k = 0
+            pieces(alignedEnd..<range.upperBound) { _, p in
+                (bounce.baseAddress! + k).copyMemory(from: p.baseAddress!, byteCount: p.count)
+                k += p.count
+            }
+            UnsafeMutableRawBufferPointer(rebasing: bounce[k...]).initializeMemory(as: UInt8.self, repeating: 0)
+            try wrap { () throws in try f.write(UnsafeRawBufferPointer(bounce), at: alignedEnd) }
+        }
+    }
+
+    // MARK: - The shared file across a crash
+
+    private static func identity(of directory: String) -> (UInt64, UInt64) {
+        var st = stat()
+        guard stat(directory, &st) == 0 else { return (0, 0) }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    private static func writePointer(directory: String, to path: String) throws {
+        let pointer = directory + "/" + pointerName
+        let tmp = pointer + ".tmp"
+        try wrap { () throws in
+            let f = try SystemFile(path: tmp, mode: [.readWrite, .create, .truncate])
+            let text = Array((path + "\n").utf8)
+            try text.withUnsafeBytes { (b) throws in try f.write(b, at: 0) }
+            try FileSystem.rename(tmp, pointer)
+        }
+    }
+
+    /// What `recover` did.
+    struct Recovered {
+        var segment: UInt64
+        var bytes: UInt64
+        var sharedFile: String
+    }
+
+    /// Writes to the last segment the records a killed writer had staged in
+    /// shared memory but not yet written, then removes that memory. Call with
+    /// the journal locked, before the last segment is scanned. Returns nil
+    /// when there was nothing to recover.
+    static func recover(directory: String, lastSegment: UInt64?, segmentPath: (UInt64) -> String) throws -> Recovered? {
+        let pointer = directory + "/" + pointerName
+        try? FileSystem.remove(pointer + ".tmp")
+        guard FileSystem.exists(pointer) else { return nil }
+        let text = try wrap { () throws -> String in
+            let f = try SystemFile(path: pointer, mode: .readOnly)
+            var bytes = [UInt8](repeating: 0, count: 4096)
+            let n = try bytes.withUnsafeMutableBytes { (b) throws -> Int in try f.read(into: b, at: 0) }
+            return String(decoding: bytes[0..<n], as: UTF8.self)
+        }
+        let shared = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        func forget() {
+            if shared.hasPrefix("/") { try? FileSystem.remove(shared) }
+            try? FileSystem.remove(pointer)
+        }
+        guard shared.hasPrefix("/"), FileSystem.exists(shared), let last = lastSegment,
+              let fileSize = try? SystemFile(path: shared, mode: .readOnly).size(), fileSize > UInt64(headerBytes),
+              let memory = try? MappedMemory(path: shared, size: Int(fileSize), create: false) else {
+            forget()
+            return nil
+        }
+        let h = UnsafeRawPointer(memory.bytes.baseAddress!)
+        func field(_ at: Int) -> UInt64 { UInt64(littleEndian: h.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+        let capacity = field(8), segment = field(16), start = field(24), end = field(32)
+        let id = identity(of: directory)
+        guard field(0) == magic, capacity > 0, capacity % UInt64(block) == 0, UInt64(headerBytes) + capacity <= fileSize,
+              field(40) == id.0, field(48) == id.1,
+              segment == last, start <= end, end - start <= capacity else {
+            forget()
+            return nil
+        }
+        // An error from here on keeps the shared file, so a later open can try again.
+        let file = try wrap { () throws in try SystemFile(path: segmentPath(segment), mode: .readWrite) }
+        let ring = h + headerBytes
+        var at = start
+        while at < end {
+            let r = at % capacity
+            let n = min(end - at, capacity - r)
+            try wrap { () throws in try file.write(UnsafeRawBufferPointer(start: ring + Int(r), count: Int(n)), at: at) }
+            at += n
+        }
+        // Zeros a writer padded its last block with are not records.
+        if try wrap({ () throws in try file.size() }) > end { try wrap { () throws in try file.truncate(to: end) } }
+        try wrap { () throws in try file.syncData() }
+        forget()
+        return Recovered(segment: segment, bytes: end - start, sharedFile: shared)
+    }
+}
+
+extension UInt64 {
+    fileprivate var hex: String { String(self, radix: 16) }
+}
