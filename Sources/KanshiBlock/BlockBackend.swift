@@ -95,6 +95,14 @@ public final class JournaledDisk: BlockBackend {
 
     private let bases: BaseRecorder?
 
+    /// Buffers reused for base records (guarded by `bases.serializeFirstWrites`),
+    /// so first writes do not fault in fresh memory each time.
+    private final class BaseScratch: @unchecked Sendable {
+        var data: [UInt8] = []
+        var storage: [UInt8] = []
+    }
+    private let baseScratch = BaseScratch()
+
     private static func sizeOf(_ file: SystemFile) throws -> UInt64 {
         do { return try file.size() } catch { throw BlockError.system(error) }
     }
@@ -129,13 +137,13 @@ public final class JournaledDisk: BlockBackend {
             let now = FileSystem.nowNs()
             // All the records' metadata in one buffer, so one pointer covers it.
             var metas: [UInt8] = []
+            metas.reserveCapacity(batch.reduce(0) { $0 + BlockRecords.writeMetadataLength(dataLength: $1.data.count) })
             var ranges: [Range<Int>] = []
+            ranges.reserveCapacity(batch.count)
             for w in batch {
-                let m = BlockRecords.encodeMetadata(BlockEvent(operation: .write, timeNs: now, lba: w.offset / 512,
-                                                               length: UInt32(w.data.count), connection: connection,
-                                                               entropies: Entropy.perBlock(w.data)))
-                ranges.append(metas.count..<metas.count + m.count)
-                metas += m
+                let from = metas.count
+                BlockRecords.appendWriteMetadata(to: &metas, lba: w.offset / 512, data: w.data, connection: connection, fua: false)
+                ranges.append(from..<metas.count)
             }
             try metas.withUnsafeBytes { all in
                 let records = zip(ranges, batch).map {
@@ -157,55 +165,70 @@ public final class JournaledDisk: BlockBackend {
             return
         }
         try bases.serializeFirstWrites {
-            var need = Set<UInt64>()
-            for r in touched { need.formUnion(bases.unbased(r)) }
-            let sorted = need.sorted()
-            var i = 0
+            var need: [UInt64] = []
+            for r in touched { need += bases.unbased(r) }
+            need.sort()
+            var sorted: [UInt64] = []
+            sorted.reserveCapacity(need.count)
+            for b in need where sorted.last != b { sorted.append(b) }
             // Base records in pieces of at most 8 MiB, each a run of consecutive blocks.
+            var runs: [Range<UInt64>] = []
+            var i = 0
             while i < sorted.count {
                 var j = i + 1
                 while j < sorted.count && sorted[j] == sorted[j - 1] + 1 && j - i < 2048 { j += 1 }
-                try appendBases(sorted[i]..<sorted[j - 1] + 1, timeNs: timeNs, journal: journal)
+                runs.append(sorted[i]..<sorted[j - 1] + 1)
                 i = j
             }
-            _ = try jrn { try journal.append(records) }
+            // The bases and the records that change those blocks, in one append.
+            try withBaseRecords(runs, timeNs: timeNs) { baseRecords in
+                _ = try jrn { try journal.append(baseRecords + records) }
+            }
             bases.mark(sorted)
         }
     }
 
-    private func appendBases(_ run: Range<UInt64>, timeNs: UInt64, journal: JournalWriter) throws {
-        let start = run.lowerBound * 4096
-        let end = min(run.upperBound * 4096, size)
-        var data = [UInt8](repeating: 0, count: Int(end - start))
-        let n = try data.withUnsafeMutableBytes { b in try sys { try image.read(into: b, at: start) } }
-        if n < data.count { for k in n..<data.count { data[k] = 0 } }
-        // Split into stretches of all-zero and of other blocks.
-        var storage: [UInt8] = []
+    /// Base records holding the current content of the blocks of `runs`
+    /// (stretches of all-zero blocks as zero-flagged records without data),
+    /// valid during `body`. Called under `serializeFirstWrites`, which also
+    /// guards the scratch buffers.
+    private func withBaseRecords(_ runs: [Range<UInt64>], timeNs: UInt64,
+                                 _ body: ([JournalWriter.PendingRecord]) throws -> Void) throws {
+        baseScratch.storage.removeAll(keepingCapacity: true)
         var specs: [(flags: UInt8, range: Range<Int>)] = []
-        var k = 0
-        while k < data.count {
-            let zero = isZeroBlock(data, k)
-            var m = k
-            while m < data.count && isZeroBlock(data, m) == zero { m += 4096 }
-            m = min(m, data.count)
-            let prefix = BlockRecords.encodeBasePrefix(lba: (start + UInt64(k)) / 512, length: UInt32(m - k))
-            let from = storage.count
-            storage += prefix
-            if !zero { storage += data[k..<m] }
-            specs.append((zero ? BlockRecords.baseFlagZero : 0, from..<storage.count))
-            k = m
-        }
-        try storage.withUnsafeBytes { all in
-            let records = specs.map {
-                JournalWriter.PendingRecord(kind: .blockBase, flags: $0.flags, timeNs: timeNs, parts: [UnsafeRawBufferPointer(rebasing: all[$0.range])])
+        for run in runs {
+            let start = run.lowerBound * 4096
+            let end = min(run.upperBound * 4096, size)
+            let count = Int(end - start)
+            if baseScratch.data.count < count { baseScratch.data = [UInt8](repeating: 0, count: count) }
+            let n = try baseScratch.data.withUnsafeMutableBytes { b in
+                try sys { try image.read(into: UnsafeMutableRawBufferPointer(rebasing: b[0..<count]), at: start) }
             }
-            _ = try jrn { try journal.append(records) }
+            if n < count { for k in n..<count { baseScratch.data[k] = 0 } }
+            // Split into stretches of all-zero and of other blocks.
+            var k = 0
+            while k < count {
+                let zero = isZeroBlock(baseScratch.data, k, end: count)
+                var m = k
+                while m < count && isZeroBlock(baseScratch.data, m, end: count) == zero { m += 4096 }
+                m = min(m, count)
+                let from = baseScratch.storage.count
+                baseScratch.storage += BlockRecords.encodeBasePrefix(lba: (start + UInt64(k)) / 512, length: UInt32(m - k))
+                if !zero { baseScratch.storage += baseScratch.data[k..<m] }
+                specs.append((zero ? BlockRecords.baseFlagZero : 0, from..<baseScratch.storage.count))
+                k = m
+            }
+        }
+        try baseScratch.storage.withUnsafeBytes { all in
+            try body(specs.map {
+                JournalWriter.PendingRecord(kind: .blockBase, flags: $0.flags, timeNs: timeNs, parts: [UnsafeRawBufferPointer(rebasing: all[$0.range])])
+            })
         }
     }
 
-    private func isZeroBlock(_ data: [UInt8], _ at: Int) -> Bool {
+    private func isZeroBlock(_ data: [UInt8], _ at: Int, end limit: Int) -> Bool {
         data.withUnsafeBytes { p in
-            let end = min(at + 4096, p.count)
+            let end = min(at + 4096, limit)
             var i = at
             while i + 8 <= end {
                 if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }

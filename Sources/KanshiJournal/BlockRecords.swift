@@ -36,6 +36,28 @@ public enum BlockRecords {
         }
     }
 
+    /// Bytes of a write record's metadata for `dataLength` bytes of data.
+    public static func writeMetadataLength(dataLength: Int) -> Int { prefixLength + 4 + 4 * ((dataLength + 4095) / 4096) }
+
+    /// Appends the metadata of a write record to `out` (as `encodeMetadata`
+    /// does), computing the entropies of `data` on the way.
+    public static func appendWriteMetadata(to out: inout [UInt8], lba: UInt64, data: UnsafeRawBufferPointer,
+                                           connection: UInt32, fua: Bool) {
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+        put(lba)
+        put(UInt32(data.count))
+        put(connection)
+        put(fua ? flagFUA : UInt32(0))
+        let pieces = (data.count + 4095) / 4096
+        put(UInt32(pieces))
+        var at = 0
+        while at < data.count {
+            let end = min(at + 4096, data.count)
+            put(Float(Entropy.normalized(UnsafeRawBufferPointer(rebasing: data[at..<end]))).bitPattern)
+            at = end
+        }
+    }
+
     /// Encodes the metadata part of a block record (for a write, everything
     /// before the data).
     public static func encodeMetadata(_ e: BlockEvent) -> [UInt8] {

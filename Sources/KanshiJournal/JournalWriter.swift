@@ -303,14 +303,15 @@ public final class JournalWriter: Sendable {
                 written += total
             }
             if let staging {
-                var perRecord: [[UnsafeRawBufferPointer]] = []
-                perRecord.reserveCapacity(records.count)
-                var k = 0
-                for r in records {
-                    perRecord.append(Array(iov[k..<(k + 1 + r.parts.count)]))
-                    k += 1 + r.parts.count
+                _ = try staging.append(iov) {
+                    var perRecord: [[UnsafeRawBufferPointer]] = []
+                    var k = 0
+                    for r in records {
+                        perRecord.append(Array(iov[k..<(k + 1 + r.parts.count)]))
+                        k += 1 + r.parts.count
+                    }
+                    return perRecord
                 }
-                _ = try staging.append(perRecord)
             } else {
                 try wrap { () throws in try file.writeGathered(iov) }
             }

@@ -53,9 +53,10 @@ final class StagingArea: @unchecked Sendable {
     private var written: UInt64 = 0
     private var start: UInt64 = 0
     private var sha = SHA256()
-    private var urgent = false
-    /// The thread sleeps with nothing to write: the next append wakes it.
-    private var idle = false
+    /// Threads asleep with nothing to do: the next append wakes them.
+    private var idle = 0
+    /// Callers waiting for the threads (space, a digest, written bytes): no lingering then.
+    private var waiting = 0
     /// Tests: the thread writes nothing once set (a writer killed before it could).
     private var paused = false
 
@@ -66,7 +67,7 @@ final class StagingArea: @unchecked Sendable {
     }
     private var stopped = false
     private var failure: (any Error)?
-    private var thread: Thread?
+    private var threads: [Thread] = []
 
     /// The shared file's path, nil for private memory.
     var path: String? { memory.path }
@@ -102,10 +103,12 @@ final class StagingArea: @unchecked Sendable {
         let identity = Self.identity(of: directory)
         header.storeBytes(of: identity.0.littleEndian, toByteOffset: 40, as: UInt64.self)
         header.storeBytes(of: identity.1.littleEndian, toByteOffset: 48, as: UInt64.self)
-        let t = Thread { [self] in loop() }
-        t.name = "kanshi.journal.stage"
-        thread = t
-        t.start()
+        for job in [Job.hash, Job.write] {
+            let t = Thread { [self] in loop(job) }
+            t.name = job == .hash ? "kanshi.journal.hash" : "kanshi.journal.write"
+            threads.append(t)
+            t.start()
+        }
     }
 
     deinit { bounce.deallocate() }
@@ -130,12 +133,29 @@ final class StagingArea: @unchecked Sendable {
         publishHeader()
     }
 
-    /// Copies records (each a list of pieces) to the ring after what is
-    /// there; returns the new end. Waits for room when the ring is full.
-    func append(_ records: [[UnsafeRawBufferPointer]]) throws -> UInt64 {
+    /// Copies records to the ring after what is there; returns the new end.
+    /// `flat` is every record's pieces in order; `split` gives them record by
+    /// record, asked for only when the ring is too full to take all at once
+    /// (then it waits for room record by record).
+    func append(_ flat: [UnsafeRawBufferPointer], split: () -> [[UnsafeRawBufferPointer]]) throws -> UInt64 {
+        let total = UInt64(flat.reduce(0) { $0 + $1.count })
         condition.lock()
         var at = end
         let room = UInt64(capacity)
+        if let failure { condition.unlock(); throw failure }
+        if at + total - start <= room {
+            // The usual case: room for all of it now.
+            condition.unlock()
+            for p in flat where p.count > 0 {
+                copyIn(p, at: at)
+                at += UInt64(p.count)
+            }
+            condition.lock()
+            publish(at)
+            condition.unlock()
+            return at
+        }
+        let records = split()
         condition.unlock()
         for pieces in records {
             let n = UInt64(pieces.reduce(0) { $0 + $1.count })
@@ -145,9 +165,10 @@ final class StagingArea: @unchecked Sendable {
                 // Hand over what is copied so far, and wait for the thread to make room.
                 publish(at)
                 while at + n - start > room && failure == nil && !stopped {
-                    urgent = true
+                    waiting += 1
                     condition.broadcast()
                     condition.wait()
+                    waiting -= 1
                 }
                 if let failure { condition.unlock(); throw failure }
             }
@@ -169,9 +190,10 @@ final class StagingArea: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while hashed < end && failure == nil && !stopped {
-            urgent = true
+            waiting += 1
             condition.broadcast()
             condition.wait()
+            waiting -= 1
         }
         if let failure { throw failure }
         return Array(sha.finalizeCopy())
@@ -183,9 +205,10 @@ final class StagingArea: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while written < target && failure == nil && !stopped && (segment == nil || segment == self.segment) {
-            urgent = true
+            waiting += 1
             condition.broadcast()
             condition.wait()
+            waiting -= 1
         }
         if let failure { throw failure }
     }
@@ -219,7 +242,7 @@ final class StagingArea: @unchecked Sendable {
         guard newEnd > end else { return }
         end = newEnd
         header.storeBytes(of: end.littleEndian, toByteOffset: 32, as: UInt64.self)
-        if idle || end - written >= Self.eager { condition.broadcast() }
+        if idle > 0 || end - min(written, hashed) >= Self.eager { condition.broadcast() }
     }
 
     /// Called with the lock held.
@@ -249,44 +272,52 @@ final class StagingArea: @unchecked Sendable {
         }
     }
 
-    private func loop() {
+    private enum Job { case hash, write }
+
+    /// Where `job` has got to (called with the lock held).
+    private func done(_ job: Job) -> UInt64 { job == .hash ? hashed : written }
+
+    /// One of the two threads: one hashes what was appended, the other
+    /// writes it to the file; neither waits for the other.
+    private func loop(_ job: Job) {
         condition.lock()
         while true {
             // Wait for work: at once when much waits or someone waits on us,
             // else give more records `linger` to arrive.
             while !stopped {
                 if failure != nil { condition.wait(); continue }
-                let pending = end - written
+                let pending = end - done(job)
                 if pending == 0 || paused {
-                    idle = true
+                    idle += 1
                     condition.wait()
-                    idle = false
+                    idle -= 1
                     continue
                 }
-                if pending >= Self.eager || urgent { break }
+                if pending >= Self.eager || waiting > 0 { break }
                 if !condition.wait(until: Date(timeIntervalSinceNow: Self.linger)) { break }
             }
             if stopped { break }
-            urgent = false
-            let target = end, from = written, hashFrom = hashed
+            let target = end, from = done(job)
             let f = file!
             condition.unlock()
 
-            pieces(hashFrom..<target) { _, p in sha.update(bufferPointer: p) }
-            condition.lock()
-            hashed = target
-            condition.broadcast()
-            condition.unlock()
-
             var error: (any Error)?
-            do { try write(from..<target, to: f) } catch let e { error = e }
+            switch job {
+            case .hash:
+                pieces(from..<target) { _, p in sha.update(bufferPointer: p) }
+            case .write:
+                do { try write(from..<target, to: f) } catch let e { error = e }
+            }
 
             condition.lock()
             if let error {
                 failure = error
             } else {
-                written = target
-                start = target / UInt64(Self.block) * UInt64(Self.block)
+                if job == .hash { hashed = target } else { written = target }
+                // Ring bytes both threads are done with can be reused; the
+                // block holding `written` is rewritten whole next time.
+                let b = UInt64(Self.block)
+                start = min(written / b * b, hashed / b * b)
                 publishHeader()
             }
             condition.broadcast()
