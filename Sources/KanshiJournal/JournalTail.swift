@@ -62,9 +62,10 @@ public final class JournalTail {
                 guard offset + UInt64(total) <= size else { break }  // still being written
                 var record = [UInt8](repeating: 0, count: total)
                 _ = try record.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
-                // A checksum mismatch at the very end is a record being written; elsewhere it is damage.
+                // A checksum mismatch at the very end is a record being written (a staged
+                // writer rewrites the journal's last 4 KiB block as it fills); elsewhere it is damage.
                 guard record.withUnsafeBytes({ h.checksumMatches($0) }) else {
-                    if offset + UInt64(total) == size { break }
+                    if offset + UInt64(total) + 4096 > size { break }
                     throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record checksum mismatch")
                 }
                 let (kindRaw, flags, seq, time) = (h.kindRaw, h.flags, h.sequence, h.timeNs)

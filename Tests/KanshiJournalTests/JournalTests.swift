@@ -403,6 +403,27 @@ import Testing
         for p in shared { #expect(!FileManager.default.fileExists(atPath: p)) }
     }
 
+    @Test func aTailFollowsAStagedJournalAcrossSegments() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 32 << 10, staged: true), logger: testLogger)
+        let tail = try JournalTail(directory: dir.path)
+        var lbas: [UInt64] = []
+        var seen: [UInt64] = []
+        for round in 0..<5 {
+            for i in 0..<7 { try appendWrite(w, lba: UInt64(round * 100 + i), data: [UInt8](repeating: 1, count: 1000 + i)) }
+            try w.sync()
+            try tail.poll { r in
+                seen.append(r.sequence)
+                if let (e, _) = try BlockRecords.decode(r) { lbas.append(e.lba) }
+            }
+            #expect(lbas.count == (round + 1) * 7, "everything synced is visible")
+        }
+        try w.close()
+        try tail.poll { r in seen.append(r.sequence) }
+        #expect(seen == Array(1...UInt64(seen.count)))
+        #expect(lbas == (0..<5).flatMap { r in (0..<7).map { UInt64(r * 100 + $0) } })
+    }
+
     @Test func aSyncedStagedRecordIsInTheFileAtOnce() throws {
         let dir = TempDir()
         let w = try JournalWriter(directory: dir.path, options: .init(staged: true), logger: testLogger)
