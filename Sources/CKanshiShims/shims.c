@@ -155,3 +155,11 @@ int ckanshi_preallocate(int fd, int64_t offset, int64_t length) {
     } while (r != 0 && errno == EINTR);
     return r == 0 ? 0 : errno;
 }
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+int ckanshi_set_thread_nice(int nice) {
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    return setpriority(PRIO_PROCESS, (id_t)tid, nice) == 0 ? 0 : errno;
+}

@@ -7,11 +7,12 @@ import Glibc
 
 /// Memory between the journal's appenders and its open segment file.
 ///
-/// An append copies its records into a ring of memory and returns. A thread
-/// of the area's own hashes what was appended (the segment's running
-/// SHA-256) and writes it to the segment with direct I/O, in large aligned
-/// pieces, from memory that is used over and over: no page cache page is
-/// filled for the journal, and nothing is read back to hash it.
+/// An append copies its records into a ring of memory and returns. Two
+/// threads of the area's own take it from there, neither waiting for the
+/// other: one hashes what was appended (the segment's running SHA-256), the
+/// other writes it to the segment with direct I/O, in large aligned pieces,
+/// from memory that is used over and over: no page cache page is filled for
+/// the journal, and nothing is read back to hash it.
 ///
 /// The ring is a file under /dev/shm when it can be: a record whose append
 /// returned is then in memory the kernel keeps after the process is killed,
@@ -26,11 +27,12 @@ import Glibc
 /// that may not be in the file yet.
 final class StagingArea: @unchecked Sendable {
     // SAFETY: every mutable field is guarded by `condition`, except `sha`,
-    // which the thread alone updates while `hashed < end`, and which
+    // which the hashing thread alone updates while `hashed < end`, and which
     // `digest()` reads only once `hashed == end` with the appender (the
     // journal writer's lock) holding `end` still. Ring bytes at or past `end`
     // are written by the single appender (the writer's lock) before `end`
-    // moves past them; bytes below `end` are only read.
+    // moves past them, and only where both threads are done (`start`);
+    // bytes below `end` are only read.
     static let pointerName = "STAGING"
     static let block = 4096
     private static let headerBytes = 4096
@@ -39,6 +41,9 @@ final class StagingArea: @unchecked Sendable {
     private static let eager: UInt64 = 1 << 20
     private static let linger: TimeInterval = 0.002
     private static let maxWrite = 8 << 20
+    /// The threads' nice value: measured at queue depth 1 on two cores, the
+    /// client and the request thread going first gave 10-20 % more IOPS.
+    private static let threadNice: Int32 = 10
 
     let capacity: Int
     private let memory: MappedMemory
@@ -280,6 +285,9 @@ final class StagingArea: @unchecked Sendable {
     /// One of the two threads: one hashes what was appended, the other
     /// writes it to the file; neither waits for the other.
     private func loop(_ job: Job) {
+        // Background work: the threads serving requests, and the client on
+        // the same machine, go first; a full ring makes room by stalling appends.
+        Host.setCurrentThreadNice(Self.threadNice)
         condition.lock()
         while true {
             // Wait for work: at once when much waits or someone waits on us,

@@ -86,3 +86,10 @@ extension FileSystem {
         if e != 0 { throw SystemError(call: "umount", subject: path, errno: e) }
     }
 }
+
+extension Host {
+    /// Sets the nice value of the calling thread alone (best effort).
+    public static func setCurrentThreadNice(_ nice: Int32) {
+        _ = ckanshi_set_thread_nice(nice)
+    }
+}

@@ -41,4 +41,8 @@ int ckanshi_o_direct(void);
 /// (fallocate FALLOC_FL_KEEP_SIZE). Returns 0 or the errno.
 int ckanshi_preallocate(int fd, int64_t offset, int64_t length);
 
+/// Sets the nice value of the calling thread only (Linux threads have their
+/// own). Returns 0 or the errno.
+int ckanshi_set_thread_nice(int nice);
+
 #endif
