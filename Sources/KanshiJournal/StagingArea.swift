@@ -143,31 +143,18 @@ final class StagingArea: @unchecked Sendable {
     /// record, asked for only when the ring is too full to take all at once
     /// (then it waits for room record by record).
     func append(_ flat: [UnsafeRawBufferPointer], split: () -> [[UnsafeRawBufferPointer]]) throws -> UInt64 {
-        let total = UInt64(flat.reduce(0) { $0 + $1.count })
+        let room = UInt64(capacity)
         condition.lock()
         var at = end
-        let room = UInt64(capacity)
-        if let failure { condition.unlock(); throw failure }
-        if at + total - start <= room {
-            // The usual case: room for all of it now.
-            condition.unlock()
-            for p in flat where p.count > 0 {
-                copyIn(p, at: at)
-                at += UInt64(p.count)
-            }
-            condition.lock()
-            publish(at)
-            condition.unlock()
-            return at
-        }
-        let records = split()
+        let total = UInt64(flat.reduce(0) { $0 + $1.count })
+        // The usual case: room for all of it now, one piece of work.
+        let groups = at + total - start <= room ? [flat] : split()
         condition.unlock()
-        for pieces in records {
+        for pieces in groups {
             let n = UInt64(pieces.reduce(0) { $0 + $1.count })
             condition.lock()
-            if let failure { condition.unlock(); throw failure }
             if at + n - start > room {
-                // Hand over what is copied so far, and wait for the thread to make room.
+                // Hand over what is copied so far, and wait for the threads to make room.
                 publish(at)
                 while at + n - start > room && failure == nil && !stopped {
                     waiting += 1
@@ -175,8 +162,8 @@ final class StagingArea: @unchecked Sendable {
                     condition.wait()
                     waiting -= 1
                 }
-                if let failure { condition.unlock(); throw failure }
             }
+            if let failure { condition.unlock(); throw failure }
             condition.unlock()
             for p in pieces where p.count > 0 {
                 copyIn(p, at: at)
