@@ -6,7 +6,24 @@ import Glibc
 
 /// `kanshi trace --pid N`: seize every thread, install the base filter inside the process.
 extension Tracer {
+    /// Attaches, trying again a few times when the process could not run the
+    /// injected calls (a process still starting up, e.g. inside execve).
     func attach(_ pid: Int32) throws {
+        var attempt = 1
+        while true {
+            do {
+                try attachOnce(pid)
+                return
+            } catch TraceError.attachFailed(_, _, let detail) where detail.hasPrefix(Self.notRunnable) && attempt < 5 {
+                attempt += 1
+                usleep(100_000)
+            }
+        }
+    }
+
+    private static let notRunnable = "could not run the filter installation inside the process"
+
+    private func attachOnce(_ pid: Int32) throws {
         guard pid > 0, let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else {
             throw TraceError.attachFailed(pid: pid, errno: ESRCH, detail: "no such process")
         }
@@ -31,19 +48,24 @@ extension Tracer {
         let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
         let argv = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         let p = Proc(pid: pid, parent: 0, argv: argv.isEmpty ? ["pid \(pid)"] : argv, fds: FdTable(pid: pid))
-        procs[pid] = p
-        for t in seized { threads[t] = pid }
-        rootPid = pid
-        summary.addProcess(pid: pid, parent: 0, argv: p.argv)
         let results = inject(pid, at: .stop, payload: baseFilter) { base in
             [(SC.prctl, [38, 1, 0, 0, 0]),  // PR_SET_NO_NEW_PRIVS
              (SC.seccomp, [1, 1 | 4, base])]  // SECCOMP_SET_MODE_FILTER, TSYNC | SPEC_ALLOW
         }
-        guard results.count == 2, results[1] == 0 else {
+        guard results.count == 2, results[0] == 0, results[1] == 0 else {
             for t in seized { _ = ckt_ptrace_detach(t, 0) }
-            throw TraceError.attachFailed(pid: pid, errno: Int32(-(results.last ?? -Int64(EPERM))),
-                                          detail: "installing the seccomp filter in the process")
+            if results.count < 2 {
+                throw TraceError.attachFailed(pid: pid, errno: EAGAIN,
+                                              detail: "\(Self.notRunnable) (it may be starting up or exiting; tried 5 times)")
+            }
+            let failed = results[0] != 0 ? 0 : 1
+            throw TraceError.attachFailed(pid: pid, errno: Int32(-results[failed]),
+                                          detail: failed == 0 ? "setting no_new_privs in the process" : "installing the seccomp filter in the process")
         }
+        procs[pid] = p
+        for t in seized { threads[t] = pid }
+        rootPid = pid
+        summary.addProcess(pid: pid, parent: 0, argv: p.argv)
         var e = TraceEvent(kind: .notice)
         e.pid = pid; e.tid = pid; e.argv = p.argv; e.reason = "attached to running process; its existing children are not traced"
         log.append(e)
