@@ -426,6 +426,7 @@ final class NBDConnectionHandler: ChannelInboundHandler {
         switch error {
         case BlockError.readOnly: return .perm
         case BlockError.system(let e) where e.errno == 28 || e.errno == 122: return .nospc
+        case BlockError.journal(.system(let e)) where e.errno == 28 || e.errno == 122: return .nospc
         default: return .io
         }
     }

@@ -49,7 +49,8 @@ public final class JournalWriter: Sendable {
     public let directory: String
     /// Set when opening cut off a torn tail left by a crash.
     public let recovery: JournalRecovery?
-    /// Bytes of records a killed writer had staged in shared memory, written
+    /// Bytes of records a writer that stopped early (killed, or unable to
+    /// write) had left in shared memory, written
     /// to the journal on opening (0 if none).
     public let recoveredStagedBytes: UInt64
     private let options: Options
@@ -159,7 +160,7 @@ public final class JournalWriter: Sendable {
             try sync()
         }
         if let staged {
-            logger.warning("journal records left in memory by a killed writer were written to the journal",
+            logger.warning("journal records a writer had left in memory (killed, or unable to write) were written to the journal",
                            metadata: ["journal": "\(directory)", "bytes": "\(staged.bytes)", "from": "\(staged.sharedFile)"])
             try appendNote("{\"event\":\"recovered-staged-records\",\"segment\":\(staged.segment),\"bytes\":\(staged.bytes)}")
             try sync()

@@ -100,7 +100,7 @@ struct DiskServe: AsyncParsableCommand {
                 }
                 if let r = writer?.recovery { FileHandle.standardError.write(Data("kanshi: journal recovered: \(r)\n".utf8)) }
                 if let n = writer?.recoveredStagedBytes, n > 0 {
-                    FileHandle.standardError.write(Data("kanshi: journal recovered: wrote \(n) bytes of records a killed server had staged in memory\n".utf8))
+                    FileHandle.standardError.write(Data("kanshi: journal recovered: wrote \(n) bytes of records a server that stopped early (killed, or out of space) had left in memory\n".utf8))
                 }
             } else {
                 writer = nil

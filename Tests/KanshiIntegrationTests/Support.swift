@@ -105,6 +105,7 @@ final class KanshiServer {
     let process = Process()
     let socket: String
     let logPath: String
+    let journal: String?
     var uri: String {
         // The server prints the URI it listens on.
         if let line = log.split(separator: "\n").first(where: { $0.hasPrefix("kanshi: serving") }),
@@ -118,6 +119,7 @@ final class KanshiServer {
     /// (whose path then only names the log file).
     init(image: String, journal: String?, socket: String, tcp: Bool = false, extra: [String] = []) throws {
         self.socket = socket
+        self.journal = journal
         logPath = socket + ".log"
         try? FileManager.default.removeItem(atPath: socket)
         process.executableURL = URL(fileURLWithPath: Paths.kanshi)
@@ -158,7 +160,15 @@ final class KanshiServer {
         process.waitUntilExit()
     }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    deinit {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        // What the killed server had staged in shared memory goes with the test.
+        if let journal, let staged = try? String(contentsOfFile: journal + "/STAGING", encoding: .utf8) {
+            try? FileManager.default.removeItem(atPath: staged.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
 }
 
 /// Creates a sparse file of the given size.
