@@ -1,3 +1,5 @@
+import Foundation
+
 /// Which features to compute per window.
 public enum FeatureSet: String, Sendable, Codable, CaseIterable {
     /// The five of the published method.
@@ -23,6 +25,19 @@ public struct FeatureTable: Sendable {
     public var columns: Int { names.count }
 
     public func row(_ i: Int) -> ArraySlice<Float> { values[(i * columns)..<((i + 1) * columns)] }
+
+    /// The same rows with only the named columns, in that order (each must be one of `names`).
+    public func selecting(_ wanted: [String]) -> FeatureTable {
+        guard wanted != names else { return self }
+        let index = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        let keep = wanted.map { index[$0]! }
+        var out = values
+        out.removeAll(keepingCapacity: true)
+        out.reserveCapacity(rows * keep.count)
+        let cols = columns
+        for r in 0..<rows { for c in keep { out.append(values[r * cols + c]) } }
+        return FeatureTable(names: wanted, values: out, windowStart: windowStart, writtenBytes: writtenBytes)
+    }
 }
 
 /// Cuts a trace into fixed windows and computes features for each window
@@ -30,17 +45,37 @@ public struct FeatureTable: Sendable {
 ///
 /// Published features (Hirano & Kobayashi 2019): read and write throughput
 /// (bytes/s), variance of read LBAs and of write LBAs, mean write entropy.
-/// Extended, ours: fraction of written bytes with entropy > 0.9; write/read
-/// byte ratio; fraction of written blocks read in the previous 10 s
-/// (overwrite after read); sequentiality of writes; the write LBA spread; and
-/// 1-second (10-window) moving means of throughput, entropy, high-entropy
-/// fraction and overwrite-after-read, so bursts are seen over a longer horizon.
+///
+/// Extended, ours, per window: fraction of written bytes with entropy > 0.9;
+/// write/read byte ratio; fraction of written blocks read in the previous
+/// 10 s (overwrite after read); sequentiality of writes; the write LBA spread;
+/// and 1-second (10-window) moving means of throughput, entropy, high-entropy
+/// fraction and overwrite-after-read.
+///
+/// Context, ours: what the run has been doing over the last seconds, so a
+/// quiet window in the middle of an attack is judged with the attack around
+/// it. Exponential moving averages over 5 s and 30 s (time constants; idle
+/// windows count as zeros, so the averages decay through silence) of read
+/// and write throughput, of the share of the bytes that are writes, of the
+/// fraction of time with any I/O, of overwrite-after-read, of writes to
+/// blocks read in the previous 30 s, of writes to blocks not written before
+/// in the recording, of write sequentiality and of the variance of written
+/// LBAs; and of the high-entropy fraction and mean write entropy. Every
+/// feature uses only the past and the window itself, so the live detector
+/// computes the same values as the offline one.
 public enum WindowFeatures {
     public static let publishedNames = ["read_bps", "write_bps", "read_lba_var", "write_lba_var", "write_entropy_mean"]
+    public static let contextNames = [
+        "read_bps_5s", "write_bps_5s", "read_bps_30s", "write_bps_30s", "write_share_5s", "write_share_30s",
+        "io_active_5s", "io_active_30s", "overwrite_after_read_5s", "overwrite_after_read_30s",
+        "rewrite_of_read_30s", "rewrite_of_read_rate_30s", "new_block_frac_5s", "new_block_frac_30s",
+        "write_sequential_frac_5s", "write_lba_var_30s",
+        "high_entropy_frac_5s", "high_entropy_frac_30s", "write_entropy_30s",
+    ]
     public static let extendedNames = publishedNames + [
         "high_entropy_frac", "write_read_ratio", "overwrite_after_read", "write_sequential_frac", "write_lba_spread",
         "read_bps_1s", "write_bps_1s", "write_entropy_1s", "high_entropy_frac_1s", "overwrite_after_read_1s",
-    ]
+    ] + contextNames
 
     public static let structuralNames = extendedNames.filter { !$0.contains("entropy") }
 
@@ -52,20 +87,31 @@ public enum WindowFeatures {
         }
     }
 
+    /// The names among `names` that this build does not compute.
+    public static func unknown(_ names: [String]) -> [String] {
+        let known = Set(extendedNames)
+        return names.filter { !known.contains($0) }
+    }
+
     public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, set: FeatureSet = .extended) -> FeatureTable {
-        if set == .structural {
-            // The extended table with the entropy columns left out.
-            var t = compute(trace, windowNs: windowNs, set: .extended)
-            let keep = t.names.indices.filter { !t.names[$0].contains("entropy") }
-            let cols = t.columns
-            var values: [Float] = []
-            values.reserveCapacity(t.rows * keep.count)
-            for r in 0..<t.rows { for c in keep { values.append(t.values[r * cols + c]) } }
-            t.values = values
-            t.names = keep.map { t.names[$0] }
-            return t
-        }
-        let names = names(set)
+        compute(trace, windowNs: windowNs, names: names(set))
+    }
+
+    /// The named features (each one of `extendedNames`), in that order.
+    public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, names: [String]) -> FeatureTable {
+        let published = names.allSatisfy { publishedNames.contains($0) }
+        let full = computeAll(trace, windowNs: windowNs, extended: !published)
+        return full.selecting(names)
+    }
+
+    /// Time constants of the context averages, seconds.
+    static let shortHorizon = 5.0, longHorizon = 30.0
+    /// How far back a read makes a later write of the same block an overwrite after read (ns).
+    static let overwriteLookbackNs: UInt64 = 10_000_000_000
+    static let rewriteLookbackNs: UInt64 = 30_000_000_000
+
+    static func computeAll(_ trace: BlockTrace, windowNs: UInt64, extended: Bool) -> FeatureTable {
+        let names = extended ? extendedNames : publishedNames
         var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
         guard let span = trace.span, windowNs > 0 else { return table }
         let secs = Double(windowNs) / 1e9
@@ -90,8 +136,9 @@ public enum WindowFeatures {
         var r = [Moments](repeating: Moments(), count: count), wr = [Moments](repeating: Moments(), count: count)
         var entSum = [Double](repeating: 0, count: count), highBytes = [Double](repeating: 0, count: count)
         var oarN = [Double](repeating: 0, count: count), seqN = [Double](repeating: 0, count: count)
+        var rewriteN = [Double](repeating: 0, count: count), newN = [Double](repeating: 0, count: count)
+        var lbaSum = [Double](repeating: 0, count: count), lbaSq = [Double](repeating: 0, count: count)
         var wMin = [UInt64](repeating: .max, count: count), wMax = [UInt64](repeating: 0, count: count)
-        let extended = set == .extended
 
         var slot = 0
         for a in trace.reads {
@@ -102,6 +149,7 @@ public enum WindowFeatures {
         slot = 0
         // Overwrite after read: merge the two time-sorted streams.
         var lastRead: [UInt64: UInt64] = [:]
+        var written = Set<UInt64>()
         var ri = 0
         var prevEnd: UInt64 = .max
         for a in trace.writes {
@@ -116,43 +164,145 @@ public enum WindowFeatures {
                 lastRead[trace.reads[ri].lba >> 3] = trace.reads[ri].timeNs
                 ri += 1
             }
-            if let t = lastRead[a.lba >> 3], a.timeNs - t <= 10_000_000_000 { oarN[w] += 1 }
+            let block = a.lba >> 3
+            if let t = lastRead[block] {
+                let age = a.timeNs - t
+                if age <= overwriteLookbackNs { oarN[w] += 1 }
+                if age <= rewriteLookbackNs { rewriteN[w] += 1 }
+            }
+            if written.insert(block).inserted { newN[w] += 1 }
             if a.lba == prevEnd { seqN[w] += 1 }
             prevEnd = a.lba + UInt64(a.size + 511) / 512
             wMin[w] = min(wMin[w], a.lba)
             wMax[w] = max(wMax[w], a.lba)
+            let x = Double(a.lba)
+            lbaSum[w] += x
+            lbaSq[w] += x * x
         }
 
         var rolling = [Double](repeating: 0, count: 5)
         var history: [[Double]] = []
-        table.values.reserveCapacity(count * names.count / 4)
+        // Context averages: one value per quantity and horizon.
+        var short = Averages(windowSeconds: secs, horizon: shortHorizon), long = Averages(windowSeconds: secs, horizon: longHorizon)
+        table.values.reserveCapacity(count * names.count)
+        var previous = occupied.first ?? 0
         for w in 0..<count {
             let window = occupied[w]
             let rBytes = r[w].bytes, wBytes = wr[w].bytes, wN = wr[w].n
             let rbps = rBytes / secs, wbps = wBytes / secs
             let rvar = r[w].variance, wvar = wr[w].variance
             let ent = wN > 0 ? entSum[w] / wN : 0
-            var row = [rbps, wbps, rvar, wvar, ent]
+            table.values += [Float(rbps), Float(wbps), Float(rvar), Float(wvar), Float(ent)]
             if extended {
                 let high = wBytes > 0 ? highBytes[w] / wBytes : 0
                 let ratio = wBytes / (rBytes + 4096)
                 let oar = wN > 0 ? oarN[w] / wN : 0
                 let seq = wN > 0 ? seqN[w] / wN : 0
                 let spread = wN > 0 ? Double(wMax[w] - wMin[w]) : 0
-                row += [high, ratio, oar, seq, spread]
                 // Moving means over the last 10 windows of time (idle windows count as zeros).
                 let current = [rbps, wbps, ent, high, oar]
                 history.append(current + [Double(window)])
                 while let first = history.first, Double(window) - first[5] >= 10 { history.removeFirst() }
                 for k in 0..<5 { rolling[k] = history.reduce(0) { $0 + $1[k] } / 10 }
-                row += rolling
+
+                let gap = window - previous
+                previous = window
+                let x = Quantities(readBytes: rBytes, writeBytes: wBytes, writes: wN, reads: r[w].n, highBytes: highBytes[w],
+                                   entropySum: entSum[w], overwrites: oarN[w], rewrites: rewriteN[w], newBlocks: newN[w],
+                                   sequential: seqN[w], lbaSum: lbaSum[w], lbaSquares: lbaSq[w])
+                short.add(x, gap: gap)
+                long.add(x, gap: gap)
+                let s = short.mean, l = long.mean
+                let row: [Double] = [
+                    high, ratio, oar, seq, spread,
+                    rolling[0], rolling[1], rolling[2], rolling[3], rolling[4],
+                    s.readBytes / secs, s.writeBytes / secs, l.readBytes / secs, l.writeBytes / secs,
+                    share(s.writeBytes, s.readBytes + s.writeBytes), share(l.writeBytes, l.readBytes + l.writeBytes),
+                    short.active, long.active,
+                    share(s.overwrites, s.writes), share(l.overwrites, l.writes),
+                    share(l.rewrites, l.reads), l.rewrites / secs,
+                    share(s.newBlocks, s.writes), share(l.newBlocks, l.writes),
+                    share(s.sequential, s.writes), l.lbaVariance,
+                    share(s.highBytes, s.writeBytes), share(l.highBytes, l.writeBytes), share(l.entropySum, l.writes),
+                ]
+                for v in row { table.values.append(Float(v)) }
             }
-            table.values += row.map { Float($0) }
             table.windowStart.append(span.start + UInt64(window) * windowNs)
             table.writtenBytes.append(UInt64(wBytes))
         }
         return table
     }
+
+    /// a / b, 0 when b is (nearly) nothing.
+    @inline(__always) static func share(_ a: Double, _ b: Double) -> Double { b > 1e-12 ? min(a / b, 1) : 0 }
+}
+
+/// What one window adds to the context averages.
+struct Quantities {
+    var readBytes = 0.0, writeBytes = 0.0, writes = 0.0, reads = 0.0, highBytes = 0.0, entropySum = 0.0
+    var overwrites = 0.0, rewrites = 0.0, newBlocks = 0.0, sequential = 0.0, lbaSum = 0.0, lbaSquares = 0.0
+
+    mutating func decay(_ f: Double, add x: Quantities, weight a: Double) {
+        readBytes = readBytes * f + a * x.readBytes
+        writeBytes = writeBytes * f + a * x.writeBytes
+        writes = writes * f + a * x.writes
+        reads = reads * f + a * x.reads
+        highBytes = highBytes * f + a * x.highBytes
+        entropySum = entropySum * f + a * x.entropySum
+        overwrites = overwrites * f + a * x.overwrites
+        rewrites = rewrites * f + a * x.rewrites
+        newBlocks = newBlocks * f + a * x.newBlocks
+        sequential = sequential * f + a * x.sequential
+        lbaSum = lbaSum * f + a * x.lbaSum
+        lbaSquares = lbaSquares * f + a * x.lbaSquares
+    }
+
+    /// Variance of the written LBAs these sums describe.
+    var lbaVariance: Double {
+        guard writes > 1e-12 else { return 0 }
+        let m = lbaSum / writes
+        return max(lbaSquares / writes - m * m, 0)
+    }
+}
+
+/// Exponential moving averages over time of per-window quantities: each
+/// window of time multiplies the past by `1 - alpha` (idle windows too) and
+/// adds `alpha` times its own value, `alpha = 1 - exp(-window / horizon)`.
+///
+/// The averages are divided by the weight of the time seen so far (`1 -
+/// (1 - alpha)^n` after n windows), so a recording's first seconds get the
+/// mean of what there is rather than a ramp up from zero: the values say
+/// nothing about how long ago the recording began.
+struct Averages {
+    let keep: Double
+    let alpha: Double
+    private var sums = Quantities()
+    private var activeSum = 0.0
+    /// The weight of the windows seen so far, idle ones included.
+    private var seen = 0.0
+
+    init(windowSeconds: Double, horizon: Double) {
+        keep = exp(-windowSeconds / horizon)
+        alpha = 1 - keep
+    }
+
+    /// The window `gap` windows after the previous one (the first window: any gap, nothing to decay).
+    mutating func add(_ x: Quantities, gap: Int) {
+        let f = gap <= 1 ? keep : pow(keep, Double(gap))
+        sums.decay(f, add: x, weight: alpha)
+        activeSum = activeSum * f + alpha
+        seen = seen == 0 ? alpha : 1 - (1 - seen) * f
+    }
+
+    /// The averages (ratios of two of them need no correction: it cancels).
+    var mean: Quantities {
+        var m = Quantities()
+        m.decay(0, add: sums, weight: 1 / seen)
+        return m
+    }
+
+    /// Fraction of the windows of time with any I/O.
+    var active: Double { activeSum / seen }
 }
 
 /// Count, bytes, and running mean and variance of LBAs (Welford) of one window's accesses.

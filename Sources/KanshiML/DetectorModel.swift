@@ -34,13 +34,17 @@ public struct DetectorModel: Codable, Sendable {
     /// `ruleHorizon` windows with I/O are ransomware.
     public var ruleHorizon: Int
     public var ruleFraction: Double
+    /// The probability a window needs to count as ransomware for the
+    /// run-level rule (nil, as in models from before it was chosen: `threshold`).
+    public var ruleThreshold: Float?
     /// The classifier's own model: XGBoost JSON (base64), libsvm's model
     /// text, or the kNN training windows (JSON).
     public var payload: String
 
     /// Trains on labelled feature tables (one per run).
     public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
-                             windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, threads: Int = 2) throws -> DetectorModel {
+                             windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, ruleThreshold: Float? = nil,
+                             threads: Int = 2) throws -> DetectorModel {
         guard let first = tables.first else { throw AnalysisError.invalid("no training data") }
         let cols = first.columns
         var values: [Float] = [], y: [Float] = []
@@ -49,7 +53,7 @@ public struct DetectorModel: Codable, Sendable {
             y += [Float](repeating: l.isPositive ? 1 : 0, count: t.rows)
         }
         guard !y.isEmpty else { throw AnalysisError.invalid("the training runs have no windows with I/O") }
-        let logs = first.names.map { n in ["bps", "var", "spread", "ratio"].contains { n.contains($0) } }
+        let logs = first.names.map { n in ["bps", "var", "spread", "ratio", "rate"].contains { n.contains($0) } }
         let logged = logTransform(values, logs)
         let (mean, std) = moments(logged, columns: cols)
         let scaled = scale(logged, mean: mean, std: std, columns: cols)
@@ -78,7 +82,7 @@ public struct DetectorModel: Codable, Sendable {
         }
         return DetectorModel(classifier: kind, featureSet: featureSet, windowNs: windowNs, featureNames: first.names,
                              logFeatures: logs, mean: mean, std: std, threshold: 0.5, ruleHorizon: ruleHorizon, ruleFraction: ruleFraction,
-                             payload: payload)
+                             ruleThreshold: ruleThreshold, payload: payload)
     }
 
     /// Probability of ransomware for each window of the table.
@@ -119,12 +123,12 @@ public struct DetectorModel: Codable, Sendable {
 
     /// The features this model was trained on, for a trace.
     public func features(_ trace: BlockTrace) -> FeatureTable {
-        WindowFeatures.compute(trace, windowNs: windowNs, set: featureSet)
+        WindowFeatures.compute(trace, windowNs: windowNs, names: featureNames)
     }
 
     /// Index of the window at which the run-level rule first fires, if it does.
     public func firstAlert(_ probabilities: [Float]) -> Int? {
-        Self.firstAlert(probabilities, threshold: threshold, horizon: ruleHorizon, fraction: ruleFraction)
+        Self.firstAlert(probabilities, threshold: ruleThreshold ?? threshold, horizon: ruleHorizon, fraction: ruleFraction)
     }
 
     static func firstAlert(_ probabilities: [Float], threshold: Float, horizon: Int, fraction: Double) -> Int? {
@@ -154,6 +158,13 @@ public struct DetectorModel: Codable, Sendable {
         }
         guard m.format == "kanshi-detector", m.version == 1 else {
             throw AnalysisError.invalid("\(path): model format \(m.format) v\(m.version) is not supported")
+        }
+        let unknown = WindowFeatures.unknown(m.featureNames)
+        guard unknown.isEmpty else {
+            throw AnalysisError.invalid("\(path): the model uses features this version does not compute: \(unknown.joined(separator: ", "))")
+        }
+        guard m.logFeatures.count == m.featureNames.count, m.mean.count == m.featureNames.count, m.std.count == m.featureNames.count else {
+            throw AnalysisError.invalid("\(path): the model's scaling does not match its \(m.featureNames.count) features")
         }
         return m
     }

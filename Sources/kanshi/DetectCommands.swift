@@ -20,7 +20,7 @@ struct FeatureOptions: ParsableArguments {
     @Option(help: "Window length in milliseconds.")
     var windowMs: Int = 100
 
-    @Option(help: "Feature set: published (the five of the paper) or extended.")
+    @Option(help: "Feature set: published (the five of the paper), extended (ours added) or structural (extended without entropy).")
     var features: FeatureSet = .extended
 
     var windowNs: UInt64 { UInt64(windowMs) * 1_000_000 }
@@ -35,11 +35,17 @@ struct RuleOptions: ParsableArguments {
     var ruleHorizon: Int?
     @Option(help: "Run-level rule: the fraction of those that must be ransomware to flag the run.")
     var ruleFraction: Double?
+    @Option(help: "Run-level rule: the probability a window needs to count as ransomware (with --rule-horizon and --rule-fraction; default 0.5).")
+    var ruleThreshold: Float?
 
     func validate() throws {
         if (ruleHorizon == nil) != (ruleFraction == nil) { throw ValidationError("give both --rule-horizon and --rule-fraction, or neither (chosen by cross-validation)") }
         if let h = ruleHorizon, h < 1 { throw ValidationError("--rule-horizon must be at least 1") }
         if let f = ruleFraction, !(f > 0 && f <= 1) { throw ValidationError("--rule-fraction must be in (0, 1]") }
+        if let t = ruleThreshold {
+            if ruleHorizon == nil { throw ValidationError("--rule-threshold needs --rule-horizon and --rule-fraction (without them all three are chosen by cross-validation)") }
+            if !(t > 0 && t < 1) { throw ValidationError("--rule-threshold must be in (0, 1), got \(t)") }
+        }
     }
 
     /// Trains with the fixed rule, or chooses it on the training runs.
@@ -47,11 +53,11 @@ struct RuleOptions: ParsableArguments {
                quiet: Bool) throws -> DetectorModel {
         if let h = ruleHorizon, let f = ruleFraction {
             return try DetectorModel.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs,
-                                           ruleHorizon: h, ruleFraction: f)
+                                           ruleHorizon: h, ruleFraction: f, ruleThreshold: ruleThreshold ?? 0.5)
         }
         let (m, c) = try RuleSelection.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs)
         if !quiet {
-            Output.error("rule chosen on the training runs: \(c.horizon) windows at \(Int(c.fraction * 100)) % (inner folds: \(c.falseAlarms) benign flagged, \(c.missed) ransomware missed)")
+            Output.error("rule chosen on the training runs: \(c.horizon) windows at \(Int(c.fraction * 100)) % over p \(c.threshold) (inner folds: \(c.falseAlarms) benign flagged, \(c.missed) ransomware missed)")
         }
         return m
     }
@@ -68,13 +74,17 @@ struct LoadedRun {
 }
 
 func loadRuns(_ runs: [Run], windowNs: UInt64, set: FeatureSet, quiet: Bool = false) throws -> [LoadedRun] {
+    try loadRuns(runs, windowNs: windowNs, names: WindowFeatures.names(set), quiet: quiet)
+}
+
+func loadRuns(_ runs: [Run], windowNs: UInt64, names: [String], quiet: Bool = false) throws -> [LoadedRun] {
     var out: [LoadedRun] = []
     for (i, run) in runs.enumerated() {
         let trace = try run.load()
         if trace.writes.isEmpty {
             Output.error("note: \(run.name) has no writes (\(trace.reads.count) reads); its windows are kept")
         }
-        let t = WindowFeatures.compute(trace, windowNs: windowNs, set: set)
+        let t = WindowFeatures.compute(trace, windowNs: windowNs, names: names)
         if !quiet { Output.error("[\(i + 1)/\(runs.count)] \(run.name): \(trace.reads.count) reads, \(trace.writes.count) writes, \(t.rows) windows") }
         out.append(LoadedRun(run: run, table: t, firstWriteNs: trace.writes.first?.timeNs))
     }
@@ -188,7 +198,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         let m = try DetectorModel.load(from: model)
-        let loaded = try loadRuns(try data.runs(), windowNs: m.windowNs, set: m.featureSet, quiet: json)
+        let loaded = try loadRuns(try data.runs(), windowNs: m.windowNs, names: m.featureNames, quiet: json)
         try report(try loaded.map { try score(m, $0) }, title: "\(m.classifier.rawValue) model \(model) on \(data.dataset)", json: json)
     }
 }

@@ -69,6 +69,15 @@ enum RanSAP {
         let missing = try run([Paths.kanshi, "evaluate", "--model", s.file("nope.json"), "--dataset", s.file("x")])
         #expect(!missing.ok && missing.stderr.contains("nope.json: no such file"), "\(missing.stderr)")
     }
+
+    @Test func badRuleThresholdsAreNamed() throws {
+        let s = Scratch("badrule")
+        let alone = try run([Paths.kanshi, "train", "--dataset", s.path, "--model", s.file("m.json"), "--rule-threshold", "0.9"])
+        #expect(!alone.ok && alone.stderr.contains("--rule-threshold needs --rule-horizon and --rule-fraction"), "\(alone.stderr)")
+        let out = try run([Paths.kanshi, "cross-validate", "--dataset", s.path, "--rule-horizon", "5", "--rule-fraction", "0.8",
+                           "--rule-threshold", "1.5"])
+        #expect(!out.ok && out.stderr.contains("--rule-threshold must be in (0, 1), got 1.5"), "\(out.stderr)")
+    }
 }
 
 @Suite struct JournalAsDatasetTests {
