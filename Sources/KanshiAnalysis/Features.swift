@@ -9,6 +9,10 @@ public enum FeatureSet: String, Sendable, Codable, CaseIterable {
     /// `extended` without any entropy feature: what is left when full-disk
     /// encryption makes every write look random.
     case structural
+    /// `extended` plus the 5 s and 30 s context averages
+    /// (`WindowFeatures.contextNames`): the best within one setup, but they
+    /// do not carry over to another one (see the README).
+    case context
 }
 
 /// Per-window features of a trace, row-major.
@@ -75,21 +79,25 @@ public enum WindowFeatures {
     public static let extendedNames = publishedNames + [
         "high_entropy_frac", "write_read_ratio", "overwrite_after_read", "write_sequential_frac", "write_lba_spread",
         "read_bps_1s", "write_bps_1s", "write_entropy_1s", "high_entropy_frac_1s", "overwrite_after_read_1s",
-    ] + contextNames
+    ]
 
     public static let structuralNames = extendedNames.filter { !$0.contains("entropy") }
+
+    /// Every feature this version computes, in the order it computes them.
+    public static let allNames = extendedNames + contextNames
 
     public static func names(_ set: FeatureSet) -> [String] {
         switch set {
         case .published: publishedNames
         case .extended: extendedNames
         case .structural: structuralNames
+        case .context: allNames
         }
     }
 
     /// The names among `names` that this build does not compute.
     public static func unknown(_ names: [String]) -> [String] {
-        let known = Set(extendedNames)
+        let known = Set(allNames)
         return names.filter { !known.contains($0) }
     }
 
@@ -97,11 +105,17 @@ public enum WindowFeatures {
         compute(trace, windowNs: windowNs, names: names(set))
     }
 
-    /// The named features (each one of `extendedNames`), in that order.
+    /// The named features (each one of `allNames`), in that order.
     public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, names: [String]) -> FeatureTable {
-        let published = names.allSatisfy { publishedNames.contains($0) }
-        let full = computeAll(trace, windowNs: windowNs, extended: !published)
-        return full.selecting(names)
+        let level: Level = names.allSatisfy { publishedNames.contains($0) } ? .published
+            : names.allSatisfy { extendedNames.contains($0) } ? .extended : .context
+        return computeAll(trace, windowNs: windowNs, level: level).selecting(names)
+    }
+
+    /// How much to compute: the published five, the extended set, or everything.
+    enum Level: Int, Comparable {
+        case published, extended, context
+        static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
     }
 
     /// Time constants of the context averages, seconds.
@@ -110,8 +124,9 @@ public enum WindowFeatures {
     static let overwriteLookbackNs: UInt64 = 10_000_000_000
     static let rewriteLookbackNs: UInt64 = 30_000_000_000
 
-    static func computeAll(_ trace: BlockTrace, windowNs: UInt64, extended: Bool) -> FeatureTable {
-        let names = extended ? extendedNames : publishedNames
+    static func computeAll(_ trace: BlockTrace, windowNs: UInt64, level: Level) -> FeatureTable {
+        let extended = level >= .extended, context = level == .context
+        let names = context ? allNames : extended ? extendedNames : publishedNames
         var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
         guard let span = trace.span, windowNs > 0 else { return table }
         let secs = Double(windowNs) / 1e9
@@ -170,11 +185,12 @@ public enum WindowFeatures {
                 if age <= overwriteLookbackNs { oarN[w] += 1 }
                 if age <= rewriteLookbackNs { rewriteN[w] += 1 }
             }
-            if written.insert(block).inserted { newN[w] += 1 }
             if a.lba == prevEnd { seqN[w] += 1 }
             prevEnd = a.lba + UInt64(a.size + 511) / 512
             wMin[w] = min(wMin[w], a.lba)
             wMax[w] = max(wMax[w], a.lba)
+            guard context else { continue }
+            if written.insert(block).inserted { newN[w] += 1 }
             let x = Double(a.lba)
             lbaSum[w] += x
             lbaSq[w] += x * x
@@ -205,6 +221,10 @@ public enum WindowFeatures {
                 while let first = history.first, Double(window) - first[5] >= 10 { history.removeFirst() }
                 for k in 0..<5 { rolling[k] = history.reduce(0) { $0 + $1[k] } / 10 }
 
+                table.values += [Float(high), Float(ratio), Float(oar), Float(seq), Float(spread)]
+                for k in 0..<5 { table.values.append(Float(rolling[k])) }
+            }
+            if context {
                 let gap = window - previous
                 previous = window
                 let x = Quantities(readBytes: rBytes, writeBytes: wBytes, writes: wN, reads: r[w].n, highBytes: highBytes[w],
@@ -214,8 +234,6 @@ public enum WindowFeatures {
                 long.add(x, gap: gap)
                 let s = short.mean, l = long.mean
                 let row: [Double] = [
-                    high, ratio, oar, seq, spread,
-                    rolling[0], rolling[1], rolling[2], rolling[3], rolling[4],
                     s.readBytes / secs, s.writeBytes / secs, l.readBytes / secs, l.writeBytes / secs,
                     share(s.writeBytes, s.readBytes + s.writeBytes), share(l.writeBytes, l.readBytes + l.writeBytes),
                     short.active, long.active,
@@ -231,6 +249,33 @@ public enum WindowFeatures {
             table.writtenBytes.append(UInt64(wBytes))
         }
         return table
+    }
+
+    /// A stacked model's extra inputs: the first stage's window probabilities averaged over the last 5 s and 30 s.
+    public static let verdictNames = ["verdict_5s", "verdict_30s"]
+
+    /// `table` with two more columns (`verdictNames`): the moving averages of
+    /// `probabilities` (one per row) over time, as the context averages are
+    /// made (idle windows count as zeros; divided by the weight of the time seen).
+    public static func addingVerdicts(_ probabilities: [Float], to table: FeatureTable, windowNs: UInt64) -> FeatureTable {
+        precondition(probabilities.count == table.rows)
+        let secs = Double(windowNs) / 1e9
+        var short = Averages(windowSeconds: secs, horizon: shortHorizon), long = Averages(windowSeconds: secs, horizon: longHorizon)
+        var out = FeatureTable(names: table.names + verdictNames, values: [], windowStart: table.windowStart, writtenBytes: table.writtenBytes)
+        out.values.reserveCapacity(table.rows * out.columns)
+        var previous: UInt64? = nil
+        for r in 0..<table.rows {
+            let start = table.windowStart[r]
+            let gap = previous.map { Int((start - $0) / max(windowNs, 1)) } ?? 0
+            previous = start
+            var x = Quantities()
+            x.writes = Double(probabilities[r])
+            short.add(x, gap: gap)
+            long.add(x, gap: gap)
+            out.values += table.row(r)
+            out.values += [Float(short.mean.writes), Float(long.mean.writes)]
+        }
+        return out
     }
 
     /// a / b, 0 when b is (nearly) nothing.

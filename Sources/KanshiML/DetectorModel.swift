@@ -40,11 +40,49 @@ public struct DetectorModel: Codable, Sendable {
     /// The classifier's own model: XGBoost JSON (base64), libsvm's model
     /// text, or the kNN training windows (JSON).
     public var payload: String
+    /// A stacked model's first stage (one model, same features, no rule of
+    /// its own): its window probabilities, averaged over the last 5 s and
+    /// 30 s (`WindowFeatures.verdictNames`), are added to the features this
+    /// model's classifier sees. Nil: one stage.
+    public var stage1: [DetectorModel]?
 
-    /// Trains on labelled feature tables (one per run).
+    /// Names of what the classifier sees: the features, then for a stacked model the verdict averages.
+    public var inputNames: [String] { featureNames + (stage1 == nil ? [] : WindowFeatures.verdictNames) }
+
+    /// Trains on labelled feature tables (one per run); `stacked`: two
+    /// stages, the second also seeing the first's verdicts over the last
+    /// seconds (the first stage's verdicts on the training runs come from a
+    /// grouped 3-fold cross-validation, as they would be on runs it never saw).
     public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
                              windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, ruleThreshold: Float? = nil,
-                             threads: Int = 2) throws -> DetectorModel {
+                             stacked: Bool = false, threads: Int = 2) throws -> DetectorModel {
+        guard stacked else {
+            return try trainOne(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs, ruleHorizon: ruleHorizon,
+                                ruleFraction: ruleFraction, ruleThreshold: ruleThreshold, threads: threads)
+        }
+        let base = try trainOne(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs, threads: threads)
+        var verdicts = [[Float]?](repeating: nil, count: tables.count)
+        let folds = GroupedFolds.assign(labels: labels, folds: min(3, max(labels.count, 2)), seed: 99)
+        for f in Set(folds).sorted() {
+            let train = labels.indices.filter { folds[$0] != f }, test = labels.indices.filter { folds[$0] == f }
+            guard Set(train.map { labels[$0] }).count == 2 else { continue }  // needs both classes
+            let m = try trainOne(kind, tables: train.map { tables[$0] }, labels: train.map { labels[$0] }, featureSet: featureSet,
+                                 windowNs: windowNs, threads: threads)
+            for i in test { verdicts[i] = try m.predict(tables[i]) }
+        }
+        let augmented = try tables.indices.map { i in
+            WindowFeatures.addingVerdicts(try verdicts[i] ?? base.predict(tables[i]), to: tables[i], windowNs: windowNs)
+        }
+        var m = try trainOne(kind, tables: augmented, labels: labels, featureSet: featureSet, windowNs: windowNs, ruleHorizon: ruleHorizon,
+                             ruleFraction: ruleFraction, ruleThreshold: ruleThreshold, threads: threads)
+        m.featureNames = base.featureNames
+        m.stage1 = [base]
+        return m
+    }
+
+    static func trainOne(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
+                         windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, ruleThreshold: Float? = nil,
+                         threads: Int = 2) throws -> DetectorModel {
         guard let first = tables.first else { throw AnalysisError.invalid("no training data") }
         let cols = first.columns
         var values: [Float] = [], y: [Float] = []
@@ -91,14 +129,18 @@ public struct DetectorModel: Codable, Sendable {
         guard table.names == featureNames else {
             throw AnalysisError.invalid("the model expects features \(featureNames), the data has \(table.names)")
         }
-        let scaled = Self.scale(Self.logTransform(table.values, logFeatures), mean: mean, std: std, columns: table.columns)
+        var input = table
+        if let first = stage1?.first {
+            input = WindowFeatures.addingVerdicts(try first.predict(table), to: table, windowNs: windowNs)
+        }
+        let scaled = Self.scale(Self.logTransform(input.values, logFeatures), mean: mean, std: std, columns: input.columns)
         switch classifier {
         case .rf, .gbdt:
             guard let bytes = Data(base64Encoded: payload) else { throw AnalysisError.invalid("the model's payload is not base64") }
             let booster = try Booster.load([UInt8](bytes))
-            return try booster.predict(try DMatrix(values: scaled, rows: table.rows, columns: table.columns))
+            return try booster.predict(try DMatrix(values: scaled, rows: input.rows, columns: input.columns))
         case .svm:
-            return try LibSVM.predict(modelText: payload, values: scaled, columns: table.columns)
+            return try LibSVM.predict(modelText: payload, values: scaled, columns: input.columns)
         case .knn:
             let knn = try JSONDecoder().decode(KNN.self, from: Data(payload.utf8))
             return try knn.predict(scaled)
@@ -163,8 +205,14 @@ public struct DetectorModel: Codable, Sendable {
         guard unknown.isEmpty else {
             throw AnalysisError.invalid("\(path): the model uses features this version does not compute: \(unknown.joined(separator: ", "))")
         }
-        guard m.logFeatures.count == m.featureNames.count, m.mean.count == m.featureNames.count, m.std.count == m.featureNames.count else {
-            throw AnalysisError.invalid("\(path): the model's scaling does not match its \(m.featureNames.count) features")
+        let inputs = m.inputNames.count
+        guard m.logFeatures.count == inputs, m.mean.count == inputs, m.std.count == inputs else {
+            throw AnalysisError.invalid("\(path): the model's scaling does not match its \(inputs) inputs")
+        }
+        if let s = m.stage1 {
+            guard s.count == 1, s[0].stage1 == nil, s[0].featureNames == m.featureNames, s[0].windowNs == m.windowNs,
+                  s[0].logFeatures.count == m.featureNames.count, s[0].mean.count == m.featureNames.count, s[0].std.count == m.featureNames.count
+            else { throw AnalysisError.invalid("\(path): the model's first stage does not match it") }
         }
         return m
     }

@@ -23,14 +23,14 @@ public enum RuleSelection {
     /// shortest median delay): how many windows, what fraction of them, and
     /// the probability a window needs to count.
     public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
-                             windowNs: UInt64, innerFolds: Int = 3, threads: Int = 2) throws -> (DetectorModel, Choice) {
+                             windowNs: UInt64, stacked: Bool = false, innerFolds: Int = 3, threads: Int = 2) throws -> (DetectorModel, Choice) {
         let folds = GroupedFolds.assign(labels: labels, folds: min(innerFolds, max(labels.count, 2)), seed: 1234)
         var held: [(probabilities: [Float], label: Label, table: FeatureTable)] = []
         for f in Set(folds).sorted() {
             let train = labels.indices.filter { folds[$0] != f }, test = labels.indices.filter { folds[$0] == f }
             guard Set(train.map { labels[$0] }).count == 2 else { continue }  // needs both classes
             let m = try DetectorModel.train(kind, tables: train.map { tables[$0] }, labels: train.map { labels[$0] },
-                                            featureSet: featureSet, windowNs: windowNs, threads: threads)
+                                            featureSet: featureSet, windowNs: windowNs, stacked: stacked, threads: threads)
             for i in test { held.append((try m.predict(tables[i]), labels[i], tables[i])) }
         }
         var best: Choice?
@@ -50,7 +50,7 @@ public enum RuleSelection {
         let choice = best ?? Choice(horizon: 15, fraction: 0.7, threshold: 0.5, falseAlarms: 0, missed: 0, medianDelayNs: nil)
         let model = try DetectorModel.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs,
                                             ruleHorizon: choice.horizon, ruleFraction: choice.fraction, ruleThreshold: choice.threshold,
-                                            threads: threads)
+                                            stacked: stacked, threads: threads)
         return (model, choice)
     }
 

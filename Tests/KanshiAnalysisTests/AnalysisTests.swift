@@ -153,7 +153,7 @@ final class Temp {
         let ext = WindowFeatures.compute(trace, set: .extended), st = WindowFeatures.compute(trace, set: .structural)
         #expect(st.names == WindowFeatures.structuralNames)
         #expect(!st.names.contains { $0.contains("entropy") })
-        #expect(st.names.count == ext.names.count - 7, "seven entropy features: mean, high fraction, and their 1 s, 5 s, 30 s averages")
+        #expect(st.names.count == ext.names.count - 4, "four entropy features: mean, high fraction, and their 1 s averages")
         #expect(st.rows == ext.rows)
         for r in 0..<st.rows {
             for (c, name) in st.names.enumerated() {
@@ -196,8 +196,9 @@ final class Temp {
     }
 
     @Test func contextAveragesOfKnownWindows() {
-        let t = WindowFeatures.compute(contextTrace(), windowNs: 100_000_000, set: .extended)
+        let t = WindowFeatures.compute(contextTrace(), windowNs: 100_000_000, set: .context)
         #expect(t.rows == 3)
+        #expect(t.names == WindowFeatures.extendedNames + WindowFeatures.contextNames)
         func col(_ r: Int, _ n: String) -> Double { Double(t.row(r)[t.row(r).startIndex + t.names.firstIndex(of: n)!]) }
         func near(_ a: Double, _ b: Double, _ what: String) { #expect(abs(a - b) <= 1e-5 * max(1, abs(b)), "\(what): \(a) != \(b)") }
         // Per 100 ms window the past keeps k = exp(-0.1 / horizon) and the window adds 1 - k of its own value;
@@ -241,16 +242,16 @@ final class Temp {
             if rng.next() % 3 == 0 { reads.append(Access(timeNs: t, lba: lba, size: 4096)) }
             else { writes.append(Access(timeNs: t, lba: lba, size: 4096, entropy: Float(rng.next() % 1000) / 1000)) }
         }
-        let whole = WindowFeatures.compute(BlockTrace(reads: reads, writes: writes), set: .extended)
+        let whole = WindowFeatures.compute(BlockTrace(reads: reads, writes: writes), set: .context)
         let cut: UInt64 = 9_000_000_000
         let prefix = WindowFeatures.compute(BlockTrace(reads: reads.filter { $0.timeNs < cut }, writes: writes.filter { $0.timeNs < cut }),
-                                            set: .extended)
+                                            set: .context)
         #expect(prefix.rows > 10 && prefix.rows < whole.rows)
         #expect(Array(whole.values.prefix(prefix.values.count)) == prefix.values)
     }
 
     @Test func namedColumnsAreTheSetsColumns() {
-        let ext = WindowFeatures.compute(contextTrace(), set: .extended)
+        let ext = WindowFeatures.compute(contextTrace(), set: .context)
         let names = ["write_bps_30s", "read_bps", "io_active_5s"]
         let some = WindowFeatures.compute(contextTrace(), names: names)
         #expect(some.names == names)
@@ -258,6 +259,20 @@ final class Temp {
             #expect(Array(some.row(r)) == names.map { ext.row(r)[ext.row(r).startIndex + ext.names.firstIndex(of: $0)!] })
         }
         #expect(WindowFeatures.unknown(["read_bps", "made_up"]) == ["made_up"])
+    }
+
+    @Test func verdictAveragesOfKnownWindows() {
+        // Windows 0, 1 and 4 (2 and 3 idle) with first-stage probabilities 1, 0.5 and 0.
+        let table = FeatureTable(names: ["x"], values: [7, 8, 9], windowStart: [1_000, 100_001_000, 400_001_000], writtenBytes: [0, 0, 0])
+        let t = WindowFeatures.addingVerdicts([1, 0.5, 0], to: table, windowNs: 100_000_000)
+        #expect(t.names == ["x", "verdict_5s", "verdict_30s"])
+        #expect(Array(t.row(0)) == [7, 1, 1], "the first window: its own verdict")
+        let k = exp(-0.1 / 5), a = 1 - k
+        let v1 = (a * k + a * 0.5) / (1 - k * k)
+        #expect(abs(Double(t.row(1)[t.row(1).startIndex + 1]) - v1) < 1e-6)
+        let v4 = (a * pow(k, 4) + a * 0.5 * pow(k, 3)) / (1 - pow(k, 5))
+        #expect(abs(Double(t.row(2)[t.row(2).startIndex + 1]) - v4) < 1e-6, "idle windows count as zeros")
+        #expect(t.row(2).first == 9 && t.windowStart == table.windowStart)
     }
 
     @Test func journalsReadLikeTheDataset() throws {
@@ -349,6 +364,29 @@ final class Temp {
         #expect(strict.falseAlarms == 0 && strict.missed == 0 && strict.medianDelayNs == 100_000_000)
         let tooStrict = RuleSelection.judge(held, threshold: 0.8, horizon: 3, fraction: 1, windowNs: 100_000_000)
         #expect(tooStrict.missed == 1 && tooStrict.medianDelayNs == nil, "window 2 breaks every run of three")
+    }
+
+    @Test(arguments: [ClassifierKind.gbdt, .knn])
+    func stackedModelsTrainPredictAndRoundTrip(_ kind: ClassifierKind) throws {
+        let tables = (0..<6).map { synthetic(300, ransomware: $0 % 2 == 0, seed: UInt64(20 + $0)) }
+        let labels: [Label] = (0..<6).map { $0 % 2 == 0 ? .ransomware : .benign }
+        let model = try DetectorModel.train(kind, tables: tables, labels: labels, featureSet: .extended, windowNs: 100_000_000,
+                                            stacked: true, threads: 1)
+        #expect(model.stage1?.count == 1 && model.featureNames == tables[0].names)
+        #expect(model.inputNames == tables[0].names + ["verdict_5s", "verdict_30s"] && model.mean.count == model.inputNames.count)
+        let testR = synthetic(200, ransomware: true, seed: 97), testB = synthetic(200, ransomware: false, seed: 96)
+        let pR = try model.predict(testR), pB = try model.predict(testB)
+        #expect(pR.filter { $0 >= 0.5 }.count > pR.count * 9 / 10)
+        #expect(pB.filter { $0 < 0.5 }.count > pB.count * 9 / 10)
+        let path = NSTemporaryDirectory() + "kanshi-model-" + UUID().uuidString + ".json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try model.save(to: path)
+        #expect(try DetectorModel.load(from: path).predict(testR) == pR)
+        // A first stage that does not fit the model is refused.
+        var broken = model
+        broken.stage1![0].featureNames.removeLast()
+        try broken.save(to: path)
+        #expect(throws: AnalysisError.self) { try DetectorModel.load(from: path) }
     }
 
     @Test func badModelFilesAreRefused() throws {

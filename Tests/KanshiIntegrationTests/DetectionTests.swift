@@ -78,6 +78,18 @@ enum RanSAP {
                            "--rule-threshold", "1.5"])
         #expect(!out.ok && out.stderr.contains("--rule-threshold must be in (0, 1), got 1.5"), "\(out.stderr)")
     }
+
+    @Test func droppedFeaturesMustBeInTheSet() throws {
+        let s = Scratch("baddrop")
+        let bad = try run([Paths.kanshi, "cross-validate", "--dataset", s.path, "--features", "structural", "--drop-features", "write_bps,made_up"])
+        #expect(!bad.ok && bad.stderr.contains("--drop-features: 'made_up' is not a feature of the structural set"), "\(bad.stderr)")
+        let entropy = try run([Paths.kanshi, "train", "--dataset", s.path, "--model", s.file("m.json"), "--features", "structural",
+                               "--drop-features", "write_entropy_mean"])
+        #expect(!entropy.ok && entropy.stderr.contains("'write_entropy_mean' is not a feature of the structural set"), "\(entropy.stderr)")
+        let all = WindowFeatures.names(.published).joined(separator: ",")
+        let none = try run([Paths.kanshi, "train", "--dataset", s.path, "--model", s.file("m.json"), "--features", "published", "--drop-features", all])
+        #expect(!none.ok && none.stderr.contains("--drop-features leaves no feature"), "\(none.stderr)")
+    }
 }
 
 @Suite struct JournalAsDatasetTests {
