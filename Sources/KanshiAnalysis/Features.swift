@@ -107,9 +107,21 @@ public enum WindowFeatures {
 
     /// The named features (each one of `allNames`), in that order.
     public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, names: [String]) -> FeatureTable {
-        let level: Level = names.allSatisfy { publishedNames.contains($0) } ? .published
-            : names.allSatisfy { extendedNames.contains($0) } ? .extended : .context
-        return computeAll(trace, windowNs: windowNs, level: level).selecting(names)
+        computeAll(trace, windowNs: windowNs, level: level(of: names)).selecting(names)
+    }
+
+    /// The least that must be computed for these names.
+    static func level(of names: [String]) -> Level {
+        names.allSatisfy { publishedNames.contains($0) } ? .published : names.allSatisfy { extendedNames.contains($0) } ? .extended : .context
+    }
+
+    /// Everything computed at a level.
+    static func names(of level: Level) -> [String] {
+        switch level {
+        case .published: publishedNames
+        case .extended: extendedNames
+        case .context: allNames
+        }
     }
 
     /// How much to compute: the published five, the extended set, or everything.
@@ -126,10 +138,9 @@ public enum WindowFeatures {
 
     static func computeAll(_ trace: BlockTrace, windowNs: UInt64, level: Level) -> FeatureTable {
         let extended = level >= .extended, context = level == .context
-        let names = context ? allNames : extended ? extendedNames : publishedNames
+        let names = names(of: level)
         var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
         guard let span = trace.span, windowNs > 0 else { return table }
-        let secs = Double(windowNs) / 1e9
         // Only windows with I/O get a slot, so a recording with a gap of days
         // (or a bogus timestamp) costs nothing for the empty time between.
         let windowOf = { (a: Access) in Int((a.timeNs - span.start) / windowNs) }
@@ -196,57 +207,15 @@ public enum WindowFeatures {
             lbaSq[w] += x * x
         }
 
-        var rolling = [Double](repeating: 0, count: 5)
-        var history: [[Double]] = []
-        // Context averages: one value per quantity and horizon.
-        var short = Averages(windowSeconds: secs, horizon: shortHorizon), long = Averages(windowSeconds: secs, horizon: longHorizon)
+        var rows = RowBuilder(level: level, windowNs: windowNs)
         table.values.reserveCapacity(count * names.count)
-        var previous = occupied.first ?? 0
         for w in 0..<count {
-            let window = occupied[w]
-            let rBytes = r[w].bytes, wBytes = wr[w].bytes, wN = wr[w].n
-            let rbps = rBytes / secs, wbps = wBytes / secs
-            let rvar = r[w].variance, wvar = wr[w].variance
-            let ent = wN > 0 ? entSum[w] / wN : 0
-            table.values += [Float(rbps), Float(wbps), Float(rvar), Float(wvar), Float(ent)]
-            if extended {
-                let high = wBytes > 0 ? highBytes[w] / wBytes : 0
-                let ratio = wBytes / (rBytes + 4096)
-                let oar = wN > 0 ? oarN[w] / wN : 0
-                let seq = wN > 0 ? seqN[w] / wN : 0
-                let spread = wN > 0 ? Double(wMax[w] - wMin[w]) : 0
-                // Moving means over the last 10 windows of time (idle windows count as zeros).
-                let current = [rbps, wbps, ent, high, oar]
-                history.append(current + [Double(window)])
-                while let first = history.first, Double(window) - first[5] >= 10 { history.removeFirst() }
-                for k in 0..<5 { rolling[k] = history.reduce(0) { $0 + $1[k] } / 10 }
-
-                table.values += [Float(high), Float(ratio), Float(oar), Float(seq), Float(spread)]
-                for k in 0..<5 { table.values.append(Float(rolling[k])) }
-            }
-            if context {
-                let gap = window - previous
-                previous = window
-                let x = Quantities(readBytes: rBytes, writeBytes: wBytes, writes: wN, reads: r[w].n, highBytes: highBytes[w],
-                                   entropySum: entSum[w], overwrites: oarN[w], rewrites: rewriteN[w], newBlocks: newN[w],
-                                   sequential: seqN[w], lbaSum: lbaSum[w], lbaSquares: lbaSq[w])
-                short.add(x, gap: gap)
-                long.add(x, gap: gap)
-                let s = short.mean, l = long.mean
-                let row: [Double] = [
-                    s.readBytes / secs, s.writeBytes / secs, l.readBytes / secs, l.writeBytes / secs,
-                    share(s.writeBytes, s.readBytes + s.writeBytes), share(l.writeBytes, l.readBytes + l.writeBytes),
-                    short.active, long.active,
-                    share(s.overwrites, s.writes), share(l.overwrites, l.writes),
-                    share(l.rewrites, l.reads), l.rewrites / secs,
-                    share(s.newBlocks, s.writes), share(l.newBlocks, l.writes),
-                    share(s.sequential, s.writes), l.lbaVariance,
-                    share(s.highBytes, s.writeBytes), share(l.highBytes, l.writeBytes), share(l.entropySum, l.writes),
-                ]
-                for v in row { table.values.append(Float(v)) }
-            }
-            table.windowStart.append(span.start + UInt64(window) * windowNs)
-            table.writtenBytes.append(UInt64(wBytes))
+            let acc = WindowAccumulator(reads: r[w], writes: wr[w], entropySum: entSum[w], highBytes: highBytes[w], overwrites: oarN[w],
+                                        rewrites: rewriteN[w], newBlocks: newN[w], sequential: seqN[w], lbaSum: lbaSum[w],
+                                        lbaSquares: lbaSq[w], minLBA: wMin[w], maxLBA: wMax[w])
+            rows.append(acc, window: occupied[w], to: &table.values)
+            table.windowStart.append(span.start + UInt64(occupied[w]) * windowNs)
+            table.writtenBytes.append(UInt64(wr[w].bytes))
         }
         return table
     }
@@ -280,6 +249,74 @@ public enum WindowFeatures {
 
     /// a / b, 0 when b is (nearly) nothing.
     @inline(__always) static func share(_ a: Double, _ b: Double) -> Double { b > 1e-12 ? min(a / b, 1) : 0 }
+}
+
+/// What the accesses of one window add up to.
+struct WindowAccumulator {
+    var reads = Moments(), writes = Moments()
+    var entropySum = 0.0, highBytes = 0.0, overwrites = 0.0, rewrites = 0.0, newBlocks = 0.0, sequential = 0.0
+    var lbaSum = 0.0, lbaSquares = 0.0
+    var minLBA = UInt64.max, maxLBA: UInt64 = 0
+}
+
+/// Turns each window's accumulator into its row, in time order: the part of
+/// the features that looks back over earlier windows (moving means, context
+/// averages) lives here, shared by `WindowFeatures.compute` and `FeatureStream`.
+struct RowBuilder {
+    let level: WindowFeatures.Level
+    let secs: Double
+    private var rolling = [Double](repeating: 0, count: 5)
+    private var history: [[Double]] = []
+    private var short: Averages, long: Averages
+    private var previous: Int?
+
+    init(level: WindowFeatures.Level, windowNs: UInt64) {
+        self.level = level
+        secs = Double(windowNs) / 1e9
+        short = Averages(windowSeconds: secs, horizon: WindowFeatures.shortHorizon)
+        long = Averages(windowSeconds: secs, horizon: WindowFeatures.longHorizon)
+    }
+
+    /// Appends the row of window number `window` (windows count from the first access).
+    mutating func append(_ a: WindowAccumulator, window: Int, to values: inout [Float]) {
+        let rBytes = a.reads.bytes, wBytes = a.writes.bytes, wN = a.writes.n
+        let rbps = rBytes / secs, wbps = wBytes / secs
+        let ent = wN > 0 ? a.entropySum / wN : 0
+        values += [Float(rbps), Float(wbps), Float(a.reads.variance), Float(a.writes.variance), Float(ent)]
+        guard level >= .extended else { return }
+        let high = wBytes > 0 ? a.highBytes / wBytes : 0
+        let ratio = wBytes / (rBytes + 4096)
+        let oar = wN > 0 ? a.overwrites / wN : 0
+        let seq = wN > 0 ? a.sequential / wN : 0
+        let spread = wN > 0 ? Double(a.maxLBA - a.minLBA) : 0
+        // Moving means over the last 10 windows of time (idle windows count as zeros).
+        history.append([rbps, wbps, ent, high, oar, Double(window)])
+        while let first = history.first, Double(window) - first[5] >= 10 { history.removeFirst() }
+        for k in 0..<5 { rolling[k] = history.reduce(0) { $0 + $1[k] } / 10 }
+        values += [Float(high), Float(ratio), Float(oar), Float(seq), Float(spread)]
+        for k in 0..<5 { values.append(Float(rolling[k])) }
+        guard level == .context else { return }
+        let gap = previous.map { window - $0 } ?? 0
+        previous = window
+        let x = Quantities(readBytes: rBytes, writeBytes: wBytes, writes: wN, reads: a.reads.n, highBytes: a.highBytes,
+                           entropySum: a.entropySum, overwrites: a.overwrites, rewrites: a.rewrites, newBlocks: a.newBlocks,
+                           sequential: a.sequential, lbaSum: a.lbaSum, lbaSquares: a.lbaSquares)
+        short.add(x, gap: gap)
+        long.add(x, gap: gap)
+        let s = short.mean, l = long.mean
+        let share = WindowFeatures.share
+        let row: [Double] = [
+            s.readBytes / secs, s.writeBytes / secs, l.readBytes / secs, l.writeBytes / secs,
+            share(s.writeBytes, s.readBytes + s.writeBytes), share(l.writeBytes, l.readBytes + l.writeBytes),
+            short.active, long.active,
+            share(s.overwrites, s.writes), share(l.overwrites, l.writes),
+            share(l.rewrites, l.reads), l.rewrites / secs,
+            share(s.newBlocks, s.writes), share(l.newBlocks, l.writes),
+            share(s.sequential, s.writes), l.lbaVariance,
+            share(s.highBytes, s.writeBytes), share(l.highBytes, l.writeBytes), share(l.entropySum, l.writes),
+        ]
+        for v in row { values.append(Float(v)) }
+    }
 }
 
 /// What one window adds to the context averages.

@@ -275,6 +275,69 @@ final class Temp {
         #expect(t.row(2).first == 9 && t.windowStart == table.windowStart)
     }
 
+    /// Random reads and writes over 20 s, some at the same time, some gaps of seconds.
+    func randomTrace(seed: UInt64) -> BlockTrace {
+        var rng = SplitMix(seed: seed)
+        var reads: [Access] = [], writes: [Access] = []
+        var t: UInt64 = 1_000_000_000
+        for _ in 0..<4000 {
+            t += rng.next() % 50 == 0 ? rng.next() % 3_000_000_000 : rng.next() % 4_000_000
+            let lba = (rng.next() % 3000) * 8
+            if rng.next() % 3 == 0 { reads.append(Access(timeNs: t, lba: lba, size: 4096)) }
+            writes.append(Access(timeNs: t, lba: rng.next() % 2 == 0 ? lba : lba + 8, size: 4096, entropy: Float(rng.next() % 1000) / 1000))
+        }
+        return BlockTrace(reads: reads, writes: writes)
+    }
+
+    /// The trace's accesses in time order, reads first at the same time.
+    func merged(_ trace: BlockTrace) -> [(Access, Bool)] {
+        var out: [(Access, Bool)] = []
+        var r = 0, w = 0
+        while r < trace.reads.count || w < trace.writes.count {
+            if w >= trace.writes.count || (r < trace.reads.count && trace.reads[r].timeNs <= trace.writes[w].timeNs) {
+                out.append((trace.reads[r], false)); r += 1
+            } else {
+                out.append((trace.writes[w], true)); w += 1
+            }
+        }
+        return out
+    }
+
+    @Test(arguments: FeatureSet.allCases)
+    func theStreamGivesTheRowsOfTheWholeTrace(_ set: FeatureSet) {
+        let trace = randomTrace(seed: 5)
+        let batch = WindowFeatures.compute(trace, set: set)
+        var stream = FeatureStream(windowNs: 100_000_000, names: WindowFeatures.names(set))
+        var seen = 0
+        for (i, (a, isWrite)) in merged(trace).enumerated() {
+            if isWrite { stream.add(write: a) } else { stream.add(read: a) }
+            if i % 500 == 499 {
+                // Closed rows are final: they are already the whole trace's rows.
+                let part = stream.table(from: seen)
+                let closed = stream.closedRows - seen
+                #expect(Array(part.values.prefix(closed * part.columns)) == Array(batch.values[(seen * batch.columns)..<(stream.closedRows * batch.columns)]))
+                seen = stream.closedRows
+            }
+        }
+        let all = stream.table()
+        #expect(all.names == batch.names && all.rows == batch.rows && batch.rows > 100)
+        #expect(all.values == batch.values)
+        #expect(all.windowStart == batch.windowStart && all.writtenBytes == batch.writtenBytes)
+    }
+
+    @Test func theStreamReadsJournalEventsAsTheTraceDoes() {
+        var stream = FeatureStream(windowNs: 100_000_000, names: WindowFeatures.structuralNames)
+        var trace = BlockTrace(reads: [], writes: [])
+        let events = [BlockEvent(operation: .read, timeNs: 10, lba: 0, length: 8192),
+                      BlockEvent(operation: .write, timeNs: 20, lba: 0, length: 12288, entropies: [0.1, 0.95, 0.5]),
+                      BlockEvent(operation: .flush, timeNs: 30, lba: 0, length: 0),
+                      BlockEvent(operation: .write, timeNs: 150_000_000, lba: 24, length: 4096, entropies: [1])]
+        for e in events { stream.append(e); trace.append(e) }
+        let a = stream.table(), b = WindowFeatures.compute(trace, set: .structural)
+        #expect(a.rows == 2 && a.values == b.values && a.writtenBytes == [12288, 4096])
+        #expect(stream.closedRows == 1, "the second window is still open")
+    }
+
     @Test func journalsReadLikeTheDataset() throws {
         let dir = NSTemporaryDirectory() + "kanshi-analysis-j-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }
