@@ -21,9 +21,10 @@ public enum RuleSelection {
     /// Trains a model with the rule chosen by `innerFolds`-fold grouped
     /// cross-validation on these runs (fewest wrong run verdicts, then the
     /// shortest median delay): how many windows, what fraction of them, and
-    /// the probability a window needs to count.
+    /// the probability a window needs to count (one of `thresholds`).
     public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
-                             windowNs: UInt64, stacked: Bool = false, innerFolds: Int = 3, threads: Int = 2) throws -> (DetectorModel, Choice) {
+                             windowNs: UInt64, stacked: Bool = false, thresholds: [Float] = thresholds, innerFolds: Int = 3,
+                             threads: Int = 2) throws -> (DetectorModel, Choice) {
         let folds = GroupedFolds.assign(labels: labels, folds: min(innerFolds, max(labels.count, 2)), seed: 1234)
         var held: [(probabilities: [Float], label: Label, table: FeatureTable)] = []
         for f in Set(folds).sorted() {

@@ -57,17 +57,14 @@ struct RuleOptions: ParsableArguments {
     var ruleHorizon: Int?
     @Option(help: "Run-level rule: the fraction of those that must be ransomware to flag the run.")
     var ruleFraction: Double?
-    @Option(help: "Run-level rule: the probability a window needs to count as ransomware (with --rule-horizon and --rule-fraction; default 0.5).")
+    @Option(help: "Run-level rule: the probability a window needs to count as ransomware. Without --rule-horizon and --rule-fraction, those are chosen by cross-validation for this threshold; without any of the three, all are chosen (threshold 0.5 to 0.95).")
     var ruleThreshold: Float?
 
     func validate() throws {
         if (ruleHorizon == nil) != (ruleFraction == nil) { throw ValidationError("give both --rule-horizon and --rule-fraction, or neither (chosen by cross-validation)") }
         if let h = ruleHorizon, h < 1 { throw ValidationError("--rule-horizon must be at least 1") }
         if let f = ruleFraction, !(f > 0 && f <= 1) { throw ValidationError("--rule-fraction must be in (0, 1]") }
-        if let t = ruleThreshold {
-            if ruleHorizon == nil { throw ValidationError("--rule-threshold needs --rule-horizon and --rule-fraction (without them all three are chosen by cross-validation)") }
-            if !(t > 0 && t < 1) { throw ValidationError("--rule-threshold must be in (0, 1), got \(t)") }
-        }
+        if let t = ruleThreshold, !(t > 0 && t < 1) { throw ValidationError("--rule-threshold must be in (0, 1), got \(t)") }
     }
 
     /// Trains with the fixed rule, or chooses it on the training runs.
@@ -78,7 +75,7 @@ struct RuleOptions: ParsableArguments {
                                            ruleHorizon: h, ruleFraction: f, ruleThreshold: ruleThreshold ?? 0.5, stacked: stacked)
         }
         let (m, c) = try RuleSelection.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs,
-                                             stacked: stacked)
+                                             stacked: stacked, thresholds: ruleThreshold.map { [$0] } ?? RuleSelection.thresholds)
         if !quiet {
             Output.error("rule chosen on the training runs: \(c.horizon) windows at \(Int(c.fraction * 100)) % over p \(c.threshold) (inner folds: \(c.falseAlarms) benign flagged, \(c.missed) ransomware missed)")
         }

@@ -402,6 +402,10 @@ final class Temp {
         #expect(RuleSelection.horizons.contains(choice.horizon))
         // Shortest delay wins among error-free rules: nothing faster than the chosen one is error-free on such data.
         #expect(choice.horizon <= 5, "chose \(choice.horizon) windows")
+        #expect(model.ruleThreshold == choice.threshold && RuleSelection.thresholds.contains(choice.threshold))
+        let (fixed, c2) = try RuleSelection.train(.gbdt, tables: tables, labels: labels, featureSet: .extended,
+                                                  windowNs: 100_000_000, thresholds: [0.55], threads: 1)
+        #expect(c2.threshold == 0.55 && fixed.ruleThreshold == 0.55, "a given threshold is kept, horizon and fraction chosen for it")
     }
 
     @Test func theRuleCountsWindowsOverItsOwnThreshold() throws {
