@@ -1,3 +1,5 @@
+import Foundation
+
 /// Which features to compute per window.
 public enum FeatureSet: String, Sendable, Codable, CaseIterable {
     /// The five of the published method.
@@ -7,6 +9,10 @@ public enum FeatureSet: String, Sendable, Codable, CaseIterable {
     /// `extended` without any entropy feature: what is left when full-disk
     /// encryption makes every write look random.
     case structural
+    /// `extended` plus the 5 s and 30 s context averages
+    /// (`WindowFeatures.contextNames`): the best within one setup, but they
+    /// do not carry over to another one (see the README).
+    case context
 }
 
 /// Per-window features of a trace, row-major.
@@ -23,6 +29,19 @@ public struct FeatureTable: Sendable {
     public var columns: Int { names.count }
 
     public func row(_ i: Int) -> ArraySlice<Float> { values[(i * columns)..<((i + 1) * columns)] }
+
+    /// The same rows with only the named columns, in that order (each must be one of `names`).
+    public func selecting(_ wanted: [String]) -> FeatureTable {
+        guard wanted != names else { return self }
+        let index = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        let keep = wanted.map { index[$0]! }
+        var out = values
+        out.removeAll(keepingCapacity: true)
+        out.reserveCapacity(rows * keep.count)
+        let cols = columns
+        for r in 0..<rows { for c in keep { out.append(values[r * cols + c]) } }
+        return FeatureTable(names: wanted, values: out, windowStart: windowStart, writtenBytes: writtenBytes)
+    }
 }
 
 /// Cuts a trace into fixed windows and computes features for each window
@@ -30,13 +49,33 @@ public struct FeatureTable: Sendable {
 ///
 /// Published features (Hirano & Kobayashi 2019): read and write throughput
 /// (bytes/s), variance of read LBAs and of write LBAs, mean write entropy.
-/// Extended, ours: fraction of written bytes with entropy > 0.9; write/read
-/// byte ratio; fraction of written blocks read in the previous 10 s
-/// (overwrite after read); sequentiality of writes; the write LBA spread; and
-/// 1-second (10-window) moving means of throughput, entropy, high-entropy
-/// fraction and overwrite-after-read, so bursts are seen over a longer horizon.
+///
+/// Extended, ours, per window: fraction of written bytes with entropy > 0.9;
+/// write/read byte ratio; fraction of written blocks read in the previous
+/// 10 s (overwrite after read); sequentiality of writes; the write LBA spread;
+/// and 1-second (10-window) moving means of throughput, entropy, high-entropy
+/// fraction and overwrite-after-read.
+///
+/// Context, ours: what the run has been doing over the last seconds, so a
+/// quiet window in the middle of an attack is judged with the attack around
+/// it. Exponential moving averages over 5 s and 30 s (time constants; idle
+/// windows count as zeros, so the averages decay through silence) of read
+/// and write throughput, of the share of the bytes that are writes, of the
+/// fraction of time with any I/O, of overwrite-after-read, of writes to
+/// blocks read in the previous 30 s, of writes to blocks not written before
+/// in the recording, of write sequentiality and of the variance of written
+/// LBAs; and of the high-entropy fraction and mean write entropy. Every
+/// feature uses only the past and the window itself, so the live detector
+/// computes the same values as the offline one.
 public enum WindowFeatures {
     public static let publishedNames = ["read_bps", "write_bps", "read_lba_var", "write_lba_var", "write_entropy_mean"]
+    public static let contextNames = [
+        "read_bps_5s", "write_bps_5s", "read_bps_30s", "write_bps_30s", "write_share_5s", "write_share_30s",
+        "io_active_5s", "io_active_30s", "overwrite_after_read_5s", "overwrite_after_read_30s",
+        "rewrite_of_read_30s", "rewrite_of_read_rate_30s", "new_block_frac_5s", "new_block_frac_30s",
+        "write_sequential_frac_5s", "write_lba_var_30s",
+        "high_entropy_frac_5s", "high_entropy_frac_30s", "write_entropy_30s",
+    ]
     public static let extendedNames = publishedNames + [
         "high_entropy_frac", "write_read_ratio", "overwrite_after_read", "write_sequential_frac", "write_lba_spread",
         "read_bps_1s", "write_bps_1s", "write_entropy_1s", "high_entropy_frac_1s", "overwrite_after_read_1s",
@@ -44,31 +83,64 @@ public enum WindowFeatures {
 
     public static let structuralNames = extendedNames.filter { !$0.contains("entropy") }
 
+    /// Every feature this version computes, in the order it computes them.
+    public static let allNames = extendedNames + contextNames
+
     public static func names(_ set: FeatureSet) -> [String] {
         switch set {
         case .published: publishedNames
         case .extended: extendedNames
         case .structural: structuralNames
+        case .context: allNames
         }
     }
 
+    /// The names among `names` that this build does not compute.
+    public static func unknown(_ names: [String]) -> [String] {
+        let known = Set(allNames)
+        return names.filter { !known.contains($0) }
+    }
+
     public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, set: FeatureSet = .extended) -> FeatureTable {
-        if set == .structural {
-            // The extended table with the entropy columns left out.
-            var t = compute(trace, windowNs: windowNs, set: .extended)
-            let keep = t.names.indices.filter { !t.names[$0].contains("entropy") }
-            let cols = t.columns
-            var values: [Float] = []
-            values.reserveCapacity(t.rows * keep.count)
-            for r in 0..<t.rows { for c in keep { values.append(t.values[r * cols + c]) } }
-            t.values = values
-            t.names = keep.map { t.names[$0] }
-            return t
+        compute(trace, windowNs: windowNs, names: names(set))
+    }
+
+    /// The named features (each one of `allNames`), in that order.
+    public static func compute(_ trace: BlockTrace, windowNs: UInt64 = 100_000_000, names: [String]) -> FeatureTable {
+        computeAll(trace, windowNs: windowNs, level: level(of: names)).selecting(names)
+    }
+
+    /// The least that must be computed for these names.
+    static func level(of names: [String]) -> Level {
+        names.allSatisfy { publishedNames.contains($0) } ? .published : names.allSatisfy { extendedNames.contains($0) } ? .extended : .context
+    }
+
+    /// Everything computed at a level.
+    static func names(of level: Level) -> [String] {
+        switch level {
+        case .published: publishedNames
+        case .extended: extendedNames
+        case .context: allNames
         }
-        let names = names(set)
+    }
+
+    /// How much to compute: the published five, the extended set, or everything.
+    enum Level: Int, Comparable {
+        case published, extended, context
+        static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    /// Time constants of the context averages, seconds.
+    static let shortHorizon = 5.0, longHorizon = 30.0
+    /// How far back a read makes a later write of the same block an overwrite after read (ns).
+    static let overwriteLookbackNs: UInt64 = 10_000_000_000
+    static let rewriteLookbackNs: UInt64 = 30_000_000_000
+
+    static func computeAll(_ trace: BlockTrace, windowNs: UInt64, level: Level) -> FeatureTable {
+        let extended = level >= .extended, context = level == .context
+        let names = names(of: level)
         var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
         guard let span = trace.span, windowNs > 0 else { return table }
-        let secs = Double(windowNs) / 1e9
         // Only windows with I/O get a slot, so a recording with a gap of days
         // (or a bogus timestamp) costs nothing for the empty time between.
         let windowOf = { (a: Access) in Int((a.timeNs - span.start) / windowNs) }
@@ -90,8 +162,9 @@ public enum WindowFeatures {
         var r = [Moments](repeating: Moments(), count: count), wr = [Moments](repeating: Moments(), count: count)
         var entSum = [Double](repeating: 0, count: count), highBytes = [Double](repeating: 0, count: count)
         var oarN = [Double](repeating: 0, count: count), seqN = [Double](repeating: 0, count: count)
+        var rewriteN = [Double](repeating: 0, count: count), newN = [Double](repeating: 0, count: count)
+        var lbaSum = [Double](repeating: 0, count: count), lbaSq = [Double](repeating: 0, count: count)
         var wMin = [UInt64](repeating: .max, count: count), wMax = [UInt64](repeating: 0, count: count)
-        let extended = set == .extended
 
         var slot = 0
         for a in trace.reads {
@@ -102,6 +175,7 @@ public enum WindowFeatures {
         slot = 0
         // Overwrite after read: merge the two time-sorted streams.
         var lastRead: [UInt64: UInt64] = [:]
+        var written = Set<UInt64>()
         var ri = 0
         var prevEnd: UInt64 = .max
         for a in trace.writes {
@@ -116,60 +190,63 @@ public enum WindowFeatures {
                 lastRead[trace.reads[ri].lba >> 3] = trace.reads[ri].timeNs
                 ri += 1
             }
-            if let t = lastRead[a.lba >> 3], a.timeNs - t <= 10_000_000_000 { oarN[w] += 1 }
+            let block = a.lba >> 3
+            if let t = lastRead[block] {
+                let age = a.timeNs - t
+                if age <= overwriteLookbackNs { oarN[w] += 1 }
+                if age <= rewriteLookbackNs { rewriteN[w] += 1 }
+            }
             if a.lba == prevEnd { seqN[w] += 1 }
             prevEnd = a.lba + UInt64(a.size + 511) / 512
             wMin[w] = min(wMin[w], a.lba)
             wMax[w] = max(wMax[w], a.lba)
+            guard context else { continue }
+            if written.insert(block).inserted { newN[w] += 1 }
+            let x = Double(a.lba)
+            lbaSum[w] += x
+            lbaSq[w] += x * x
         }
 
-        var rolling = [Double](repeating: 0, count: 5)
-        var history: [[Double]] = []
-        table.values.reserveCapacity(count * names.count / 4)
+        var rows = RowBuilder(level: level, windowNs: windowNs)
+        table.values.reserveCapacity(count * names.count)
         for w in 0..<count {
-            let window = occupied[w]
-            let rBytes = r[w].bytes, wBytes = wr[w].bytes, wN = wr[w].n
-            let rbps = rBytes / secs, wbps = wBytes / secs
-            let rvar = r[w].variance, wvar = wr[w].variance
-            let ent = wN > 0 ? entSum[w] / wN : 0
-            var row = [rbps, wbps, rvar, wvar, ent]
-            if extended {
-                let high = wBytes > 0 ? highBytes[w] / wBytes : 0
-                let ratio = wBytes / (rBytes + 4096)
-                let oar = wN > 0 ? oarN[w] / wN : 0
-                let seq = wN > 0 ? seqN[w] / wN : 0
-                let spread = wN > 0 ? Double(wMax[w] - wMin[w]) : 0
-                row += [high, ratio, oar, seq, spread]
-                // Moving means over the last 10 windows of time (idle windows count as zeros).
-                let current = [rbps, wbps, ent, high, oar]
-                history.append(current + [Double(window)])
-                while let first = history.first, Double(window) - first[5] >= 10 { history.removeFirst() }
-                for k in 0..<5 { rolling[k] = history.reduce(0) { $0 + $1[k] } / 10 }
-                row += rolling
-            }
-            table.values += row.map { Float($0) }
-            table.windowStart.append(span.start + UInt64(window) * windowNs)
-            table.writtenBytes.append(UInt64(wBytes))
+            let acc = WindowAccumulator(reads: r[w], writes: wr[w], entropySum: entSum[w], highBytes: highBytes[w], overwrites: oarN[w],
+                                        rewrites: rewriteN[w], newBlocks: newN[w], sequential: seqN[w], lbaSum: lbaSum[w],
+                                        lbaSquares: lbaSq[w], minLBA: wMin[w], maxLBA: wMax[w])
+            rows.append(acc, window: occupied[w], to: &table.values)
+            table.windowStart.append(span.start + UInt64(occupied[w]) * windowNs)
+            table.writtenBytes.append(UInt64(wr[w].bytes))
         }
         return table
     }
-}
 
-/// Count, bytes, and running mean and variance of LBAs (Welford) of one window's accesses.
-struct Moments {
-    var n = 0.0
-    var bytes = 0.0
-    private var mean = 0.0
-    private var m2 = 0.0
+    /// A stacked model's extra inputs: the first stage's window probabilities averaged over the last 5 s and 30 s.
+    public static let verdictNames = ["verdict_5s", "verdict_30s"]
 
-    mutating func add(_ a: Access) {
-        n += 1
-        bytes += Double(a.size)
-        let x = Double(a.lba), d = x - mean
-        mean += d / n
-        m2 += d * (x - mean)
+    /// `table` with two more columns (`verdictNames`): the moving averages of
+    /// `probabilities` (one per row) over time, as the context averages are
+    /// made (idle windows count as zeros; divided by the weight of the time seen).
+    public static func addingVerdicts(_ probabilities: [Float], to table: FeatureTable, windowNs: UInt64) -> FeatureTable {
+        precondition(probabilities.count == table.rows)
+        let secs = Double(windowNs) / 1e9
+        var short = Averages(windowSeconds: secs, horizon: shortHorizon), long = Averages(windowSeconds: secs, horizon: longHorizon)
+        var out = FeatureTable(names: table.names + verdictNames, values: [], windowStart: table.windowStart, writtenBytes: table.writtenBytes)
+        out.values.reserveCapacity(table.rows * out.columns)
+        var previous: UInt64? = nil
+        for r in 0..<table.rows {
+            let start = table.windowStart[r]
+            let gap = previous.map { Int((start - $0) / max(windowNs, 1)) } ?? 0
+            previous = start
+            var x = Quantities()
+            x.writes = Double(probabilities[r])
+            short.add(x, gap: gap)
+            long.add(x, gap: gap)
+            out.values += table.row(r)
+            out.values += [Float(short.mean.writes), Float(long.mean.writes)]
+        }
+        return out
     }
 
-    /// Population variance of the LBAs (0 below two accesses).
-    var variance: Double { n > 1 ? m2 / n : 0 }
+    /// a / b, 0 when b is (nearly) nothing.
+    @inline(__always) static func share(_ a: Double, _ b: Double) -> Double { b > 1e-12 ? min(a / b, 1) : 0 }
 }

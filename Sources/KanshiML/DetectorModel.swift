@@ -34,13 +34,55 @@ public struct DetectorModel: Codable, Sendable {
     /// `ruleHorizon` windows with I/O are ransomware.
     public var ruleHorizon: Int
     public var ruleFraction: Double
+    /// The probability a window needs to count as ransomware for the
+    /// run-level rule (nil, as in models from before it was chosen: `threshold`).
+    public var ruleThreshold: Float?
     /// The classifier's own model: XGBoost JSON (base64), libsvm's model
     /// text, or the kNN training windows (JSON).
     public var payload: String
+    /// A stacked model's first stage (one model, same features, no rule of
+    /// its own): its window probabilities, averaged over the last 5 s and
+    /// 30 s (`WindowFeatures.verdictNames`), are added to the features this
+    /// model's classifier sees. Nil: one stage.
+    public var stage1: [DetectorModel]?
 
-    /// Trains on labelled feature tables (one per run).
+    /// Names of what the classifier sees: the features, then for a stacked model the verdict averages.
+    public var inputNames: [String] { featureNames + (stage1 == nil ? [] : WindowFeatures.verdictNames) }
+
+    /// Trains on labelled feature tables (one per run); `stacked`: two
+    /// stages, the second also seeing the first's verdicts over the last
+    /// seconds (the first stage's verdicts on the training runs come from a
+    /// grouped 3-fold cross-validation, as they would be on runs it never saw).
     public static func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
-                             windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, threads: Int = 2) throws -> DetectorModel {
+                             windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, ruleThreshold: Float? = nil,
+                             stacked: Bool = false, threads: Int = 2) throws -> DetectorModel {
+        guard stacked else {
+            return try trainOne(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs, ruleHorizon: ruleHorizon,
+                                ruleFraction: ruleFraction, ruleThreshold: ruleThreshold, threads: threads)
+        }
+        let base = try trainOne(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs, threads: threads)
+        var verdicts = [[Float]?](repeating: nil, count: tables.count)
+        let folds = GroupedFolds.assign(labels: labels, folds: min(3, max(labels.count, 2)), seed: 99)
+        for f in Set(folds).sorted() {
+            let train = labels.indices.filter { folds[$0] != f }, test = labels.indices.filter { folds[$0] == f }
+            guard Set(train.map { labels[$0] }).count == 2 else { continue }  // needs both classes
+            let m = try trainOne(kind, tables: train.map { tables[$0] }, labels: train.map { labels[$0] }, featureSet: featureSet,
+                                 windowNs: windowNs, threads: threads)
+            for i in test { verdicts[i] = try m.predict(tables[i]) }
+        }
+        let augmented = try tables.indices.map { i in
+            WindowFeatures.addingVerdicts(try verdicts[i] ?? base.predict(tables[i]), to: tables[i], windowNs: windowNs)
+        }
+        var m = try trainOne(kind, tables: augmented, labels: labels, featureSet: featureSet, windowNs: windowNs, ruleHorizon: ruleHorizon,
+                             ruleFraction: ruleFraction, ruleThreshold: ruleThreshold, threads: threads)
+        m.featureNames = base.featureNames
+        m.stage1 = [base]
+        return m
+    }
+
+    static func trainOne(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet,
+                         windowNs: UInt64, ruleHorizon: Int = 3, ruleFraction: Double = 1, ruleThreshold: Float? = nil,
+                         threads: Int = 2) throws -> DetectorModel {
         guard let first = tables.first else { throw AnalysisError.invalid("no training data") }
         let cols = first.columns
         var values: [Float] = [], y: [Float] = []
@@ -49,7 +91,7 @@ public struct DetectorModel: Codable, Sendable {
             y += [Float](repeating: l.isPositive ? 1 : 0, count: t.rows)
         }
         guard !y.isEmpty else { throw AnalysisError.invalid("the training runs have no windows with I/O") }
-        let logs = first.names.map { n in ["bps", "var", "spread", "ratio"].contains { n.contains($0) } }
+        let logs = first.names.map { n in ["bps", "var", "spread", "ratio", "rate"].contains { n.contains($0) } }
         let logged = logTransform(values, logs)
         let (mean, std) = moments(logged, columns: cols)
         let scaled = scale(logged, mean: mean, std: std, columns: cols)
@@ -78,7 +120,7 @@ public struct DetectorModel: Codable, Sendable {
         }
         return DetectorModel(classifier: kind, featureSet: featureSet, windowNs: windowNs, featureNames: first.names,
                              logFeatures: logs, mean: mean, std: std, threshold: 0.5, ruleHorizon: ruleHorizon, ruleFraction: ruleFraction,
-                             payload: payload)
+                             ruleThreshold: ruleThreshold, payload: payload)
     }
 
     /// Probability of ransomware for each window of the table.
@@ -87,14 +129,18 @@ public struct DetectorModel: Codable, Sendable {
         guard table.names == featureNames else {
             throw AnalysisError.invalid("the model expects features \(featureNames), the data has \(table.names)")
         }
-        let scaled = Self.scale(Self.logTransform(table.values, logFeatures), mean: mean, std: std, columns: table.columns)
+        var input = table
+        if let first = stage1?.first {
+            input = WindowFeatures.addingVerdicts(try first.predict(table), to: table, windowNs: windowNs)
+        }
+        let scaled = Self.scale(Self.logTransform(input.values, logFeatures), mean: mean, std: std, columns: input.columns)
         switch classifier {
         case .rf, .gbdt:
             guard let bytes = Data(base64Encoded: payload) else { throw AnalysisError.invalid("the model's payload is not base64") }
             let booster = try Booster.load([UInt8](bytes))
-            return try booster.predict(try DMatrix(values: scaled, rows: table.rows, columns: table.columns))
+            return try booster.predict(try DMatrix(values: scaled, rows: input.rows, columns: input.columns))
         case .svm:
-            return try LibSVM.predict(modelText: payload, values: scaled, columns: table.columns)
+            return try LibSVM.predict(modelText: payload, values: scaled, columns: input.columns)
         case .knn:
             let knn = try JSONDecoder().decode(KNN.self, from: Data(payload.utf8))
             return try knn.predict(scaled)
@@ -119,12 +165,12 @@ public struct DetectorModel: Codable, Sendable {
 
     /// The features this model was trained on, for a trace.
     public func features(_ trace: BlockTrace) -> FeatureTable {
-        WindowFeatures.compute(trace, windowNs: windowNs, set: featureSet)
+        WindowFeatures.compute(trace, windowNs: windowNs, names: featureNames)
     }
 
     /// Index of the window at which the run-level rule first fires, if it does.
     public func firstAlert(_ probabilities: [Float]) -> Int? {
-        Self.firstAlert(probabilities, threshold: threshold, horizon: ruleHorizon, fraction: ruleFraction)
+        Self.firstAlert(probabilities, threshold: ruleThreshold ?? threshold, horizon: ruleHorizon, fraction: ruleFraction)
     }
 
     static func firstAlert(_ probabilities: [Float], threshold: Float, horizon: Int, fraction: Double) -> Int? {
@@ -154,6 +200,19 @@ public struct DetectorModel: Codable, Sendable {
         }
         guard m.format == "kanshi-detector", m.version == 1 else {
             throw AnalysisError.invalid("\(path): model format \(m.format) v\(m.version) is not supported")
+        }
+        let unknown = WindowFeatures.unknown(m.featureNames)
+        guard unknown.isEmpty else {
+            throw AnalysisError.invalid("\(path): the model uses features this version does not compute: \(unknown.joined(separator: ", "))")
+        }
+        let inputs = m.inputNames.count
+        guard m.logFeatures.count == inputs, m.mean.count == inputs, m.std.count == inputs else {
+            throw AnalysisError.invalid("\(path): the model's scaling does not match its \(inputs) inputs")
+        }
+        if let s = m.stage1 {
+            guard s.count == 1, s[0].stage1 == nil, s[0].featureNames == m.featureNames, s[0].windowNs == m.windowNs,
+                  s[0].logFeatures.count == m.featureNames.count, s[0].mean.count == m.featureNames.count, s[0].std.count == m.featureNames.count
+            else { throw AnalysisError.invalid("\(path): the model's first stage does not match it") }
         }
         return m
     }

@@ -178,18 +178,20 @@ public final class Sandbox: @unchecked Sendable {
     private func detect(model: DetectorModel, guest: QEMUGuest) {
         guard let tail = try? JournalTail(directory: config.journal) else { return }
         var trace = BlockTrace(reads: [], writes: [])
+        // Features as the records arrive: each record is looked at once.
+        var stream = FeatureStream(windowNs: model.windowNs, names: model.featureNames)
         while !withState({ finished || alerted }) {
             var added = 0
             do {
                 try tail.poll { r in
-                    if let (e, _) = try BlockRecords.decode(r) { trace.append(e); added += 1 }
+                    if let (e, _) = try BlockRecords.decode(r) { trace.append(e); stream.append(e); added += 1 }
                 }
             } catch {
                 logger.error("the detector cannot read the journal", metadata: ["error": "\(error)"])
                 return
             }
             if added > 0, let start = withState({ jobStartNs }) {
-                let table = model.features(trace)
+                let table = stream.table()
                 if let p = try? model.predict(table) {
                     // Only windows since the command started count.
                     let first = table.windowStart.firstIndex { $0 + model.windowNs > start } ?? p.count

@@ -161,7 +161,8 @@ struct Demo: AsyncParsableCommand {
             data = into + "/dataset"
         }
         Output.line("== training the detector on \(data) (random forest, extended features; once)")
-        let t = try runTool([SandboxLayout.executable, "train", "--dataset", data, "--classifier", "rf", "--features", "extended", "--model", path])
+        let t = try runTool([SandboxLayout.executable, "train", "--dataset", data, "--classifier", "rf", "--features", "extended", "--no-stacked",
+                                "--rule-threshold", "0.5", "--model", path])
         guard t.status == 0 else { throw CLIError("training failed: \(t.stderr)") }
         return path
     }

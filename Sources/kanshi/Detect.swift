@@ -62,24 +62,30 @@ struct Detect: ParsableCommand {
     private func followJournal(_ m: DetectorModel) throws {
         let stopped = try LockedFlag.setOnStopSignal()
         let tail = try JournalTail(directory: journal!)
-        var trace = BlockTrace(reads: [], writes: [])
+        // Features as the records arrive: each record is looked at once.
+        var stream = FeatureStream(windowNs: m.windowNs, names: m.featureNames)
+        var firstWriteNs: UInt64?
         var firing = false
         var lastAlertWindow = -1
         Output.error("following \(journal!) (Ctrl-C to stop)")
         while !stopped.value {
             var added = 0
             try tail.poll { r in
-                if let (e, _) = try BlockRecords.decode(r) { trace.append(e); added += 1 }
+                if let (e, _) = try BlockRecords.decode(r) {
+                    stream.append(e)
+                    if e.operation == .write, e.length > 0, firstWriteNs == nil { firstWriteNs = e.timeNs }
+                    added += 1
+                }
             }
             if added > 0 {
-                let table = m.features(trace)
+                let table = stream.table()
                 let p = try m.predict(table)
                 // Re-evaluate the rule over windows after the last alert.
                 let fresh = lastAlertWindow + 1 < p.count ? Array(p[(lastAlertWindow + 1)...]) : []
                 if let i = m.firstAlert(fresh) {
                     let w = lastAlertWindow + 1 + i
                     if !firing {
-                        let a = Alert(model: m, table: table, window: w, firstWriteNs: trace.writes.first?.timeNs, probability: p[w])
+                        let a = Alert(model: m, table: table, window: w, firstWriteNs: firstWriteNs, probability: p[w])
                         var o: [String: Any] = ["event": "alert", "journal": journal!]
                         o.merge(a.fields) { $1 }
                         let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])

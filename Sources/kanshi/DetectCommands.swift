@@ -20,13 +20,35 @@ struct FeatureOptions: ParsableArguments {
     @Option(help: "Window length in milliseconds.")
     var windowMs: Int = 100
 
-    @Option(help: "Feature set: published (the five of the paper) or extended.")
-    var features: FeatureSet = .extended
+    @Option(help: "Feature set: published (the five of the paper), extended (ours added), structural (extended without entropy: does not mistake full-disk encryption for ransomware) or context (extended with 5 s and 30 s averages).")
+    var features: FeatureSet = .structural
+
+    @Option(help: "Features to leave out of the set, comma-separated (for ablations), e.g. write_bps_30s,read_bps_30s.")
+    var dropFeatures: String?
+
+    @Flag(inversion: .prefixedNo,
+          help: "Stack two models: the second also sees the first one's window verdicts averaged over the last 5 s and 30 s.")
+    var stacked = true
 
     var windowNs: UInt64 { UInt64(windowMs) * 1_000_000 }
 
+    private var dropped: [String] {
+        (dropFeatures ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// The feature names to compute: the set's, less the dropped ones.
+    var names: [String] {
+        let drop = Set(dropped)
+        return WindowFeatures.names(features).filter { !drop.contains($0) }
+    }
+
     func validate() throws {
         if windowMs < 1 || windowMs > 60_000 { throw ValidationError("--window-ms must be between 1 and 60000") }
+        let all = WindowFeatures.names(features)
+        if let bad = dropped.first(where: { !all.contains($0) }) {
+            throw ValidationError("--drop-features: '\(bad)' is not a feature of the \(features.rawValue) set (its features: \(all.joined(separator: ", ")))")
+        }
+        if names.isEmpty { throw ValidationError("--drop-features leaves no feature") }
     }
 }
 
@@ -35,23 +57,27 @@ struct RuleOptions: ParsableArguments {
     var ruleHorizon: Int?
     @Option(help: "Run-level rule: the fraction of those that must be ransomware to flag the run.")
     var ruleFraction: Double?
+    @Option(help: "Run-level rule: the probability a window needs to count as ransomware. Without --rule-horizon and --rule-fraction, those are chosen by cross-validation for this threshold; without any of the three, all are chosen (threshold 0.5 to 0.95).")
+    var ruleThreshold: Float?
 
     func validate() throws {
         if (ruleHorizon == nil) != (ruleFraction == nil) { throw ValidationError("give both --rule-horizon and --rule-fraction, or neither (chosen by cross-validation)") }
         if let h = ruleHorizon, h < 1 { throw ValidationError("--rule-horizon must be at least 1") }
         if let f = ruleFraction, !(f > 0 && f <= 1) { throw ValidationError("--rule-fraction must be in (0, 1]") }
+        if let t = ruleThreshold, !(t > 0 && t < 1) { throw ValidationError("--rule-threshold must be in (0, 1), got \(t)") }
     }
 
     /// Trains with the fixed rule, or chooses it on the training runs.
     func train(_ kind: ClassifierKind, tables: [FeatureTable], labels: [Label], featureSet: FeatureSet, windowNs: UInt64,
-               quiet: Bool) throws -> DetectorModel {
+               stacked: Bool, quiet: Bool) throws -> DetectorModel {
         if let h = ruleHorizon, let f = ruleFraction {
             return try DetectorModel.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs,
-                                           ruleHorizon: h, ruleFraction: f)
+                                           ruleHorizon: h, ruleFraction: f, ruleThreshold: ruleThreshold ?? 0.5, stacked: stacked)
         }
-        let (m, c) = try RuleSelection.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs)
+        let (m, c) = try RuleSelection.train(kind, tables: tables, labels: labels, featureSet: featureSet, windowNs: windowNs,
+                                             stacked: stacked, thresholds: ruleThreshold.map { [$0] } ?? RuleSelection.thresholds)
         if !quiet {
-            Output.error("rule chosen on the training runs: \(c.horizon) windows at \(Int(c.fraction * 100)) % (inner folds: \(c.falseAlarms) benign flagged, \(c.missed) ransomware missed)")
+            Output.error("rule chosen on the training runs: \(c.horizon) windows at \(Int(c.fraction * 100)) % over p \(c.threshold) (inner folds: \(c.falseAlarms) benign flagged, \(c.missed) ransomware missed)")
         }
         return m
     }
@@ -67,14 +93,14 @@ struct LoadedRun {
     var firstWriteNs: UInt64?
 }
 
-func loadRuns(_ runs: [Run], windowNs: UInt64, set: FeatureSet, quiet: Bool = false) throws -> [LoadedRun] {
+func loadRuns(_ runs: [Run], windowNs: UInt64, names: [String], quiet: Bool = false) throws -> [LoadedRun] {
     var out: [LoadedRun] = []
     for (i, run) in runs.enumerated() {
         let trace = try run.load()
         if trace.writes.isEmpty {
             Output.error("note: \(run.name) has no writes (\(trace.reads.count) reads); its windows are kept")
         }
-        let t = WindowFeatures.compute(trace, windowNs: windowNs, set: set)
+        let t = WindowFeatures.compute(trace, windowNs: windowNs, names: names)
         if !quiet { Output.error("[\(i + 1)/\(runs.count)] \(run.name): \(trace.reads.count) reads, \(trace.writes.count) writes, \(t.rows) windows") }
         out.append(LoadedRun(run: run, table: t, firstWriteNs: trace.writes.first?.timeNs))
     }
@@ -160,7 +186,7 @@ struct Train: ParsableCommand {
     @OptionGroup var feat: FeatureOptions
 
     @Option(help: "Classifier: rf (random forest) or gbdt (gradient-boosted trees), both XGBoost; svm (libsvm, RBF); knn (k = 5).")
-    var classifier: ClassifierKind = .rf
+    var classifier: ClassifierKind = .gbdt
 
     @OptionGroup var rule: RuleOptions
 
@@ -168,9 +194,9 @@ struct Train: ParsableCommand {
     var model: String
 
     func run() throws {
-        let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, set: feat.features)
+        let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, names: feat.names)
         let m = try rule.train(classifier, tables: loaded.map(\.table), labels: loaded.map(\.run.label),
-                               featureSet: feat.features, windowNs: feat.windowNs, quiet: false)
+                               featureSet: feat.features, windowNs: feat.windowNs, stacked: feat.stacked, quiet: false)
         try m.save(to: model)
         Output.line("trained \(classifier.rawValue) on \(loaded.count) runs, \(loaded.reduce(0) { $0 + $1.table.rows }) windows; wrote \(model)")
     }
@@ -188,7 +214,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         let m = try DetectorModel.load(from: model)
-        let loaded = try loadRuns(try data.runs(), windowNs: m.windowNs, set: m.featureSet, quiet: json)
+        let loaded = try loadRuns(try data.runs(), windowNs: m.windowNs, names: m.featureNames, quiet: json)
         try report(try loaded.map { try score(m, $0) }, title: "\(m.classifier.rawValue) model \(model) on \(data.dataset)", json: json)
     }
 }
@@ -201,7 +227,7 @@ struct CrossValidate: ParsableCommand {
     @OptionGroup var data: DatasetOptions
     @OptionGroup var feat: FeatureOptions
     @Option(help: "Classifier: rf, gbdt, svm or knn.")
-    var classifier: ClassifierKind = .rf
+    var classifier: ClassifierKind = .gbdt
     @Option(help: "Number of folds.")
     var folds: Int = 5
     @Option(help: "Seed of the fold assignment.")
@@ -213,7 +239,7 @@ struct CrossValidate: ParsableCommand {
     func validate() throws { if folds < 2 { throw ValidationError("--folds must be at least 2") } }
 
     func run() throws {
-        let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, set: feat.features, quiet: json)
+        let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, names: feat.names, quiet: json)
         guard loaded.count >= folds else { throw CLIError("\(loaded.count) runs are too few for \(folds) folds") }
         let assignment = GroupedFolds.assign(labels: loaded.map(\.run.label), folds: folds, seed: seed)
         var results: [RunResult] = []
@@ -221,14 +247,14 @@ struct CrossValidate: ParsableCommand {
             let train = loaded.indices.filter { assignment[$0] != f }, test = loaded.indices.filter { assignment[$0] == f }
             precondition(Set(train).isDisjoint(with: test))
             let m = try rule.train(classifier, tables: train.map { loaded[$0].table }, labels: train.map { loaded[$0].run.label },
-                                   featureSet: feat.features, windowNs: feat.windowNs, quiet: json)
+                                   featureSet: feat.features, windowNs: feat.windowNs, stacked: feat.stacked, quiet: json)
             let fold = try test.map { try score(m, loaded[$0]) }
             let c = fold.reduce(Confusion()) { $0 + $1.confusion }
             if !json { Output.error(String(format: "fold %d: %d test runs, window F1 %.4f", f + 1, test.count, c.f1)) }
             results += fold
         }
         try report(results.sorted { $0.name < $1.name },
-                   title: "\(folds)-fold grouped cross-validation, \(classifier.rawValue), \(feat.features.rawValue) features, \(feat.windowMs) ms windows",
+                   title: "\(folds)-fold grouped cross-validation, \(classifier.rawValue), \(feat.features.rawValue) features\(feat.dropFeatures.map { " less \($0)" } ?? "")\(feat.stacked ? ", stacked" : ""), \(feat.windowMs) ms windows",
                    json: json)
     }
 }

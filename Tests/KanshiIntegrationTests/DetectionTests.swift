@@ -69,6 +69,29 @@ enum RanSAP {
         let missing = try run([Paths.kanshi, "evaluate", "--model", s.file("nope.json"), "--dataset", s.file("x")])
         #expect(!missing.ok && missing.stderr.contains("nope.json: no such file"), "\(missing.stderr)")
     }
+
+    @Test func badRuleThresholdsAreNamed() throws {
+        let s = Scratch("badrule")
+        let alone = try run([Paths.kanshi, "train", "--dataset", s.path, "--model", s.file("m.json"), "--rule-threshold", "0.9"])
+        #expect(!alone.ok && alone.stderr.contains("no recordings found"), "a threshold alone is accepted: \(alone.stderr)")
+        let zero = try run([Paths.kanshi, "train", "--dataset", s.path, "--model", s.file("m.json"), "--rule-threshold", "0"])
+        #expect(!zero.ok && zero.stderr.contains("--rule-threshold must be in (0, 1), got 0.0"), "\(zero.stderr)")
+        let out = try run([Paths.kanshi, "cross-validate", "--dataset", s.path, "--rule-horizon", "5", "--rule-fraction", "0.8",
+                           "--rule-threshold", "1.5"])
+        #expect(!out.ok && out.stderr.contains("--rule-threshold must be in (0, 1), got 1.5"), "\(out.stderr)")
+    }
+
+    @Test func droppedFeaturesMustBeInTheSet() throws {
+        let s = Scratch("baddrop")
+        let bad = try run([Paths.kanshi, "cross-validate", "--dataset", s.path, "--features", "structural", "--drop-features", "write_bps,made_up"])
+        #expect(!bad.ok && bad.stderr.contains("--drop-features: 'made_up' is not a feature of the structural set"), "\(bad.stderr)")
+        let entropy = try run([Paths.kanshi, "train", "--dataset", s.path, "--model", s.file("m.json"), "--features", "structural",
+                               "--drop-features", "write_entropy_mean"])
+        #expect(!entropy.ok && entropy.stderr.contains("'write_entropy_mean' is not a feature of the structural set"), "\(entropy.stderr)")
+        let all = WindowFeatures.names(.published).joined(separator: ",")
+        let none = try run([Paths.kanshi, "train", "--dataset", s.path, "--model", s.file("m.json"), "--features", "published", "--drop-features", all])
+        #expect(!none.ok && none.stderr.contains("--drop-features leaves no feature"), "\(none.stderr)")
+    }
 }
 
 @Suite struct JournalAsDatasetTests {
