@@ -205,12 +205,19 @@ final class StagingArea: @unchecked Sendable {
         if let failure { throw failure }
     }
 
-    /// Waits until the file holds everything appended.
+    /// Waits until both threads are done with everything appended: the file
+    /// holds it and it is hashed. (`begin` may then switch segments: neither
+    /// thread is still working on the old one.)
     func drain() throws {
         condition.lock()
-        let target = end
-        condition.unlock()
-        try waitWritten(target)
+        defer { condition.unlock() }
+        while (written < end || hashed < end) && failure == nil && !stopped {
+            waiting += 1
+            condition.broadcast()
+            condition.wait()
+            waiting -= 1
+        }
+        if let failure { throw failure }
     }
 
     /// Ends the thread (after `drain()` if nothing may be lost). With

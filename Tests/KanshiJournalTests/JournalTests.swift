@@ -403,6 +403,27 @@ import Testing
         for p in shared { #expect(!FileManager.default.fileExists(atPath: p)) }
     }
 
+    @Test func twoThreadsAppendingThroughManyRotationsLeaveAnIntactChain() throws {
+        let dir = TempDir()
+        let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 24 << 10, staged: true), logger: testLogger)
+        DispatchQueue.concurrentPerform(iterations: 2) { thread in
+            for i in 0..<600 {
+                let data = [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 64 + (i * 37 + thread * 11) % 3000)
+                try? appendWrite(w, lba: UInt64(thread * 10_000 + i), data: data)
+                if i % 97 == 0 { try? w.sync() }
+            }
+        }
+        try w.close()
+        let report = try JournalVerifier.verify(directory: dir.path)
+        #expect(report.ok, "\(String(describing: report.problem))")
+        #expect(report.segments.count > 40)
+        let got = try writes(in: dir.path)
+        #expect(got.count == 1200)
+        for t in 0..<2 {
+            #expect(got.map(\.0).filter { $0 / 10_000 == UInt64(t) } == (0..<600).map { UInt64(t * 10_000 + $0) }, "each thread's writes in its order")
+        }
+    }
+
     @Test func aTailFollowsAStagedJournalAcrossSegments() throws {
         let dir = TempDir()
         let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 32 << 10, staged: true), logger: testLogger)
