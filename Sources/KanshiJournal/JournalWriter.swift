@@ -106,6 +106,10 @@ public final class JournalWriter: Sendable {
         layout = try JournalLayout.read(directory: directory)
         let staging = options.staged ? try StagingArea(journal: directory, capacity: options.stagingBytes) : nil
         self.staging = staging
+        if let staging, staging.path == nil {
+            logger.warning("no room for the journal's staging memory under /dev/shm: using private memory, so a killed server loses its last few milliseconds of records",
+                           metadata: ["journal": "\(directory)"])
+        }
 
         var recovery: JournalRecovery?
         let initial: State

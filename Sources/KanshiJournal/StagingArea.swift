@@ -86,13 +86,12 @@ final class StagingArea: @unchecked Sendable {
         var mem: MappedMemory?
         if let shm = sharedDirectory, FileSystem.isDirectory(shm) {
             let path = shm + "/kanshi-journal-\(getpid())-\(UInt64.random(in: 0...UInt64.max).hex)"
-            if let m = try? MappedMemory(path: path, size: size, create: true) {
-                do {
-                    try Self.writePointer(directory: directory, to: path)
-                    mem = m
-                } catch {
-                    try? FileSystem.remove(path)
-                }
+            do {
+                let m = try MappedMemory(path: path, size: size, create: true)
+                try Self.writePointer(directory: directory, to: path)
+                mem = m
+            } catch {
+                try? FileSystem.remove(path)
             }
         }
         if mem == nil {

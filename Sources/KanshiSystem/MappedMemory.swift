@@ -21,6 +21,11 @@ public final class MappedMemory: @unchecked Sendable {
                                   permissions: 0o600)
         if create {
             try file.truncate(to: UInt64(size))
+            // Reserve the memory now: a file system out of room then fails
+            // here, not with SIGBUS on some later store into the mapping.
+            if !(try file.preallocate(offset: 0, length: UInt64(size))) {
+                throw SystemError(call: "fallocate", subject: path, errno: EOPNOTSUPP)
+            }
         } else if try file.size() < UInt64(size) {
             throw SystemError(call: "mmap", subject: path, errno: EINVAL)
         }

@@ -424,6 +424,32 @@ import Testing
         }
     }
 
+    /// Shared memory without room for the ring: private memory instead, and
+    /// nothing left behind (rather than SIGBUS on a later store).
+    @Test(.enabled(if: geteuid() == 0, "needs root to mount a small tmpfs"))
+    func noRoomForSharedMemoryFallsBackToPrivateMemory() throws {
+        let dir = TempDir()
+        let shm = TempDir()
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=1m", "tmpfs", shm.path]
+        try mount.run()
+        mount.waitUntilExit()
+        try #require(mount.terminationStatus == 0)
+        defer {
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [shm.path]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        let area = try StagingArea(journal: dir.path, capacity: 8 << 20, sharedDirectory: shm.path)
+        #expect(area.path == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: shm.path).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/STAGING"))
+        area.stop(journal: dir.path)
+    }
+
     @Test func aTailFollowsAStagedJournalAcrossSegments() throws {
         let dir = TempDir()
         let w = try JournalWriter(directory: dir.path, options: .init(segmentBytes: 32 << 10, staged: true), logger: testLogger)
