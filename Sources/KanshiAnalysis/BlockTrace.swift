@@ -52,14 +52,21 @@ public struct BlockTrace: Sendable {
     /// Adds a journaled event (reads and writes; one access per 4 KiB piece).
     /// Events arrive in journal order, which is time order.
     public mutating func append(_ e: BlockEvent) {
+        Self.forEachAccess(of: e) { a in
+            if e.operation == .read { reads.append(a) } else { writes.append(a) }
+        }
+    }
+
+    /// The accesses a journaled read or write stands for: one per 4 KiB
+    /// piece, carrying that piece's entropy (none for other operations).
+    public static func forEachAccess(of e: BlockEvent, _ body: (Access) -> Void) {
         guard e.operation == .read || e.operation == .write else { return }
         var off: UInt32 = 0
         var piece = 0
         while off < e.length {
             let n = min(4096, e.length - off)
-            let a = Access(timeNs: e.timeNs, lba: e.lba + UInt64(off / 512), size: n,
-                           entropy: piece < e.entropies.count ? e.entropies[piece] : 0)
-            if e.operation == .read { reads.append(a) } else { writes.append(a) }
+            body(Access(timeNs: e.timeNs, lba: e.lba + UInt64(off / 512), size: n,
+                        entropy: piece < e.entropies.count ? e.entropies[piece] : 0))
             off += n
             piece += 1
         }

@@ -31,16 +31,8 @@ public struct FeatureStream: Sendable {
 
     /// Adds a journaled read or write (one access per 4 KiB piece, as `BlockTrace.append`).
     public mutating func append(_ e: BlockEvent) {
-        guard e.operation == .read || e.operation == .write else { return }
-        var off: UInt32 = 0
-        var piece = 0
-        while off < e.length {
-            let n = min(4096, e.length - off)
-            let a = Access(timeNs: e.timeNs, lba: e.lba + UInt64(off / 512), size: n,
-                           entropy: piece < e.entropies.count ? e.entropies[piece] : 0)
+        BlockTrace.forEachAccess(of: e) { a in
             if e.operation == .read { add(read: a) } else { add(write: a) }
-            off += n
-            piece += 1
         }
     }
 
