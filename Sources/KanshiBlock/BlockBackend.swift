@@ -117,21 +117,16 @@ public final class JournaledDisk: BlockBackend {
     }
 
     public func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool, connection: UInt32) throws {
-        guard !isReadOnly else { throw BlockError.readOnly }
-        if journal != nil {
-            let event = BlockEvent(operation: .write, timeNs: FileSystem.nowNs(), lba: offset / 512,
-                                   length: UInt32(data.count), connection: connection, fua: fua,
-                                   entropies: Entropy.perBlock(data))
-            let meta = BlockRecords.encodeMetadata(event)
-            try meta.withUnsafeBytes { m in
-                try append([JournalWriter.PendingRecord(kind: .blockWrite, timeNs: event.timeNs, parts: [m, data])],
-                           touching: [blocks(offset: offset, length: UInt64(data.count))], timeNs: event.timeNs)
-            }
-        }
-        try sys { try image.write(data, at: offset) }
+        try write([(data, offset)], fua: fua, connection: connection)
     }
 
     public func write(batch: [(data: UnsafeRawBufferPointer, offset: UInt64)], connection: UInt32) throws {
+        try write(batch, fua: false, connection: connection)
+    }
+
+    /// Journals a group of writes with one append (their records share a
+    /// time), then writes them to the image in order.
+    private func write(_ batch: [(data: UnsafeRawBufferPointer, offset: UInt64)], fua: Bool, connection: UInt32) throws {
         guard !isReadOnly else { throw BlockError.readOnly }
         if journal != nil {
             let now = FileSystem.nowNs()
@@ -142,7 +137,7 @@ public final class JournaledDisk: BlockBackend {
             ranges.reserveCapacity(batch.count)
             for w in batch {
                 let from = metas.count
-                BlockRecords.appendWriteMetadata(to: &metas, lba: w.offset / 512, data: w.data, connection: connection, fua: false)
+                BlockRecords.appendWriteMetadata(to: &metas, lba: w.offset / 512, data: w.data, connection: connection, fua: fua)
                 ranges.append(from..<metas.count)
             }
             try metas.withUnsafeBytes { all in

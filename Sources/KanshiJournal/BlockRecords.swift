@@ -43,17 +43,12 @@ public enum BlockRecords {
     /// does), computing the entropies of `data` on the way.
     public static func appendWriteMetadata(to out: inout [UInt8], lba: UInt64, data: UnsafeRawBufferPointer,
                                            connection: UInt32, fua: Bool) {
-        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        put(lba)
-        put(UInt32(data.count))
-        put(connection)
-        put(fua ? flagFUA : UInt32(0))
-        let pieces = (data.count + 4095) / 4096
-        put(UInt32(pieces))
+        appendPrefix(to: &out, lba: lba, length: UInt32(data.count), connection: connection, fua: fua)
+        put(UInt32((data.count + 4095) / 4096), to: &out)
         var at = 0
         while at < data.count {
             let end = min(at + 4096, data.count)
-            put(Float(Entropy.normalized(UnsafeRawBufferPointer(rebasing: data[at..<end]))).bitPattern)
+            put(Float(Entropy.normalized(UnsafeRawBufferPointer(rebasing: data[at..<end]))).bitPattern, to: &out)
             at = end
         }
     }
@@ -61,16 +56,25 @@ public enum BlockRecords {
     /// Encodes the metadata part of a block record (for a write, everything
     /// before the data).
     public static func encodeMetadata(_ e: BlockEvent) -> [UInt8] {
-        var w = ByteWriter(capacity: prefixLength + 4 + 4 * e.entropies.count)
-        w.append(e.lba)
-        w.append(e.length)
-        w.append(e.connection)
-        w.append(e.fua ? flagFUA : 0)
+        var out: [UInt8] = []
+        out.reserveCapacity(prefixLength + 4 + 4 * e.entropies.count)
+        appendPrefix(to: &out, lba: e.lba, length: e.length, connection: e.connection, fua: e.fua)
         if e.operation == .write {
-            w.append(UInt32(e.entropies.count))
-            for x in e.entropies { w.append(x) }
+            put(UInt32(e.entropies.count), to: &out)
+            for x in e.entropies { put(x.bitPattern, to: &out) }
         }
-        return w.bytes
+        return out
+    }
+
+    private static func appendPrefix(to out: inout [UInt8], lba: UInt64, length: UInt32, connection: UInt32, fua: Bool) {
+        put(lba, to: &out)
+        put(length, to: &out)
+        put(connection, to: &out)
+        put(fua ? flagFUA : 0, to: &out)
+    }
+
+    private static func put<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
     }
 
     /// Decodes a block record: the event and, for writes, the data.
@@ -104,12 +108,10 @@ public enum BlockRecords {
     /// Encodes the payload prefix of a base record (the data, unless the
     /// region is all zeros, follows it).
     public static func encodeBasePrefix(lba: UInt64, length: UInt32) -> [UInt8] {
-        var w = ByteWriter(capacity: prefixLength)
-        w.append(lba)
-        w.append(length)
-        w.append(UInt32(0))
-        w.append(UInt32(0))
-        return w.bytes
+        var out: [UInt8] = []
+        out.reserveCapacity(prefixLength)
+        appendPrefix(to: &out, lba: lba, length: length, connection: 0, fua: false)
+        return out
     }
 
     /// Decodes a base record: the region and its earlier content (nil data:

@@ -235,11 +235,8 @@ public final class JournalWriter: Sendable {
         try sync()
         try state.withLock { (s) throws in
             if let staging, let file = s.segment {
-                try staging.drain()
-                try wrap { () throws in
-                    try file.truncate(to: s.segmentSize)
-                    try file.syncData()
-                }
+                try staging.finishSegment()
+                try wrap { () throws in try file.syncData() }
                 staging.stop(journal: directory)
             }
             s.segment = nil
@@ -269,13 +266,9 @@ public final class JournalWriter: Sendable {
         state.withLock { s in
             s.hasher?.stop()
             // Not closed: what is staged still goes to the file.
-            if let staging, let file = s.segment {
-                if (try? staging.drain()) != nil {
-                    try? file.truncate(to: s.segmentSize)
-                    staging.stop(journal: directory)
-                } else {
-                    staging.stop(journal: nil)
-                }
+            if let staging, s.segment != nil {
+                let finished = (try? staging.finishSegment()) != nil
+                staging.stop(journal: finished ? directory : nil)
             }
         }
     }
@@ -368,10 +361,7 @@ public final class JournalWriter: Sendable {
     private func rotate(_ s: inout State) throws {
         let sealHash = try writeHashRecord(&s, kind: .seal)
         if let old = s.segment {
-            if let staging {
-                try staging.drain()
-                try wrap { () throws in try old.truncate(to: s.segmentSize) }
-            }
+            try staging?.finishSegment()
             try wrap { () throws in try old.syncData() }
             if staging == nil { retireOldPages(&s, file: old, all: true) }
         }

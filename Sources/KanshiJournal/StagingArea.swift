@@ -34,6 +34,8 @@ final class StagingArea: @unchecked Sendable {
     // moves past them, and only where both threads are done (`start`);
     // bytes below `end` are only read.
     static let pointerName = "STAGING"
+    /// Names of the shared files start so.
+    static let sharedPrefix = "kanshi-journal-"
     static let block = 4096
     private static let headerBytes = 4096
     private static let magic: UInt64 = 0x3145_4741_5453_4A4B  // "KJSTAGE1" little-endian
@@ -62,14 +64,8 @@ final class StagingArea: @unchecked Sendable {
     private var idle = 0
     /// Callers waiting for the threads (space, a digest, written bytes): no lingering then.
     private var waiting = 0
-    /// Tests: the thread writes nothing once set (a writer killed before it could).
+    /// Tests: the threads do nothing once set (a writer killed before they could).
     private var paused = false
-
-    func pause() {
-        condition.lock()
-        paused = true
-        condition.unlock()
-    }
     private var stopped = false
     private var failure: (any Error)?
     private var threads: [Thread] = []
@@ -85,7 +81,7 @@ final class StagingArea: @unchecked Sendable {
         let size = Self.headerBytes + capacity
         var mem: MappedMemory?
         if let shm = sharedDirectory, FileSystem.isDirectory(shm) {
-            let path = shm + "/kanshi-journal-\(getpid())-\(UInt64.random(in: 0...UInt64.max).hex)"
+            let path = shm + "/" + Self.sharedPrefix + "\(getpid())-\(UInt64.random(in: 0...UInt64.max).hex)"
             do {
                 let m = try MappedMemory(path: path, size: size, create: true)
                 try Self.writePointer(directory: directory, to: path)
@@ -120,7 +116,7 @@ final class StagingArea: @unchecked Sendable {
     /// Starts on a segment whose bytes `start..<start+tail.count` are `tail`
     /// (the file already holds them) and whose bytes before `start + tail.count`
     /// hash to `sha`. `start` must be a multiple of 4096. Call only when the
-    /// previous segment is drained.
+    /// previous segment is finished (`finishSegment()`).
     func begin(file: SystemFile, segment: UInt64, start: UInt64, tail: UnsafeRawBufferPointer, sha: SHA256) {
         precondition(start % UInt64(Self.block) == 0 && tail.count <= capacity)
         condition.lock()
@@ -155,12 +151,7 @@ final class StagingArea: @unchecked Sendable {
             if at + n - start > room {
                 // Hand over what is copied so far, and wait for the threads to make room.
                 publish(at)
-                while at + n - start > room && failure == nil && !stopped {
-                    waiting += 1
-                    condition.broadcast()
-                    condition.wait()
-                    waiting -= 1
-                }
+                waitForThreads { at + n - start <= room }
             }
             if let failure { condition.unlock(); throw failure }
             condition.unlock()
@@ -180,12 +171,7 @@ final class StagingArea: @unchecked Sendable {
     func digest() throws -> [UInt8] {
         condition.lock()
         defer { condition.unlock() }
-        while hashed < end && failure == nil && !stopped {
-            waiting += 1
-            condition.broadcast()
-            condition.wait()
-            waiting -= 1
-        }
+        waitForThreads { hashed >= end }
         if let failure { throw failure }
         return Array(sha.finalizeCopy())
     }
@@ -195,31 +181,30 @@ final class StagingArea: @unchecked Sendable {
     func waitWritten(_ target: UInt64, segment: UInt64? = nil) throws {
         condition.lock()
         defer { condition.unlock() }
-        while written < target && failure == nil && !stopped && (segment == nil || segment == self.segment) {
-            waiting += 1
-            condition.broadcast()
-            condition.wait()
-            waiting -= 1
-        }
+        waitForThreads { written >= target || (segment != nil && segment != self.segment) }
         if let failure { throw failure }
     }
 
-    /// Waits until both threads are done with everything appended: the file
-    /// holds it and it is hashed. (`begin` may then switch segments: neither
-    /// thread is still working on the old one.)
-    func drain() throws {
+    /// Waits until both threads are done with everything appended (the file
+    /// holds it and it is hashed), then cuts the zeros that padded the file's
+    /// last block. `begin` may then switch segments: neither thread is still
+    /// working on the old one.
+    func finishSegment() throws {
         condition.lock()
         defer { condition.unlock() }
-        while (written < end || hashed < end) && failure == nil && !stopped {
-            waiting += 1
-            condition.broadcast()
-            condition.wait()
-            waiting -= 1
-        }
+        waitForThreads { written >= end && hashed >= end }
         if let failure { throw failure }
+        if let file { try wrap { () throws in try file.truncate(to: end) } }
     }
 
-    /// Ends the thread (after `drain()` if nothing may be lost). With
+    /// Tests: the threads stop working (records stay in memory).
+    func pause() {
+        condition.lock()
+        paused = true
+        condition.unlock()
+    }
+
+    /// Ends the threads (after `finishSegment()` if nothing may be lost). With
     /// `journal`, also removes the shared file and the journal's pointer to
     /// it; without, leaves them for the next writer to recover from.
     func stop(journal directory: String?) {
@@ -234,6 +219,17 @@ final class StagingArea: @unchecked Sendable {
     }
 
     // MARK: - Internals
+
+    /// Wakes the threads and waits (lock held) until `done` holds, a thread
+    /// failed, or the area stopped.
+    private func waitForThreads(until done: () -> Bool) {
+        while !done() && failure == nil && !stopped {
+            waiting += 1
+            condition.broadcast()
+            condition.wait()
+            waiting -= 1
+        }
+    }
 
     /// Called with the lock held.
     private func publish(_ newEnd: UInt64) {
@@ -382,30 +378,32 @@ final class StagingArea: @unchecked Sendable {
         let pointer = directory + "/" + pointerName
         try? FileSystem.remove(pointer + ".tmp")
         guard FileSystem.exists(pointer) else { return nil }
-        let text = try wrap { () throws -> String in
-            let f = try SystemFile(path: pointer, mode: .readOnly)
-            var bytes = [UInt8](repeating: 0, count: 4096)
-            let n = try bytes.withUnsafeMutableBytes { (b) throws -> Int in try f.read(into: b, at: 0) }
-            return String(decoding: bytes[0..<n], as: UTF8.self)
-        }
-        let shared = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        func forget() {
-            if shared.hasPrefix("/") { try? FileSystem.remove(shared) }
-            try? FileSystem.remove(pointer)
-        }
-        guard shared.hasPrefix("/"), FileSystem.exists(shared), let last = lastSegment,
+        let shared = ((try? String(contentsOfFile: pointer, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        // Only a ring this journal made is ever read or removed: the name a
+        // writer gives it, and a header naming this directory. Anything else
+        // (a damaged or copied pointer) loses the pointer and nothing more.
+        let name = shared.split(separator: "/").last.map(String.init) ?? ""
+        guard shared.hasPrefix("/"), name.hasPrefix(sharedPrefix), let last = lastSegment,
               let fileSize = try? SystemFile(path: shared, mode: .readOnly).size(), fileSize > UInt64(headerBytes),
               let memory = try? MappedMemory(path: shared, size: Int(fileSize), create: false) else {
-            forget()
+            try? FileSystem.remove(pointer)
             return nil
         }
         let h = UnsafeRawPointer(memory.bytes.baseAddress!)
         func field(_ at: Int) -> UInt64 { UInt64(littleEndian: h.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         let capacity = field(8), segment = field(16), start = field(24), end = field(32)
         let id = identity(of: directory)
-        guard field(0) == magic, capacity > 0, capacity % UInt64(block) == 0, UInt64(headerBytes) + capacity <= fileSize,
-              field(40) == id.0, field(48) == id.1,
+        guard field(0) == magic, field(40) == id.0, field(48) == id.1 else {
+            try? FileSystem.remove(pointer)
+            return nil
+        }
+        func forget() {
+            try? FileSystem.remove(shared)
+            try? FileSystem.remove(pointer)
+        }
+        guard capacity > 0, capacity % UInt64(block) == 0, UInt64(headerBytes) + capacity <= fileSize,
               segment == last, start <= end, end - start <= capacity else {
+            // Ours, but for a segment already sealed (drained before) or damaged.
             forget()
             return nil
         }

@@ -424,6 +424,60 @@ import Testing
         }
     }
 
+    /// A pointer to something that is not this journal's ring (a damaged
+    /// pointer, or a file of someone else's) is dropped; the file is not
+    /// read, changed or removed.
+    @Test(arguments: ["kanshi-journal-not-a-ring", "unrelated-file"])
+    func aPointerToAForeignFileLeavesTheFileAlone(name: String) throws {
+        let dir = TempDir()
+        let other = TempDir()
+        do {
+            let w = try JournalWriter(directory: dir.path, logger: testLogger)
+            try appendWrite(w, lba: 1, data: [1, 2, 3])
+            try w.close()
+        }
+        let foreign = other.path + "/" + name
+        let content = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        writeBytes(foreign, content)
+        writeBytes(dir.path + "/STAGING", Array((foreign + "\n").utf8))
+        let again = try JournalWriter(directory: dir.path, logger: testLogger)
+        #expect(again.recoveredStagedBytes == 0)
+        try again.close()
+        #expect(fileBytes(foreign) == content)
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/STAGING"))
+        #expect(try JournalVerifier.verify(directory: dir.path).ok)
+    }
+
+    /// A copy of a journal whose server was killed does not take the
+    /// original's staged records (nor remove them); the original still does.
+    @Test func aCopiedJournalLeavesTheOriginalsStagedRecords() throws {
+        let dir = TempDir()
+        let copy = TempDir()
+        let shared: String
+        do {
+            let w = try JournalWriter(directory: dir.path, options: .init(staged: true), logger: testLogger)
+            guard let p = w.stagingPath else { try w.close(); return }
+            shared = p
+            try appendWrite(w, lba: 1, data: [UInt8](repeating: 1, count: 4096))
+            try w.sync()
+            w.pauseStagingForTesting()
+            try appendWrite(w, lba: 2, data: [UInt8](repeating: 2, count: 4096))
+            w.abandonForTesting()
+        }
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name != "LOCK" {
+            try FileManager.default.copyItem(atPath: dir.path + "/" + name, toPath: copy.path + "/" + name)
+        }
+        let copied = try JournalWriter(directory: copy.path, logger: testLogger)
+        #expect(copied.recoveredStagedBytes == 0)
+        try copied.close()
+        #expect(FileManager.default.fileExists(atPath: shared))
+        let original = try JournalWriter(directory: dir.path, logger: testLogger)
+        #expect(original.recoveredStagedBytes > 4096)
+        try original.close()
+        #expect(try writes(in: dir.path).map(\.0) == [1, 2])
+        #expect(!FileManager.default.fileExists(atPath: shared))
+    }
+
     /// Shared memory without room for the ring: private memory instead, and
     /// nothing left behind (rather than SIGBUS on a later store).
     @Test(.enabled(if: geteuid() == 0, "needs root to mount a small tmpfs"))
