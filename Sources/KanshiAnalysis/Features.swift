@@ -136,88 +136,27 @@ public enum WindowFeatures {
     static let overwriteLookbackNs: UInt64 = 10_000_000_000
     static let rewriteLookbackNs: UInt64 = 30_000_000_000
 
+    /// Everything of `level`, by feeding the trace's accesses in time order
+    /// (a read before a write of the same time) to a `FeatureStream`: the
+    /// live detector and the offline one share every line of the arithmetic.
+    /// Only windows with I/O get a row, so a recording with a gap of days
+    /// (or a bogus timestamp) costs nothing for the empty time between.
     static func computeAll(_ trace: BlockTrace, windowNs: UInt64, level: Level) -> FeatureTable {
-        let extended = level >= .extended, context = level == .context
-        let names = names(of: level)
-        var table = FeatureTable(names: names, values: [], windowStart: [], writtenBytes: [])
-        guard let span = trace.span, windowNs > 0 else { return table }
-        // Only windows with I/O get a slot, so a recording with a gap of days
-        // (or a bogus timestamp) costs nothing for the empty time between.
-        let windowOf = { (a: Access) in Int((a.timeNs - span.start) / windowNs) }
-        var occupied: [Int] = []
-        occupied.reserveCapacity(1024)
-        var ri0 = 0, wi0 = 0
-        while ri0 < trace.reads.count || wi0 < trace.writes.count {
-            let w: Int
-            if wi0 >= trace.writes.count || (ri0 < trace.reads.count && trace.reads[ri0].timeNs <= trace.writes[wi0].timeNs) {
-                w = windowOf(trace.reads[ri0]); ri0 += 1
-            } else {
-                w = windowOf(trace.writes[wi0]); wi0 += 1
-            }
-            if occupied.last != w { occupied.append(w) }
-        }
-        let count = occupied.count
-
-        // Per-window accumulators.
-        var r = [Moments](repeating: Moments(), count: count), wr = [Moments](repeating: Moments(), count: count)
-        var entSum = [Double](repeating: 0, count: count), highBytes = [Double](repeating: 0, count: count)
-        var oarN = [Double](repeating: 0, count: count), seqN = [Double](repeating: 0, count: count)
-        var rewriteN = [Double](repeating: 0, count: count), newN = [Double](repeating: 0, count: count)
-        var lbaSum = [Double](repeating: 0, count: count), lbaSq = [Double](repeating: 0, count: count)
-        var wMin = [UInt64](repeating: .max, count: count), wMax = [UInt64](repeating: 0, count: count)
-
-        var slot = 0
-        for a in trace.reads {
-            let w = windowOf(a)
-            while occupied[slot] < w { slot += 1 }
-            r[slot].add(a)
-        }
-        slot = 0
-        // Overwrite after read: merge the two time-sorted streams.
-        var lastRead: [UInt64: UInt64] = [:]
-        var written = Set<UInt64>()
+        guard windowNs > 0 else { return FeatureTable(names: names(of: level), values: [], windowStart: [], writtenBytes: []) }
+        var stream = FeatureStream(windowNs: windowNs, names: names(of: level))
         var ri = 0
-        var prevEnd: UInt64 = .max
-        for a in trace.writes {
-            let aw = windowOf(a)
-            while occupied[slot] < aw { slot += 1 }
-            let w = slot
-            wr[w].add(a)
-            entSum[w] += Double(a.entropy)
-            guard extended else { continue }
-            if a.entropy > 0.9 { highBytes[w] += Double(a.size) }
-            while ri < trace.reads.count && trace.reads[ri].timeNs <= a.timeNs {
-                lastRead[trace.reads[ri].lba >> 3] = trace.reads[ri].timeNs
+        for w in trace.writes {
+            while ri < trace.reads.count && trace.reads[ri].timeNs <= w.timeNs {
+                stream.add(read: trace.reads[ri])
                 ri += 1
             }
-            let block = a.lba >> 3
-            if let t = lastRead[block] {
-                let age = a.timeNs - t
-                if age <= overwriteLookbackNs { oarN[w] += 1 }
-                if age <= rewriteLookbackNs { rewriteN[w] += 1 }
-            }
-            if a.lba == prevEnd { seqN[w] += 1 }
-            prevEnd = a.lba + UInt64(a.size + 511) / 512
-            wMin[w] = min(wMin[w], a.lba)
-            wMax[w] = max(wMax[w], a.lba)
-            guard context else { continue }
-            if written.insert(block).inserted { newN[w] += 1 }
-            let x = Double(a.lba)
-            lbaSum[w] += x
-            lbaSq[w] += x * x
+            stream.add(write: w)
         }
-
-        var rows = RowBuilder(level: level, windowNs: windowNs)
-        table.values.reserveCapacity(count * names.count)
-        for w in 0..<count {
-            let acc = WindowAccumulator(reads: r[w], writes: wr[w], entropySum: entSum[w], highBytes: highBytes[w], overwrites: oarN[w],
-                                        rewrites: rewriteN[w], newBlocks: newN[w], sequential: seqN[w], lbaSum: lbaSum[w],
-                                        lbaSquares: lbaSq[w], minLBA: wMin[w], maxLBA: wMax[w])
-            rows.append(acc, window: occupied[w], to: &table.values)
-            table.windowStart.append(span.start + UInt64(occupied[w]) * windowNs)
-            table.writtenBytes.append(UInt64(wr[w].bytes))
+        while ri < trace.reads.count {
+            stream.add(read: trace.reads[ri])
+            ri += 1
         }
-        return table
+        return stream.table()
     }
 
     /// A stacked model's extra inputs: the first stage's window probabilities averaged over the last 5 s and 30 s.

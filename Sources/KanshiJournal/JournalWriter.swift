@@ -244,6 +244,13 @@ public final class JournalWriter: Sendable {
         }
     }
 
+    /// The shared memory a running staged writer of `directory` passes its
+    /// records through, or a killed one left behind (nil if none).
+    public static func stagingFile(of directory: String) -> String? {
+        (try? String(contentsOfFile: directory + "/" + StagingArea.pointerName, encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// Tests: the staging thread stops writing (records stay in memory).
     func pauseStagingForTesting() { staging?.pause() }
 

@@ -378,7 +378,7 @@ final class StagingArea: @unchecked Sendable {
         let pointer = directory + "/" + pointerName
         try? FileSystem.remove(pointer + ".tmp")
         guard FileSystem.exists(pointer) else { return nil }
-        let shared = ((try? String(contentsOfFile: pointer, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let shared = JournalWriter.stagingFile(of: directory) ?? ""
         // Only a ring this journal made is ever read or removed: the name a
         // writer gives it, and a header naming this directory. Anything else
         // (a damaged or copied pointer) loses the pointer and nothing more.

@@ -9,21 +9,18 @@ extension Tracer {
     /// Attaches, trying again a few times when the process could not run the
     /// injected calls (a process still starting up, e.g. inside execve).
     func attach(_ pid: Int32) throws {
-        var attempt = 1
-        while true {
-            do {
-                try attachOnce(pid)
-                return
-            } catch TraceError.attachFailed(_, _, let detail) where detail.hasPrefix(Self.notRunnable) && attempt < 5 {
-                attempt += 1
-                usleep(100_000)
-            }
+        let attempts = 5
+        for attempt in 1...attempts {
+            if try attachOnce(pid) { return }
+            if attempt < attempts { usleep(100_000) }
         }
+        throw TraceError.attachFailed(pid: pid, errno: EAGAIN,
+                                      detail: "could not run the filter installation inside the process (it may be starting up or exiting; tried \(attempts) times)")
     }
 
-    private static let notRunnable = "could not run the filter installation inside the process"
-
-    private func attachOnce(_ pid: Int32) throws {
+    /// One try; false (everything detached again) when the process could not
+    /// run the injected calls.
+    private func attachOnce(_ pid: Int32) throws -> Bool {
         guard pid > 0, let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else {
             throw TraceError.attachFailed(pid: pid, errno: ESRCH, detail: "no such process")
         }
@@ -54,10 +51,7 @@ extension Tracer {
         }
         guard results.count == 2, results[0] == 0, results[1] == 0 else {
             for t in seized { _ = ckt_ptrace_detach(t, 0) }
-            if results.count < 2 {
-                throw TraceError.attachFailed(pid: pid, errno: EAGAIN,
-                                              detail: "\(Self.notRunnable) (it may be starting up or exiting; tried 5 times)")
-            }
+            if results.count < 2 { return false }
             let failed = results[0] != 0 ? 0 : 1
             throw TraceError.attachFailed(pid: pid, errno: Int32(-results[failed]),
                                           detail: failed == 0 ? "setting no_new_privs in the process" : "installing the seccomp filter in the process")
@@ -70,5 +64,6 @@ extension Tracer {
         e.pid = pid; e.tid = pid; e.argv = p.argv; e.reason = "attached to running process; its existing children are not traced"
         log.append(e)
         for t in seized { Ptrace.cont(t) }
+        return true
     }
 }

@@ -38,8 +38,8 @@ struct JournalInfo: ParsableCommand {
         }
         if let p = report.problem { Output.line("DAMAGED   \(p) (run `kanshi journal verify`)") }
         if let t = report.tornTail { Output.line("torn tail \(t) (cut off when the journal is next opened for writing)") }
-        if let staged = try? String(contentsOfFile: report.directory + "/STAGING", encoding: .utf8) {
-            Output.line("staging   \(staged.trimmingCharacters(in: .whitespacesAndNewlines)) (a server is writing this journal, or was killed: its last records are written when the journal is next opened for writing)")
+        if let staged = JournalWriter.stagingFile(of: report.directory) {
+            Output.line("staging   \(staged) (a server is writing this journal, or was killed: its last records are written when the journal is next opened for writing)")
         }
     }
 }

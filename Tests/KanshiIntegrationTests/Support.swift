@@ -1,4 +1,5 @@
 import Foundation
+import KanshiJournal
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -165,8 +166,8 @@ final class KanshiServer {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         // What the killed server had staged in shared memory goes with the test.
-        if let journal, let staged = try? String(contentsOfFile: journal + "/STAGING", encoding: .utf8) {
-            try? FileManager.default.removeItem(atPath: staged.trimmingCharacters(in: .whitespacesAndNewlines))
+        if let journal, let staged = JournalWriter.stagingFile(of: journal) {
+            try? FileManager.default.removeItem(atPath: staged)
         }
     }
 }
