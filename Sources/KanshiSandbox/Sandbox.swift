@@ -177,20 +177,36 @@ public final class Sandbox: @unchecked Sendable {
     /// after the command started, pauses the guest.
     private func detect(model: DetectorModel, guest: QEMUGuest) {
         guard let tail = try? JournalTail(directory: config.journal) else { return }
-        var trace = BlockTrace(reads: [], writes: [])
         // Features as the records arrive: each record is looked at once.
         var stream = FeatureStream(windowNs: model.windowNs, names: model.featureNames)
+        // Writes since the command started: the first one's time and the bytes
+        // (those seen before the start time is known wait in `early`).
+        var early: [(timeNs: UInt64, bytes: UInt64)] = []
+        var firstWrite: UInt64?
+        var written: UInt64 = 0
+        func count(_ w: (timeNs: UInt64, bytes: UInt64), since start: UInt64) {
+            guard w.timeNs >= start else { return }
+            firstWrite = firstWrite ?? w.timeNs
+            written += w.bytes
+        }
         while !withState({ finished || alerted }) {
             var added = 0
+            let known = withState { jobStartNs }
             do {
                 try tail.poll { r in
-                    if let (e, _) = try BlockRecords.decode(r) { trace.append(e); stream.append(e); added += 1 }
+                    guard let (e, _) = try BlockRecords.decode(r) else { return }
+                    stream.append(e)
+                    added += 1
+                    guard e.operation == .write else { return }
+                    if let start = known { count((e.timeNs, UInt64(e.length)), since: start) } else { early.append((e.timeNs, UInt64(e.length))) }
                 }
             } catch {
                 logger.error("the detector cannot read the journal", metadata: ["error": "\(error)"])
                 return
             }
             if added > 0, let start = withState({ jobStartNs }) {
+                for w in early { count(w, since: start) }
+                early.removeAll()
                 let table = stream.table()
                 if let p = try? model.predict(table) {
                     // Only windows since the command started count.
@@ -199,8 +215,6 @@ public final class Sandbox: @unchecked Sendable {
                         let w = first + i
                         try? guest.pause()
                         let now = FileSystem.nowNs()
-                        let firstWrite = trace.writes.first { $0.timeNs >= start }?.timeNs
-                        let written = trace.writes.filter { $0.timeNs >= start && $0.timeNs <= now }.reduce(UInt64(0)) { $0 + UInt64($1.size) }
                         withState {
                             alerted = true
                             result.detection = Detection(alertNs: now, probability: p[w],
