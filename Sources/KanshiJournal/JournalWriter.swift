@@ -28,6 +28,7 @@ public final class JournalWriter: Sendable {
         /// Bytes behind the end of the journal that stay in the page cache;
         /// older ones are written back and dropped in the background, so the
         /// journal's memory stays flat however long it grows (0: never drop).
+        /// Unstaged mode only: a staged writer fills no page cache.
         public var cachedTailBytes: UInt64 = 8 << 20
         /// Stage records in memory and write them to the segment with direct
         /// I/O on a thread of their own (see `StagingArea`): appends cost a
