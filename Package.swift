@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "KanshiBlock", targets: ["KanshiBlock"]),
         .library(name: "KanshiExt4", targets: ["KanshiExt4"]),
         .library(name: "KanshiTrace", targets: ["KanshiTrace"]),
+        // The VM sensor's QEMU plugin (loaded by QEMU with -plugin): libkanshi-vmi.so.
+        .library(name: "kanshi-vmi", type: .dynamic, targets: ["KanshiQEMUPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -58,6 +60,12 @@ let package = Package(
         .target(
             name: "KanshiTrace",
             dependencies: ["KanshiCore", "CKanshiTrace", .product(name: "Logging", package: "swift-log")]),
+        // The ring between the VM sensor's QEMU plugin and kanshi (header only: one layout for both).
+        .target(name: "CKanshiVMIRing"),
+        // The VM sensor's QEMU plugin (C; QEMU resolves its API when it loads it).
+        .target(name: "KanshiQEMUPlugin", dependencies: ["CKanshiVMIRing"]),
+        // The VM sensor: the plugin's ring, the guest behaviour model (same log and managed set as kanshi trace).
+        .target(name: "KanshiVMSensor", dependencies: ["CKanshiVMIRing", "KanshiSystem", "KanshiTrace"]),
         // XGBoost from Debian's libxgboost-dev.
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
         // libsvm from Debian's libsvm-dev.
@@ -80,6 +88,7 @@ let package = Package(
             name: "KanshiSandbox",
             dependencies: [
                 "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiBlock", "KanshiHistory", "KanshiAnalysis", "KanshiML",
+                "KanshiVMSensor",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -119,6 +128,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
+        .testTarget(name: "KanshiVMSensorTests", dependencies: ["KanshiVMSensor", "KanshiTrace", "CKanshiVMIRing"]),
         .testTarget(name: "KanshiTraceTests", dependencies: ["KanshiTrace", "KanshiCore"], exclude: ["Fixtures"]),
         .testTarget(
             name: "KanshiMountTests",

@@ -9,6 +9,11 @@ public final class QEMUGuest: @unchecked Sendable {
         public var qemu = "qemu-system-x86_64"
         public var accel = "tcg"
         public var memoryMiB = 512
+        public var vcpus = 1
+        /// A CPU model (`-cpu`), e.g. qemu64,vendor=GenuineIntel (page-table isolation on); nil: QEMU's default.
+        public var cpu: String?
+        /// More arguments (the VM sensor's -plugin).
+        public var extraArguments: [String] = []
         public init() {}
     }
 
@@ -24,7 +29,7 @@ public final class QEMUGuest: @unchecked Sendable {
         self.qmpPath = qmpPath
         guard let qemu = HostProgram.which(options.qemu) else { throw SandboxError.qemuMissing(options.qemu) }
         var args = [
-            "-accel", options.accel, "-machine", "pc", "-m", "\(options.memoryMiB)", "-smp", "1",
+            "-accel", options.accel, "-machine", "pc", "-m", "\(options.memoryMiB)", "-smp", "\(options.vcpus)",
             "-nodefaults", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-display", "none",
             "-qmp", "unix:\(qmpPath),server=on,wait=off",
             "-kernel", guest.kernel, "-initrd", guest.initramfs,
@@ -34,6 +39,8 @@ public final class QEMUGuest: @unchecked Sendable {
             "-drive", "file=\(jobDisk),format=raw,if=none,id=kjob,readonly=on",
             "-device", "virtio-blk-pci,drive=kjob,serial=kanshi-job",
         ]
+        if let cpu = options.cpu { args += ["-cpu", cpu] }
+        args += options.extraArguments
         if let setpriv = HostProgram.which("setpriv") {
             process.executableURL = URL(fileURLWithPath: setpriv)
             args = ["--pdeathsig", "KILL", "--", qemu] + args

@@ -6,6 +6,7 @@ import KanshiHistory
 import KanshiJournal
 import KanshiML
 import KanshiSystem
+import KanshiVMSensor
 import Logging
 import NIOCore
 import NIOPosix
@@ -26,6 +27,8 @@ public final class Sandbox: @unchecked Sendable {
         public var pollMs = 200
         /// Roll back on an alert (otherwise only pause and stop).
         public var rollback = true
+        /// Watch every system call of the guest (the VM sensor; TCG only).
+        public var vmSensor: VMSensor.Config?
         public init(guest: GuestImage, disk: String, journal: String, command: String) {
             self.guest = guest; self.disk = disk; self.journal = journal; self.command = command
         }
@@ -55,6 +58,8 @@ public final class Sandbox: @unchecked Sendable {
         public var guestFailure: String?
         /// When the command started in the guest (wall clock, ns).
         public var commandStartNs: UInt64?
+        /// What the VM sensor saw (with `vmSensor`).
+        public var vmSensor: VMSensor.Result?
     }
 
     let config: Config
@@ -97,12 +102,27 @@ public final class Sandbox: @unchecked Sendable {
         let jobPath = work + "/job.img"
         try JobDisk.write(script: config.command + "\n", to: jobPath)
 
+        var qemu = config.qemu
+        var sensor: VMSensor?
+        if let s = config.vmSensor {
+            let vm = try VMSensor(config: s)
+            qemu.extraArguments += vm.qemuArguments
+            sensor = vm
+        }
         startedNs = FileSystem.monotonicNs()
         let guest = try QEMUGuest(guest: config.guest, nbdURI: "nbd+unix:///?socket=\(socketPath)", jobDisk: jobPath,
-                                  qmpPath: work + "/qmp.sock", options: config.qemu) { [self] line in
+                                  qmpPath: work + "/qmp.sock", options: qemu) { [self] line in
             self.consoleLine(line, writer: writer)
         }
         defer { guest.terminate() }
+        if let sensor {
+            sensor.start()
+            guard sensor.waitForPlugin(seconds: 30) else {
+                guest.terminate()
+                let r = sensor.stop()
+                throw VMSensorError.pluginFailed(r.stats.error ?? "QEMU did not load it within 30 s (see the console above)")
+            }
+        }
 
         // The detector's thread signals `detectorDone` when it returns.
         let detectorDone = DispatchSemaphore(value: 0)
@@ -130,6 +150,10 @@ public final class Sandbox: @unchecked Sendable {
             }
         }
         guest.terminate()
+        if let sensor {
+            let r = sensor.stop()
+            withState { result.vmSensor = r }
+        }
         withState { finished = true }
         if config.model != nil { detectorDone.wait() }
         try? await channel.close()

@@ -2,6 +2,7 @@ import Foundation
 
 /// Why something is managed: the event that made it so.
 public struct ManagedReason: Codable, Sendable, Equatable {
+    public init(seq: UInt64, time: UInt64, why: String) { self.seq = seq; self.time = time; self.why = why }
     /// Sequence number of the event in the log of the run that decided it (0 if loaded).
     public var seq: UInt64
     /// Nanoseconds since the Unix epoch.
@@ -19,6 +20,7 @@ public struct ManagedSet: Codable, Sendable {
         public var pid: Int32
         public var exe: String
         public var reason: ManagedReason
+        public init(pid: Int32, exe: String, reason: ManagedReason) { self.pid = pid; self.exe = exe; self.reason = reason }
     }
 
     /// Paths given with --protect (files, or directories: everything under them).
@@ -43,7 +45,7 @@ public struct ManagedSet: Codable, Sendable {
 
     public func isManagedFile(_ path: String) -> Bool { files[path] != nil }
 
-    mutating func addFile(_ path: String, _ reason: ManagedReason) -> Bool {
+    public mutating func addFile(_ path: String, _ reason: ManagedReason) -> Bool {
         guard files[path] == nil else { return false }
         files[path] = File(path: path, reason: reason)
         return true

@@ -1,13 +1,13 @@
 /// A socket address read from a tracee, printable and judged local or external.
-struct SocketAddress: Sendable, CustomStringConvertible {
-    enum Family: Sendable { case unix, inet, inet6, netlink, other(UInt16) }
-    var family: Family
-    var text: String
+public struct SocketAddress: Sendable, CustomStringConvertible {
+    public enum Family: Sendable { case unix, inet, inet6, netlink, other(UInt16) }
+    public var family: Family
+    public var text: String
     /// Loopback, unspecified (goes to this host), Unix, netlink.
-    var isLoopback: Bool
+    public var isLoopback: Bool
 
     /// Decodes sockaddr bytes (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK).
-    init?(bytes b: [UInt8]) {
+    public init?(bytes b: [UInt8]) {
         guard b.count >= 2 else { return nil }
         let fam = UInt16(b[0]) | UInt16(b[1]) << 8
         switch fam {
@@ -52,15 +52,15 @@ struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
-    var description: String { text }
+    public var description: String { text }
 
-    var isUnix: Bool { if case .unix = family { return true }; return false }
-    var isInet: Bool {
+    public var isUnix: Bool { if case .unix = family { return true }; return false }
+    public var isInet: Bool {
         switch family { case .inet, .inet6: return true; default: return false }
     }
 
     /// Off the machine: not Unix/netlink, and not loopback unless loopback counts as external.
-    func isExternal(loopbackExternal: Bool) -> Bool {
+    public func isExternal(loopbackExternal: Bool) -> Bool {
         switch family {
         case .unix, .netlink: return false
         case .inet, .inet6: return loopbackExternal || !isLoopback

@@ -9,6 +9,8 @@ public struct TraceEvent: Sendable {
         case open, close, read, write, dup, pipe, socket, connect, bind, accept, send, recv
         case rename, link, symlink, unlink, truncate, mmap, transfer, exec, spawn, thread, exit
         case managed, blocked, signal, dropped, notice
+        /// Any other system call (the VM sensor with --all-calls): its name and raw arguments.
+        case call
     }
 
     public var seq: UInt64 = 0
@@ -31,6 +33,10 @@ public struct TraceEvent: Sendable {
     public var managed: Bool = false
     public var blocked: Bool = false
     public var reason: String? = nil
+    /// The virtual machine the event happened in (VM sensor), nil on the host.
+    public var vm: String? = nil
+    /// Raw arguments of a `call` event.
+    public var args: [UInt64]? = nil
 
     public init(kind: Kind) { self.kind = kind }
 
@@ -54,6 +60,8 @@ public struct TraceEvent: Sendable {
         if managed { s += ",\"managed\":true" }
         if blocked { s += ",\"blocked\":true" }
         if let reason { s += ",\"reason\":\"\(reason.jsonEscaped)\"" }
+        if let args { s += ",\"args\":[" + args.map { String($0) }.joined(separator: ",") + "]" }
+        if let vm { s += ",\"vm\":\"\(vm.jsonEscaped)\"" }
         return s + "}"
     }
 }

@@ -24,23 +24,27 @@ public struct TraceSummary: Sendable {
     public var blockedAttempts: [Blocked] = []
     public var managedFiles: [(String, String)] = []
     public var dropped: UInt64 = 0
+    /// Lines a sensor adds at the end (the VM sensor: its counters, egress attempts).
+    public var notes: [String] = []
 
-    mutating func addProcess(pid: Int32, parent: Int32, argv: [String]) {
+    public init() {}
+
+    public mutating func addProcess(pid: Int32, parent: Int32, argv: [String]) {
         if processes[pid] == nil { order.append(pid) }
         processes[pid] = ProcessInfo(pid: pid, parent: parent, argv: argv)
     }
-    mutating func exec(pid: Int32, argv: [String]) { processes[pid]?.argv = argv }
-    mutating func setExit(pid: Int32, code: Int32) { processes[pid]?.exit = code }
-    mutating func managedProcess(pid: Int32, why: String) { processes[pid]?.managed = why }
-    mutating func opened(_ path: String, read: Bool, write: Bool) {
+    public mutating func exec(pid: Int32, argv: [String]) { processes[pid]?.argv = argv }
+    public mutating func setExit(pid: Int32, code: Int32) { processes[pid]?.exit = code }
+    public mutating func managedProcess(pid: Int32, why: String) { processes[pid]?.managed = why }
+    public mutating func opened(_ path: String, read: Bool, write: Bool) {
         if read { filesRead.insert(path) }
         if write { filesWritten.insert(path) }
     }
-    mutating func wrote(_ path: String) { filesWritten.insert(path) }
-    mutating func deleted(_ path: String) { filesDeleted.insert(path) }
-    mutating func renamed(_ a: String, _ b: String) { renames.append((a, b)) }
-    mutating func peer(_ a: String, pid: Int32) { peers[a, default: []].insert(pid) }
-    mutating func blocked(pid: Int32, exe: String, call: String, why: String) {
+    public mutating func wrote(_ path: String) { filesWritten.insert(path) }
+    public mutating func deleted(_ path: String) { filesDeleted.insert(path) }
+    public mutating func renamed(_ a: String, _ b: String) { renames.append((a, b)) }
+    public mutating func peer(_ a: String, pid: Int32) { peers[a, default: []].insert(pid) }
+    public mutating func blocked(pid: Int32, exe: String, call: String, why: String) {
         blockedAttempts.append(Blocked(pid: pid, exe: exe, call: call, why: why))
     }
 
@@ -70,6 +74,7 @@ public struct TraceSummary: Sendable {
         list("network peers", peers.keys.sorted().map { "\($0) (pids \(peers[$0]!.sorted().map(String.init).joined(separator: ",")))" })
         list("managed files", managedFiles.map { "\($0.0): \($0.1)" })
         list("blocked attempts", blockedAttempts.map { "pid \($0.pid) \($0.exe) \($0.call): \($0.why)" })
+        for n in notes { out += n + "\n" }
         if dropped > 0 { out += "WARNING: \(dropped) events were dropped from the log (the writer fell behind); blocking was unaffected\n" }
         return out
     }

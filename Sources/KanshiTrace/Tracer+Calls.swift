@@ -280,7 +280,7 @@ extension Tracer {
 }
 
 extension SocketAddress {
-    static func familyName(_ f: UInt64) -> String {
+    public static func familyName(_ f: UInt64) -> String {
         switch f { case 1: "unix"; case 2: "inet"; case 10: "inet6"; case 16: "netlink"; case 17: "packet"; default: "\(f)" }
     }
 }

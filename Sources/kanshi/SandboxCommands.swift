@@ -3,6 +3,7 @@ import Foundation
 import KanshiML
 import KanshiSandbox
 import KanshiSystem
+import KanshiVMSensor
 
 struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,6 +24,16 @@ struct SandboxRun: AsyncParsableCommand {
             the disk is rolled back to just before COMMAND started, and the VM is stopped. \
             Exit status: COMMAND's; 3 after an alert; 124 on --timeout; 125 if the guest \
             failed before reporting a status; 130 on Ctrl-C.
+
+            The VM sensor (--trace LOG, or --protect): a QEMU plugin hooks every system call \
+            of every guest process from inside the VMM (64-bit and 32-bit entries), identifies \
+            the caller from the guest kernel's own structures (offsets from the kernel image's \
+            BTF and kallsyms; KASLR and page-table isolation are handled), and kanshi writes the \
+            behaviour log (the JSON lines of kanshi trace, plus "vm") and keeps the managed set: \
+            a process that reads a --protect path (a guest path) becomes managed, and so does \
+            every file it writes, its children, and the readers of its pipes. A summary (process \
+            tree, files, peers, managed set) follows the run. TCG only: with --accel kvm the \
+            sensor cannot run and says so.
             """)
 
     @Option(help: "The data disk image (ext4), changed in place (default: a fresh copy of the sandbox's victim disk, DIR/runs/<time>.img).")
@@ -55,6 +66,30 @@ struct SandboxRun: AsyncParsableCommand {
     @Flag(help: "Print the result as JSON (after the console).")
     var json = false
 
+    @Option(help: "Watch every system call in the guest (the VM sensor) and write the behaviour log here (JSON lines).")
+    var trace: String?
+
+    @Option(help: "A confidential guest path, file or directory (repeatable): its readers become managed. Turns the VM sensor on (log: DISK.trace.jsonl unless --trace).")
+    var protect: [String] = []
+
+    @Flag(help: "Log every guest system call, as strace would (`call` events, reads and writes of every process; large logs).")
+    var allCalls = false
+
+    @Option(help: "The managed set to load and save (default: LOG.managed.json).")
+    var managedSet: String?
+
+    @Option(help: "The VM's name in the behaviour log.")
+    var vmName: String = "sandbox"
+
+    @Option(help: "Virtual CPUs of the guest.")
+    var smp: Int = 1
+
+    @Option(help: "QEMU CPU model, e.g. qemu64,vendor=GenuineIntel (the guest kernel then turns page-table isolation on).")
+    var cpu: String?
+
+    @Flag(help: "Do not print the VM sensor's summary.")
+    var quiet = false
+
     @Argument(parsing: .captureForPassthrough, help: "The command to run in the guest (after --).")
     var command: [String] = []
 
@@ -65,6 +100,11 @@ struct SandboxRun: AsyncParsableCommand {
         if cmd.isEmpty { throw ValidationError("give the command to run in the guest after --") }
         if timeout <= 0 { throw ValidationError("--timeout must be positive") }
         if !["tcg", "kvm"].contains(accel) { throw ValidationError("--accel must be tcg or kvm") }
+        if smp < 1 || smp > 64 { throw ValidationError("--smp must be between 1 and 64") }
+        for p in protect where !p.hasPrefix("/") {
+            throw ValidationError("--protect \(p): give an absolute path in the guest (the command runs in /mnt, the data disk)")
+        }
+        if allCalls && trace == nil && protect.isEmpty { throw ValidationError("--all-calls needs --trace LOG") }
     }
 
     func run() async throws {
@@ -89,6 +129,23 @@ struct SandboxRun: AsyncParsableCommand {
         config.qemu.accel = accel
         config.qemu.memoryMiB = memory
         config.rollback = !noRollback
+        config.qemu.vcpus = smp
+        config.qemu.cpu = cpu
+        if trace != nil || !protect.isEmpty {
+            if accel == "kvm" {
+                Output.error("sandbox: the VM sensor needs TCG (its QEMU plugin hooks translated code); with --accel kvm the guest runs without it: no behaviour log, no managed set")
+            } else {
+                let log = trace ?? disk + ".trace.jsonl"
+                let kernel: VMSensorKernel
+                do { kernel = try VMSensorKernel.cached(guestDirectory: image.directory, vmlinuz: image.kernel) } catch { throw CLIError("sandbox: \(error)") }
+                var sensor = VMSensor.Config(kernel: kernel, plugin: VMSensorPaths.plugin, logPath: log)
+                if let managedSet { sensor.managedSetPath = managedSet }
+                sensor.behaviour.vm = vmName
+                sensor.behaviour.protect = protect
+                sensor.behaviour.allCalls = allCalls
+                config.vmSensor = sensor
+            }
+        }
         let result: Sandbox.Result
         do {
             result = try await Sandbox(config: config, logger: logger) { line in Output.line(line) }
@@ -97,6 +154,10 @@ struct SandboxRun: AsyncParsableCommand {
             throw CLIError("sandbox: \(error)")
         }
         Self.report(result, json: json, journal: config.journal)
+        if let vm = result.vmSensor, let s = config.vmSensor {
+            if !quiet && !json { Output.error(VMSensorReport.text(vm, log: s.logPath, managedSet: s.managedSetPath)) }
+            if let e = vm.error { throw CLIError("sandbox: VM sensor: \(e)") }
+        }
         if result.detection != nil { throw ExitCode(3) }
         if result.interrupted { throw ExitCode(130) }
         if result.timedOut { throw ExitCode(124) }
@@ -132,6 +193,7 @@ struct SandboxRun: AsyncParsableCommand {
             if let delay = d.delayNs { a["delaySeconds"] = Double(delay) / 1e9 }
             o["alert"] = a
         }
+        if let vm = r.vmSensor { o["vmSensor"] = VMSensorReport.json(vm) }
         if let rb = r.rollback {
             o["rollback"] = ["to": r.rolledBackTo?.description ?? "", "blocks": rb.blocks, "bytes": rb.bytes, "undo": "seq:\(rb.startSequence - 1)"] as [String: Any]
         }

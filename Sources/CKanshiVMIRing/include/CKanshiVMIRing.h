@@ -1,0 +1,179 @@
+#ifndef CKANSHI_VMI_RING_H
+#define CKANSHI_VMI_RING_H
+
+// The shared-memory ring between the VM sensor's QEMU plugin (producer, one
+// or more vCPU threads) and kanshi (the one consumer), and the binary
+// records that travel through it. Header only: the plugin and the Swift
+// decoder read the same layout. All integers little-endian (x86_64 hosts).
+//
+// The ring file: a 4096-byte header (struct kvmi_ring_header), then `capacity`
+// bytes of records (a power of two). `head` and `tail` are byte counts since
+// the start (never wrapped): the producer writes at head % capacity and
+// publishes head with a release store; the consumer reads up to head and
+// publishes tail. A record never wraps: when one does not fit before the end,
+// the producer writes a KVMI_PAD record up to the end and starts again at 0.
+// When there is no room the record is dropped and counted (`dropped`).
+
+#include <stdint.h>
+
+#define KVMI_RING_MAGIC 0x314d56494853414bULL /* "KASHIVM1" */
+#define KVMI_RING_VERSION 1
+#define KVMI_RING_HEADER_SIZE 4096
+
+/// The ring's header; the producer owns head and the counters, the consumer tail.
+typedef struct kvmi_ring_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t capacity;
+    /// Written by the producer.
+    volatile uint64_t head;
+    /// Written by the consumer.
+    volatile uint64_t tail;
+    /// Records dropped because the ring was full.
+    volatile uint64_t dropped;
+    /// System calls seen at entry (all ABIs), and returns matched to an entry.
+    volatile uint64_t calls;
+    volatile uint64_t returns;
+    /// Strings or structures that could not be read at entry nor at return.
+    volatile uint64_t unreadable;
+    /// Entries still waiting for a return when the pending table was full (evicted).
+    volatile uint64_t evicted;
+    /// 1 once the kernel's KASLR slide is known; the slide itself.
+    volatile uint64_t calibrated;
+    volatile uint64_t slide;
+    /// 1 while the plugin runs; 2 after it ended cleanly.
+    volatile uint64_t state;
+    /// Page-table isolation as seen at returns: 0 unknown, 1 off, 2 on.
+    volatile uint64_t pti;
+    /// vCPUs that registered.
+    volatile uint64_t vcpus;
+    /// Text of the first error the plugin met (NUL-terminated), for kanshi to report.
+    char error[256];
+} kvmi_ring_header;
+
+/// Record types.
+enum {
+    KVMI_PAD = 0,
+    /// A system call at entry: identity, number, six arguments, strings read then.
+    KVMI_ENTRY = 1,
+    /// A system call's return: the entry's cookie, the result, strings read again.
+    KVMI_RETURN = 2,
+    /// A task ran do_exit: identity and the exit code.
+    KVMI_TASK_EXIT = 3,
+    /// The plugin learnt the KASLR slide (payload: kvmi_calibration).
+    KVMI_CALIBRATED = 4,
+};
+
+/// ABIs of an entry.
+enum {
+    KVMI_ABI_X86_64 = 0,
+    /// 32-bit calls (int 0x80, sysenter, 32-bit syscall): the i386 numbers and argument registers.
+    KVMI_ABI_I386 = 1,
+};
+
+/// Every record starts with this; `size` is a multiple of 8 and includes the items.
+typedef struct kvmi_record {
+    uint32_t size;
+    uint16_t type;
+    uint16_t abi;
+    /// Host wall clock, nanoseconds since the Unix epoch.
+    uint64_t time_ns;
+} kvmi_record;
+
+/// Who made the call: read from the guest kernel's task_struct.
+typedef struct kvmi_identity {
+    /// Guest address of the task_struct.
+    uint64_t task;
+    /// Thread id (task->pid), process id (task->tgid), parent's process id (task->real_parent->tgid).
+    int32_t tid;
+    int32_t pid;
+    int32_t ppid;
+    uint32_t vcpu;
+    char comm[16];
+} kvmi_identity;
+
+typedef struct kvmi_entry {
+    kvmi_record r;
+    kvmi_identity who;
+    /// Pairs the entry with its return: (vcpu << 56) | per-vCPU counter.
+    uint64_t cookie;
+    int64_t nr;
+    uint64_t args[6];
+    /// User instruction and stack pointers at the call.
+    uint64_t user_ip;
+    uint64_t user_sp;
+    /// Items (kvmi_item) follow, up to `size`.
+} kvmi_entry;
+
+typedef struct kvmi_return {
+    kvmi_record r;
+    uint64_t cookie;
+    int64_t ret;
+    /// Items read at the return follow.
+} kvmi_return;
+
+typedef struct kvmi_task_exit {
+    kvmi_record r;
+    kvmi_identity who;
+    int64_t code;
+} kvmi_task_exit;
+
+typedef struct kvmi_calibration {
+    kvmi_record r;
+    uint64_t slide;
+    uint64_t entry;
+} kvmi_calibration;
+
+/// An item after an entry or return: a string or structure from guest memory.
+/// `len` bytes follow the 4-byte item header, padded to 4 bytes.
+typedef struct kvmi_item {
+    uint8_t tag;
+    /// KVMI_ITEM_* flags.
+    uint8_t flags;
+    uint16_t len;
+} kvmi_item;
+
+/// Item tags.
+enum {
+    /// A path argument (first, second).
+    KVMI_PATH1 = 1,
+    KVMI_PATH2 = 2,
+    /// A socket address (connect, bind, sendto, sendmsg's msg_name, accept's result).
+    KVMI_SOCKADDR = 3,
+    /// One element of execve's argv, in order.
+    KVMI_ARGV = 4,
+    /// Two 32-bit descriptors written by pipe/pipe2/socketpair (at return).
+    KVMI_FDPAIR = 5,
+    /// clone3's flags (8 bytes).
+    KVMI_CLONE_FLAGS = 6,
+    /// openat2's flags (8 bytes, struct open_how.flags).
+    KVMI_OPEN_HOW = 7,
+    /// i386 socketcall's six 32-bit arguments.
+    KVMI_SOCKETCALL = 8,
+};
+
+/// Item flags.
+enum {
+    /// The string was cut at the plugin's limit.
+    KVMI_ITEM_TRUNCATED = 1,
+    /// Could not be read (not paged in): `len` is 0.
+    KVMI_ITEM_UNREADABLE = 2,
+};
+
+/// The producer's published head (acquire: the records before it are visible).
+static inline uint64_t kvmi_ring_head(const kvmi_ring_header *h) {
+    return __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+}
+
+/// Publishes how far the consumer has read (release: it is done with those bytes).
+static inline void kvmi_ring_set_tail(kvmi_ring_header *h, uint64_t tail) {
+    __atomic_store_n(&h->tail, tail, __ATOMIC_RELEASE);
+}
+
+/// A counter or state word written by the producer.
+static inline uint64_t kvmi_ring_load(const volatile uint64_t *word) {
+    return __atomic_load_n(word, __ATOMIC_ACQUIRE);
+}
+
+#endif

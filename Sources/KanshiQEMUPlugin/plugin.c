@@ -1,0 +1,641 @@
+// Kanshi's VM sensor: a QEMU TCG plugin that sees every system call of every
+// guest process from inside the VMM, with no agent in the guest.
+//
+// Hook sites (link-time addresses from the guest kernel's own kallsyms, given
+// as arguments; the KASLR slide is learnt at run time):
+//   - do_syscall_64 (64-bit `syscall`), do_fast_syscall_32 (32-bit syscall and
+//     sysenter), do_int80_emulation / do_int80_syscall_32 (int 0x80): at their
+//     first instruction RDI points to the user's pt_regs and the kernel's page
+//     tables and GS are in place, with page-table isolation on or off;
+//   - every `sysretq`, `sysretl` and `iretq` of the kernel: the return to user
+//     mode, matched to its entry by (page table, user stack, user instruction);
+//   - do_exit: a task ends.
+// The slide: the first kernel block at an address congruent to
+// entry_SYSCALL_64 modulo the KASLR alignment whose bytes equal that
+// function's first bytes in the kernel image. Until then nothing but returns
+// is hooked; once known, the translation cache is flushed (qemu_plugin_reset)
+// so blocks translated before get their hooks too.
+//
+// Identity: current task = 8 bytes at GS base + the per-cpu offset of
+// current_task; pid, tgid, comm and real_parent at offsets from the kernel's
+// BTF. Cached per vCPU until the task changes (and after execve or exit).
+//
+// Everything goes to kanshi as binary records through a shared-memory ring
+// (see CKanshiVMIRing.h); nothing is formatted here.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "plugin.h"
+
+__attribute__((visibility("default"))) int qemu_plugin_version = 4;
+
+#define KERNEL_SPACE 0xffff800000000000ULL
+#define MAX_VCPUS 64
+#define PENDING_SLOTS 8192
+#define PENDING_PROBE 32
+#define RECORD_MAX 8192
+#define PAGE 4096ULL
+/// CR3 without the PCID (bits 0-11) and NOFLUSH (63). With page-table isolation
+/// the user page table is the kernel one plus 4 KiB (bit 12): see `returned`.
+#define CR3_MASK 0x7ffffffffffff000ULL
+#define PTI_USER_BIT 0x1000ULL
+
+/// Hook kinds (udata of the instruction callbacks).
+enum { HOOK_SYS64 = 1, HOOK_SYS32, HOOK_EXIT, HOOK_SYSRET, HOOK_IRET };
+
+/// The user registers the kernel saved (struct pt_regs; its layout is x86_64 ABI).
+typedef struct pt_regs {
+    uint64_t r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+} pt_regs;
+
+typedef struct vcpu_state {
+    struct qemu_plugin_register *rdi, *rax, *rcx, *rsp, *gs_base, *cr3;
+    GByteArray *regbuf;
+    GByteArray *membuf;
+    uint64_t counter;
+    uint64_t cached_task;
+    kvmi_identity id;
+    uint8_t rec[RECORD_MAX];
+} vcpu_state;
+
+typedef struct pending {
+    uint64_t cr3, ip, sp;
+    uint64_t cookie;
+    uint64_t seen;
+    int64_t nr;
+    uint16_t abi;
+    uint8_t used;
+    /// Paths that could not be read at entry: read again at return.
+    uint8_t retry_tag[2];
+    uint64_t retry_ptr[2];
+    /// An output the call writes (pipe fds).
+    uint64_t fdpair_ptr;
+} pending;
+
+static struct {
+    qemu_plugin_id_t id;
+    kvmi_ring_header *ring;
+    uint8_t *data;
+    uint64_t capacity;
+    pthread_mutex_t ring_lock;
+    pthread_mutex_t pending_lock;
+    uint64_t entry_link, align, slide;
+    uint8_t sig[32];
+    size_t sig_len;
+    uint64_t sys64, fast32, int80, do_exit;  // link-time
+    uint64_t current_task;
+    uint64_t off_pid, off_tgid, off_comm, off_parent;
+    unsigned max_string;
+    int calibrated;
+    uint64_t pending_clock;
+    vcpu_state *vcpus[MAX_VCPUS];
+    pending table[PENDING_SLOTS];
+} K;
+
+// MARK: helpers
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void fail(const char *msg) {
+    if (K.ring && K.ring->error[0] == 0) {
+        strncpy((char *)K.ring->error, msg, sizeof K.ring->error - 1);
+    }
+    qemu_plugin_outs(msg);
+    qemu_plugin_outs("\n");
+}
+
+static uint64_t reg(vcpu_state *v, struct qemu_plugin_register *r) {
+    g_byte_array_set_size(v->regbuf, 0);
+    int n = qemu_plugin_read_register(r, v->regbuf);
+    uint64_t out = 0;
+    if (n > 0) memcpy(&out, v->regbuf->data, n > 8 ? 8 : (size_t)n);
+    return out;
+}
+
+static int mem(vcpu_state *v, uint64_t addr, void *out, size_t len) {
+    if (len == 0) return 1;
+    if (!qemu_plugin_read_memory_vaddr(addr, v->membuf, len)) return 0;
+    memcpy(out, v->membuf->data, len);
+    return 1;
+}
+
+/// A NUL-terminated string, read page by page; returns its length or -1.
+static int string_at(vcpu_state *v, uint64_t addr, char *out, unsigned max, int *truncated) {
+    unsigned got = 0;
+    *truncated = 0;
+    if (addr == 0) return -1;
+    while (got < max) {
+        uint64_t a = addr + got;
+        unsigned chunk = (unsigned)(PAGE - (a & (PAGE - 1)));
+        if (chunk > max - got) chunk = max - got;
+        if (!mem(v, a, out + got, chunk)) return got == 0 ? -1 : (int)got;
+        void *nul = memchr(out + got, 0, chunk);
+        if (nul) return (int)((char *)nul - out);
+        got += chunk;
+    }
+    *truncated = 1;
+    return (int)max;
+}
+
+// MARK: the ring
+
+static void ring_push(const void *rec, uint32_t size) {
+    pthread_mutex_lock(&K.ring_lock);
+    uint64_t head = K.ring->head;
+    uint64_t tail = __atomic_load_n(&K.ring->tail, __ATOMIC_ACQUIRE);
+    uint64_t pos = head % K.capacity;
+    uint64_t pad = pos + size > K.capacity ? K.capacity - pos : 0;
+    if (head + pad + size - tail > K.capacity) {
+        __atomic_fetch_add(&K.ring->dropped, 1, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&K.ring_lock);
+        return;
+    }
+    if (pad) {
+        kvmi_record p = {(uint32_t)pad, KVMI_PAD, 0, 0};
+        memcpy(K.data + pos, &p, pad < sizeof p ? pad : sizeof p);
+        head += pad;
+        pos = 0;
+    }
+    memcpy(K.data + pos, rec, size);
+    __atomic_store_n(&K.ring->head, head + size, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&K.ring_lock);
+}
+
+/// Appends an item to the record being built at `*size`; false if it does not fit.
+static int add_item(uint8_t *rec, uint32_t *size, uint8_t tag, uint8_t flags, const void *bytes, uint16_t len) {
+    uint32_t need = (uint32_t)sizeof(kvmi_item) + ((len + 3u) & ~3u);
+    if (*size + need + 8 > RECORD_MAX) return 0;
+    kvmi_item it = {tag, flags, len};
+    memcpy(rec + *size, &it, sizeof it);
+    if (len) memcpy(rec + *size + sizeof it, bytes, len);
+    memset(rec + *size + sizeof it + len, 0, ((len + 3u) & ~3u) - len);
+    *size += need;
+    return 1;
+}
+
+static uint32_t finish(uint8_t *rec, uint32_t size) {
+    uint32_t total = (size + 7u) & ~7u;
+    memset(rec + size, 0, total - size);
+    ((kvmi_record *)rec)->size = total;
+    return total;
+}
+
+// MARK: identity
+
+static int identify(vcpu_state *v, uint64_t gs, unsigned vcpu, kvmi_identity *out) {
+    uint64_t task = 0;
+    if (!mem(v, gs + K.current_task, &task, 8) || task < KERNEL_SPACE) return 0;
+    if (task != v->cached_task) {
+        kvmi_identity id;
+        memset(&id, 0, sizeof id);
+        id.task = task;
+        id.vcpu = vcpu;
+        uint64_t parent = 0;
+        if (!mem(v, task + K.off_pid, &id.tid, 4) || !mem(v, task + K.off_tgid, &id.pid, 4) ||
+            !mem(v, task + K.off_comm, id.comm, 16)) return 0;
+        if (mem(v, task + K.off_parent, &parent, 8) && parent >= KERNEL_SPACE) mem(v, parent + K.off_tgid, &id.ppid, 4);
+        v->id = id;
+        v->cached_task = task;
+    }
+    *out = v->id;
+    return 1;
+}
+
+// MARK: pending calls
+
+static pending *pending_find(uint64_t cr3, uint64_t ip, uint64_t sp) {
+    uint64_t h = (cr3 ^ (ip * 0x9e3779b97f4a7c15ULL) ^ (sp >> 4)) % PENDING_SLOTS;
+    for (int i = 0; i < PENDING_PROBE; i++) {
+        pending *p = &K.table[(h + i) % PENDING_SLOTS];
+        if (p->used && p->cr3 == cr3 && p->ip == ip && p->sp == sp) return p;
+    }
+    return NULL;
+}
+
+static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
+    pending *same = pending_find(cr3, ip, sp);
+    if (same) return same;  // the thread's last call never came back (exec, signal): replaced
+    uint64_t h = (cr3 ^ (ip * 0x9e3779b97f4a7c15ULL) ^ (sp >> 4)) % PENDING_SLOTS;
+    pending *oldest = NULL;
+    for (int i = 0; i < PENDING_PROBE; i++) {
+        pending *p = &K.table[(h + i) % PENDING_SLOTS];
+        if (!p->used) return p;
+        if (!oldest || p->seen < oldest->seen) oldest = p;
+    }
+    __atomic_fetch_add(&K.ring->evicted, 1, __ATOMIC_RELAXED);
+    return oldest;
+}
+
+// MARK: entries
+
+static void on_syscall(unsigned vcpu, void *udata) {
+    vcpu_state *v = K.vcpus[vcpu];
+    if (!v) return;
+    int abi = (uintptr_t)udata == HOOK_SYS32 ? KVMI_ABI_I386 : KVMI_ABI_X86_64;
+    uint64_t regs_at = reg(v, v->rdi), gs = reg(v, v->gs_base), cr3 = reg(v, v->cr3);
+    pt_regs pr;
+    __atomic_fetch_add(&K.ring->calls, 1, __ATOMIC_RELAXED);
+    if (!mem(v, regs_at, &pr, sizeof pr)) {
+        __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    uint8_t *rec = v->rec;
+    kvmi_entry *e = (kvmi_entry *)rec;
+    memset(e, 0, sizeof *e);
+    e->r.type = KVMI_ENTRY;
+    e->r.abi = (uint16_t)abi;
+    e->r.time_ns = now_ns();
+    if (!identify(v, gs, vcpu, &e->who)) {
+        __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
+        e->who.vcpu = vcpu;
+    }
+    e->cookie = ((uint64_t)vcpu << 56) | (++v->counter & 0x00ffffffffffffffULL);
+    e->user_ip = pr.ip;
+    e->user_sp = pr.sp;
+    if (abi == KVMI_ABI_I386) {
+        e->nr = (int64_t)(int32_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax);
+        uint64_t a[6] = {pr.bx, pr.cx, pr.dx, pr.si, pr.di, pr.bp};
+        for (int i = 0; i < 6; i++) e->args[i] = (uint32_t)a[i];
+    } else {
+        e->nr = (int64_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax);
+        uint64_t a[6] = {pr.di, pr.si, pr.dx, pr.r10, pr.r8, pr.r9};
+        memcpy(e->args, a, sizeof a);
+    }
+    kvmi_argspec s = kvmi_spec(abi, e->nr);
+    uint32_t size = sizeof *e;
+    uint8_t retry_tag[2] = {0, 0};
+    uint64_t retry_ptr[2] = {0, 0};
+    char text[4096];
+    int8_t paths[2] = {s.path1, s.path2};
+    for (int i = 0; i < 2; i++) {
+        if (paths[i] < 0) continue;
+        int cut = 0;
+        int n = string_at(v, e->args[paths[i]], text, K.max_string, &cut);
+        uint8_t tag = i == 0 ? KVMI_PATH1 : KVMI_PATH2;
+        if (n < 0) {
+            retry_tag[i] = tag;
+            retry_ptr[i] = e->args[paths[i]];
+            add_item(rec, &size, tag, KVMI_ITEM_UNREADABLE, NULL, 0);
+        } else {
+            add_item(rec, &size, tag, cut ? KVMI_ITEM_TRUNCATED : 0, text, (uint16_t)n);
+        }
+    }
+    uint64_t sa_ptr = 0, sa_len = 0;
+    if (s.sa_ptr >= 0) { sa_ptr = e->args[s.sa_ptr]; sa_len = e->args[s.sa_len]; }
+    if (s.msg >= 0 && e->args[s.msg]) {
+        if (abi == KVMI_ABI_I386) {
+            uint32_t m[2];
+            if (mem(v, e->args[s.msg], m, sizeof m)) { sa_ptr = m[0]; sa_len = m[1]; }
+        } else {
+            uint64_t m[2];
+            if (mem(v, e->args[s.msg], m, sizeof m)) { sa_ptr = m[0]; sa_len = (uint32_t)m[1]; }
+        }
+    }
+    if (abi == KVMI_ABI_I386 && e->nr == 102) {  // socketcall(call, u32 args[])
+        uint32_t a[6];
+        if (mem(v, e->args[1], a, sizeof a)) {
+            add_item(rec, &size, KVMI_SOCKETCALL, 0, a, sizeof a);
+            uint64_t call = e->args[0];
+            if (call == 2 || call == 3) { sa_ptr = a[1]; sa_len = a[2]; }        // bind, connect
+            else if (call == 11) { sa_ptr = a[4]; sa_len = a[5]; }              // sendto
+            else if (call == 16) {                                              // sendmsg
+                uint32_t m[2];
+                if (mem(v, a[1], m, sizeof m)) { sa_ptr = m[0]; sa_len = m[1]; }
+            }
+        }
+    }
+    if (sa_ptr && sa_len >= 2) {
+        uint8_t sa[128];
+        size_t n = sa_len > sizeof sa ? sizeof sa : sa_len;
+        if (mem(v, sa_ptr, sa, n)) add_item(rec, &size, KVMI_SOCKADDR, 0, sa, (uint16_t)n);
+        else add_item(rec, &size, KVMI_SOCKADDR, KVMI_ITEM_UNREADABLE, NULL, 0);
+    }
+    if (s.argv >= 0 && e->args[s.argv]) {
+        unsigned width = abi == KVMI_ABI_I386 ? 4 : 8, budget = 3072;
+        for (int i = 0; i < 128; i++) {
+            uint64_t p = 0;
+            if (!mem(v, e->args[s.argv] + (uint64_t)i * width, &p, width)) break;
+            if (p == 0) break;
+            int cut = 0;
+            unsigned max = budget < K.max_string ? budget : K.max_string;
+            int n = string_at(v, p, text, max, &cut);
+            if (n < 0) { add_item(rec, &size, KVMI_ARGV, KVMI_ITEM_UNREADABLE, NULL, 0); continue; }
+            if (!add_item(rec, &size, KVMI_ARGV, cut ? KVMI_ITEM_TRUNCATED : 0, text, (uint16_t)n)) break;
+            budget -= (unsigned)n < budget ? (unsigned)n : budget;
+            if (budget < 16) break;
+        }
+        v->cached_task = 0;  // comm changes at exec: read the identity again next time
+    }
+    if (s.clone3 >= 0) {
+        uint64_t flags = 0;
+        if (mem(v, e->args[s.clone3], &flags, 8)) add_item(rec, &size, KVMI_CLONE_FLAGS, 0, &flags, 8);
+    }
+    if (s.open_how >= 0) {
+        uint64_t flags = 0;
+        if (mem(v, e->args[s.open_how], &flags, 8)) add_item(rec, &size, KVMI_OPEN_HOW, 0, &flags, 8);
+    }
+    ring_push(rec, finish(rec, size));
+    if (s.no_return) return;
+    pthread_mutex_lock(&K.pending_lock);
+    pending *p = pending_slot(cr3 & CR3_MASK, pr.ip, pr.sp);
+    p->used = 1;
+    p->cr3 = cr3 & CR3_MASK;
+    p->ip = pr.ip;
+    p->sp = pr.sp;
+    p->cookie = e->cookie;
+    p->nr = e->nr;
+    p->abi = (uint16_t)abi;
+    p->seen = ++K.pending_clock;
+    p->retry_tag[0] = retry_tag[0];
+    p->retry_tag[1] = retry_tag[1];
+    p->retry_ptr[0] = retry_ptr[0];
+    p->retry_ptr[1] = retry_ptr[1];
+    p->fdpair_ptr = s.fdpair >= 0 ? e->args[s.fdpair] : 0;
+    pthread_mutex_unlock(&K.pending_lock);
+}
+
+// MARK: returns
+
+static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint64_t rax, int via_sysret) {
+    pending found;
+    int have = 0;
+    pthread_mutex_lock(&K.pending_lock);
+    pending *p = pending_find(cr3 & CR3_MASK, ip, sp);
+    int exact = p != NULL;
+    // With page-table isolation the user CR3 is the kernel's plus 4 KiB.
+    if (!p && (cr3 & PTI_USER_BIT) && K.ring->pti != 1 && (via_sysret || K.ring->pti == 2)) {
+        p = pending_find((cr3 & CR3_MASK) - PTI_USER_BIT, ip, sp);
+    }
+    if (p) {
+        found = *p;
+        p->used = 0;
+        have = 1;
+        if (via_sysret && K.ring->pti == 0) K.ring->pti = exact ? 1 : 2;
+    }
+    pthread_mutex_unlock(&K.pending_lock);
+    if (!have) return;
+    __atomic_fetch_add(&K.ring->returns, 1, __ATOMIC_RELAXED);
+    uint8_t *rec = v->rec;
+    kvmi_return *r = (kvmi_return *)rec;
+    memset(r, 0, sizeof *r);
+    r->r.type = KVMI_RETURN;
+    r->r.abi = found.abi;
+    r->r.time_ns = now_ns();
+    r->cookie = found.cookie;
+    r->ret = found.abi == KVMI_ABI_I386 ? (int64_t)(int32_t)rax : (int64_t)rax;
+    uint32_t size = sizeof *r;
+    char text[4096];
+    for (int i = 0; i < 2; i++) {
+        if (!found.retry_tag[i]) continue;
+        int cut = 0;
+        int n = string_at(v, found.retry_ptr[i], text, K.max_string, &cut);
+        if (n < 0) {
+            __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
+            add_item(rec, &size, found.retry_tag[i], KVMI_ITEM_UNREADABLE, NULL, 0);
+        } else {
+            add_item(rec, &size, found.retry_tag[i], cut ? KVMI_ITEM_TRUNCATED : 0, text, (uint16_t)n);
+        }
+    }
+    if (found.fdpair_ptr && r->ret == 0) {
+        int32_t fds[2];
+        if (mem(v, found.fdpair_ptr, fds, sizeof fds)) add_item(rec, &size, KVMI_FDPAIR, 0, fds, sizeof fds);
+    }
+    ring_push(rec, finish(rec, size));
+}
+
+static void on_sysret(unsigned vcpu, void *udata) {
+    (void)udata;
+    vcpu_state *v = K.vcpus[vcpu];
+    if (!v) return;
+    returned(v, reg(v, v->cr3), reg(v, v->rcx), reg(v, v->rsp), reg(v, v->rax), 1);
+}
+
+static void on_iret(unsigned vcpu, void *udata) {
+    (void)udata;
+    vcpu_state *v = K.vcpus[vcpu];
+    if (!v) return;
+    uint64_t frame[5];  // ip, cs, flags, sp, ss
+    if (!mem(v, reg(v, v->rsp), frame, sizeof frame) || (frame[1] & 3) != 3) return;
+    returned(v, reg(v, v->cr3), frame[0], frame[3], reg(v, v->rax), 0);
+}
+
+static void on_task_exit(unsigned vcpu, void *udata) {
+    (void)udata;
+    vcpu_state *v = K.vcpus[vcpu];
+    if (!v) return;
+    kvmi_task_exit x;
+    memset(&x, 0, sizeof x);
+    x.r.type = KVMI_TASK_EXIT;
+    x.r.size = sizeof x;
+    x.r.time_ns = now_ns();
+    x.code = (int64_t)reg(v, v->rdi);
+    if (!identify(v, reg(v, v->gs_base), vcpu, &x.who)) return;
+    v->cached_task = 0;
+    ring_push(&x, sizeof x);
+}
+
+// MARK: translation
+
+static void calibrate(struct qemu_plugin_tb *tb, uint64_t va) {
+    if ((va - K.entry_link) % K.align != 0) return;
+    uint8_t bytes[32];
+    size_t got = 0, n = qemu_plugin_tb_n_insns(tb);
+    for (size_t i = 0; i < n && got < K.sig_len; i++) {
+        got += qemu_plugin_insn_data(qemu_plugin_tb_get_insn(tb, i), bytes + got, sizeof bytes - got);
+    }
+    if (got < K.sig_len || memcmp(bytes, K.sig, K.sig_len) != 0) return;
+    K.slide = va - K.entry_link;
+    K.calibrated = 1;
+    K.ring->slide = K.slide;
+    __atomic_store_n(&K.ring->calibrated, 1, __ATOMIC_RELEASE);
+    kvmi_calibration c = {{sizeof c, KVMI_CALIBRATED, 0, now_ns()}, K.slide, va};
+    ring_push(&c, sizeof c);
+}
+
+static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+
+static void at_exit(qemu_plugin_id_t id, void *p);
+
+static void after_reset(qemu_plugin_id_t id) {
+    qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
+    qemu_plugin_register_atexit_cb(id, at_exit, NULL);
+}
+
+static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
+    uint64_t va = qemu_plugin_tb_vaddr(tb);
+    if (va < KERNEL_SPACE) return;  // user code is never instrumented
+    if (!K.calibrated) {
+        calibrate(tb, va);
+        if (K.calibrated) {
+            // Blocks translated before the slide was known lack their hooks: start again.
+            qemu_plugin_reset(id, after_reset);
+            return;
+        }
+    }
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        uint64_t a = qemu_plugin_insn_vaddr(insn);
+        if (K.calibrated) {
+            uint64_t link = a - K.slide;
+            uintptr_t kind = 0;
+            if (link == K.sys64) kind = HOOK_SYS64;
+            else if (link == K.fast32 || link == K.int80) kind = HOOK_SYS32;
+            else if (link == K.do_exit) kind = HOOK_EXIT;
+            if (kind == HOOK_EXIT) {
+                qemu_plugin_register_vcpu_insn_exec_cb(insn, on_task_exit, QEMU_PLUGIN_CB_R_REGS, (void *)kind);
+            } else if (kind) {
+                qemu_plugin_register_vcpu_insn_exec_cb(insn, on_syscall, QEMU_PLUGIN_CB_R_REGS, (void *)kind);
+            }
+        }
+        size_t size = qemu_plugin_insn_size(insn);
+        if (size != 2 && size != 3) continue;
+        uint8_t b[3] = {0, 0, 0};
+        qemu_plugin_insn_data(insn, b, size);
+        int sysretq = size == 3 && b[0] == 0x48 && b[1] == 0x0f && b[2] == 0x07;
+        int sysretl = size == 2 && b[0] == 0x0f && b[1] == 0x07;
+        int iretq = size == 2 && b[0] == 0x48 && b[1] == 0xcf;
+        if (sysretq || sysretl) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_sysret, QEMU_PLUGIN_CB_R_REGS, (void *)(uintptr_t)HOOK_SYSRET);
+        } else if (iretq) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_iret, QEMU_PLUGIN_CB_R_REGS, (void *)(uintptr_t)HOOK_IRET);
+        }
+    }
+}
+
+// MARK: setup
+
+static struct qemu_plugin_register *find_register(GArray *regs, const char *name) {
+    qemu_plugin_reg_descriptor *d = (qemu_plugin_reg_descriptor *)regs->data;
+    for (unsigned i = 0; i < regs->len; i++) {
+        if (strcmp(d[i].name, name) == 0) return d[i].handle;
+    }
+    return NULL;
+}
+
+static void vcpu_init(qemu_plugin_id_t id, unsigned int vcpu) {
+    (void)id;
+    if (vcpu >= MAX_VCPUS) { fail("kanshi-vmi: more vCPUs than the plugin supports (64)"); return; }
+    vcpu_state *v = calloc(1, sizeof *v);
+    if (!v) return;
+    GArray *regs = qemu_plugin_get_registers();
+    v->rdi = find_register(regs, "rdi");
+    v->rax = find_register(regs, "rax");
+    v->rcx = find_register(regs, "rcx");
+    v->rsp = find_register(regs, "rsp");
+    v->gs_base = find_register(regs, "gs_base");
+    v->cr3 = find_register(regs, "cr3");
+    g_array_free(regs, 1);
+    if (!v->rdi || !v->rax || !v->rcx || !v->rsp || !v->gs_base || !v->cr3) {
+        fail("kanshi-vmi: QEMU does not offer the registers rdi, rax, rcx, rsp, gs_base and cr3 to plugins");
+        free(v);
+        return;
+    }
+    v->regbuf = g_byte_array_new();
+    v->membuf = g_byte_array_new();
+    K.vcpus[vcpu] = v;
+    __atomic_fetch_add(&K.ring->vcpus, 1, __ATOMIC_RELAXED);
+}
+
+static void at_exit(qemu_plugin_id_t id, void *p) {
+    (void)id;
+    (void)p;
+    if (K.ring) __atomic_store_n(&K.ring->state, 2, __ATOMIC_RELEASE);
+}
+
+static int parse_hex_bytes(const char *s, uint8_t *out, size_t cap, size_t *len) {
+    size_t n = strlen(s);
+    if (n % 2 || n / 2 > cap || n == 0) return 0;
+    for (size_t i = 0; i < n / 2; i++) {
+        char b[3] = {s[2 * i], s[2 * i + 1], 0};
+        char *end;
+        out[i] = (uint8_t)strtoul(b, &end, 16);
+        if (*end) return 0;
+    }
+    *len = n / 2;
+    return 1;
+}
+
+static int open_ring(const char *path) {
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= KVMI_RING_HEADER_SIZE) { close(fd); return 0; }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) return 0;
+    kvmi_ring_header *h = m;
+    if (h->magic != KVMI_RING_MAGIC || h->version != KVMI_RING_VERSION ||
+        h->capacity + KVMI_RING_HEADER_SIZE != (uint64_t)st.st_size) {
+        munmap(m, (size_t)st.st_size);
+        return 0;
+    }
+    K.ring = h;
+    K.data = (uint8_t *)m + KVMI_RING_HEADER_SIZE;
+    K.capacity = h->capacity;
+    return 1;
+}
+
+__attribute__((visibility("default")))
+int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv) {
+    K.id = id;
+    K.align = 0x200000;
+    K.max_string = 256;
+    pthread_mutex_init(&K.ring_lock, NULL);
+    pthread_mutex_init(&K.pending_lock, NULL);
+    if (!info->system_emulation || strcmp(info->target_name, "x86_64") != 0) {
+        qemu_plugin_outs("kanshi-vmi: needs qemu-system-x86_64\n");
+        return -1;
+    }
+    const char *ring = NULL;
+    for (int i = 0; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) { qemu_plugin_outs("kanshi-vmi: arguments are KEY=VALUE\n"); return -1; }
+        size_t klen = (size_t)(eq - argv[i]);
+        const char *val = eq + 1;
+        uint64_t num = strtoull(val, NULL, 0);
+#define KEY(k) (klen == strlen(k) && strncmp(argv[i], k, klen) == 0)
+        if (KEY("ring")) ring = val;
+        else if (KEY("entry")) K.entry_link = num;
+        else if (KEY("sig")) { if (!parse_hex_bytes(val, K.sig, sizeof K.sig, &K.sig_len)) { qemu_plugin_outs("kanshi-vmi: bad sig\n"); return -1; } }
+        else if (KEY("align")) K.align = num;
+        else if (KEY("sys64")) K.sys64 = num;
+        else if (KEY("fast32")) K.fast32 = num;
+        else if (KEY("int80")) K.int80 = num;
+        else if (KEY("exit")) K.do_exit = num;
+        else if (KEY("current_task")) K.current_task = num;
+        else if (KEY("pid")) K.off_pid = num;
+        else if (KEY("tgid")) K.off_tgid = num;
+        else if (KEY("comm")) K.off_comm = num;
+        else if (KEY("parent")) K.off_parent = num;
+        else if (KEY("maxstr")) K.max_string = num > 4000 ? 4000 : (unsigned)num;
+        else { qemu_plugin_outs("kanshi-vmi: unknown argument\n"); return -1; }
+#undef KEY
+    }
+    if (!ring || !open_ring(ring)) {
+        qemu_plugin_outs("kanshi-vmi: ring=PATH must name a ring file made by kanshi\n");
+        return -1;
+    }
+    if (!K.entry_link || !K.sig_len || !K.sys64 || !K.current_task || !K.off_pid || !K.off_tgid || !K.off_comm || K.align == 0) {
+        fail("kanshi-vmi: missing entry, sig, sys64, current_task, pid, tgid or comm");
+        return -1;
+    }
+    K.ring->state = 1;
+    qemu_plugin_register_vcpu_init_cb(id, vcpu_init);
+    qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
+    qemu_plugin_register_atexit_cb(id, at_exit, NULL);
+    return 0;
+}

@@ -1,0 +1,96 @@
+import CKanshiVMIRing
+import KanshiSystem
+
+/// The consumer's end of the ring the VM sensor's QEMU plugin writes: a file
+/// under /dev/shm that kanshi makes and QEMU maps. Records are decoded in
+/// place; the tail is published after each batch.
+public final class VMIRing: @unchecked Sendable {
+    // SAFETY: used by one consumer thread; the header words shared with the
+    // producer are read and written through the C helpers' atomics.
+    public let path: String
+    let memory: MappedMemory
+    let header: UnsafeMutablePointer<kvmi_ring_header>
+    let data: UnsafeRawBufferPointer
+    let capacity: UInt64
+    private var removed = false
+
+    /// What the plugin counted.
+    public struct Stats: Sendable, Equatable {
+        public var calls: UInt64 = 0
+        public var returns: UInt64 = 0
+        public var dropped: UInt64 = 0
+        public var unreadable: UInt64 = 0
+        public var evicted: UInt64 = 0
+        public var calibrated = false
+        public var slide: UInt64 = 0
+        /// 0 not loaded, 1 running, 2 ended cleanly.
+        public var state: UInt64 = 0
+        /// Page-table isolation seen at returns: nil unknown.
+        public var pageTableIsolation: Bool?
+        public var vcpus: UInt64 = 0
+        public var error: String?
+    }
+
+    /// Makes a ring of `capacity` bytes (a power of two) in `directory`.
+    public init(directory: String = "/dev/shm", name: String, capacity: Int = 32 << 20) throws(SystemError) {
+        precondition(capacity > 0 && capacity & (capacity - 1) == 0, "ring capacity must be a power of two")
+        path = directory + "/" + name
+        memory = try MappedMemory(path: path, size: Int(KVMI_RING_HEADER_SIZE) + capacity, create: true)
+        // SAFETY: the mapping is page-aligned and holds the 4096-byte header first.
+        header = memory.bytes.baseAddress!.bindMemory(to: kvmi_ring_header.self, capacity: 1)
+        data = UnsafeRawBufferPointer(rebasing: memory.bytes[Int(KVMI_RING_HEADER_SIZE)...])
+        self.capacity = UInt64(capacity)
+        header.pointee.version = UInt32(KVMI_RING_VERSION)
+        header.pointee.header_size = UInt32(KVMI_RING_HEADER_SIZE)
+        header.pointee.capacity = UInt64(capacity)
+        // The magic last: the plugin refuses a ring whose header is not complete.
+        header.pointee.magic = KVMI_RING_MAGIC
+    }
+
+    deinit { removeFile() }
+
+    /// Removes the file (the mappings stay): once QEMU has mapped it, nothing needs the name.
+    public func removeFile() {
+        guard !removed else { return }
+        removed = true
+        try? FileSystem.remove(path)
+    }
+
+    /// Decodes every record published so far, in order, then frees their room.
+    /// Returns how many records were read.
+    @discardableResult
+    public func poll(_ body: (GuestRecord) throws -> Void) throws -> Int {
+        let head = kvmi_ring_head(header)
+        var tail = header.pointee.tail
+        var count = 0
+        defer { kvmi_ring_set_tail(header, tail) }
+        while tail < head {
+            let pos = Int(tail % capacity)
+            let room = min(Int(capacity) - pos, Int(head - tail))
+            let (record, size) = try GuestRecord.decode(UnsafeRawBufferPointer(rebasing: data[pos..<(pos + room)]), at: tail)
+            tail += UInt64(size)
+            if case .pad = record { continue }
+            try body(record)
+            count += 1
+        }
+        return count
+    }
+
+    public var stats: Stats {
+        var s = Stats()
+        s.calls = kvmi_ring_load(&header.pointee.calls)
+        s.returns = kvmi_ring_load(&header.pointee.returns)
+        s.dropped = kvmi_ring_load(&header.pointee.dropped)
+        s.unreadable = kvmi_ring_load(&header.pointee.unreadable)
+        s.evicted = kvmi_ring_load(&header.pointee.evicted)
+        s.calibrated = kvmi_ring_load(&header.pointee.calibrated) != 0
+        s.slide = kvmi_ring_load(&header.pointee.slide)
+        s.state = kvmi_ring_load(&header.pointee.state)
+        let pti = kvmi_ring_load(&header.pointee.pti)
+        s.pageTableIsolation = pti == 0 ? nil : pti == 2
+        s.vcpus = kvmi_ring_load(&header.pointee.vcpus)
+        let err = withUnsafeBytes(of: header.pointee.error) { b in String(decoding: b.prefix { $0 != 0 }, as: UTF8.self) }
+        s.error = err.isEmpty ? nil : err
+        return s
+    }
+}

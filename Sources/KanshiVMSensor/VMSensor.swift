@@ -1,0 +1,173 @@
+import Foundation
+import KanshiSystem
+import KanshiTrace
+
+/// What the QEMU plugin needs to know about the guest kernel: link-time
+/// addresses (the plugin learns the KASLR slide itself) and structure offsets,
+/// all from the kernel image's own kallsyms and BTF.
+public struct VMSensorKernel: Codable, Sendable, Equatable {
+    /// The kernel release (for messages).
+    public var release: String
+    /// entry_SYSCALL_64, and its first bytes in the image (how the plugin recognises it at run time).
+    public var entrySyscall64: UInt64
+    public var entrySignature: [UInt8]
+    /// do_syscall_64, do_fast_syscall_32, the int 0x80 handler, do_exit.
+    public var syscall64: UInt64
+    public var fastSyscall32: UInt64?
+    public var int80: UInt64?
+    public var doExit: UInt64?
+    /// Per-cpu offset of current_task; task_struct offsets of pid, tgid, comm, real_parent.
+    public var currentTask: UInt64
+    public var taskPid: Int
+    public var taskTgid: Int
+    public var taskComm: Int
+    public var taskRealParent: Int
+    /// KASLR moves the kernel by multiples of this (CONFIG_PHYSICAL_ALIGN, at least 2 MiB).
+    public var kaslrAlign: UInt64 = 0x200000
+
+    public init(release: String, entrySyscall64: UInt64, entrySignature: [UInt8], syscall64: UInt64, fastSyscall32: UInt64?,
+                int80: UInt64?, doExit: UInt64?, currentTask: UInt64, taskPid: Int, taskTgid: Int, taskComm: Int, taskRealParent: Int) {
+        self.release = release; self.entrySyscall64 = entrySyscall64; self.entrySignature = entrySignature
+        self.syscall64 = syscall64; self.fastSyscall32 = fastSyscall32; self.int80 = int80; self.doExit = doExit
+        self.currentTask = currentTask; self.taskPid = taskPid; self.taskTgid = taskTgid; self.taskComm = taskComm
+        self.taskRealParent = taskRealParent
+    }
+
+    /// The plugin's arguments (after its path), for `-plugin PATH,ARGS`.
+    func pluginArguments(ring: String) -> String {
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        var a = ["ring=\(ring)", "entry=\(hex(entrySyscall64))", "sig=" + entrySignature.map { String(format: "%02x", $0) }.joined(),
+                 "sys64=\(hex(syscall64))", "current_task=\(hex(currentTask))", "pid=\(taskPid)", "tgid=\(taskTgid)",
+                 "comm=\(taskComm)", "parent=\(taskRealParent)", "align=\(hex(kaslrAlign))"]
+        if let v = fastSyscall32 { a.append("fast32=\(hex(v))") }
+        if let v = int80 { a.append("int80=\(hex(v))") }
+        if let v = doExit { a.append("exit=\(hex(v))") }
+        return a.joined(separator: ",")
+    }
+}
+
+/// The VM sensor of one QEMU guest: the plugin's ring, a thread that decodes
+/// it into the behaviour model, the behaviour log and the managed set.
+public final class VMSensor: @unchecked Sendable {
+    public struct Config: Sendable {
+        public var kernel: VMSensorKernel
+        /// libkanshi-vmi.so (default: beside the kanshi executable).
+        public var plugin: String
+        public var behaviour = GuestBehaviourOptions()
+        public var logPath: String
+        public var managedSetPath: String
+        public var ringMiB = 32
+        public init(kernel: VMSensorKernel, plugin: String, logPath: String) {
+            self.kernel = kernel; self.plugin = plugin; self.logPath = logPath; self.managedSetPath = logPath + ".managed.json"
+        }
+    }
+
+    public struct Result: Sendable {
+        public var summary: TraceSummary
+        public var managed: ManagedSet
+        public var stats: VMIRing.Stats
+        public var events: UInt64
+        public var unreturned: UInt64
+        public var egressAttempts: [String]
+        /// A record kanshi could not decode (reading stopped there), or a log write error.
+        public var error: String?
+    }
+
+    let config: Config
+    let ring: VMIRing
+    let log: EventLog
+    let behaviour: GuestBehaviour
+    private let lock = NSLock()
+    // SAFETY: `running` and `failure` are touched under `lock`; `behaviour` only by the consumer thread
+    // until `stop` has joined it.
+    private var running = false
+    private var failure: String?
+    private let done = DispatchSemaphore(value: 0)
+    private var thread: Thread?
+
+    public init(config: Config) throws {
+        guard FileSystem.exists(config.plugin) else { throw VMSensorError.pluginMissing(config.plugin) }
+        self.config = config
+        let set = try ManagedSet.load(path: config.managedSetPath, protect: config.behaviour.protect)
+        do {
+            ring = try VMIRing(name: "kanshi-vmi-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).ring", capacity: config.ringMiB << 20)
+        } catch { throw VMSensorError.ring("\(error)") }
+        log = try EventLog(path: config.logPath)
+        behaviour = GuestBehaviour(options: config.behaviour, log: log, managed: set)
+    }
+
+    /// QEMU arguments that load the plugin on this sensor's ring.
+    public var qemuArguments: [String] { ["-plugin", config.plugin + "," + config.kernel.pluginArguments(ring: ring.path)] }
+
+    /// Starts decoding on a thread of its own.
+    public func start() {
+        lock.lock(); running = true; lock.unlock()
+        let t = Thread { [self] in self.consumeLoop() }
+        t.name = "kanshi-vm-sensor"
+        thread = t
+        t.start()
+    }
+
+    /// Once QEMU has loaded the plugin (it mapped the ring), the ring's name is removed, so
+    /// nothing is left behind whatever happens next. Returns false if it did not load in time.
+    public func waitForPlugin(seconds: Double) -> Bool {
+        let deadline = FileSystem.monotonicNs() + UInt64(seconds * 1e9)
+        while FileSystem.monotonicNs() < deadline {
+            if ring.stats.state != 0 { ring.removeFile(); return true }
+            if ring.stats.error != nil { return false }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    public var stats: VMIRing.Stats { ring.stats }
+
+    /// Stops (after QEMU has ended), reads what is left, closes the log and saves the managed set.
+    public func stop() -> Result {
+        lock.lock(); running = false; lock.unlock()
+        if thread != nil { done.wait() }
+        ring.removeFile()
+        let (summary, managed) = behaviour.finish()
+        var result = Result(summary: summary, managed: managed, stats: ring.stats, events: behaviour.events,
+                            unreturned: behaviour.unreturned, egressAttempts: behaviour.egressAttempts, error: nil)
+        lock.lock(); result.error = failure; lock.unlock()
+        let writeError = log.close()
+        if writeError != 0 { result.error = (result.error.map { $0 + "; " } ?? "") + "writing \(config.logPath) failed (errno \(writeError))" }
+        result.summary.dropped = log.dropped
+        do { try managed.save(path: config.managedSetPath) } catch { result.error = (result.error.map { $0 + "; " } ?? "") + "\(error)" }
+        return result
+    }
+
+    private func consumeLoop() {
+        defer { done.signal() }
+        while true {
+            lock.lock(); let go = running; lock.unlock()
+            do {
+                let n = try ring.poll { behaviour.consume($0) }
+                if !go && n == 0 { return }
+                if n == 0 { usleep(2_000) }
+            } catch {
+                lock.lock(); failure = "\(error)"; lock.unlock()
+                return
+            }
+        }
+    }
+}
+
+/// Errors of the VM sensor, each saying what to fix.
+public enum VMSensorError: Error, CustomStringConvertible, Sendable {
+    case pluginMissing(String)
+    case ring(String)
+    case pluginFailed(String)
+    case kernel(String)
+
+    public var description: String {
+        switch self {
+        case .pluginMissing(let p):
+            "the VM sensor's QEMU plugin \(p) is missing: build it with swift build --product kanshi-vmi (or set KANSHI_VMI_PLUGIN)"
+        case .ring(let why): "cannot make the VM sensor's ring under /dev/shm: \(why)"
+        case .pluginFailed(let why): "the VM sensor's QEMU plugin did not start: \(why)"
+        case .kernel(let why): "the VM sensor cannot watch this guest kernel: \(why)"
+        }
+    }
+}

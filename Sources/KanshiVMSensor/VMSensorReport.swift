@@ -1,0 +1,48 @@
+import Foundation
+import KanshiTrace
+
+/// The VM sensor's result for a person (the summary `kanshi trace` prints, plus the sensor's
+/// counters) and for a program (a JSON object).
+public enum VMSensorReport {
+    public static func text(_ r: VMSensor.Result, log: String, managedSet: String) -> String {
+        var s = r.summary
+        s.notes.append("egress attempts by managed processes (\(r.egressAttempts.count)):")
+        for a in r.egressAttempts.prefix(200) { s.notes.append("  \(a)") }
+        let st = r.stats
+        let pti = st.pageTableIsolation.map { $0 ? "on" : "off" } ?? "not seen"
+        s.notes.append("VM sensor: \(st.calls) system calls seen, \(st.returns) returns matched, \(r.unreturned) completed without a result (exec, signals); \(r.events) events logged; vCPUs \(st.vcpus); KASLR slide \(st.calibrated ? "0x" + String(st.slide, radix: 16) : "not found"); page-table isolation \(pti)")
+        if st.dropped > 0 { s.notes.append("WARNING: \(st.dropped) records were dropped by the plugin: the ring was full (kanshi fell behind)") }
+        if st.unreadable > 0 { s.notes.append("note: \(st.unreadable) arguments or identities could not be read from guest memory (not paged in at entry nor at return)") }
+        if st.evicted > 0 { s.notes.append("note: \(st.evicted) calls waiting for their return were evicted (the plugin's table of pending calls was full)") }
+        if !st.calibrated { s.notes.append("WARNING: the plugin never found the guest kernel's system call entry: no call was watched") }
+        if let e = st.error { s.notes.append("plugin error: \(e)") }
+        if let e = r.error { s.notes.append("ERROR: \(e)") }
+        return s.text.replacingOccurrences(of: "== kanshi trace summary ==", with: "== kanshi VM sensor summary ==")
+            + "log: \(log)  managed set: \(managedSet)"
+    }
+
+    public static func json(_ r: VMSensor.Result) -> [String: Any] {
+        let st = r.stats
+        var o: [String: Any] = [
+            "calls": st.calls, "returns": st.returns, "dropped": st.dropped, "unreadable": st.unreadable,
+            "evicted": st.evicted, "unreturned": r.unreturned, "events": r.events, "calibrated": st.calibrated,
+            "vcpus": st.vcpus, "egressAttempts": r.egressAttempts,
+            "managedProcesses": r.managed.processes.map { ["pid": Int($0.pid), "exe": $0.exe, "why": $0.reason.why] as [String: Any] },
+            "managedFiles": r.managed.files.values.sorted { $0.path < $1.path }.map { ["path": $0.path, "why": $0.reason.why] },
+        ]
+        if st.calibrated { o["kaslrSlide"] = "0x" + String(st.slide, radix: 16) }
+        if let pti = st.pageTableIsolation { o["pageTableIsolation"] = pti }
+        if let e = r.error ?? st.error { o["error"] = e }
+        return o
+    }
+}
+
+/// Where the plugin is.
+public enum VMSensorPaths {
+    /// $KANSHI_VMI_PLUGIN, else libkanshi-vmi.so beside the kanshi executable (SwiftPM puts both in .build/<config>).
+    public static var plugin: String {
+        if let p = ProcessInfo.processInfo.environment["KANSHI_VMI_PLUGIN"], !p.isEmpty { return p }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return (exe as NSString).deletingLastPathComponent + "/libkanshi-vmi.so"
+    }
+}
