@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "KanshiBlock", targets: ["KanshiBlock"]),
         .library(name: "KanshiExt4", targets: ["KanshiExt4"]),
         .library(name: "KanshiTrace", targets: ["KanshiTrace"]),
+        .library(name: "KanshiGuestKernel", targets: ["KanshiGuestKernel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -95,6 +96,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]),
+        // Decompressors for kernel images: LZ4, zstd and xz from Debian's -dev packages.
+        .systemLibrary(name: "CLZ4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLZMA", providers: [.apt(["liblzma-dev"])]),
+        // A guest's kernel from its vmlinuz alone: kallsyms symbols and BTF structure offsets.
+        .target(name: "KanshiGuestKernel", dependencies: ["KanshiSystem", "CZlib", "CLZ4", "CZstd", "CLZMA"]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
@@ -108,6 +115,7 @@ let package = Package(
         .testTarget(name: "KanshiCoreTests", dependencies: ["KanshiCore"]),
         .testTarget(name: "KanshiWorkloadTests", dependencies: ["KanshiWorkload", "KanshiSystem"]),
         .testTarget(name: "KanshiHistoryTests", dependencies: ["KanshiHistory", "KanshiBlock", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
+        .testTarget(name: "KanshiGuestKernelTests", dependencies: ["KanshiGuestKernel"]),
         .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
