@@ -16,6 +16,10 @@ public struct Kallsyms: Sendable {
         public var offsets: Int
         /// kallsyms_relative_base's value, or nil for absolute kallsyms_addresses.
         public var relativeBase: UInt64?
+        /// CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86_64 SMP): non-negative offsets are
+        /// absolute per-cpu values, negative ones relative_base - 1 - offset.
+        /// Without it every offset is an unsigned distance from relative_base.
+        public var absolutePercpu: Bool
         public var numSyms: Int
         public var names: Int
         public var markers: Int
@@ -144,11 +148,14 @@ struct KallsymsFinder {
                     let markers = seqsStart - alignUp(markerCount * width, 8)
                     guard markers > q + 8, bytes.u32(markers) == 0, validNames(at: q + 8, count: n, markers: markers, width: width)
                     else { continue }
-                    var t = Kallsyms.Tables(offsets: 0, relativeBase: nil, numSyms: q, names: q + 8, markers: markers,
+                    var t = Kallsyms.Tables(offsets: 0, relativeBase: nil, absolutePercpu: false, numSyms: q, names: q + 8, markers: markers,
                                             markerWidth: width, seqsOfNames: seqs ? seqsStart : nil,
                                             tokenTable: tokenTable, tokenIndex: tokenIndex)
                     if let found = addressTables(t, count: n) {
                         (t.offsets, t.relativeBase) = found
+                        // The kernel's text lies below relative_base - 1 - offset only as negative offsets.
+                        t.absolutePercpu = found.1 != nil
+                            && (0..<n).contains { bytes.u32(found.0 + 4 * $0)! >> 31 == 1 }
                         return t
                     }
                     throw .badKallsyms(offset: q, detail: "names and markers of \(n) symbols found, but no kallsyms_offsets/relative_base before them or after the token index")
@@ -197,8 +204,9 @@ struct KallsymsFinder {
     /// The address of entry `i` with CONFIG_KALLSYMS_ABSOLUTE_PERCPU: non-negative
     /// offsets are absolute (per-cpu), negative ones are relative_base - 1 - offset.
     @inline(__always)
-    static func address(_ raw: Int32, base: UInt64) -> UInt64 {
-        raw >= 0 ? UInt64(raw) : base &- 1 &- UInt64(bitPattern: Int64(raw))
+    static func address(_ raw: Int32, base: UInt64, absolutePercpu: Bool = true) -> UInt64 {
+        guard absolutePercpu else { return base &+ UInt64(UInt32(bitPattern: raw)) }
+        return raw >= 0 ? UInt64(raw) : base &- 1 &- UInt64(bitPattern: Int64(raw))
     }
 
     private func ascending(offsets: Int, count: Int, base: UInt64) -> Bool {
@@ -244,7 +252,7 @@ struct KallsymsFinder {
                 if let base = t.relativeBase {
                     let o = t.offsets + 4 * i
                     let raw = UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24
-                    address = Self.address(Int32(bitPattern: raw), base: base)
+                    address = Self.address(Int32(bitPattern: raw), base: base, absolutePercpu: t.absolutePercpu)
                 } else {
                     address = bytes.u64(t.offsets + 8 * i) ?? 0
                 }

@@ -16,7 +16,8 @@ public enum KernelDecompressor {
         let input = Array(payload)
         // The size trailer is a hint for the first allocation only.
         let trailer = input.count >= 4 ? Int(input.u32(input.count - 4) ?? 0) : 0
-        let hint = Swift.max(1 << 20, Swift.min(trailer, input.count * 16, maxOutput))
+        // (plus one LZ4 block, which the LZ4 decoder reserves before each block).
+        let hint = Swift.max(1 << 20, Swift.min(trailer, input.count * 16, maxOutput)) + lz4LegacyBlock
         var out = Output(capacity: hint)
         let result: Result<Void, GuestKernelError>
         switch format {
@@ -39,7 +40,8 @@ public enum KernelDecompressor {
         mutating func reserve(_ n: Int) -> Bool {
             guard length + n <= KernelDecompressor.maxOutput else { return false }
             if length + n > bytes.count {
-                bytes.append(contentsOf: repeatElement(0, count: Swift.max(n, bytes.count)))
+                // A zeroed array appended is a memset and a memcpy, even unoptimized.
+                bytes.append(contentsOf: [UInt8](repeating: 0, count: Swift.max(n, bytes.count)))
             }
             return true
         }
