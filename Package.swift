@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "KanshiBlock", targets: ["KanshiBlock"]),
         .library(name: "KanshiExt4", targets: ["KanshiExt4"]),
         .library(name: "KanshiTrace", targets: ["KanshiTrace"]),
+        .library(name: "KanshiGuestKernel", targets: ["KanshiGuestKernel"]),
         // The VM sensor's QEMU plugin (loaded by QEMU with -plugin): libkanshi-vmi.so.
         .library(name: "kanshi-vmi", type: .dynamic, targets: ["KanshiQEMUPlugin"]),
     ],
@@ -65,7 +66,7 @@ let package = Package(
         // The VM sensor's QEMU plugin (C; QEMU resolves its API when it loads it).
         .target(name: "KanshiQEMUPlugin", dependencies: ["CKanshiVMIRing"]),
         // The VM sensor: the plugin's ring, the guest behaviour model (same log and managed set as kanshi trace).
-        .target(name: "KanshiVMSensor", dependencies: ["CKanshiVMIRing", "KanshiSystem", "KanshiTrace"]),
+        .target(name: "KanshiVMSensor", dependencies: ["CKanshiVMIRing", "KanshiSystem", "KanshiTrace", "KanshiGuestKernel"]),
         // XGBoost from Debian's libxgboost-dev.
         .systemLibrary(name: "CXGBoost", providers: [.apt(["libxgboost-dev"])]),
         // libsvm from Debian's libsvm-dev.
@@ -104,6 +105,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]),
+        // Decompressors for kernel images: LZ4, zstd and xz from Debian's -dev packages.
+        .systemLibrary(name: "CLZ4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLZMA", providers: [.apt(["liblzma-dev"])]),
+        // A guest's kernel from its vmlinuz alone: kallsyms symbols and BTF structure offsets.
+        .target(name: "KanshiGuestKernel", dependencies: ["KanshiSystem", "CZlib", "CLZ4", "CZstd", "CLZMA"]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
@@ -117,6 +124,7 @@ let package = Package(
         .testTarget(name: "KanshiCoreTests", dependencies: ["KanshiCore"]),
         .testTarget(name: "KanshiWorkloadTests", dependencies: ["KanshiWorkload", "KanshiSystem"]),
         .testTarget(name: "KanshiHistoryTests", dependencies: ["KanshiHistory", "KanshiBlock", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
+        .testTarget(name: "KanshiGuestKernelTests", dependencies: ["KanshiGuestKernel"]),
         .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),

@@ -14,8 +14,10 @@ packages=(
     libxgboost-dev libsvm-dev
     # sector hashes for search
     libxxhash-dev
-    # zlib for the workload corpus (PNG, zip, gzip)
+    # zlib for the workload corpus (PNG, zip, gzip) and gzip kernel images
     zlib1g-dev
+    # guest kernel images: LZ4, zstd and xz payloads; BTF oracles (pahole, bpftool)
+    liblz4-dev libzstd-dev liblzma-dev lz4 dwarves bpftool
 )
 
 missing=()

@@ -21,6 +21,9 @@ Usage: $prog [--force] [--kernel-deb FILE] OUTDIR
 Builds into OUTDIR:
   vmlinuz              kernel of the Debian package that $META_PACKAGE
                        depends on (fetched with apt-get download, not installed)
+  System.map           that package's boot/System.map-* (Debian's is a one-line
+                       placeholder; --system-map puts the real one there)
+  config               that package's boot/config-* (the kernel's .config)
   initramfs.cpio.gz    busybox (busybox-static), virtio/ext4 modules, /init
   kernel-version       kernel release, package and version
   modules              the modules in the initramfs, in load order
@@ -34,6 +37,9 @@ Options:
   --kernel-deb FILE    use this linux-image-*.deb instead of asking apt
   --kernel-package P   the package whose kernel to use (default
                        linux-image-cloud-amd64; or KANSHI_KERNEL_PACKAGE)
+  --system-map         if System.map is Debian's placeholder, replace it with
+                       the real one from the kernel's -dbg package (a ~280 MB
+                       download, once; only System.map is kept)
   --force              rebuild even if OUTDIR is up to date
   -h, --help           this text
 
@@ -46,6 +52,7 @@ die() { echo "$prog: error: $*" >&2; exit 1; }
 note() { echo "$prog: $*" >&2; }
 
 force=0
+want_system_map=0
 kernel_deb=
 outdir=
 add_binaries=()
@@ -53,6 +60,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --force) force=1; shift ;;
+        --system-map) want_system_map=1; shift ;;
         --kernel-deb)
             [ $# -ge 2 ] || die "--kernel-deb needs a file"
             kernel_deb=$2; shift 2 ;;
@@ -155,7 +163,8 @@ apt_state() {
 
 stamp_file="$outdir/.build-stamp"
 have_complete_build() {
-    [ -s "$outdir/vmlinuz" ] && [ -s "$outdir/initramfs.cpio.gz" ] && [ -s "$stamp_file" ]
+    [ -s "$outdir/vmlinuz" ] && [ -s "$outdir/initramfs.cpio.gz" ] && [ -s "$stamp_file" ] \
+        && [ -s "$outdir/System.map" ] && [ -s "$outdir/config" ]
 }
 
 if [ -n "$kernel_deb" ]; then
@@ -192,7 +201,36 @@ fingerprint=$(
     } | sha256sum | cut -d' ' -f1
 )
 
+# Debian ships boot/System.map-* as a one-line pointer to the -dbg package.
+system_map_is_placeholder() {
+    [ "$(wc -l <"$outdir/System.map")" -lt 1000 ]
+}
+
+# Replaces a placeholder System.map with the real one from "$kpkg-dbg".
+fetch_real_system_map() {
+    [ "$want_system_map" -eq 1 ] && system_map_is_placeholder || return 0
+    local krel dbgwork deb
+    krel=$(sed -n 's/^release //p' "$outdir/kernel-version")
+    [ -n "$krel" ] || die "$outdir/kernel-version names no release"
+    dbgwork=$(mktemp -d "${TMPDIR:-/tmp}/kanshi-guest-dbg.XXXXXX")
+    note "downloading $kpkg-dbg $kver for the real System.map"
+    (cd "$dbgwork" && apt-get download -q -o APT::Sandbox::User=root "$kpkg-dbg=$kver" >&2) \
+        || { rm -rf "$dbgwork"; die "apt-get download $kpkg-dbg=$kver failed (network? try 'apt-get update')"; }
+    deb=$(ls "$dbgwork"/*.deb 2>/dev/null | head -n 1 || true)
+    # tar stops after the first match, so dpkg-deb may die of SIGPIPE: judge by the output.
+    { dpkg-deb --fsys-tarfile "$deb" | tar -xO --occurrence=1 "./usr/lib/debug/boot/System.map-$krel"; } \
+        >"$dbgwork/System.map" 2>/dev/null || true
+    if [ "$(wc -l <"$dbgwork/System.map")" -lt 1000 ]; then
+        rm -rf "$dbgwork"
+        die "$kpkg-dbg $kver has no usr/lib/debug/boot/System.map-$krel"
+    fi
+    mv -f "$dbgwork/System.map" "$outdir/System.map"
+    rm -rf "$dbgwork"
+    note "System.map: $(wc -l <"$outdir/System.map") symbols from $kpkg-dbg"
+}
+
 if [ "$force" -eq 0 ] && have_complete_build && [ "$(cat "$stamp_file")" = "$fingerprint" ]; then
+    fetch_real_system_map
     note "up to date: $outdir ($kpkg $kver)"
     exit 0
 fi
@@ -337,6 +375,11 @@ find "$root" -exec touch -h -d @0 {} +
     | gzip -9n >"$work/initramfs.cpio.gz"
 
 cp "$vmlinuz" "$work/vmlinuz"
+# The symbol map and .config are the oracles for reading the image itself.
+[ -s "$work/kernel/boot/System.map-$krel" ] || die "no boot/System.map-$krel in $kernel_deb"
+[ -s "$work/kernel/boot/config-$krel" ] || die "no boot/config-$krel in $kernel_deb"
+cp "$work/kernel/boot/System.map-$krel" "$work/System.map"
+cp "$work/kernel/boot/config-$krel" "$work/config"
 {
     echo "release $krel"
     echo "package $kpkg"
@@ -348,7 +391,7 @@ cp "$vmlinuz" "$work/vmlinuz"
 } >"$work/modules"
 
 rm -f "$stamp_file"
-for f in vmlinuz initramfs.cpio.gz kernel-version modules; do
+for f in vmlinuz System.map config initramfs.cpio.gz kernel-version modules; do
     mv -f "$work/$f" "$outdir/$f"
 done
 echo "$fingerprint" >"$stamp_file"
@@ -356,6 +399,7 @@ if [ -n "${apt_key:-}" ]; then
     printf '%s\n%s %s\n' "$(apt_state) $META_PACKAGE" "$kpkg" "$kver" >"$outdir/.apt-resolved"
 fi
 
+fetch_real_system_map
 note "built $outdir in $((SECONDS - started))s: kernel $krel ($kpkg $kver)," \
     "modules: ${load_order[*]:-none}; built in: ${builtins_used[*]:-none};" \
     "initramfs $(du -k "$outdir/initramfs.cpio.gz" | cut -f1) KiB"
