@@ -4,8 +4,8 @@
 set -euo pipefail
 
 packages=(
-    # peers and test tools
-    qemu-system-x86 qemu-utils nbdkit libnbd-bin python3-libnbd fio strace bc
+    # peers and test tools (QEMU and qemu-utils come from bookworm-backports, below)
+    nbdkit libnbd-bin python3-libnbd fio strace bc
     # kanshi disk mount: libfuse3 (linked), fusermount3, losetup/blkid/mount
     libfuse3-dev fuse3 util-linux mount
     # the test guest: busybox initramfs, ext4 tools, archive tools
@@ -35,6 +35,30 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# QEMU 10 from Debian's bookworm-backports: the VM sensor's plugin needs its TCG plugin API
+# (version 4: reading guest registers and memory). Bookworm's own QEMU 7.2 cannot load it.
+qemu_major() {
+    dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | sed -E 's/^[0-9]+://; s/[^0-9].*//'
+}
+if [ "$(qemu_major)" = "" ] || [ "$(qemu_major)" -lt 10 ] \
+    || ! dpkg-query -W -f='${Status}' qemu-utils 2>/dev/null | grep -q "install ok installed"; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: QEMU 10 is missing: run this script as root (it adds bookworm-backports and installs qemu-system-x86 from it)" >&2
+        exit 1
+    fi
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    if ! grep -rqs "${codename}-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "setup: adding ${codename}-backports to apt's sources (for QEMU 10)"
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$codename" >/etc/apt/sources.list.d/kanshi-backports.sources
+    fi
+    echo "setup: installing qemu-system-x86 (QEMU 10) from ${codename}-backports"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-system-x86 qemu-utils >/dev/null
+    [ "$(qemu_major)" -ge 10 ] || { echo "setup: qemu-system-x86 from ${codename}-backports is older than 10" >&2; exit 1; }
 fi
 
 if ! command -v swift >/dev/null 2>&1; then
