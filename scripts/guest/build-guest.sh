@@ -8,10 +8,10 @@ prog=${0##*/}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 init_src="$here/init"
 
-# Modules the guest needs: virtio PCI transport, virtio block, ext4.
+# Modules the guest needs: virtio PCI transport, virtio block, ext4, virtio network.
 # Whatever of these is built into the kernel is skipped; the rest are put in
 # the initramfs with their dependencies, in load order.
-NEEDED_MODULES=(virtio_pci virtio_blk ext4)
+NEEDED_MODULES=(virtio_pci virtio_blk ext4 virtio_net)
 META_PACKAGE=${KANSHI_KERNEL_PACKAGE:-linux-image-cloud-amd64}
 
 usage() {
