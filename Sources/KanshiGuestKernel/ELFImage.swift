@@ -44,7 +44,8 @@ public struct ELFImage: Sendable {
         guard bytes.u16(18) == 62 else { throw .badELF(detail: "machine \(bytes.u16(18) ?? 0) is not x86_64 (62)") }
         self.bytes = bytes
         entry = bytes.u64(24) ?? 0
-        let phoff = Int(bytes.u64(32) ?? 0), shoff = Int(bytes.u64(40) ?? 0)
+        // Offsets and sizes are taken as they come (huge ones turn negative) and then range-checked.
+        let phoff = Int(truncatingIfNeeded: bytes.u64(32) ?? 0), shoff = Int(truncatingIfNeeded: bytes.u64(40) ?? 0)
         let phentsize = Int(bytes.u16(54) ?? 0), phnum = Int(bytes.u16(56) ?? 0)
         let shentsize = Int(bytes.u16(58) ?? 0), shnum = Int(bytes.u16(60) ?? 0)
         let shstrndx = Int(bytes.u16(62) ?? 0)
@@ -57,7 +58,7 @@ public struct ELFImage: Sendable {
             for i in 0..<phnum {
                 let h = phoff + i * phentsize
                 segments.append(Segment(
-                    type: bytes.u32(h) ?? 0, offset: Int(bytes.u64(h + 8) ?? 0),
+                    type: bytes.u32(h) ?? 0, offset: Int(truncatingIfNeeded: bytes.u64(h + 8) ?? 0),
                     virtualAddress: bytes.u64(h + 16) ?? 0,
                     fileSize: Int(truncatingIfNeeded: bytes.u64(h + 32) ?? 0),
                     memorySize: Int(truncatingIfNeeded: bytes.u64(h + 40) ?? 0)))
@@ -71,14 +72,14 @@ public struct ELFImage: Sendable {
                 throw .badELF(detail: "\(shnum) section headers at 0x\(String(shoff, radix: 16)) lie outside the \(bytes.count)-byte file")
             }
             let strtab = shoff + shstrndx * shentsize
-            let namesAt = Int(bytes.u64(strtab + 24) ?? 0)
+            let namesAt = Int(truncatingIfNeeded: bytes.u64(strtab + 24) ?? 0)
             for i in 0..<shnum {
                 let h = shoff + i * shentsize
                 let nameOffset = Int(bytes.u32(h) ?? 0)
                 let type = bytes.u32(h + 4) ?? 0
                 let offset = Int(truncatingIfNeeded: bytes.u64(h + 24) ?? 0)
                 let size = Int(truncatingIfNeeded: bytes.u64(h + 32) ?? 0)
-                let name = bytes.cString(namesAt + nameOffset, limit: 256) ?? ""
+                let name = bytes.cString(namesAt &+ nameOffset, limit: 256) ?? ""
                 if type != Self.sectionNoBits, size > 0 {
                     guard offset >= 0, size >= 0, offset <= bytes.count - size else {
                         throw .badELF(detail: "section \(name.isEmpty ? "#\(i)" : name) (0x\(String(offset, radix: 16)) + \(size)) lies outside the \(bytes.count)-byte file (truncated?)")
@@ -95,21 +96,24 @@ public struct ELFImage: Sendable {
         sections.first { $0.name == name }
     }
 
-    /// The file bytes of `section` (empty for SHT_NOBITS).
+    /// The file bytes of `section` (empty for SHT_NOBITS or a range outside the file).
     public func contents(of section: Section) -> ArraySlice<UInt8> {
-        guard section.type != Self.sectionNoBits else { return [] }
+        guard section.type != Self.sectionNoBits, section.size > 0, section.offset >= 0,
+              section.offset <= bytes.count - section.size
+        else { return [] }
         return bytes[section.offset..<section.offset + section.size]
     }
 
     /// The file offset holding kernel virtual address `address`, through the
     /// PT_LOAD segments (then the sections), or nil if no file byte maps there.
     public func fileOffset(ofVirtualAddress address: UInt64) -> Int? {
-        for s in segments where s.type == Self.loadSegment && s.fileSize > 0 {
+        for s in segments where s.type == Self.loadSegment && s.fileSize > 0 && s.offset >= 0 {
             if address >= s.virtualAddress, address - s.virtualAddress < UInt64(s.fileSize) {
-                let offset = s.offset + Int(address - s.virtualAddress)
-                return offset < bytes.count ? offset : nil
+                let offset = s.offset &+ Int(address - s.virtualAddress)
+                return offset >= 0 && offset < bytes.count ? offset : nil
             }
         }
+        // Sections were range-checked when read.
         for s in sections where s.type != Self.sectionNoBits && s.address != 0 && s.size > 0 {
             if address >= s.address, address - s.address < UInt64(s.size) {
                 return s.offset + Int(address - s.address)
@@ -127,8 +131,8 @@ public struct ELFImage: Sendable {
 
     /// The virtual address of file offset `offset`, through the PT_LOAD segments, or nil.
     public func virtualAddress(ofFileOffset offset: Int) -> UInt64? {
-        for s in segments where s.type == Self.loadSegment && offset >= s.offset && offset < s.offset + s.fileSize {
-            return s.virtualAddress + UInt64(offset - s.offset)
+        for s in segments where s.type == Self.loadSegment && s.fileSize > 0 && offset >= s.offset && offset - s.offset < s.fileSize {
+            return s.virtualAddress &+ UInt64(offset - s.offset)
         }
         return nil
     }

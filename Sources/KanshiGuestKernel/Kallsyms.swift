@@ -62,8 +62,8 @@ public struct Kallsyms: Sendable {
     public init(elf: ELFImage) throws(GuestKernelError) {
         let bytes = elf.bytes
         let region: Range<Int>
-        if let rodata = elf.section(named: ".rodata"), rodata.size > 0 {
-            region = rodata.offset..<rodata.offset + rodata.size
+        if let rodata = elf.section(named: ".rodata"), case let data = elf.contents(of: rodata), !data.isEmpty {
+            region = data.indices
         } else {
             region = 0..<bytes.count
         }

@@ -70,7 +70,7 @@ public enum KernelDecompressor {
             guard let size32 = input.u32(pos) else { return fail(pos, "truncated block header") }
             if size32 == lz4LegacyMagic { pos += 4; continue }  // a concatenated frame
             let size = Int(size32)
-            guard size > 0, size <= remaining - 4 else {
+            guard size > 0, size <= remaining - 4, size <= Int(Int32.max) else {
                 return fail(pos, "block of \(size) bytes but \(remaining - 4) remain (truncated payload?)")
             }
             guard out.reserve(lz4LegacyBlock) else { return fail(pos, "output exceeds \(maxOutput) bytes") }

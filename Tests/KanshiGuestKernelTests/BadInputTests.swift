@@ -96,6 +96,37 @@ struct BadInputTests {
         #expect(throws: GuestKernelError.self) { try GuestKernel(bytes: arm, path: "vmlinux") }
     }
 
+    /// A small ELF (one PT_LOAD, three sections) with random header fields: errors or a
+    /// readable ELF, never a trap, and address lookups stay inside the file.
+    @Test func elfHeaderFuzz() throws {
+        var elf = [UInt8](repeating: 0, count: 512)
+        func put(_ v: UInt64, _ at: Int, _ n: Int) { for i in 0..<n { elf[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        elf.replaceSubrange(0..<4, with: [0x7f, 0x45, 0x4c, 0x46]); elf[4] = 2; elf[5] = 1; put(62, 18, 2)
+        put(64, 32, 8); put(56, 54, 2); put(1, 56, 2)             // one program header at 64
+        put(1, 64, 4); put(0, 72, 8); put(0xffff_ffff_8100_0000, 80, 8); put(512, 96, 8); put(512, 104, 8)
+        put(128, 40, 8); put(64, 58, 2); put(3, 60, 2); put(2, 62, 2) // three section headers at 128, names in #2
+        put(1, 192, 4); put(1, 196, 4); put(0xffff_ffff_8100_0000, 208, 8); put(320, 216, 8); put(16, 224, 8)
+        put(7, 256, 4); put(3, 260, 4); put(336, 280, 8); put(16, 288, 8)
+        elf.replaceSubrange(336..<352, with: Array("\0.BTF\0.shstrtab\0".utf8).prefix(16))
+        let good = try ELFImage(bytes: elf)
+        #expect(good.section(named: ".BTF")?.offset == 320)
+        #expect(good.fileOffset(ofVirtualAddress: 0xffff_ffff_8100_0010) == 16)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<3000 {
+            var mutated = elf
+            for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                mutated[Int.random(in: 16..<300, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            }
+            guard let image = try? ELFImage(bytes: mutated) else { continue }
+            for address: UInt64 in [0, 0xffff_ffff_8100_0000, 0xffff_ffff_8100_01ff, .max] {
+                if let o = image.fileOffset(ofVirtualAddress: address) { #expect(o >= 0 && o < mutated.count) }
+                _ = image.read(virtualAddress: address, count: 16)
+            }
+            _ = image.virtualAddress(ofFileOffset: 100)
+            if let s = image.section(named: ".BTF") { _ = image.contents(of: s) }
+        }
+    }
+
     @Test func incompleteProfileNamesEverything() throws {
         let partial = GuestKernelProfile(release: "x", symbols: ["_text": 1], offsets: ["task_struct.pid": 2], sizes: [:])
         #expect {

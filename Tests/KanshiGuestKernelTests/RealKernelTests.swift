@@ -41,6 +41,22 @@ struct RealKernelTests {
         #expect(kallsyms.address(of: "_text") == kallsyms.tables.relativeBase)
     }
 
+    /// Random bytes flipped in the kallsyms tables: an error or a decode, never a trap.
+    @Test func damagedKallsymsTables() throws {
+        let kernel = try KernelFixture.kernel.get()
+        let t = try kernel.kallsyms().tables
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<6 {
+            var bytes = kernel.elf.bytes
+            for _ in 0..<16 { bytes[Int.random(in: t.offsets..<t.tokenIndex + 512, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng) }
+            do {
+                _ = try Kallsyms(elf: ELFImage(bytes: bytes))
+            } catch {
+                #expect(!error.description.isEmpty)
+            }
+        }
+    }
+
     /// BTF offsets and sizes equal bpftool's raw dump (walked independently) for every profile item.
     @Test(.enabled(if: KernelFixture.missingTool("bpftool", package: "bpftool") == nil,
                    "\(KernelFixture.missingTool("bpftool", package: "bpftool") ?? "")"))
