@@ -12,8 +12,10 @@ public final class QEMUGuest: @unchecked Sendable {
         public var vcpus = 1
         /// A CPU model (`-cpu`), e.g. qemu64,vendor=GenuineIntel (page-table isolation on); nil: QEMU's default.
         public var cpu: String?
-        /// More arguments (the VM sensor's -plugin).
+        /// More arguments (the VM sensor's -plugin, the network).
         public var extraArguments: [String] = []
+        /// More kernel command line options (kanshi.net=1).
+        public var kernelArguments: [String] = []
         public init() {}
     }
 
@@ -33,7 +35,7 @@ public final class QEMUGuest: @unchecked Sendable {
             "-nodefaults", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-display", "none",
             "-qmp", "unix:\(qmpPath),server=on,wait=off",
             "-kernel", guest.kernel, "-initrd", guest.initramfs,
-            "-append", "console=ttyS0 quiet loglevel=3 panic=-1",
+            "-append", (["console=ttyS0 quiet loglevel=3 panic=-1"] + options.kernelArguments).joined(separator: " "),
             "-drive", "file=\(nbdURI),format=raw,if=none,id=kdisk,cache=none",
             "-device", "virtio-blk-pci,drive=kdisk,serial=kanshi-disk",
             "-drive", "file=\(jobDisk),format=raw,if=none,id=kjob,readonly=on",

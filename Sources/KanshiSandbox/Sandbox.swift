@@ -29,6 +29,12 @@ public final class Sandbox: @unchecked Sendable {
         public var rollback = true
         /// Watch every system call of the guest (the VM sensor; TCG only).
         public var vmSensor: VMSensor.Config?
+        /// Give the guest a network (QEMU user networking; through the VM sensor's relay when it runs).
+        public var network = false
+        /// With `network` and the VM sensor: every frame the guest sent, as pcap.
+        public var pcap: String?
+        /// Host files put into the guest before the command runs.
+        public var added: [AddedFile] = []
         public init(guest: GuestImage, disk: String, journal: String, command: String) {
             self.guest = guest; self.disk = disk; self.journal = journal; self.command = command
         }
@@ -100,14 +106,18 @@ public final class Sandbox: @unchecked Sendable {
         let socketPath = work + "/nbd.sock"
         let channel = try await server.listen(on: .unix(path: socketPath))
         let jobPath = work + "/job.img"
-        try JobDisk.write(script: config.command + "\n", to: jobPath)
+        try JobDisk.write(script: config.command + "\n", files: config.added, to: jobPath)
 
         var qemu = config.qemu
         var sensor: VMSensor?
-        if let s = config.vmSensor {
+        if config.network { qemu.kernelArguments.append("kanshi.net=1") }
+        if var s = config.vmSensor {
+            if config.network { s.network = .init(directory: work, pcap: config.pcap) }
             let vm = try VMSensor(config: s)
             qemu.extraArguments += vm.qemuArguments
             sensor = vm
+        } else if config.network {
+            qemu.extraArguments += ["-netdev", "user,id=kanshi-net", "-device", "virtio-net-pci,netdev=kanshi-net"]
         }
         startedNs = FileSystem.monotonicNs()
         let guest = try QEMUGuest(guest: config.guest, nbdURI: "nbd+unix:///?socket=\(socketPath)", jobDisk: jobPath,

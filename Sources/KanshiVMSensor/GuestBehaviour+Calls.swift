@@ -106,7 +106,7 @@ extension GuestBehaviour {
             ev.flags = "domain=\(SocketAddress.familyName(args[0])) type=\(args[1] & 0xf)"
             if let fd = retFd {
                 let name = newObject(.socket)
-                p.fds.fds[fd] = GuestFile(kind: .socket, name: name, domain: args[0])
+                p.fds.fds[fd] = GuestFile(kind: .socket, name: name, domain: args[0], type: args[1], protocolNumber: args[2])
                 ev.fd = fd; ev.path = name
             }
         case GuestCalls.connect, GuestCalls.bind:
@@ -117,14 +117,16 @@ extension GuestBehaviour {
             ev.addr = addr?.text
             if nr == GuestCalls.connect, let addr {
                 summary.peer(addr.text, pid: p.pid)
-                if ret == 0 || ret == -115 { p.fds.fds[fd]?.peer = addr.text }  // 0 or EINPROGRESS
+                if ret == 0 || ret == -115 { p.fds.fds[fd]?.peer = addr.text }  // 0 or EINPROGRESS (also set at entry)
                 if p.managed != nil && addr.isExternal(loopbackExternal: options.loopbackExternal) { noteEgress(p, "connect to \(addr.text)") }
             }
         case GuestCalls.accept, GuestCalls.accept4:
             ev.kind = .accept; ev.fd = int32(args[0])
             if let fd = retFd {
                 let name = newObject(.socket)
-                p.fds.fds[fd] = GuestFile(kind: .socket, name: name, domain: p.fds.fds[int32(args[0])]?.domain ?? 0)
+                let listener = p.fds.fds[int32(args[0])]
+                p.fds.fds[fd] = GuestFile(kind: .socket, name: name, domain: listener?.domain ?? 0, type: listener?.type ?? 0,
+                                          protocolNumber: listener?.protocolNumber ?? 0)
                 ev.fd2 = fd; ev.path = name
             }
         case GuestCalls.sendto, GuestCalls.sendmsg, GuestCalls.sendmmsg:

@@ -10,6 +10,8 @@ public struct GuestBehaviourOptions: Sendable {
     public var allCalls = false
     /// Treat the guest's loopback as off the machine.
     public var loopbackExternal = false
+    /// While managed processes run, drop frames no process explains (the VM's network, `--net`).
+    public var failClosed = true
     public init() {}
 }
 
@@ -38,6 +40,10 @@ public final class GuestBehaviour {
     public internal(set) var egressAttempts: [String] = []
     /// Events logged.
     public internal(set) var events: UInt64 = 0
+    /// Destinations managed processes' explicit sends went to (sendto, sendmsg), with the senders.
+    var sentTo: [FlowKey: Set<Int32>] = [:]
+    /// Frames dropped at the NIC, by process and destination.
+    public internal(set) var droppedFrames: [String: UInt64] = [:]
 
     public init(options: GuestBehaviourOptions, log: EventLog, managed: ManagedSet) {
         self.options = options
@@ -87,6 +93,7 @@ public final class GuestBehaviour {
             if options.allCalls { logCall(e, p, ret: nil) }
             return
         }
+        learnEgress(e, p)
         inflight[e.cookie] = e
         waiting[e.who.tid] = e.cookie
     }

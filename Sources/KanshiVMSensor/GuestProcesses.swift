@@ -8,9 +8,24 @@ struct GuestFile: Sendable {
     var name: String
     /// Opened for reading (files).
     var readable = true
-    /// Socket domain (1 unix, 2 inet, 10 inet6) and the peer once connected.
+    /// Socket domain (1 unix, 2 inet, 10 inet6), type and protocol (socket's arguments).
     var domain: UInt64 = 0
+    var type: UInt64 = 0
+    var protocolNumber: UInt64 = 0
+    /// The peer once connect was called, as text and as frames carry it.
     var peer: String? = nil
+    var peerKey: FlowKey? = nil
+
+    /// The IP protocol of the frames this socket sends (nil: not an Internet socket).
+    var wireProtocol: UInt8? {
+        guard kind == .socket, domain == 2 || domain == 10 else { return nil }
+        switch type & 0xf {
+        case 1: return 6
+        case 2: return protocolNumber == 1 || protocolNumber == 58 ? UInt8(protocolNumber) : 17
+        case 3: return UInt8(truncatingIfNeeded: protocolNumber)
+        default: return nil
+        }
+    }
 }
 
 /// A process's descriptor table (shared by its threads, and by CLONE_FILES children).

@@ -57,6 +57,15 @@ public final class VMSensor: @unchecked Sendable {
         public var logPath: String
         public var managedSetPath: String
         public var ringMiB = 32
+        /// The guest's network through kanshi (user networking; frames of managed processes dropped).
+        public var network: Network?
+        public struct Network: Sendable {
+            /// Where the relay's sockets go (the run's work directory).
+            public var directory: String
+            /// Every frame the guest sent, as pcap.
+            public var pcap: String?
+            public init(directory: String, pcap: String? = nil) { self.directory = directory; self.pcap = pcap }
+        }
         public init(kernel: VMSensorKernel, plugin: String, logPath: String) {
             self.kernel = kernel; self.plugin = plugin; self.logPath = logPath; self.managedSetPath = logPath + ".managed.json"
         }
@@ -69,6 +78,10 @@ public final class VMSensor: @unchecked Sendable {
         public var events: UInt64
         public var unreturned: UInt64
         public var egressAttempts: [String]
+        /// Frames the guest sent through the relay, and those dropped (by process and destination).
+        public var framesSeen: UInt64 = 0
+        public var framesDropped: UInt64 = 0
+        public var droppedFlows: [String: UInt64] = [:]
         /// A record kanshi could not decode (reading stopped there), or a log write error.
         public var error: String?
     }
@@ -77,6 +90,9 @@ public final class VMSensor: @unchecked Sendable {
     let ring: VMIRing
     let log: EventLog
     let behaviour: GuestBehaviour
+    let relay: EgressRelay?
+    /// Guards `behaviour`: the consumer thread and the relay's decisions.
+    private let model = NSLock()
     private let lock = NSLock()
     // SAFETY: `running` and `failure` are touched under `lock`; `behaviour` only by the consumer thread
     // until `stop` has joined it.
@@ -94,13 +110,19 @@ public final class VMSensor: @unchecked Sendable {
         } catch { throw VMSensorError.ring("\(error)") }
         log = try EventLog(path: config.logPath)
         behaviour = GuestBehaviour(options: config.behaviour, log: log, managed: set)
+        do { relay = try config.network.map { try EgressRelay(directory: $0.directory, pcap: $0.pcap) } } catch {
+            throw VMSensorError.network("\(error)")
+        }
     }
 
-    /// QEMU arguments that load the plugin on this sensor's ring.
-    public var qemuArguments: [String] { ["-plugin", config.plugin + "," + config.kernel.pluginArguments(ring: ring.path)] }
+    /// QEMU arguments that load the plugin on this sensor's ring (and the network through kanshi).
+    public var qemuArguments: [String] {
+        ["-plugin", config.plugin + "," + config.kernel.pluginArguments(ring: ring.path)] + (relay?.qemuArguments ?? [])
+    }
 
-    /// Starts decoding on a thread of its own.
+    /// Starts decoding on a thread of its own (and relaying the guest's frames).
     public func start() {
+        relay?.start { [self] frame in self.allow(frame) }
         lock.lock(); running = true; lock.unlock()
         let t = Thread { [self] in self.consumeLoop() }
         t.name = "kanshi-vm-sensor"
@@ -124,13 +146,19 @@ public final class VMSensor: @unchecked Sendable {
 
     /// Stops (after QEMU has ended), reads what is left, closes the log and saves the managed set.
     public func stop() -> Result {
+        let relayError = relay?.stop()
         lock.lock(); running = false; lock.unlock()
         if thread != nil { done.wait() }
         ring.removeFile()
+        model.lock()
         let (summary, managed) = behaviour.finish()
         var result = Result(summary: summary, managed: managed, stats: ring.stats, events: behaviour.events,
-                            unreturned: behaviour.unreturned, egressAttempts: behaviour.egressAttempts, error: nil)
+                            unreturned: behaviour.unreturned, egressAttempts: behaviour.egressAttempts,
+                            framesSeen: relay?.framesSeen ?? 0, framesDropped: relay?.framesDropped ?? 0,
+                            droppedFlows: behaviour.droppedFrames, error: nil)
+        model.unlock()
         lock.lock(); result.error = failure; lock.unlock()
+        if let relayError { result.error = (result.error.map { $0 + "; " } ?? "") + "network relay: \(relayError)" }
         let writeError = log.close()
         if writeError != 0 { result.error = (result.error.map { $0 + "; " } ?? "") + "writing \(config.logPath) failed (errno \(writeError))" }
         result.summary.dropped = log.dropped
@@ -141,16 +169,38 @@ public final class VMSensor: @unchecked Sendable {
     private func consumeLoop() {
         defer { done.signal() }
         while true {
-            lock.lock(); let go = running; lock.unlock()
-            do {
-                let n = try ring.poll { behaviour.consume($0) }
-                if !go && n == 0 { return }
-                if n == 0 { usleep(2_000) }
-            } catch {
-                lock.lock(); failure = "\(error)"; lock.unlock()
-                return
-            }
+            lock.lock(); let go = running, failed = failure != nil; lock.unlock()
+            if failed { return }
+            let n = catchUp()
+            if !go && n == 0 { return }
+            if n == 0 { usleep(2_000) }
         }
+    }
+
+    /// Reads what the plugin has published (under the model's lock); -1 after a decoding error.
+    @discardableResult
+    private func catchUp() -> Int {
+        model.lock(); defer { model.unlock() }
+        do { return try ring.poll { behaviour.consume($0) } } catch {
+            lock.lock(); failure = "\(error)"; lock.unlock()
+            return 0
+        }
+    }
+
+    /// The relay's question for each frame. The plugin publishes a call at its entry, before the
+    /// guest kernel can build the frame, so reading the ring first makes the frame's owner known.
+    private func allow(_ frame: [UInt8]) -> Bool {
+        let f = EthernetFrame(frame)
+        model.lock(); defer { model.unlock() }
+        do { try ring.poll { behaviour.consume($0) } } catch {
+            lock.lock(); failure = "\(error)"; lock.unlock()
+            return false  // fail closed
+        }
+        lock.lock(); let failed = failure != nil; lock.unlock()
+        let decision = failed ? .drop(pid: nil, why: "the VM sensor stopped reading the plugin's ring (fail closed)") : behaviour.decide(f)
+        guard case .drop(let pid, let why) = decision else { return true }
+        behaviour.recordDrop(f, pid: pid, why: why, time: FileSystem.nowNs())
+        return false
     }
 }
 
@@ -160,6 +210,7 @@ public enum VMSensorError: Error, CustomStringConvertible, Sendable {
     case ring(String)
     case pluginFailed(String)
     case kernel(String)
+    case network(String)
 
     public var description: String {
         switch self {
@@ -168,6 +219,7 @@ public enum VMSensorError: Error, CustomStringConvertible, Sendable {
         case .ring(let why): "cannot make the VM sensor's ring under /dev/shm: \(why)"
         case .pluginFailed(let why): "the VM sensor's QEMU plugin did not start: \(why)"
         case .kernel(let why): "the VM sensor cannot watch this guest kernel: \(why)"
+        case .network(let why): "the VM's network through kanshi failed: \(why)"
         }
     }
 }

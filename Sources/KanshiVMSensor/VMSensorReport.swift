@@ -8,6 +8,14 @@ public enum VMSensorReport {
         var s = r.summary
         s.notes.append("egress attempts by managed processes (\(r.egressAttempts.count)):")
         for a in r.egressAttempts.prefix(200) { s.notes.append("  \(a)") }
+        if r.framesSeen > 0 || r.framesDropped > 0 {
+            s.notes.append("network: \(r.framesSeen) frames sent by the guest, \(r.framesDropped) dropped")
+            for (flow, n) in r.droppedFlows.sorted(by: { $0.key < $1.key }) {
+                let parts = flow.split(separator: " ", maxSplits: 1)
+                let who = parts.first == "0" ? "no process (fail closed)" : "pid \(parts.first ?? "?")"
+                s.notes.append("  \(n) frames to \(parts.count > 1 ? String(parts[1]) : "?") dropped: \(who)")
+            }
+        }
         let st = r.stats
         let pti = st.pageTableIsolation.map { $0 ? "on" : "off" } ?? "not seen"
         s.notes.append("VM sensor: \(st.calls) system calls seen, \(st.returns) returns matched, \(r.unreturned) completed without a result (exec, signals); \(r.events) events logged; vCPUs \(st.vcpus); KASLR slide \(st.calibrated ? "0x" + String(st.slide, radix: 16) : "not found"); page-table isolation \(pti)")
@@ -26,7 +34,7 @@ public enum VMSensorReport {
         var o: [String: Any] = [
             "calls": st.calls, "returns": st.returns, "dropped": st.dropped, "unreadable": st.unreadable,
             "evicted": st.evicted, "unreturned": r.unreturned, "events": r.events, "calibrated": st.calibrated,
-            "vcpus": st.vcpus, "egressAttempts": r.egressAttempts,
+            "vcpus": st.vcpus, "egressAttempts": r.egressAttempts, "framesSeen": r.framesSeen, "framesDropped": r.framesDropped,
             "managedProcesses": r.managed.processes.map { ["pid": Int($0.pid), "exe": $0.exe, "why": $0.reason.why] as [String: Any] },
             "managedFiles": r.managed.files.values.sorted { $0.path < $1.path }.map { ["path": $0.path, "why": $0.reason.why] },
         ]

@@ -90,6 +90,18 @@ struct SandboxRun: AsyncParsableCommand {
     @Flag(help: "Do not print the VM sensor's summary.")
     var quiet = false
 
+    @Flag(help: "Give the guest a network (QEMU user networking: the host is 10.0.2.2 and fec0::2). With the VM sensor every frame the guest sends passes through kanshi, and frames of managed processes are dropped.")
+    var net = false
+
+    @Flag(help: "With --net and the VM sensor: let frames no process explains pass even while managed processes run (default: dropped, fail closed).")
+    var allowUnattributed = false
+
+    @Option(help: "With --net and the VM sensor: write every frame the guest sends to this pcap file.")
+    var pcap: String?
+
+    @Option(help: "Put a host file into the guest before COMMAND runs: HOSTFILE[:GUESTPATH] (default /usr/local/bin/NAME for executables, /root/NAME otherwise; repeatable).")
+    var add: [String] = []
+
     @Argument(parsing: .captureForPassthrough, help: "The command to run in the guest (after --).")
     var command: [String] = []
 
@@ -105,6 +117,9 @@ struct SandboxRun: AsyncParsableCommand {
             throw ValidationError("--protect \(p): give an absolute path in the guest (the command runs in /mnt, the data disk)")
         }
         if allCalls && trace == nil && protect.isEmpty { throw ValidationError("--all-calls needs --trace LOG") }
+        if (pcap != nil || allowUnattributed) && !net { throw ValidationError("--pcap and --allow-unattributed need --net") }
+        if pcap != nil && trace == nil && protect.isEmpty { throw ValidationError("--pcap needs the VM sensor (--trace or --protect): the frames pass through it") }
+        for a in add { _ = try AddedFile(argument: a) }
     }
 
     func run() async throws {
@@ -131,6 +146,9 @@ struct SandboxRun: AsyncParsableCommand {
         config.rollback = !noRollback
         config.qemu.vcpus = smp
         config.qemu.cpu = cpu
+        config.network = net
+        config.pcap = pcap
+        config.added = try add.map { try AddedFile(argument: $0) }
         if trace != nil || !protect.isEmpty {
             if accel == "kvm" {
                 Output.error("sandbox: the VM sensor needs TCG (its QEMU plugin hooks translated code); with --accel kvm the guest runs without it: no behaviour log, no managed set")
@@ -143,6 +161,7 @@ struct SandboxRun: AsyncParsableCommand {
                 sensor.behaviour.vm = vmName
                 sensor.behaviour.protect = protect
                 sensor.behaviour.allCalls = allCalls
+                sensor.behaviour.failClosed = !allowUnattributed
                 config.vmSensor = sensor
             }
         }
