@@ -24,10 +24,10 @@ enum SC {
         20: "writev", 22: "pipe", 32: "dup", 33: "dup2", 40: "sendfile", 41: "socket", 42: "connect",
         43: "accept", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg", 49: "bind", 53: "socketpair",
         56: "clone", 57: "fork", 58: "vfork", 59: "execve", 72: "fcntl", 76: "truncate", 77: "ftruncate",
-        82: "rename", 84: "rmdir", 85: "creat", 86: "link", 87: "unlink", 88: "symlink", 257: "openat",
+        82: "rename", 101: "ptrace", 84: "rmdir", 85: "creat", 86: "link", 87: "unlink", 88: "symlink", 257: "openat",
         263: "unlinkat", 264: "renameat", 265: "linkat", 266: "symlinkat", 275: "splice", 276: "tee",
         278: "vmsplice", 288: "accept4", 292: "dup3", 293: "pipe2", 295: "preadv", 296: "pwritev",
-        299: "recvmmsg", 307: "sendmmsg", 316: "renameat2", 322: "execveat", 326: "copy_file_range",
+        299: "recvmmsg", 307: "sendmmsg", 311: "process_vm_writev", 316: "renameat2", 322: "execveat", 326: "copy_file_range",
         327: "preadv2", 328: "pwritev2", 425: "io_uring_setup", 426: "io_uring_enter", 427: "io_uring_register",
         435: "clone3", 437: "openat2",
     ]
@@ -50,8 +50,9 @@ public struct FilterPolicy: Sendable {
         SC.symlink, SC.symlinkat, SC.unlink, SC.unlinkat, SC.rmdir, SC.truncate, SC.ftruncate,
         SC.sendfile, SC.splice, SC.tee, SC.vmsplice, SC.copyFileRange,
     ] + SC.sends + SC.recvs
-    /// Added for managed processes: everything that moves data out of the process.
-    static let managedExtra: [Int64] = SC.writes
+    /// Added for managed processes: everything that moves data out of the process, and ptrace
+    /// (a request that writes another process is refused at its stop).
+    static let managedExtra: [Int64] = SC.writes + [SC.ptrace]
     /// Refused outright for managed processes (fail closed): io_uring can move
     /// data without any call the filter sees; writing another process's memory.
     static let managedDeny: [Int64] = [SC.ioUringSetup, SC.ioUringEnter, SC.ioUringRegister, SC.processVmWritev]

@@ -12,6 +12,10 @@ extension Tracer {
             deny(tid, p, r, refusal)
             return
         }
+        if p.managed != nil, let refusal = memoryWriteCheck(tid, p, r) {
+            deny(tid, p, r, refusal.why, path: refusal.path, fdArgument: false)
+            return
+        }
         var call = PendingCall(nr: nr, regs: r)
         var wantExit = true
         switch nr {
@@ -127,6 +131,8 @@ extension Tracer {
                 let info = p.fds.refresh(fd)
                 if let info { e.path = info.name }
                 e.fd = fd
+                if p.managed != nil, let info, info.kind == .file,
+                   killIfForeignMemory(tid, p, fd: fd, path: info.name, writable: acc != 0) { return }
                 if let path = e.path, info?.kind == .file, flags & 0o10000000 == 0 {
                     summary.opened(path, read: readable, write: writable)
                     if p.managed == nil, readable, let why = managedSet.taint(of: path) {

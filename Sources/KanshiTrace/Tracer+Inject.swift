@@ -17,13 +17,14 @@ extension Tracer {
         let results = inject(tid, at: kind, payload: managedFilter) { base in
             [(SC.seccomp, [1, 1 | 4, base])]  // SECCOMP_SET_MODE_FILTER, FLAG_TSYNC | FLAG_SPEC_ALLOW
         }
-        if results.first == 0, let ring = ioUringDescriptor(p.pid) {
+        if results.first == 0, let ring = ioUringHeld(p.pid) {
             // A ring made before the process became managed can send without any call the filter sees
-            // (SQPOLL, or io_uring_enter before it was denied): fail closed.
+            // (SQPOLL, or io_uring_enter before it was denied): fail closed. Its mapping keeps it
+            // alive after its descriptor is closed, so a mapped ring counts as a held one.
             var e = TraceEvent(kind: .blocked)
-            e.pid = p.pid; e.tid = tid; e.managed = true; e.blocked = true; e.fd = ring
+            e.pid = p.pid; e.tid = tid; e.managed = true; e.blocked = true; e.fd = ring.fd
             e.path = "anon_inode:[io_uring]"
-            e.reason = "managed process holds an io_uring instance (fd \(ring)) that could send unseen; process killed (fail closed); managed because: \(p.managed?.why ?? "?")"
+            e.reason = "managed process holds an io_uring instance (\(ring.what)) that could send unseen; process killed (fail closed); managed because: \(p.managed?.why ?? "?")"
             log.append(e)
             summary.blocked(pid: p.pid, exe: p.exe, call: "io_uring", why: e.reason!)
             kill(p.pid, SIGKILL)
@@ -36,10 +37,19 @@ extension Tracer {
         }
     }
 
-    /// A descriptor of the process that is an io_uring instance, if any.
-    func ioUringDescriptor(_ pid: Int32) -> Int32? {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return nil }
-        for n in names where Ptrace.link("/proc/\(pid)/fd/\(n)") == "anon_inode:[io_uring]" { return Int32(n) }
+    /// An io_uring instance the process holds, if any: a descriptor, or a mapping of its
+    /// rings (`anon_inode:[io_uring]` in /proc/PID/maps) that outlives a closed descriptor.
+    func ioUringHeld(_ pid: Int32) -> (fd: Int32?, what: String)? {
+        let ring = "anon_inode:[io_uring]"
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") {
+            for n in names where Ptrace.link("/proc/\(pid)/fd/\(n)") == ring { return (Int32(n), "fd \(n)") }
+        }
+        guard let maps = try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8) else {
+            return (nil, "/proc/\(pid)/maps unreadable, so a mapped ring cannot be ruled out")
+        }
+        if let line = maps.split(separator: "\n").first(where: { $0.hasSuffix(ring) }) {
+            return (nil, "rings mapped at \(line.prefix { $0 != " " }), descriptor closed")
+        }
         return nil
     }
 

@@ -144,27 +144,52 @@ extension Tracer {
         case 16:
             return nil
         case 2, 10:
-            if let explicit {
-                return explicit.isExternal(loopbackExternal: options.loopbackExternal) ? "send to \(explicit) (off the machine)" : nil
-            }
-            if connected != 0, let a = SocketAddress(bytes: Array(peer[0..<Int(peerLen)])) {
-                return a.isExternal(loopbackExternal: options.loopbackExternal) ? "send to \(a) (off the machine)" : nil
-            }
-            return nil  // unconnected and no address: the kernel refuses it anyway
+            return inetCheck(fd, type: type, explicit: explicit,
+                             peer: connected != 0 ? Array(peer[0..<Int(peerLen)]) : nil)
         default:
             return "send on a socket of family \(family) (not inspected; refused, fail closed)"
         }
     }
 
+    /// Where an Internet socket's data goes. A stream socket sends to its connected peer whatever
+    /// address the call names (TCP ignores it), so only the peer counts, and one that is not
+    /// connected (or still connecting) cannot be judged: refused. A datagram (or raw) socket sends
+    /// to the address the call names, else to its peer: each that is there is judged.
+    private func inetCheck(_ fd: Int32, type: Int32, explicit: SocketAddress?, peer: [UInt8]?) -> String? {
+        let external = options.loopbackExternal
+        if type == Int32(SOCK_STREAM.rawValue) {
+            guard let peer else {
+                return "stream socket fd \(fd) is not connected (or still connecting): its peer cannot be judged; refused, fail closed"
+            }
+            guard let a = SocketAddress(bytes: peer) else {
+                return "stream socket fd \(fd): peer address not understood; refused, fail closed"
+            }
+            return a.isExternal(loopbackExternal: external) ? "send to \(a) (the socket's peer, off the machine)" : nil
+        }
+        if let explicit, explicit.isExternal(loopbackExternal: external) { return "send to \(explicit) (off the machine)" }
+        if let peer {
+            guard let a = SocketAddress(bytes: peer) else {
+                return "socket fd \(fd): peer address not understood; refused, fail closed"
+            }
+            if a.isExternal(loopbackExternal: external) { return "send to \(a) (the socket's peer, off the machine)" }
+        }
+        return nil  // no address and no peer: the kernel refuses it anyway
+    }
+
     /// Refuses the call at its seccomp stop: the call is skipped and returns -errno.
-    func deny(_ tid: Int32, _ p: Proc, _ r: ckt_regs, _ why: String) {
+    /// `path` names what the call is about when its first argument is not a descriptor.
+    func deny(_ tid: Int32, _ p: Proc, _ r: ckt_regs, _ why: String, path: String? = nil, fdArgument: Bool = true) {
         var regs = r
         regs.orig_rax = UInt64.max
         regs.rax = UInt64(bitPattern: -Int64(options.denyErrno))
         Ptrace.setRegs(tid, regs)
         var e = event(.blocked, tid, p, r.nr)
-        e.fd = r.argFd(0)
-        e.path = p.fds.lookup(r.argFd(0))?.name
+        if !fdArgument {
+            e.path = path
+        } else {
+            e.fd = r.argFd(0)
+            e.path = p.fds.lookup(r.argFd(0))?.name
+        }
         e.blocked = true
         e.ret = -Int64(options.denyErrno)
         e.reason = "\(why); process managed because: \(p.managed?.why ?? "?")"

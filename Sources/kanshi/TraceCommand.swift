@@ -38,15 +38,16 @@ struct Trace: ParsableCommand {
     var command: [String] = []
 
     func validate() throws {
-        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
-        if pid == nil && cmd.isEmpty { throw ValidationError("give a program to run after '--', or --pid N") }
-        if pid != nil && !cmd.isEmpty { throw ValidationError("give either --pid or a program, not both") }
+        // Passthrough capture swallows --help and -h before '--'; they still ask for help.
+        let given = TraceCommandLine(passthrough: command)
+        if given == .help { throw CleanExit.helpRequest(self) }
+        if pid == nil && given.target == nil { throw ValidationError("give a program to run after '--', or --pid N") }
+        if pid != nil && given.target != nil { throw ValidationError("give either --pid or a program, not both") }
         if let pid, pid <= 0 { throw ValidationError("--pid must be a positive process id, not \(pid)") }
     }
 
     func run() throws {
         let logger = try CLILogging.logger(label: "kanshi.trace", level: global.logLevel)
-        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
         var options = TraceOptions()
         options.protect = protect.map { p in
             guard let r = realpath(p, nil) else { return ManagedSetPath.absolute(p) }
@@ -66,11 +67,14 @@ struct Trace: ParsableCommand {
         do { eventLog = try EventLog(path: log) } catch { throw CLIError("\(error)") }
         let tracer: Tracer
         do { tracer = try Tracer(options: options, log: eventLog, managed: set, logger: logger) } catch { throw CLIError("\(error)") }
+        guard let target = pid.map({ TraceTarget.attach(pid: $0) }) ?? TraceCommandLine(passthrough: command).target else {
+            throw ValidationError("give a program to run after '--', or --pid N")
+        }
         // Ctrl-C reaches the traced program (same process group); kanshi stays to finish the log.
         signal(SIGINT, SIG_IGN)
         let result: TraceResult
         do {
-            result = try tracer.runOnDedicatedThread(pid.map { .attach(pid: $0) } ?? .spawn(program: cmd[0], arguments: Array(cmd.dropFirst())))
+            result = try tracer.runOnDedicatedThread(target)
         } catch {
             eventLog.close()
             throw CLIError("\(error)")

@@ -10,8 +10,8 @@ struct LeakTests {
     struct Setup {
         let dir: String, secret: String, tcp: Listener, tcp6: Listener, udp: Listener
         var options: TraceOptions
-        func args(_ route: String) throws -> [String] {
-            [try Harness.binary("leak"), route, secret, "\(tcp.port)", "\(tcp6.port)", "\(udp.port)"]
+        func args(_ route: String, _ extra: String...) throws -> [String] {
+            [try Harness.binary("leak"), route, secret, "\(tcp.port)", "\(tcp6.port)", "\(udp.port)"] + extra
         }
         var received: Int { tcp.received() + tcp6.received() + udp.received() }
     }
@@ -48,6 +48,10 @@ struct LeakTests {
         ("shared", ["shared-reader: connect ok", "shared-reader: send EPERM"]),
         ("sendfile", ["sendfile: connect ok", "sendfile: sendfile EPERM", "sendfile: splice-out EPERM"]),
         ("io_uring", ["io_uring: io_uring_setup EPERM"]),
+        // TCP ignores the address a send names: the data goes to the connected peer (connected
+        // while unmanaged), so a Unix or netlink address given to sendto/sendmsg proves nothing.
+        ("sendto-connected", ["sendto-connected: connect ok", "sendto-connected: sendto-unix EPERM",
+                              "sendto-connected: sendmsg-unix EPERM", "sendto-connected: sendto-netlink EPERM"]),
     ]
 
     @Test(arguments: LeakTests.routes.map(\.0))
@@ -79,6 +83,52 @@ struct LeakTests {
         #expect(!run.output.contains("after-secret"))
         #expect(run.result.exitCode == 128 + 9)
         #expect(run.events.contains { $0["ev"] as? String == "blocked" && $0["path"] as? String == "anon_inode:[io_uring]" })
+    }
+
+    /// The same, with the ring's descriptor closed: the mapping keeps the instance (and an SQPOLL
+    /// thread) alive, so the rings found in /proc/PID/maps count as a held instance.
+    @Test func ioUringKeptByItsMappingFailsClosed() async throws {
+        let s = try setup()
+        let run = try await Harness.trace(try s.args("io_uring-mapped"), options: s.options, dir: s.dir)
+        #expect(run.output.contains("io_uring-mapped: io_uring_setup"), "\(run.output)")
+        #expect(!run.output.contains("after-secret"), "\(run.output)")
+        #expect(run.result.exitCode == 128 + 9)
+        #expect(run.events.contains { $0["ev"] as? String == "blocked" && $0["path"] as? String == "anon_inode:[io_uring]" })
+        try await Task.sleep(nanoseconds: 100_000_000)
+        #expect(s.received == 0, "the listener received data")
+    }
+
+    static let memoryRoutes: [(String, [String])] = [
+        ("ptrace", ["ptrace: attach-early ok", "ptrace: poke EPERM", "ptrace: getregs ok", "ptrace: setregs EPERM",
+                    "ptrace: detach ok", "ptrace: seize EPERM", "ptrace: attach EPERM"]),
+        ("procmem", ["procmem: open-mem EPERM", "procmem: open-mem-link EPERM", "procmem: openat-task-mem EPERM",
+                     "procmem: open-mem-read ok", "procmem: open-self-mem ok", "procmem: write-self-mem ok"]),
+    ]
+
+    /// A managed process writing the secret into another process's memory (ptrace, /proc/PID/mem):
+    /// the victim runs outside the traced tree and sends whatever lands in its mailbox.
+    @Test(arguments: LeakTests.memoryRoutes.map(\.0))
+    func writingAnotherProcessIsRefused(_ route: String) async throws {
+        let s = try setup()
+        let victim = Process()
+        victim.executableURL = URL(fileURLWithPath: try Harness.binary("leak"))
+        victim.arguments = ["victim", s.secret, "\(s.tcp.port)"]
+        victim.standardOutput = FileHandle.nullDevice
+        try victim.run()
+        defer { if victim.isRunning { victim.terminate() } }
+        try await Task.sleep(nanoseconds: 100_000_000)
+        let run = try await Harness.trace(try s.args(route, "\(victim.processIdentifier)"), options: s.options, dir: s.dir)
+        for line in LeakTests.memoryRoutes.first(where: { $0.0 == route })!.1 {
+            #expect(run.output.contains(line), "route \(route): expected '\(line)' in:\n\(run.output)")
+        }
+        try await Task.sleep(nanoseconds: 300_000_000)
+        #expect(s.received == 0, "route \(route): the victim sent the secret")
+        let blocked = run.events.filter { $0["ev"] as? String == "blocked" }
+        #expect(!blocked.isEmpty)
+        for b in blocked {
+            #expect((b["reason"] as? String)?.contains("managed because") == true)
+            #expect(b["err"] as? String == "EPERM")
+        }
     }
 
     @Test func refusalCanBeEACCES() async throws {

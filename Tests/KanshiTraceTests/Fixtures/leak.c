@@ -1,5 +1,7 @@
 // Test program for `kanshi trace`: tries to send a protected file's content
-// off the machine by one route. Usage: leak ROUTE SECRET PORT [PORT6 UDPPORT]
+// off the machine by one route. Usage: leak ROUTE SECRET PORT [PORT6 UDPPORT [VICTIM-PID]]
+// (`leak victim SECRET PORT` is the process outside the traced tree that the
+// ptrace and procmem routes write into: it sends whatever appears in its mailbox.)
 // Prints "ROUTE: <step> ok|<errno name>" lines; exit 0 unless the setup failed.
 // Talks to 127.0.0.1 / ::1 only.
 #define _GNU_SOURCE
@@ -15,7 +17,12 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/user.h>
+#include <linux/netlink.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,6 +66,23 @@ static void *sender(void *arg) {
     pthread_mutex_unlock(&mu);
     report("thread-send", send(s, secret, secret_len, 0));
     return NULL;
+}
+
+// Written by the ptrace and procmem routes into the victim (same binary, same offset).
+static volatile char mailbox[4096];
+
+static unsigned long image_base(const char *pid) {
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%s/maps", pid);
+    unsigned long b = 0;
+    FILE *f = fopen(p, "r");
+    if (f) { if (fscanf(f, "%lx", &b) != 1) b = 0; fclose(f); }
+    return b;
+}
+
+// The victim's mailbox address: its image is the same executable as ours.
+static unsigned long mailbox_in(const char *pid) {
+    return (unsigned long)mailbox - image_base("self") + image_base(pid);
 }
 
 int main(int argc, char **argv) {
@@ -229,6 +253,109 @@ int main(int argc, char **argv) {
         report("io_uring_setup", syscall(SYS_io_uring_setup, 8, &params));
         read_secret(path);
         report("after-secret", 0);
+    } else if (!strcmp(route, "sendto-connected")) {  // TCP ignores the address: it goes to the peer
+        int s = tcp4(port);
+        read_secret(path);
+        struct sockaddr_un un = { .sun_family = AF_UNIX };
+        strcpy(un.sun_path, "/nonexistent/kanshi-local");
+        report("sendto-unix", sendto(s, secret, secret_len, 0, (struct sockaddr *)&un, sizeof un));
+        struct iovec iov = { secret, secret_len };
+        struct msghdr m = { .msg_name = &un, .msg_namelen = sizeof un, .msg_iov = &iov, .msg_iovlen = 1 };
+        report("sendmsg-unix", sendmsg(s, &m, 0));
+        struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
+        report("sendto-netlink", sendto(s, secret, secret_len, 0, (struct sockaddr *)&nl, sizeof nl));
+    } else if (!strcmp(route, "victim")) {  // outside the traced tree: sends what appears in its mailbox
+        for (int i = 0; i < 200 && !mailbox[0]; i++) usleep(25000);
+        if (mailbox[0]) {
+            int s = tcp4(port);
+            report("send", send(s, (const char *)mailbox, strlen((const char *)mailbox), 0));
+        }
+    } else if (!strcmp(route, "ptrace")) {  // writes the secret into the victim through ptrace
+        if (argc < 7) { fprintf(stderr, "ptrace: victim pid missing\n"); return 2; }
+        pid_t v = atoi(argv[6]);
+        unsigned long addr = mailbox_in(argv[6]);
+        report("attach-early", ptrace(PTRACE_ATTACH, v, 0, 0));  // attached while still unmanaged
+        waitpid(v, NULL, __WALL);
+        read_secret(path);
+        long r = 0;
+        for (ssize_t i = 0; i < secret_len && r >= 0; i += 8) {
+            long w = 0;
+            memcpy(&w, secret + i, secret_len - i < 8 ? (size_t)(secret_len - i) : 8);
+            r = ptrace(PTRACE_POKEDATA, v, addr + i, w);
+        }
+        report("poke", r);
+        struct user_regs_struct regs;
+        report("getregs", ptrace(PTRACE_GETREGS, v, 0, &regs));
+        report("setregs", ptrace(PTRACE_SETREGS, v, 0, &regs));
+        report("detach", ptrace(PTRACE_DETACH, v, 0, 0));
+        long a = ptrace(PTRACE_SEIZE, v, 0, 0);
+        report("seize", a);
+        if (a == 0) ptrace(PTRACE_DETACH, v, 0, 0);
+        report("attach", ptrace(PTRACE_ATTACH, v, 0, 0));
+        usleep(300000);  // the victim sends, if the secret got there
+    } else if (!strcmp(route, "procmem")) {  // writes the secret into the victim through /proc/PID/mem
+        if (argc < 7) { fprintf(stderr, "procmem: victim pid missing\n"); return 2; }
+        unsigned long addr = mailbox_in(argv[6]);
+        read_secret(path);
+        char mem[64];
+        snprintf(mem, sizeof mem, "/proc/%s/mem", argv[6]);
+        int fd = open(mem, O_RDWR);
+        report("open-mem", fd);
+        if (fd >= 0) report("write-mem", pwrite(fd, secret, secret_len, addr));
+        char link[4200];
+        snprintf(link, sizeof link, "%s.memlink", path);
+        symlink(mem, link);
+        fd = open(link, O_WRONLY);
+        report("open-mem-link", fd);
+        if (fd >= 0) report("write-mem-link", pwrite(fd, secret, secret_len, addr));
+        int dir = open("/proc", O_RDONLY | O_DIRECTORY);
+        snprintf(mem, sizeof mem, "%s/task/%s/mem", argv[6], argv[6]);
+        fd = openat(dir, mem, O_RDWR);
+        report("openat-task-mem", fd);
+        if (fd >= 0) report("write-task-mem", pwrite(fd, secret, secret_len, addr));
+        snprintf(mem, sizeof mem, "/proc/%s/mem", argv[6]);
+        report("open-mem-read", open(mem, O_RDONLY));  // reading another process is not refused
+        int self = open("/proc/self/mem", O_RDWR);      // nor writing one's own memory
+        report("open-self-mem", self);
+        if (self >= 0) report("write-self-mem", pwrite(self, "x", 1, (unsigned long)mailbox));
+        usleep(300000);
+    } else if (!strcmp(route, "io_uring-mapped")) {  // rings mapped and the descriptor closed before becoming managed
+        int s = tcp4(port);
+        struct io_uring_params params;
+        memset(&params, 0, sizeof params);
+        params.flags = IORING_SETUP_SQPOLL;
+        params.sq_thread_idle = 5000;
+        int fd = syscall(SYS_io_uring_setup, 8, &params);
+        int sqpoll = fd >= 0;
+        if (!sqpoll) {
+            memset(&params, 0, sizeof params);
+            fd = syscall(SYS_io_uring_setup, 8, &params);
+        }
+        report(sqpoll ? "io_uring_setup-sqpoll" : "io_uring_setup", fd);
+        if (fd < 0) return 2;
+        size_t sqlen = params.sq_off.array + params.sq_entries * sizeof(unsigned);
+        size_t cqlen = params.cq_off.cqes + params.cq_entries * sizeof(struct io_uring_cqe);
+        char *sq = mmap(NULL, sqlen > cqlen ? sqlen : cqlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+        struct io_uring_sqe *sqes = mmap(NULL, params.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                                         MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+        if (sq == MAP_FAILED || sqes == MAP_FAILED) { perror("mmap ring"); return 2; }
+        close(fd);
+        read_secret(path);
+        report("after-secret", 0);
+        if (sqpoll) {  // the kernel's poller sends the secret: no system call at all
+            memset(&sqes[0], 0, sizeof sqes[0]);
+            sqes[0].opcode = IORING_OP_SEND;
+            sqes[0].fd = s;
+            sqes[0].addr = (unsigned long)secret;
+            sqes[0].len = secret_len;
+            unsigned *array = (unsigned *)(sq + params.sq_off.array);
+            unsigned *tail = (unsigned *)(sq + params.sq_off.tail);
+            unsigned mask = *(unsigned *)(sq + params.sq_off.ring_mask);
+            array[*tail & mask] = 0;
+            __atomic_store_n(tail, *tail + 1, __ATOMIC_RELEASE);
+            usleep(300000);
+            report("sqpoll-send", 0);
+        }
     } else if (!strcmp(route, "copy")) {  // managed files: copy, rename, link
         read_secret(path);
         char out[4200];
