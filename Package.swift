@@ -146,6 +146,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "KanshiIntegrationTests",
-            dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")],
+            exclude: ["Fixtures"]),
     ]
 )

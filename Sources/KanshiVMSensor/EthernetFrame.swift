@@ -13,6 +13,8 @@ public struct EthernetFrame: Sendable, Equatable {
     /// Destination address (4 or 16 bytes) and port (0 for ICMP).
     public var destination: [UInt8] = []
     public var port: UInt16 = 0
+    /// Source port (TCP, UDP): with the destination it names one connection.
+    public var sourcePort: UInt16 = 0
     /// A TCP segment with only SYN set (a connection attempt).
     public var tcpSyn = false
 
@@ -34,6 +36,8 @@ public struct EthernetFrame: Sendable, Equatable {
             kind = .ipv4
             proto = frame[ip + 9]
             destination = Array(frame[(ip + 16)..<(ip + 20)])
+            // Multicast and broadcast stay on the link (slirp forwards neither).
+            if destination[0] >= 224 { kind = .link; return }
             transport(frame, at: ip + ihl)
         case Self.ipv6:
             let ip = Self.ethernetHeader
@@ -41,6 +45,8 @@ public struct EthernetFrame: Sendable, Equatable {
             kind = .ipv6
             proto = frame[ip + 6]
             destination = Array(frame[(ip + 24)..<(ip + 40)])
+            // Link-scope multicast (neighbour discovery, MLD reports): housekeeping that stays on the link.
+            if destination[0] == 0xff && destination[1] & 0x0f <= 2 { kind = .link; return }
             if proto == 58, frame.count > ip + 40, (133...137).contains(frame[ip + 40]) { kind = .link; return }
             if ![6, 17, 58].contains(proto) { kind = .other; return }  // extension headers: not followed
             transport(frame, at: ip + 40)
@@ -51,6 +57,7 @@ public struct EthernetFrame: Sendable, Equatable {
 
     private mutating func transport(_ frame: [UInt8], at l4: Int) {
         guard proto == 6 || proto == 17, frame.count >= l4 + 4 else { return }
+        sourcePort = UInt16(frame[l4]) << 8 | UInt16(frame[l4 + 1])
         port = UInt16(frame[l4 + 2]) << 8 | UInt16(frame[l4 + 3])
         if proto == 6, frame.count >= l4 + 14 { tcpSyn = frame[l4 + 13] & 0x12 == 0x02 }
     }
@@ -71,6 +78,12 @@ public struct EthernetFrame: Sendable, Equatable {
         default: return "\(host) (protocol \(proto))"
         }
     }
+}
+
+/// One connection as frames carry it: a destination and the guest's source port.
+struct ConnectionKey: Hashable, Sendable {
+    var flow: FlowKey
+    var sourcePort: UInt16
 }
 
 /// A destination a socket sends to, in the form frames carry it.

@@ -83,6 +83,7 @@ extension GuestBehaviour {
             }
         case GuestCalls.close:
             let fd = int32(args[0])
+            retireSockets(of: p, only: fd, time: time)
             guard let f = p.fds.fds.removeValue(forKey: fd) else { logCall(e, p, ret: ret); return }
             ev.kind = .close; ev.fd = fd; ev.path = f.name
         case GuestCalls.dup, GuestCalls.dup2, GuestCalls.dup3, GuestCalls.fcntl:

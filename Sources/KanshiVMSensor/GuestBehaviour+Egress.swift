@@ -7,11 +7,27 @@ public enum EgressDecision: Sendable, Equatable {
     case drop(pid: Int32?, why: String)
 }
 
-/// Egress at the VM's NIC: every frame the guest sends is attributed to the processes whose
-/// sockets send to its destination (learnt from their connect, sendto and sendmsg calls — at
-/// the call's entry, before the frame can leave); frames of a managed process's flow are
-/// dropped, and so, while any managed process runs, are frames nothing explains (fail closed).
+/// A socket a managed process held when it closed it or ended: its frames may still be on
+/// their way (queued data, retransmissions), so they stay blocked.
+struct RetiredSocket: Sendable {
+    var pid: Int32
+    var why: String
+    var timeNs: UInt64
+}
+
+/// Egress at the VM's NIC. Every frame the guest sends is attributed to the socket objects
+/// that send to its destination — learnt from connect, sendto and sendmsg at the call's entry,
+/// before the frame can leave — and, once a TCP connection's first frame or a UDP socket's
+/// first datagram has been seen, pinned to them by its source port. A frame is dropped when a
+/// managed process holds one of its sockets, or held it when it closed it or ended (queued data
+/// and retransmissions follow later); a connection once dropped stays dropped; and while any
+/// managed process runs, frames nothing explains are dropped too (fail closed).
 extension GuestBehaviour {
+    /// How long after its last send a socket closed by a managed process (or by its end) still
+    /// claims frames: TCP retransmits for long, a datagram leaves within milliseconds.
+    static let retiredTCPGraceNs: UInt64 = 120_000_000_000
+    static let retiredUDPGraceNs: UInt64 = 3_000_000_000
+
     /// Learns where a call is about to send, at its entry (the frame follows before the call returns).
     func learnEgress(_ e: GuestEntry, _ p: GuestProcess) {
         var nr = e.x86_64Number
@@ -20,36 +36,86 @@ extension GuestBehaviour {
             nr = GuestCalls.socketcallNumbers[e.args[0]]
             fdArg = UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
         }
-        guard let nr, [GuestCalls.connect, GuestCalls.sendto, GuestCalls.sendmsg, GuestCalls.sendmmsg].contains(nr) else { return }
+        guard let nr else { return }
+        if GuestCalls.writes.contains(nr) || [GuestCalls.sendfile, GuestCalls.splice, GuestCalls.tee, GuestCalls.copyFileRange].contains(nr) {
+            // Data into a socket: when it last sent (to attribute its datagrams after it is gone).
+            let out = nr == GuestCalls.splice || nr == GuestCalls.copyFileRange ? e.args[2] : nr == GuestCalls.tee ? e.args[1] : fdArg
+            if let f = p.fds.fds[Int32(truncatingIfNeeded: out)], f.kind == .socket { lastSend[f.name] = e.timeNs }
+            return
+        }
+        guard [GuestCalls.connect, GuestCalls.sendto, GuestCalls.sendmsg, GuestCalls.sendmmsg].contains(nr) else { return }
         let fd = Int32(truncatingIfNeeded: fdArg)
+        if let f = p.fds.fds[fd], f.kind == .socket { lastSend[f.name] = e.timeNs }
         guard let f = p.fds.fds[fd], let proto = f.wireProtocol,
               let addr = e.item(.sockaddr), !addr.unreadable, let key = FlowKey(sockaddr: addr.bytes, proto: proto) else { return }
         if nr == GuestCalls.connect {
             p.fds.fds[fd]?.peerKey = key
             if let a = SocketAddress(bytes: addr.bytes) { p.fds.fds[fd]?.peer = a.text }
-        } else {
-            sentTo[key, default: []].insert(p.pid)
+        }
+        socketsTo[key, default: []].insert(f.name)
+    }
+
+    /// A managed process lets go of its sockets (closes one, or ends): they stay blocked.
+    func retireSockets(of p: GuestProcess, only fd: Int32? = nil, time: UInt64) {
+        guard let m = p.managed else { return }
+        let files = fd.map { p.fds.fds[$0].map { [$0] } ?? [] } ?? Array(p.fds.fds.values)
+        for f in files where f.kind == .socket && f.wireProtocol != nil {
+            retired[f.name] = RetiredSocket(pid: p.pid, why: "\(p.exe), managed because: \(m.why)", timeNs: time)
         }
     }
 
     /// Whether a frame the guest sent may leave, and why not.
-    public func decide(_ frame: EthernetFrame) -> EgressDecision {
+    public func decide(_ frame: EthernetFrame, now: UInt64) -> EgressDecision {
         let managedRunning = procs.values.contains { $0.alive && $0.managed != nil }
-        let unattributed = EgressDecision.drop(pid: nil, why: "frame to \(frame.destinationText) belongs to no process the sensor knows, while managed processes run (fail closed)")
+        let unattributed = EgressDecision.drop(pid: nil, why: "frame to \(frame.destinationText) belongs to no socket the sensor knows, while managed processes run (fail closed)")
         switch frame.kind {
         case .link: return .pass
         case .other: return managedRunning && options.failClosed ? unattributed : .pass
         case .ipv4, .ipv6: break
         }
         let key = FlowKey(frame: frame)
-        var pids = sentTo[key] ?? []
-        for p in procs.values where p.alive && p.fds.fds.values.contains(where: { $0.peerKey == key }) { pids.insert(p.pid) }
-        let owners = pids.sorted().compactMap { procs[$0] }.filter(\.alive)
-        if let m = owners.first(where: { $0.managed != nil }) {
-            return .drop(pid: m.pid, why: "frame to \(frame.destinationText) of a flow of managed pid \(m.pid) (\(m.exe)); managed because: \(m.managed!.why)")
+        let connection = ConnectionKey(flow: key, sourcePort: frame.sourcePort)
+        if let t = blockedConnections[connection] { return .drop(pid: t.pid, why: t.why) }
+        var sockets = connections[connection] ?? []
+        if sockets.isEmpty {
+            let known = socketsTo[key] ?? []
+            if frame.proto == 6 && frame.tcpSyn {
+                // A connection attempt comes from a live socket connecting there that has no connection yet.
+                sockets = known.filter { name in
+                    !pinned.contains(name) && holders(of: name).contains { $0.fds.fds.values.contains { $0.name == name && $0.peerKey == key } }
+                }
+            } else {
+                let grace = frame.proto == 6 ? Self.retiredTCPGraceNs : Self.retiredUDPGraceNs
+                sockets = known.filter { name in
+                    !holders(of: name).isEmpty || (retired[name] != nil && now &- (lastSend[name] ?? retired[name]!.timeNs) < grace)
+                }
+            }
+            // A TCP connection is pinned at its first segment, a datagram socket at its first datagram.
+            if !sockets.isEmpty && (frame.proto != 6 || frame.tcpSyn) {
+                connections[connection] = sockets
+                if frame.proto == 6 { pinned.formUnion(sockets) }
+            }
         }
-        if owners.isEmpty && managedRunning && options.failClosed { return unattributed }
+        if sockets.isEmpty { return managedRunning && options.failClosed ? unattributed : .pass }
+        for name in sockets.sorted() {
+            if let m = holders(of: name).first(where: { $0.managed != nil }) {
+                return block(connection, pid: m.pid, why: "frame to \(frame.destinationText) from \(name) of managed pid \(m.pid) (\(m.exe)); managed because: \(m.managed!.why)")
+            }
+            if let r = retired[name] {
+                return block(connection, pid: r.pid, why: "frame to \(frame.destinationText) from \(name), which managed pid \(r.pid) held until it closed it or ended (\(r.why))")
+            }
+        }
         return .pass
+    }
+
+    private func block(_ c: ConnectionKey, pid: Int32, why: String) -> EgressDecision {
+        blockedConnections[c] = (pid, why)
+        return .drop(pid: pid, why: why)
+    }
+
+    /// Live processes whose descriptor tables hold the socket object `name`.
+    func holders(of name: String) -> [GuestProcess] {
+        procs.values.filter { $0.alive && $0.fds.fds.values.contains { $0.name == name } }.sorted { $0.pid < $1.pid }
     }
 
     /// Logs a dropped frame: the first drop of each destination and process as a `blocked` event, all of them counted.

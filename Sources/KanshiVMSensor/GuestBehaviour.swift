@@ -40,8 +40,16 @@ public final class GuestBehaviour {
     public internal(set) var egressAttempts: [String] = []
     /// Events logged.
     public internal(set) var events: UInt64 = 0
-    /// Destinations managed processes' explicit sends went to (sendto, sendmsg), with the senders.
-    var sentTo: [FlowKey: Set<Int32>] = [:]
+    /// Socket objects by the destinations they connected or sent to.
+    var socketsTo: [FlowKey: Set<String>] = [:]
+    /// Sockets managed processes closed or held when they ended.
+    var retired: [String: RetiredSocket] = [:]
+    /// Connections (destination, source port) pinned to their sockets, and those blocked for good.
+    var connections: [ConnectionKey: Set<String>] = [:]
+    var blockedConnections: [ConnectionKey: (pid: Int32, why: String)] = [:]
+    /// TCP sockets already pinned to a connection, and when each socket last sent (entry of the call).
+    var pinned: Set<String> = []
+    var lastSend: [String: UInt64] = [:]
     /// Frames dropped at the NIC, by process and destination.
     public internal(set) var droppedFrames: [String: UInt64] = [:]
 
@@ -109,6 +117,7 @@ public final class GuestBehaviour {
             complete(earlier, ret: nil, items: [], time: time)
         }
         guard who.tid == who.pid, let p = procs[who.pid], p.alive else { return }
+        retireSockets(of: p, time: time)
         p.alive = false
         let signal = Int32(code & 0x7f)
         let status: Int32 = signal != 0 ? 128 + signal : Int32((code >> 8) & 0xff)

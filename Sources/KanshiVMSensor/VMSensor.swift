@@ -197,7 +197,7 @@ public final class VMSensor: @unchecked Sendable {
             return false  // fail closed
         }
         lock.lock(); let failed = failure != nil; lock.unlock()
-        let decision = failed ? .drop(pid: nil, why: "the VM sensor stopped reading the plugin's ring (fail closed)") : behaviour.decide(f)
+        let decision = failed ? .drop(pid: nil, why: "the VM sensor stopped reading the plugin's ring (fail closed)") : behaviour.decide(f, now: FileSystem.nowNs())
         guard case .drop(let pid, let why) = decision else { return true }
         behaviour.recordDrop(f, pid: pid, why: why, time: FileSystem.nowNs())
         return false
