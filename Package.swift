@@ -115,7 +115,7 @@ let package = Package(
             name: "kanshi",
             dependencies: [
                 "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4", "KanshiMount",
-                "KanshiWorkload", "KanshiTrace",
+                "KanshiWorkload", "KanshiTrace", "KanshiVMSensor", "KanshiGuestKernel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -146,7 +146,8 @@ let package = Package(
             ]),
         .testTarget(
             name: "KanshiIntegrationTests",
-            dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", "KanshiVMSensor", "KanshiGuestKernel",
+                           .product(name: "Crypto", package: "swift-crypto")],
             exclude: ["Fixtures"]),
     ]
 )

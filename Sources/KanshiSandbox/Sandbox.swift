@@ -119,6 +119,9 @@ public final class Sandbox: @unchecked Sendable {
         } else if config.network {
             qemu.extraArguments += ["-netdev", "user,id=kanshi-net", "-device", "virtio-net-pci,netdev=kanshi-net"]
         }
+        // Even a kill -9 of this process leaves no socket, work file or ring behind (QEMU dies with us too).
+        let reaper = LeftoverReaper(paths: [work] + (sensor.map { [$0.ringPath] } ?? []))
+        defer { reaper?.stop() }
         startedNs = FileSystem.monotonicNs()
         let guest = try QEMUGuest(guest: config.guest, nbdURI: "nbd+unix:///?socket=\(socketPath)", jobDisk: jobPath,
                                   qmpPath: work + "/qmp.sock", options: qemu) { [self] line in

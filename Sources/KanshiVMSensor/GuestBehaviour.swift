@@ -70,6 +70,7 @@ public final class GuestBehaviour {
         case .calibrated(let t, let slide):
             var e = TraceEvent(kind: .notice)
             e.time = t
+            e.vm = options.vm
             e.reason = "VM sensor: guest kernel found (KASLR slide 0x\(String(slide, radix: 16))); every system call is watched from here on"
             append(e)
         case .pad: break

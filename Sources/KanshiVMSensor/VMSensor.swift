@@ -115,6 +115,9 @@ public final class VMSensor: @unchecked Sendable {
         }
     }
 
+    /// The ring's file under /dev/shm (removed once QEMU has mapped it).
+    public var ringPath: String { ring.path }
+
     /// QEMU arguments that load the plugin on this sensor's ring (and the network through kanshi).
     public var qemuArguments: [String] {
         ["-plugin", config.plugin + "," + config.kernel.pluginArguments(ring: ring.path)] + (relay?.qemuArguments ?? [])
@@ -197,7 +200,10 @@ public final class VMSensor: @unchecked Sendable {
             return false  // fail closed
         }
         lock.lock(); let failed = failure != nil; lock.unlock()
-        let decision = failed ? .drop(pid: nil, why: "the VM sensor stopped reading the plugin's ring (fail closed)") : behaviour.decide(f, now: FileSystem.nowNs())
+        let blind = !config.behaviour.protect.isEmpty && !ring.stats.calibrated && f.kind != .link
+        let decision: EgressDecision = failed ? .drop(pid: nil, why: "the VM sensor stopped reading the plugin's ring (fail closed)")
+            : blind ? .drop(pid: nil, why: "the VM sensor has not found the guest kernel's system call entry yet, and paths are protected (fail closed)")
+            : behaviour.decide(f, now: FileSystem.nowNs())
         guard case .drop(let pid, let why) = decision else { return true }
         behaviour.recordDrop(f, pid: pid, why: why, time: FileSystem.nowNs())
         return false

@@ -9,7 +9,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox",
         abstract: "Run a command in a monitored VM whose disk goes through Kanshi; catch ransomware and undo it.",
-        subcommands: [SandboxBuild.self, SandboxRun.self])
+        subcommands: [SandboxBuild.self, SandboxRun.self, SandboxKernel.self])
 }
 
 struct SandboxRun: AsyncParsableCommand {
@@ -99,6 +99,12 @@ struct SandboxRun: AsyncParsableCommand {
     @Option(help: "With --net and the VM sensor: write every frame the guest sends to this pcap file.")
     var pcap: String?
 
+    @Option(parsing: .unconditionalSingleValue, help: "An extra QEMU argument, for experiments and benchmarks (repeatable; e.g. --qemu-arg -gdb --qemu-arg tcp:127.0.0.1:1234).")
+    var qemuArg: [String] = []
+
+    @Option(help: "An extra guest kernel command line option (repeatable; e.g. nokaslr).")
+    var kernelArg: [String] = []
+
     @Option(help: "Put a host file into the guest before COMMAND runs: HOSTFILE[:GUESTPATH] (default /usr/local/bin/NAME for executables, /root/NAME otherwise; repeatable).")
     var add: [String] = []
 
@@ -148,21 +154,29 @@ struct SandboxRun: AsyncParsableCommand {
         config.qemu.cpu = cpu
         config.network = net
         config.pcap = pcap
+        config.qemu.extraArguments += qemuArg
+        config.qemu.kernelArguments += kernelArg
         config.added = try add.map { try AddedFile(argument: $0) }
         if trace != nil || !protect.isEmpty {
             if accel == "kvm" {
+                if !protect.isEmpty { throw CLIError("sandbox: --protect needs the VM sensor, which needs TCG (its QEMU plugin hooks translated code): drop --accel kvm") }
                 Output.error("sandbox: the VM sensor needs TCG (its QEMU plugin hooks translated code); with --accel kvm the guest runs without it: no behaviour log, no managed set")
             } else {
                 let log = trace ?? disk + ".trace.jsonl"
-                let kernel: VMSensorKernel
-                do { kernel = try VMSensorKernel.cached(guestDirectory: image.directory, vmlinuz: image.kernel) } catch { throw CLIError("sandbox: \(error)") }
-                var sensor = VMSensor.Config(kernel: kernel, plugin: VMSensorPaths.plugin, logPath: log)
-                if let managedSet { sensor.managedSetPath = managedSet }
-                sensor.behaviour.vm = vmName
-                sensor.behaviour.protect = protect
-                sensor.behaviour.allCalls = allCalls
-                sensor.behaviour.failClosed = !allowUnattributed
-                config.vmSensor = sensor
+                do {
+                    let kernel = try VMSensorKernel.cached(guestDirectory: image.directory, vmlinuz: image.kernel)
+                    var sensor = VMSensor.Config(kernel: kernel, plugin: VMSensorPaths.plugin, logPath: log)
+                    if let managedSet { sensor.managedSetPath = managedSet }
+                    sensor.behaviour.vm = vmName
+                    sensor.behaviour.protect = protect
+                    sensor.behaviour.allCalls = allCalls
+                    sensor.behaviour.failClosed = !allowUnattributed
+                    config.vmSensor = sensor
+                } catch {
+                    // Protection was asked for and cannot be given: refuse. A trace alone: the disk sensor still runs.
+                    if !protect.isEmpty { throw CLIError("sandbox: \(error); refusing to run with --protect without the VM sensor") }
+                    Output.error("sandbox: \(error); running with the disk sensor only (no behaviour log)")
+                }
             }
         }
         let result: Sandbox.Result
