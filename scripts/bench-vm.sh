@@ -3,8 +3,9 @@
 # (getppid, open+read+close, 64-byte writes; scripts/bench-vm/vmbench.c) and
 # fio in the guest, each
 #   plain    QEMU 10, TCG, no sensor              (kanshi sandbox run)
-#   sensor   the VM sensor: every call hooked, decoded, identified, logged
-#            by kanshi                            (sandbox run --trace)
+#   sensor   the VM sensor: every call hooked; the calls the behaviour model
+#            needs decoded, identified and logged by kanshi (sandbox run --trace)
+#   sensor-all  every call decoded, identified and logged (--trace --all-calls)
 #   strace   strace -f inside the guest on the same program
 #   gdbstub  one QEMU gdbstub hardware breakpoint on the same call (getppid
 #            only: at ~5 ms a hit, fewer calls), gdb continuing at each hit
@@ -48,11 +49,12 @@ cc -static -O2 -o "$work/vmbench" scripts/bench-vm/vmbench.c
 disk=$work/disk.img
 fresh_disk() { rm -f "$disk"; truncate -s 256M "$disk"; mkfs.ext4 -q -F -b 4096 "$disk"; }
 
-job_for() {  # $1 = prefix before each program ("" or "strace -f -qq -o /dev/null")
+job_for() {  # $1 = prefix before each program ("" or "strace -f -qq -o /dev/null"); $2 = calls
+    local n=${2:-$calls}
     cat <<EOF
-$1 vmbench getppid $calls
-$1 vmbench openclose $((calls / 4))
-$1 vmbench write64 $calls
+$1 vmbench getppid $n
+$1 vmbench openclose $((n / 4))
+$1 vmbench write64 $n
 $1 fio --name=bench --filename=/mnt/fio.dat --size=64M --bs=4k --rw=randrw --ioengine=psync --direct=1 --runtime=$fio_seconds --time_based --minimal | awk -F';' '{print "fio-iops", \$8 + \$49}'
 EOF
 }
@@ -63,7 +65,9 @@ run_variant() {  # $1 = variant; prints "name value" lines
     case "$1" in
         plain) "$kanshi" "${args[@]}" -- "$(job_for '')" ;;
         sensor) "$kanshi" "${args[@]}" --trace "$work/trace.jsonl" --quiet -- "$(job_for '')" ;;
-        strace) "$kanshi" "${args[@]}" -- "$(job_for 'strace -f -qq -o /dev/null')" ;;
+        sensor-all) "$kanshi" "${args[@]}" --trace "$work/trace.jsonl" --all-calls --quiet -- "$(job_for '')" ;;
+        # strace stops twice per call (hundreds of microseconds each under TCG): fewer calls.
+        strace) "$kanshi" "${args[@]}" -- "$(job_for 'strace -f -qq -o /dev/null' $((calls / 20)))" ;;
         gdbstub)
             local port=$((20000 + RANDOM % 20000))
             # No KASLR here, so gdb can name the handler's address from the kernel's own symbols.
@@ -81,30 +85,40 @@ run_variant() {  # $1 = variant; prints "name value" lines
 
 declare -A results
 for r in $(seq 1 "$rounds"); do
-    for v in plain sensor strace gdbstub; do
+    for v in plain sensor sensor-all strace gdbstub; do
         echo "bench-vm: round $r/$rounds: $v" >&2
         while read -r name value; do
             results[$v.$name]+="$value "
-        done < <(run_variant "$v")
+        done < <(run_variant "$v" | tee -a "$work/raw.txt")
     done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+m() { echo "${results[$1]:-}" | median; }
 
-printf '\n%-22s %12s %12s %12s %12s   %s\n' "workload (ns/call)" plain sensor strace gdbstub "sensor/plain  strace/plain  gdbstub/plain"
+variants=(plain sensor sensor-all strace gdbstub)
+printf '\n%-20s' "ns per call"; for v in "${variants[@]}"; do printf ' %12s' "$v"; done
+printf '   %s\n' "ratios to plain: sensor, sensor-all, strace, gdbstub"
 for w in getppid openclose write64; do
-    p=$(echo "${results[plain.$w]:-}" | median); s=$(echo "${results[sensor.$w]:-}" | median)
-    t=$(echo "${results[strace.$w]:-}" | median); g=$(echo "${results[gdbstub.$w]:-}" | median)
-    printf '%-22s %12s %12s %12s %12s   ' "$w" "$p" "$s" "$t" "$g"
-    awk -v p="$p" -v s="$s" -v t="$t" -v g="$g" 'BEGIN { printf "%.2fx  %.2fx  %s\n", s/p, t/p, (g == "nan" ? "-" : sprintf("%.0fx", g/p)) }'
+    p=$(m plain.$w)
+    printf '%-20s' "$w"
+    for v in "${variants[@]}"; do printf ' %12s' "$(m "$v.$w")"; done
+    printf '   '
+    for v in sensor sensor-all strace gdbstub; do
+        awk -v p="$p" -v x="$(m "$v.$w")" 'BEGIN { if (x == "nan") printf "%8s", "-"; else printf "%8.2fx", x / p }'
+    done
+    printf '\n'
 done
-p=$(echo "${results[plain.fio]:-}" | median); s=$(echo "${results[sensor.fio]:-}" | median); t=$(echo "${results[strace.fio]:-}" | median)
-printf '%-22s %12s %12s %12s %12s   ' "fio 4k randrw (IOPS)" "$p" "$s" "$t" "-"
-awk -v p="$p" -v s="$s" -v t="$t" 'BEGIN { printf "%.2fx  %.2fx (time per I/O, plain = 1)\n", p/s, p/t }'
-p=$(echo "${results[plain.getppid]:-}" | median); s=$(echo "${results[sensor.getppid]:-}" | median)
-t=$(echo "${results[strace.getppid]:-}" | median); g=$(echo "${results[gdbstub.getppid]:-}" | median)
-awk -v p="$p" -v s="$s" -v t="$t" -v g="$g" 'BEGIN {
-    hs = (s - p) / 1000; ht = (t - p) / 1000; hg = (g - p) / 1000
-    printf "\nper hooked call (getppid): sensor %.2f us, strace %.2f us, gdbstub %.0f us\n", hs, ht, hg
-    if (hs > 0) printf "sensor is %.0fx cheaper per hook than a gdbstub breakpoint and %.1fx cheaper than strace in the guest\n", hg / hs, ht / hs
+p=$(m plain.fio)
+printf '%-20s' "fio 4k randrw IOPS"
+for v in "${variants[@]}"; do printf ' %12s' "$(m "$v.fio")"; done
+printf '   '
+for v in sensor sensor-all strace gdbstub; do
+    awk -v p="$p" -v x="$(m "$v.fio")" 'BEGIN { if (x == "nan") printf "%8s", "-"; else printf "%8.2fx", p / x }'
+done
+printf '   (time per I/O)\n'
+awk -v p="$(m plain.getppid)" -v s="$(m sensor.getppid)" -v a="$(m sensor-all.getppid)" -v t="$(m strace.getppid)" -v g="$(m gdbstub.getppid)" 'BEGIN {
+    printf "\nper hooked getppid: sensor %.3f us, sensor-all %.3f us, strace in the guest %.1f us, gdbstub breakpoint %.0f us\n", (s-p)/1000, (a-p)/1000, (t-p)/1000, (g-p)/1000
+    ha = (a - p) / 1000
+    if (ha > 0) printf "sensor-all per hook: %.0fx cheaper than a gdbstub breakpoint, %.0fx cheaper than strace in the guest\n", (g-p)/1000/ha, (t-p)/1000/ha
 }'

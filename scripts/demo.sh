@@ -18,6 +18,7 @@ bash scripts/setup.sh
 
 step "building kanshi (release)"
 swift build -c release --product kanshi 2>&1 | tail -1
+swift build -c release --product kanshi-vmi 2>&1 | tail -1   # the VM sensor's QEMU plugin
 kanshi=$PWD/.build/release/kanshi
 
 "$kanshi" demo --log-level warning "$@"

@@ -16,6 +16,8 @@ packages=(
     libxxhash-dev
     # zlib for the workload corpus (PNG, zip, gzip) and gzip kernel images
     zlib1g-dev
+    # the VM sensor's tests: 32-bit guest programs (gcc -m32)
+    gcc-multilib
     # guest kernel images: LZ4, zstd and xz payloads; BTF oracles (pahole, bpftool)
     liblz4-dev libzstd-dev liblzma-dev lz4 dwarves bpftool
 )

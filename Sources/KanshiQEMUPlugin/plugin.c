@@ -50,7 +50,10 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 #define PTI_USER_BIT 0x1000ULL
 
 /// Hook kinds (udata of the instruction callbacks).
-enum { HOOK_SYS64 = 1, HOOK_SYS32, HOOK_EXIT, HOOK_SYSRET, HOOK_IRET };
+enum { HOOK_SYS64 = 1, HOOK_FAST32, HOOK_INT80, HOOK_EXIT, HOOK_SYSRET, HOOK_SYSRET32, HOOK_IRET };
+
+/// The user code segment of 32-bit processes (an iret frame's CS says the return is to compat mode).
+#define USER32_CS 0x23
 
 /// The user registers the kernel saved (struct pt_regs; its layout is x86_64 ABI).
 typedef struct pt_regs {
@@ -62,6 +65,8 @@ typedef struct vcpu_state {
     GByteArray *regbuf;
     GByteArray *membuf;
     uint64_t counter;
+    /// The last call this vCPU let pass without a record: its return is skipped cheaply.
+    uint64_t skip_ip, skip_sp;
     uint64_t cached_task;
     kvmi_identity id;
     uint8_t rec[RECORD_MAX];
@@ -95,6 +100,8 @@ static struct {
     uint64_t current_task;
     uint64_t off_pid, off_tgid, off_comm, off_parent;
     unsigned max_string;
+    /// Emit every call (1), or only those the behaviour model needs (0; the rest are counted).
+    int all_calls;
     int calibrated;
     uint64_t pending_clock;
     vcpu_state *vcpus[MAX_VCPUS];
@@ -244,14 +251,27 @@ static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
 static void on_syscall(unsigned vcpu, void *udata) {
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
-    int abi = (uintptr_t)udata == HOOK_SYS32 ? KVMI_ABI_I386 : KVMI_ABI_X86_64;
-    uint64_t regs_at = reg(v, v->rdi), gs = reg(v, v->gs_base), cr3 = reg(v, v->cr3);
+    uintptr_t kind = (uintptr_t)udata;
+    int abi = kind == HOOK_SYS64 ? KVMI_ABI_X86_64 : KVMI_ABI_I386;
+    uint64_t regs_at = reg(v, v->rdi);
     pt_regs pr;
     __atomic_fetch_add(&K.ring->calls, 1, __ATOMIC_RELAXED);
     if (!mem(v, regs_at, &pr, sizeof pr)) {
         __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
         return;
     }
+    int64_t nr = abi == KVMI_ABI_I386 ? (int64_t)(int32_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax)
+                                      : (int64_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax);
+    // Calls the model does not need, and anonymous mappings, are only counted (unless all=1).
+    int mmap_call = abi == KVMI_ABI_I386 ? nr == 192 : nr == 9;
+    int anonymous = mmap_call && ((int32_t)(abi == KVMI_ABI_I386 ? pr.di : pr.r8) == -1 ||
+                                  ((abi == KVMI_ABI_I386 ? pr.si : pr.r10) & 0x20));
+    if (!K.all_calls && (!kvmi_model_needs(abi, nr) || anonymous)) {
+        v->skip_ip = kind == HOOK_FAST32 ? 0 : pr.ip;
+        v->skip_sp = pr.sp;
+        return;
+    }
+    uint64_t gs = reg(v, v->gs_base), cr3 = reg(v, v->cr3);
     uint8_t *rec = v->rec;
     kvmi_entry *e = (kvmi_entry *)rec;
     memset(e, 0, sizeof *e);
@@ -265,12 +285,11 @@ static void on_syscall(unsigned vcpu, void *udata) {
     e->cookie = ((uint64_t)vcpu << 56) | (++v->counter & 0x00ffffffffffffffULL);
     e->user_ip = pr.ip;
     e->user_sp = pr.sp;
+    e->nr = nr;
     if (abi == KVMI_ABI_I386) {
-        e->nr = (int64_t)(int32_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax);
         uint64_t a[6] = {pr.bx, pr.cx, pr.dx, pr.si, pr.di, pr.bp};
         for (int i = 0; i < 6; i++) e->args[i] = (uint32_t)a[i];
     } else {
-        e->nr = (int64_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax);
         uint64_t a[6] = {pr.di, pr.si, pr.dx, pr.r10, pr.r8, pr.r9};
         memcpy(e->args, a, sizeof a);
     }
@@ -348,12 +367,16 @@ static void on_syscall(unsigned vcpu, void *udata) {
         if (mem(v, e->args[s.open_how], &flags, 8)) add_item(rec, &size, KVMI_OPEN_HOW, 0, &flags, 8);
     }
     ring_push(rec, finish(rec, size));
+    __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
     if (s.no_return) return;
+    // A fast 32-bit call (sysenter, 32-bit syscall) returns to the vDSO's landing pad, which the
+    // kernel sets after this point: match its return by page table and stack alone.
+    uint64_t key_ip = kind == HOOK_FAST32 ? 0 : pr.ip;
     pthread_mutex_lock(&K.pending_lock);
-    pending *p = pending_slot(cr3 & CR3_MASK, pr.ip, pr.sp);
+    pending *p = pending_slot(cr3 & CR3_MASK, key_ip, pr.sp);
     p->used = 1;
     p->cr3 = cr3 & CR3_MASK;
-    p->ip = pr.ip;
+    p->ip = key_ip;
     p->sp = pr.sp;
     p->cookie = e->cookie;
     p->nr = e->nr;
@@ -369,15 +392,22 @@ static void on_syscall(unsigned vcpu, void *udata) {
 
 // MARK: returns
 
-static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint64_t rax, int via_sysret) {
+static pending *pending_match(uint64_t cr3, uint64_t ip, uint64_t sp, int compat) {
+    pending *p = pending_find(cr3, ip, sp);
+    if (!p && compat) p = pending_find(cr3, 0, sp);
+    return p;
+}
+
+static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint64_t rax, int via_sysret, int compat) {
     pending found;
     int have = 0;
+    if (compat) { ip = (uint32_t)ip; sp = (uint32_t)sp; }
     pthread_mutex_lock(&K.pending_lock);
-    pending *p = pending_find(cr3 & CR3_MASK, ip, sp);
+    pending *p = pending_match(cr3 & CR3_MASK, ip, sp, compat);
     int exact = p != NULL;
     // With page-table isolation the user CR3 is the kernel's plus 4 KiB.
     if (!p && (cr3 & PTI_USER_BIT) && K.ring->pti != 1 && (via_sysret || K.ring->pti == 2)) {
-        p = pending_find((cr3 & CR3_MASK) - PTI_USER_BIT, ip, sp);
+        p = pending_match((cr3 & CR3_MASK) - PTI_USER_BIT, ip, sp, compat);
     }
     if (p) {
         found = *p;
@@ -416,11 +446,23 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
     ring_push(rec, finish(rec, size));
 }
 
+/// The return of the call this vCPU let pass without a record: nothing to do.
+static int skipped(vcpu_state *v, uint64_t ip, uint64_t sp, int compat) {
+    if (v->skip_sp == 0) return 0;
+    uint64_t want_ip = compat && v->skip_ip == 0 ? 0 : ip;
+    if (v->skip_sp != sp || v->skip_ip != want_ip) return 0;
+    v->skip_sp = 0;
+    return 1;
+}
+
 static void on_sysret(unsigned vcpu, void *udata) {
-    (void)udata;
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
-    returned(v, reg(v, v->cr3), reg(v, v->rcx), reg(v, v->rsp), reg(v, v->rax), 1);
+    int compat = (uintptr_t)udata == HOOK_SYSRET32;
+    uint64_t ip = reg(v, v->rcx), sp = reg(v, v->rsp);
+    if (compat) { ip = (uint32_t)ip; sp = (uint32_t)sp; }
+    if (skipped(v, ip, sp, compat)) return;
+    returned(v, reg(v, v->cr3), ip, sp, reg(v, v->rax), 1, compat);
 }
 
 static void on_iret(unsigned vcpu, void *udata) {
@@ -429,7 +471,9 @@ static void on_iret(unsigned vcpu, void *udata) {
     if (!v) return;
     uint64_t frame[5];  // ip, cs, flags, sp, ss
     if (!mem(v, reg(v, v->rsp), frame, sizeof frame) || (frame[1] & 3) != 3) return;
-    returned(v, reg(v, v->cr3), frame[0], frame[3], reg(v, v->rax), 0);
+    int compat = frame[1] == USER32_CS;
+    if (skipped(v, compat ? (uint32_t)frame[0] : frame[0], compat ? (uint32_t)frame[3] : frame[3], compat)) return;
+    returned(v, reg(v, v->cr3), frame[0], frame[3], reg(v, v->rax), 0, compat);
 }
 
 static void on_task_exit(unsigned vcpu, void *udata) {
@@ -493,7 +537,8 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
             uint64_t link = a - K.slide;
             uintptr_t kind = 0;
             if (link == K.sys64) kind = HOOK_SYS64;
-            else if (link == K.fast32 || link == K.int80) kind = HOOK_SYS32;
+            else if (link == K.fast32) kind = HOOK_FAST32;
+            else if (link == K.int80) kind = HOOK_INT80;
             else if (link == K.do_exit) kind = HOOK_EXIT;
             if (kind == HOOK_EXIT) {
                 qemu_plugin_register_vcpu_insn_exec_cb(insn, on_task_exit, QEMU_PLUGIN_CB_R_REGS, (void *)kind);
@@ -509,7 +554,8 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         int sysretl = size == 2 && b[0] == 0x0f && b[1] == 0x07;
         int iretq = size == 2 && b[0] == 0x48 && b[1] == 0xcf;
         if (sysretq || sysretl) {
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_sysret, QEMU_PLUGIN_CB_R_REGS, (void *)(uintptr_t)HOOK_SYSRET);
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_sysret, QEMU_PLUGIN_CB_R_REGS,
+                                                   (void *)(uintptr_t)(sysretq ? HOOK_SYSRET : HOOK_SYSRET32));
         } else if (iretq) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_iret, QEMU_PLUGIN_CB_R_REGS, (void *)(uintptr_t)HOOK_IRET);
         }
@@ -622,6 +668,7 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         else if (KEY("comm")) K.off_comm = num;
         else if (KEY("parent")) K.off_parent = num;
         else if (KEY("maxstr")) K.max_string = num > 4000 ? 4000 : (unsigned)num;
+        else if (KEY("all")) K.all_calls = num != 0;
         else { qemu_plugin_outs("kanshi-vmi: unknown argument\n"); return -1; }
 #undef KEY
     }

@@ -32,7 +32,9 @@ public final class EventLog: @unchecked Sendable {
         self.fd = fd
         self.path = path
         self.capacity = capacity
-        let t = Thread { [unowned self] in self.writerLoop() }
+        // The thread keeps the log alive until `close` ends it (an unowned reference would
+        // crash if the last owner let go without closing).
+        let t = Thread { self.writerLoop() }
         t.name = "kanshi-trace-log"
         thread = t
         t.start()

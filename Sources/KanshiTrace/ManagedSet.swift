@@ -45,6 +45,31 @@ public struct ManagedSet: Codable, Sendable {
 
     public func isManagedFile(_ path: String) -> Bool { files[path] != nil }
 
+    // MARK: the rules both sensors apply (kanshi trace on the host, the VM sensor in a guest)
+
+    /// Whether a file a managed process writes can become managed: a real path, not a device or kernel file.
+    public func canManage(_ path: String) -> Bool {
+        files[path] == nil && path.hasPrefix("/") && !path.hasPrefix("/dev/") && !path.hasPrefix("/proc/") && !path.hasPrefix("/sys/")
+    }
+
+    /// Why a file becomes managed: `how` ("written", "renamed from X", ...) by process `pid`.
+    public static func fileReason(_ how: String, pid: Int32, exe: String, managedAt: UInt64?) -> String {
+        managedAt.map { "\(how) by managed pid \(pid) (\(exe), managed at event \($0))" } ?? "\(how) by pid \(pid) (\(exe))"
+    }
+
+    /// Why a child is managed from its first instruction.
+    public static func childReason(parent: Int32, exe: String) -> String { "child of managed pid \(parent) (\(exe))" }
+
+    /// Why a process that reads a file a managed process just wrote becomes managed.
+    public static func sharedFileReason(_ path: String, writer: Int32, exe: String) -> String {
+        "has managed file \(path) open for reading (shared with pid \(writer), \(exe))"
+    }
+
+    /// Why the other end of a pipe or socket a managed process writes into becomes managed.
+    public static func channelReason(_ channel: String, writer: Int32, exe: String) -> String {
+        "received data through \(channel) from managed pid \(writer) (\(exe))"
+    }
+
     public mutating func addFile(_ path: String, _ reason: ManagedReason) -> Bool {
         guard files[path] == nil else { return false }
         files[path] = File(path: path, reason: reason)

@@ -42,9 +42,8 @@ extension Tracer {
 
     /// A file becomes managed because a managed process wrote (created, renamed, linked) it.
     func markFile(_ path: String, _ p: Proc, how: String) {
-        guard managedSet.files[path] == nil, path.hasPrefix("/"), !path.hasPrefix("/dev/"), !path.hasPrefix("/proc/"), !path.hasPrefix("/sys/") else { return }
-        let why = p.managed.map { "\(how) by managed pid \(p.pid) (\(p.exe), managed at event \($0.seq))" }
-            ?? "\(how) by pid \(p.pid) (\(p.exe))"
+        guard managedSet.canManage(path) else { return }
+        let why = ManagedSet.fileReason(how, pid: p.pid, exe: p.exe, managedAt: p.managed?.seq)
         var e = TraceEvent(kind: .managed)
         e.pid = p.pid; e.tid = p.pid; e.path = path; e.managed = p.managed != nil; e.reason = why
         let seq = log.append(e)
@@ -63,8 +62,8 @@ extension Tracer {
         carriedAt[key] = fdEpoch
         let holders = procs.values.filter { $0.alive && $0.pid != p.pid && $0.managed == nil && holds($0.pid, link, readersOnly) }
         for h in holders {
-            let how = readersOnly ? "has managed file \(link) open for reading (shared with pid \(p.pid), \(p.exe))"
-                                  : "received data through \(link) from managed pid \(p.pid) (\(p.exe))"
+            let how = readersOnly ? ManagedSet.sharedFileReason(link, writer: p.pid, exe: p.exe)
+                                  : ManagedSet.channelReason(link, writer: p.pid, exe: p.exe)
             makeManagedNow(h.pid, why: how)
         }
     }

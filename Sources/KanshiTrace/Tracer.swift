@@ -312,7 +312,7 @@ public final class Tracer {
             let p = Proc(pid: child, parent: parent.pid, argv: parent.argv,
                          fds: shareFiles ? parent.fds : FdTable(pid: child, copying: parent.fds))
             if let m = parent.managed {
-                p.managed = ManagedReason(seq: m.seq, time: Clock.nowNs(), why: "child of managed pid \(parent.pid) (\(parent.exe))")
+                p.managed = ManagedReason(seq: m.seq, time: Clock.nowNs(), why: ManagedSet.childReason(parent: parent.pid, exe: parent.exe))
                 p.upgraded = parent.upgraded
                 managedSet.processes.append(.init(pid: child, exe: p.exe, reason: p.managed!))
             }

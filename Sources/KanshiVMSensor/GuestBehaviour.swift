@@ -147,7 +147,7 @@ public final class GuestBehaviour {
         summary.addProcess(pid: pid, parent: ppid, argv: p.argv)
         if let parent, let m = parent.managed {
             // Fail closed: a child of a managed process is managed from its first instruction.
-            p.managed = ManagedReason(seq: m.seq, time: time, why: "child of managed pid \(parent.pid) (\(parent.exe))")
+            p.managed = ManagedReason(seq: m.seq, time: time, why: ManagedSet.childReason(parent: parent.pid, exe: parent.exe))
             managedSet.processes.append(.init(pid: pid, exe: p.exe, reason: p.managed!))
             summary.managedProcess(pid: pid, why: p.managed!.why)
         }
@@ -176,9 +176,8 @@ public final class GuestBehaviour {
     }
 
     func markFile(_ path: String, _ p: GuestProcess, how: String, time: UInt64) {
-        guard managedSet.files[path] == nil, path.hasPrefix("/"), !path.hasPrefix("/dev/"), !path.hasPrefix("/proc/"),
-              !path.hasPrefix("/sys/") else { return }
-        let why = p.managed.map { "\(how) by managed pid \(p.pid) (\(p.exe), managed at event \($0.seq))" } ?? "\(how) by pid \(p.pid) (\(p.exe))"
+        guard managedSet.canManage(path) else { return }
+        let why = ManagedSet.fileReason(how, pid: p.pid, exe: p.exe, managedAt: p.managed?.seq)
         var ev = event(.managed, p, tid: p.pid, time: time, call: nil)
         ev.path = path
         ev.reason = why
@@ -187,7 +186,7 @@ public final class GuestBehaviour {
         // Other processes reading the file already carry the taint now.
         for h in procs.values where h.alive && h !== p && h.managed == nil {
             if h.fds.fds.values.contains(where: { $0.kind == .file && $0.name == path && $0.readable }) {
-                makeManaged(h, why: "has managed file \(path) open for reading (shared with pid \(p.pid), \(p.exe))", seq: 0, time: time)
+                makeManaged(h, why: ManagedSet.sharedFileReason(path, writer: p.pid, exe: p.exe), seq: 0, time: time)
             }
         }
     }
@@ -197,7 +196,7 @@ public final class GuestBehaviour {
         guard file.kind != .file else { return }
         for h in procs.values where h.alive && h !== p && h.managed == nil && h.fds !== p.fds {
             if h.fds.fds.values.contains(where: { $0.name == file.name }) {
-                makeManaged(h, why: "received data through \(file.name) from managed pid \(p.pid) (\(p.exe))", seq: 0, time: time)
+                makeManaged(h, why: ManagedSet.channelReason(file.name, writer: p.pid, exe: p.exe), seq: 0, time: time)
             }
         }
     }

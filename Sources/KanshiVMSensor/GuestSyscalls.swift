@@ -77,7 +77,8 @@ public enum GuestSyscalls {
         307: "faccessat", 313: "splice", 330: "dup3", 331: "pipe2", 353: "renameat2", 358: "execveat",
         359: "socket", 360: "socketpair", 361: "bind", 362: "connect", 363: "listen", 364: "accept4",
         369: "sendto", 370: "sendmsg", 371: "recvfrom", 372: "recvmsg", 377: "copy_file_range", 383: "statx",
-        384: "arch_prctl", 435: "clone3", 437: "openat2",
+        384: "arch_prctl", 435: "clone3", 437: "openat2", 55: "fcntl", 221: "fcntl64", 193: "truncate64",
+        194: "ftruncate64", 315: "tee", 316: "vmsplice", 334: "pwritev", 379: "pwritev2", 345: "sendmmsg", 337: "recvmmsg",
     ]
 
     /// The x86_64 number with the same meaning as an i386 call the behaviour model decodes.
@@ -86,7 +87,8 @@ public enum GuestSyscalls {
         63: 33, 83: 88, 92: 76, 93: 77, 120: 56, 180: 17, 181: 18, 145: 19, 146: 20, 187: 40, 190: 58,
         239: 40, 252: 231, 295: 257, 301: 263, 302: 264, 303: 265, 304: 266, 313: 275, 330: 292, 331: 293,
         353: 316, 358: 322, 359: 41, 360: 53, 361: 49, 362: 42, 364: 288, 369: 44, 370: 46, 371: 45, 372: 47,
-        377: 326, 435: 435, 437: 437,
+        377: 326, 435: 435, 437: 437, 55: 72, 221: 72, 12: 80, 133: 81, 193: 76, 194: 77, 192: 9, 315: 276,
+        316: 278, 334: 296, 379: 328, 345: 307, 337: 299,
     ]
 
     /// The name of call `nr` of `abi`.

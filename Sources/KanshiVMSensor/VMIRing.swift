@@ -28,6 +28,8 @@ public final class VMIRing: @unchecked Sendable {
         /// Page-table isolation seen at returns: nil unknown.
         public var pageTableIsolation: Bool?
         public var vcpus: UInt64 = 0
+        /// Entries the plugin wrote (the calls the model needs, or every call with --all-calls).
+        public var recorded: UInt64 = 0
         public var error: String?
     }
 
@@ -89,6 +91,7 @@ public final class VMIRing: @unchecked Sendable {
         let pti = kvmi_ring_load(&header.pointee.pti)
         s.pageTableIsolation = pti == 0 ? nil : pti == 2
         s.vcpus = kvmi_ring_load(&header.pointee.vcpus)
+        s.recorded = kvmi_ring_load(&header.pointee.recorded)
         let err = withUnsafeBytes(of: header.pointee.error) { b in String(decoding: b.prefix { $0 != 0 }, as: UTF8.self) }
         s.error = err.isEmpty ? nil : err
         return s

@@ -34,7 +34,7 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
     }
 
     /// The plugin's arguments (after its path), for `-plugin PATH,ARGS`.
-    func pluginArguments(ring: String) -> String {
+    func pluginArguments(ring: String, allCalls: Bool) -> String {
         func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
         var a = ["ring=\(ring)", "entry=\(hex(entrySyscall64))", "sig=" + entrySignature.map { String(format: "%02x", $0) }.joined(),
                  "sys64=\(hex(syscall64))", "current_task=\(hex(currentTask))", "pid=\(taskPid)", "tgid=\(taskTgid)",
@@ -42,6 +42,7 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
         if let v = fastSyscall32 { a.append("fast32=\(hex(v))") }
         if let v = int80 { a.append("int80=\(hex(v))") }
         if let v = doExit { a.append("exit=\(hex(v))") }
+        if allCalls { a.append("all=1") }
         return a.joined(separator: ",")
     }
 }
@@ -120,7 +121,7 @@ public final class VMSensor: @unchecked Sendable {
 
     /// QEMU arguments that load the plugin on this sensor's ring (and the network through kanshi).
     public var qemuArguments: [String] {
-        ["-plugin", config.plugin + "," + config.kernel.pluginArguments(ring: ring.path)] + (relay?.qemuArguments ?? [])
+        ["-plugin", config.plugin + "," + config.kernel.pluginArguments(ring: ring.path, allCalls: config.behaviour.allCalls)] + (relay?.qemuArguments ?? [])
     }
 
     /// Starts decoding on a thread of its own (and relaying the guest's frames).

@@ -69,8 +69,8 @@ struct DecompressionTests {
     /// Damage to the real image: each kind gets its own error.
     @Test(.enabled(if: KernelFixture.unavailable == nil, "\(KernelFixture.unavailable ?? "")"))
     func realKernelDamaged() throws {
+        let kernel = try KernelFixture.kernel.get()  // fetches the kernel first on a fresh machine
         let file = Array(try Data(contentsOf: URL(fileURLWithPath: KernelFixture.vmlinuz)))
-        let kernel = try KernelFixture.kernel.get()
         let header = try #require(kernel.bzImage)
         // Cut in the payload: the setup header no longer fits the file.
         #expect { try GuestKernel(bytes: Array(file.prefix(header.payloadOffset + 1000)), path: "cut") } throws: { error in

@@ -281,6 +281,33 @@ import Testing
         #expect(!ps.stdout.contains(s.file("tmp")), "a QEMU of the killed run is still there")
     }
 
+    /// The 32-bit entries: a 32-bit program (the fast path: sysenter on an Intel model, the 32-bit
+    /// syscall on AMD) and `int 0x80` from a 64-bit one, with page-table isolation on and off.
+    @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))
+    func thirtyTwoBitCallsAreSeen() throws {
+        let s = Scratch("vmsensor-32")
+        let fixtures = Paths.root.appendingPathComponent("Tests/KanshiIntegrationTests/Fixtures").path
+        let cc32 = try run(["cc", "-m32", "-static", "-O2", "-o", s.file("read32"), fixtures + "/read32.c"])
+        try #require(cc32.ok, "cc -m32 (gcc-multilib) failed: \(cc32.stderr)")
+        let cc80 = try run(["cc", "-static", "-O2", "-o", s.file("int80"), fixtures + "/int80.c"])
+        try #require(cc80.ok, "\(cc80.stderr)")
+        for cpu in ["qemu64", "qemu64,vendor=GenuineIntel"] {
+            let r = try Self.sandbox(s, guest: try SandboxTests.guest(),
+                                     ["--cpu", cpu, "--protect", "/mnt/secret", "--add", s.file("read32"), "--add", s.file("int80")],
+                                     job: "echo KANSHI-SECRET > /mnt/secret; read32 /mnt/secret; int80 /mnt/secret")
+            #expect(r.result.status == 0, "\(r.result.stdout.suffix(1500))")
+            let line = r.result.stdout.split(separator: "\n").first { $0.hasPrefix("read32 pid ") } ?? ""
+            let pid32 = Int(line.split(separator: " ").dropFirst(2).first ?? "")
+            #expect(line.contains("read 15"), "read32 did not read the secret: \(line)")
+            let opens = r.events.filter { $0["ev"] as? String == "open" && $0["path"] as? String == "/mnt/secret" }
+            #expect(opens.contains { $0["pid"] as? Int == pid32 && $0["call"] as? String == "open" && $0["fd"] as? Int == 3 },
+                    "\(cpu): the 32-bit open of pid \(pid32 ?? -1) and its result were not seen: \(opens)")
+            #expect(r.result.stdout.contains("int80 open 3 close 0"))
+            let managed = (r.vm["managedProcesses"] as? [[String: Any]] ?? []).compactMap { $0["exe"] as? String }
+            #expect(managed.contains { $0.hasSuffix("read32") } && managed.contains { $0.hasSuffix("int80") }, "\(cpu): \(managed)")
+        }
+    }
+
     @Test(.enabled(if: peers, why), .timeLimit(.minutes(5)))
     func aKernelWithoutBTFIsNamedClearly() throws {
         let guest = try SandboxTests.guest()

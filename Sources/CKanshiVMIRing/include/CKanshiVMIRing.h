@@ -48,6 +48,8 @@ typedef struct kvmi_ring_header {
     volatile uint64_t pti;
     /// vCPUs that registered.
     volatile uint64_t vcpus;
+    /// Entries written to the ring (the calls the behaviour model needs, or all with all=1).
+    volatile uint64_t recorded;
     /// Text of the first error the plugin met (NUL-terminated), for kanshi to report.
     char error[256];
 } kvmi_ring_header;

@@ -1,0 +1,94 @@
+import Foundation
+import KanshiTrace
+import Testing
+@testable import KanshiVMSensor
+
+/// Frames as the guest's NIC sends them, judged against what the sensor learnt from the calls.
+@Suite struct EgressTests {
+    static func ipv4(proto: UInt8, to dst: [UInt8], port: UInt16, from sport: UInt16 = 40000, syn: Bool = false) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 14 + 20 + 20)
+        f[12] = 0x08; f[13] = 0x00
+        f[14] = 0x45; f[14 + 9] = proto
+        f[14 + 12] = 10; f[14 + 13] = 0; f[14 + 14] = 2; f[14 + 15] = 15
+        for (i, b) in dst.enumerated() { f[14 + 16 + i] = b }
+        f[34] = UInt8(sport >> 8); f[35] = UInt8(sport & 0xff)
+        f[36] = UInt8(port >> 8); f[37] = UInt8(port & 0xff)
+        if syn { f[34 + 13] = 0x02 }
+        return f
+    }
+
+    static func sockaddr(_ a: [UInt8], _ port: UInt16) -> [UInt8] {
+        [2, 0, UInt8(port >> 8), UInt8(port & 0xff)] + a + [UInt8](repeating: 0, count: 8)
+    }
+
+    func model(_ records: [[UInt8]], protect: [String] = ["/secret"]) throws -> GuestBehaviour {
+        let log = try EventLog(path: "/dev/null")
+        defer { log.close() }
+        var o = GuestBehaviourOptions()
+        o.protect = protect
+        let m = GuestBehaviour(options: o, log: log, managed: ManagedSet())
+        for r in records { m.consume(try RecordBytes.decode(r)) }
+        return m
+    }
+
+    let host: [UInt8] = [10, 0, 2, 2]
+
+    /// pid 70 opens a TCP socket and starts connecting to 10.0.2.2:8080 (the entry only: the SYN goes out first).
+    func connecting(pid: Int32, readsSecret: Bool) -> [[UInt8]] {
+        var r: [[UInt8]] = []
+        if readsSecret {
+            r += [RecordBytes.entry(cookie: 1, tid: pid, nr: 2, args: [0, 0], items: [RecordBytes.path("/secret")]), RecordBytes.ret(cookie: 1, 3)]
+        }
+        r += [RecordBytes.entry(cookie: 2, tid: pid, nr: 41, args: [2, 1, 0]), RecordBytes.ret(cookie: 2, 4),
+              RecordBytes.entry(cookie: 3, tid: pid, nr: 42, args: [4, 0x1000, 16], items: [RecordBytes.item(.sockaddr, Self.sockaddr(host, 8080))])]
+        return r
+    }
+
+    @Test func framesAreParsed() {
+        let f = EthernetFrame(Self.ipv4(proto: 6, to: host, port: 8080, from: 41000, syn: true))
+        #expect(f.kind == .ipv4 && f.proto == 6 && f.destination == host && f.port == 8080 && f.sourcePort == 41000 && f.tcpSyn)
+        #expect(f.destinationText == "10.0.2.2:8080 (tcp)")
+        var arp = [UInt8](repeating: 0, count: 42); arp[12] = 0x08; arp[13] = 0x06
+        #expect(EthernetFrame(arp).kind == .link)
+        #expect(EthernetFrame([1, 2, 3]).kind == .other)
+        var v6 = [UInt8](repeating: 0, count: 14 + 40 + 8); v6[12] = 0x86; v6[13] = 0xdd; v6[14] = 0x60
+        v6[14 + 6] = 58; v6[14 + 24] = 0xff; v6[14 + 25] = 0x02  // to ff02::..., ICMPv6
+        #expect(EthernetFrame(v6).kind == .link)
+    }
+
+    @Test func aManagedProcessesConnectionIsDroppedAnOtherOneIsNot() throws {
+        let managed = try model(connecting(pid: 70, readsSecret: true))
+        let syn = EthernetFrame(Self.ipv4(proto: 6, to: host, port: 8080, syn: true))
+        guard case .drop(let pid, let why) = managed.decide(syn, now: 10) else { Issue.record("not dropped"); return }
+        #expect(pid == 70 && why.contains("read protected file /secret"))
+        // The connection stays dropped, whatever comes later on it.
+        #expect(managed.decide(EthernetFrame(Self.ipv4(proto: 6, to: host, port: 8080)), now: 11) != .pass)
+        let plain = try model(connecting(pid: 71, readsSecret: false))
+        #expect(plain.decide(syn, now: 10) == .pass)
+    }
+
+    @Test func unexplainedFramesAreDroppedOnlyWhileManagedProcessesRun() throws {
+        let records = connecting(pid: 72, readsSecret: true)
+        let m = try model(records)
+        let stray = EthernetFrame(Self.ipv4(proto: 17, to: [10, 0, 2, 3], port: 53))
+        guard case .drop(nil, _) = m.decide(stray, now: 10) else { Issue.record("an unexplained frame passed while pid 72 is managed"); return }
+        m.consume(try RecordBytes.decode(RecordBytes.exit(tid: 72, code: 0)))
+        #expect(m.decide(stray, now: 10) == .pass)
+    }
+
+    @Test func datagramsOfAManagedSocketAreDroppedAfterItsOwnerEnded() throws {
+        let m = try model([
+            RecordBytes.entry(cookie: 1, tid: 73, nr: 2, args: [0, 0], items: [RecordBytes.path("/secret")]), RecordBytes.ret(cookie: 1, 3),
+            RecordBytes.entry(cookie: 2, tid: 73, nr: 41, args: [2, 2, 0]), RecordBytes.ret(cookie: 2, 4),
+            RecordBytes.entry(cookie: 3, tid: 73, nr: 44, args: [4, 0, 9, 0, 0x1000, 16], items: [RecordBytes.item(.sockaddr, Self.sockaddr(host, 9000))],
+                              time: 1_000),
+            RecordBytes.ret(cookie: 3, 9),
+            RecordBytes.exit(tid: 73, code: 0),
+        ])
+        let datagram = EthernetFrame(Self.ipv4(proto: 17, to: host, port: 9000))
+        #expect(m.decide(datagram, now: 2_000_000) != .pass, "a datagram queued before the exit left")
+        // Long after, a new socket to the same place is not held back.
+        let later = EthernetFrame(Self.ipv4(proto: 17, to: host, port: 9000, from: 41234))
+        #expect(m.decide(later, now: 60_000_000_000) == .pass)
+    }
+}
