@@ -13,11 +13,13 @@
 # cost per hooked call.
 #
 # Usage: scripts/bench-vm.sh [--rounds R] [--calls N] [--fio-seconds S] [--kanshi PATH]
+#                            [--variants "plain sensor ..."]   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d /opt/swift/usr/bin ] && export PATH="/opt/swift/usr/bin:$PATH"
 
 rounds=3 calls=200000 fio_seconds=5 gdb_calls=400
+variants=(plain sensor sensor-all strace gdbstub)
 kanshi=${KANSHI:-$PWD/.build/release/kanshi}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,7 +28,8 @@ while [ $# -gt 0 ]; do
         --fio-seconds) fio_seconds=$2; shift 2 ;;
         --gdb-calls) gdb_calls=$2; shift 2 ;;
         --kanshi) kanshi=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --variants) read -r -a variants <<<"$2"; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "bench-vm: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -85,18 +88,17 @@ run_variant() {  # $1 = variant; prints "name value" lines
 
 declare -A results
 for r in $(seq 1 "$rounds"); do
-    for v in plain sensor sensor-all strace gdbstub; do
+    for v in "${variants[@]}"; do
         echo "bench-vm: round $r/$rounds: $v" >&2
         while read -r name value; do
             results[$v.$name]+="$value "
-        done < <(run_variant "$v" | tee -a "$work/raw.txt")
+        done < <(run_variant "$v" | tee -a "$work/raw.txt" | tee >(sed "s/^/bench-vm:   $v /" >&2))
     done
 done
 
 median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 m() { echo "${results[$1]:-}" | median; }
 
-variants=(plain sensor sensor-all strace gdbstub)
 printf '\n%-20s' "ns per call"; for v in "${variants[@]}"; do printf ' %12s' "$v"; done
 printf '   %s\n' "ratios to plain: sensor, sensor-all, strace, gdbstub"
 for w in getppid openclose write64; do

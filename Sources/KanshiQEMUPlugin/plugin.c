@@ -42,12 +42,31 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 #define MAX_VCPUS 64
 #define PENDING_SLOTS 8192
 #define PENDING_PROBE 32
+/// Buckets of the count of pending calls per user stack pointer: a return whose bucket is
+/// empty has nothing to match and costs one register read.
+#define SP_BUCKETS 4096
+/// Calls whose number in rsi (do_syscall_64's second argument) equalled pt_regs.orig_ax
+/// before the number is taken from rsi alone.
+#define RSI_CONFIRMATIONS 64
 #define RECORD_MAX 8192
 #define PAGE 4096ULL
 /// CR3 without the PCID (bits 0-11) and NOFLUSH (63). With page-table isolation
 /// the user page table is the kernel one plus 4 KiB (bit 12): see `returned`.
 #define CR3_MASK 0x7ffffffffffff000ULL
 #define PTI_USER_BIT 0x1000ULL
+/// The physical address in a page-table entry (bits 12-51).
+#define PTE_ADDR 0x000ffffffffff000ULL
+#define PTE_PRESENT 0x1ULL
+/// A page directory (pointer) entry that maps a 2 MiB (1 GiB) page itself.
+#define PTE_LARGE 0x80ULL
+/// Direct reads of guest RAM checked against QEMU's own read before they are trusted.
+#define DIRECT_CONFIRMATIONS 256
+/// The pc machine's legacy video and ROM window: not RAM to the guest.
+#define LEGACY_HOLE_START 0xa0000ULL
+#define LEGACY_HOLE_END 0x100000ULL
+/// The pc machine keeps RAM at guest-physical 0 in one piece when it is smaller than this;
+/// larger RAM is split around the 4 GiB hole (then every read goes through QEMU).
+#define PC_LOWMEM_LIMIT 0xe0000000ULL
 
 /// Hook kinds (udata of the instruction callbacks).
 enum { HOOK_SYS64 = 1, HOOK_FAST32, HOOK_INT80, HOOK_EXIT, HOOK_SYSRET, HOOK_SYSRET32, HOOK_IRET };
@@ -61,13 +80,17 @@ typedef struct pt_regs {
 } pt_regs;
 
 typedef struct vcpu_state {
-    struct qemu_plugin_register *rdi, *rax, *rcx, *rsp, *gs_base, *cr3;
+    struct qemu_plugin_register *rdi, *rsi, *rax, *rcx, *rsp, *gs_base, *cr3;
     GByteArray *regbuf;
     GByteArray *membuf;
     uint64_t counter;
-    /// The last call this vCPU let pass without a record: its return is skipped cheaply.
-    uint64_t skip_ip, skip_sp;
+    /// CR3 read once per callback (valid while cr3_known).
+    uint64_t cr3_now;
+    int cr3_known;
     uint64_t cached_task;
+    /// The pt_regs address (top of the task's kernel stack) the cached identity was read at, and
+    /// the exit generation then: while both hold, the task is the same and no memory is read.
+    uint64_t cached_regs_at, cached_exit_gen;
     kvmi_identity id;
     uint8_t rec[RECORD_MAX];
 } vcpu_state;
@@ -104,6 +127,19 @@ static struct {
     int all_calls;
     int calibrated;
     uint64_t pending_clock;
+    /// Pending calls per bucket of user stack pointer (changed under pending_lock).
+    uint32_t sp_pending[SP_BUCKETS];
+    /// do_syscall_64's nr argument (rsi) agreed with pt_regs this many times; -1: it did not.
+    int rsi_trust;
+    /// Bumped at every task exit: a kernel stack can then be reused by a new task.
+    uint64_t exit_gen;
+    /// Guest RAM mapped in QEMU (a memfd backend, found in /proc/self/maps): page tables are
+    /// walked and memory read from it directly. ram_size is given (guest-physical 0 to it).
+    uint64_t ram_size;
+    const uint8_t *ram;
+    pthread_once_t ram_once;
+    /// Direct reads that matched QEMU's; -1 once one did not (then only QEMU reads).
+    int direct_trust;
     vcpu_state *vcpus[MAX_VCPUS];
     pending table[PENDING_SLOTS];
 } K;
@@ -132,10 +168,93 @@ static uint64_t reg(vcpu_state *v, struct qemu_plugin_register *r) {
     return out;
 }
 
+static uint64_t cr3_of(vcpu_state *v) {
+    if (!v->cr3_known) {
+        v->cr3_now = reg(v, v->cr3);
+        v->cr3_known = 1;
+    }
+    return v->cr3_now;
+}
+
+// MARK: guest memory
+
+/// Finds the guest RAM's mapping in this process: QEMU maps a memfd backend shared, under
+/// the backend's type name.
+static void ram_find(void) {
+    if (!K.ram_size || K.ram_size >= PC_LOWMEM_LIMIT) return;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long start, end;
+        if (sscanf(line, "%llx-%llx", &start, &end) != 2) continue;
+        if (!strstr(line, "memfd:memory-backend-memfd") || end - start != K.ram_size) continue;
+        K.ram = (const uint8_t *)(uintptr_t)start;
+        K.ring->guest_ram = KVMI_GUEST_RAM_DIRECT;
+        break;
+    }
+    fclose(f);
+    if (!K.ram) K.ring->guest_ram = KVMI_GUEST_RAM_NOT_FOUND;
+}
+
+/// Host address of guest-physical [pa, pa+len), or NULL if that is not plain low RAM.
+static const uint8_t *ram_at(uint64_t pa, uint64_t len) {
+    if (pa + len > K.ram_size || pa + len < pa) return NULL;
+    if (pa < LEGACY_HOLE_END && pa + len > LEGACY_HOLE_START) return NULL;
+    return K.ram + pa;
+}
+
+/// The x86-64 4-level page walk (4 KiB, 2 MiB and 1 GiB pages) of `va` under `cr3`.
+static int translate(uint64_t cr3, uint64_t va, uint64_t *pa) {
+    uint64_t table = cr3 & PTE_ADDR;
+    for (int shift = 39; shift >= 12; shift -= 9) {
+        const uint8_t *at = ram_at(table + ((va >> shift) & 511) * 8, 8);
+        if (!at) return 0;
+        uint64_t entry = __atomic_load_n((const uint64_t *)at, __ATOMIC_RELAXED);
+        if (!(entry & PTE_PRESENT)) return 0;
+        uint64_t size = 1ULL << shift;
+        if (shift == 12 || ((shift == 30 || shift == 21) && (entry & PTE_LARGE))) {
+            *pa = (entry & PTE_ADDR & ~(size - 1)) | (va & (size - 1));
+            return 1;
+        }
+        table = entry & PTE_ADDR;
+    }
+    return 0;
+}
+
+/// Reads guest virtual memory from the RAM mapping, page by page; 0 if any page is not
+/// plain present RAM (then QEMU reads it).
+static int mem_direct(vcpu_state *v, uint64_t addr, uint8_t *out, size_t len) {
+    uint64_t cr3 = cr3_of(v);
+    size_t done = 0;
+    while (done < len) {
+        uint64_t a = addr + done, pa;
+        size_t chunk = (size_t)(PAGE - (a & (PAGE - 1)));
+        if (chunk > len - done) chunk = len - done;
+        const uint8_t *src;
+        if (!translate(cr3, a, &pa) || !(src = ram_at(pa, chunk))) return 0;
+        memcpy(out + done, src, chunk);
+        done += chunk;
+    }
+    return 1;
+}
+
 static int mem(vcpu_state *v, uint64_t addr, void *out, size_t len) {
     if (len == 0) return 1;
+    pthread_once(&K.ram_once, ram_find);
+    int trust = K.ram ? __atomic_load_n(&K.direct_trust, __ATOMIC_RELAXED) : -1;
+    if (trust >= DIRECT_CONFIRMATIONS && mem_direct(v, addr, out, len)) return 1;
     if (!qemu_plugin_read_memory_vaddr(addr, v->membuf, len)) return 0;
     memcpy(out, v->membuf->data, len);
+    if (trust >= 0 && trust < DIRECT_CONFIRMATIONS && len <= RECORD_MAX) {
+        // Not yet trusted: read it both ways and compare.
+        uint8_t check[RECORD_MAX];
+        if (mem_direct(v, addr, check, len)) {
+            int same = memcmp(check, out, len) == 0;
+            __atomic_store_n(&K.direct_trust, same ? trust + 1 : -1, __ATOMIC_RELAXED);
+            if (!same) K.ring->guest_ram = KVMI_GUEST_RAM_DISAGREED;
+        }
+    }
     return 1;
 }
 
@@ -232,6 +351,30 @@ static pending *pending_find(uint64_t cr3, uint64_t ip, uint64_t sp) {
     return NULL;
 }
 
+static unsigned sp_bucket(uint64_t sp) {
+    return (unsigned)((sp >> 4) ^ (sp >> 16)) & (SP_BUCKETS - 1);
+}
+
+/// Whether a pending call may have this user stack pointer (read without the lock: an entry
+/// is published before the guest can reach its return).
+static int sp_may_be_pending(uint64_t sp) {
+    return __atomic_load_n(&K.sp_pending[sp_bucket(sp)], __ATOMIC_ACQUIRE) != 0;
+}
+
+/// Marks a slot free or taken, keeping the per-stack-pointer counts (under pending_lock).
+static void pending_release(pending *p) {
+    if (!p->used) return;
+    p->used = 0;
+    __atomic_fetch_sub(&K.sp_pending[sp_bucket(p->sp)], 1, __ATOMIC_RELEASE);
+}
+
+static void pending_take(pending *p, uint64_t sp) {
+    pending_release(p);
+    p->used = 1;
+    p->sp = sp;
+    __atomic_fetch_add(&K.sp_pending[sp_bucket(sp)], 1, __ATOMIC_RELEASE);
+}
+
 static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
     pending *same = pending_find(cr3, ip, sp);
     if (same) return same;  // the thread's last call never came back (exec, signal): replaced
@@ -251,34 +394,50 @@ static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
 static void on_syscall(unsigned vcpu, void *udata) {
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
+    v->cr3_known = 0;
     uintptr_t kind = (uintptr_t)udata;
     int abi = kind == HOOK_SYS64 ? KVMI_ABI_X86_64 : KVMI_ABI_I386;
+    __atomic_fetch_add(&K.ring->calls, 1, __ATOMIC_RELAXED);
+    // The 64-bit entry passes the call's number in rsi: once that has agreed with pt_regs often
+    // enough, a call the model does not need costs one register read and no guest memory.
+    int trust = __atomic_load_n(&K.rsi_trust, __ATOMIC_RELAXED);
+    int64_t rsi_nr = 0;
+    int have_rsi = kind == HOOK_SYS64 && !K.all_calls && trust >= 0;
+    if (have_rsi) {
+        rsi_nr = (int32_t)reg(v, v->rsi);
+        if (trust >= RSI_CONFIRMATIONS && !kvmi_model_needs(abi, rsi_nr)) return;
+    }
     uint64_t regs_at = reg(v, v->rdi);
     pt_regs pr;
-    __atomic_fetch_add(&K.ring->calls, 1, __ATOMIC_RELAXED);
     if (!mem(v, regs_at, &pr, sizeof pr)) {
         __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
         return;
     }
     int64_t nr = abi == KVMI_ABI_I386 ? (int64_t)(int32_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax)
                                       : (int64_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax);
+    if (have_rsi && trust < RSI_CONFIRMATIONS) {
+        int agreed = rsi_nr == (int64_t)(int32_t)pr.orig_ax;
+        __atomic_store_n(&K.rsi_trust, agreed ? trust + 1 : -1, __ATOMIC_RELAXED);
+    }
     // Calls the model does not need, and anonymous mappings, are only counted (unless all=1).
     int mmap_call = abi == KVMI_ABI_I386 ? nr == 192 : nr == 9;
     int anonymous = mmap_call && ((int32_t)(abi == KVMI_ABI_I386 ? pr.di : pr.r8) == -1 ||
                                   ((abi == KVMI_ABI_I386 ? pr.si : pr.r10) & 0x20));
-    if (!K.all_calls && (!kvmi_model_needs(abi, nr) || anonymous)) {
-        v->skip_ip = kind == HOOK_FAST32 ? 0 : pr.ip;
-        v->skip_sp = pr.sp;
-        return;
-    }
-    uint64_t gs = reg(v, v->gs_base), cr3 = reg(v, v->cr3);
+    if (!K.all_calls && (!kvmi_model_needs(abi, nr) || anonymous)) return;
+    uint64_t cr3 = cr3_of(v);
     uint8_t *rec = v->rec;
     kvmi_entry *e = (kvmi_entry *)rec;
     memset(e, 0, sizeof *e);
     e->r.type = KVMI_ENTRY;
     e->r.abi = (uint16_t)abi;
     e->r.time_ns = now_ns();
-    if (!identify(v, gs, vcpu, &e->who)) {
+    uint64_t gen = __atomic_load_n(&K.exit_gen, __ATOMIC_ACQUIRE);
+    if (v->cached_task && v->cached_regs_at == regs_at && v->cached_exit_gen == gen) {
+        e->who = v->id;
+    } else if (identify(v, reg(v, v->gs_base), vcpu, &e->who)) {
+        v->cached_regs_at = regs_at;
+        v->cached_exit_gen = gen;
+    } else {
         __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
         e->who.vcpu = vcpu;
     }
@@ -374,10 +533,9 @@ static void on_syscall(unsigned vcpu, void *udata) {
     uint64_t key_ip = kind == HOOK_FAST32 ? 0 : pr.ip;
     pthread_mutex_lock(&K.pending_lock);
     pending *p = pending_slot(cr3 & CR3_MASK, key_ip, pr.sp);
-    p->used = 1;
+    pending_take(p, pr.sp);
     p->cr3 = cr3 & CR3_MASK;
     p->ip = key_ip;
-    p->sp = pr.sp;
     p->cookie = e->cookie;
     p->nr = e->nr;
     p->abi = (uint16_t)abi;
@@ -411,7 +569,7 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
     }
     if (p) {
         found = *p;
-        p->used = 0;
+        pending_release(p);
         have = 1;
         if (via_sysret && K.ring->pti == 0) K.ring->pti = exact ? 1 : 2;
     }
@@ -446,46 +604,44 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
     ring_push(rec, finish(rec, size));
 }
 
-/// The return of the call this vCPU let pass without a record: nothing to do.
-static int skipped(vcpu_state *v, uint64_t ip, uint64_t sp, int compat) {
-    if (v->skip_sp == 0) return 0;
-    uint64_t want_ip = compat && v->skip_ip == 0 ? 0 : ip;
-    if (v->skip_sp != sp || v->skip_ip != want_ip) return 0;
-    v->skip_sp = 0;
-    return 1;
-}
-
 static void on_sysret(unsigned vcpu, void *udata) {
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
+    v->cr3_known = 0;
     int compat = (uintptr_t)udata == HOOK_SYSRET32;
-    uint64_t ip = reg(v, v->rcx), sp = reg(v, v->rsp);
-    if (compat) { ip = (uint32_t)ip; sp = (uint32_t)sp; }
-    if (skipped(v, ip, sp, compat)) return;
-    returned(v, reg(v, v->cr3), ip, sp, reg(v, v->rax), 1, compat);
+    uint64_t sp = reg(v, v->rsp);
+    if (compat) sp = (uint32_t)sp;
+    if (!sp_may_be_pending(sp)) return;
+    uint64_t ip = reg(v, v->rcx);
+    if (compat) ip = (uint32_t)ip;
+    returned(v, cr3_of(v), ip, sp, reg(v, v->rax), 1, compat);
 }
 
 static void on_iret(unsigned vcpu, void *udata) {
     (void)udata;
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
+    v->cr3_known = 0;
     uint64_t frame[5];  // ip, cs, flags, sp, ss
     if (!mem(v, reg(v, v->rsp), frame, sizeof frame) || (frame[1] & 3) != 3) return;
     int compat = frame[1] == USER32_CS;
-    if (skipped(v, compat ? (uint32_t)frame[0] : frame[0], compat ? (uint32_t)frame[3] : frame[3], compat)) return;
-    returned(v, reg(v, v->cr3), frame[0], frame[3], reg(v, v->rax), 0, compat);
+    if (!sp_may_be_pending(compat ? (uint32_t)frame[3] : frame[3])) return;
+    returned(v, cr3_of(v), frame[0], frame[3], reg(v, v->rax), 0, compat);
 }
 
 static void on_task_exit(unsigned vcpu, void *udata) {
     (void)udata;
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
+    v->cr3_known = 0;
     kvmi_task_exit x;
     memset(&x, 0, sizeof x);
     x.r.type = KVMI_TASK_EXIT;
     x.r.size = sizeof x;
     x.r.time_ns = now_ns();
     x.code = (int64_t)reg(v, v->rdi);
+    __atomic_fetch_add(&K.exit_gen, 1, __ATOMIC_RELEASE);
+    v->cached_task = 0;
     if (!identify(v, reg(v, v->gs_base), vcpu, &x.who)) return;
     v->cached_task = 0;
     ring_push(&x, sizeof x);
@@ -579,14 +735,15 @@ static void vcpu_init(qemu_plugin_id_t id, unsigned int vcpu) {
     if (!v) return;
     GArray *regs = qemu_plugin_get_registers();
     v->rdi = find_register(regs, "rdi");
+    v->rsi = find_register(regs, "rsi");
     v->rax = find_register(regs, "rax");
     v->rcx = find_register(regs, "rcx");
     v->rsp = find_register(regs, "rsp");
     v->gs_base = find_register(regs, "gs_base");
     v->cr3 = find_register(regs, "cr3");
     g_array_free(regs, 1);
-    if (!v->rdi || !v->rax || !v->rcx || !v->rsp || !v->gs_base || !v->cr3) {
-        fail("kanshi-vmi: QEMU does not offer the registers rdi, rax, rcx, rsp, gs_base and cr3 to plugins");
+    if (!v->rdi || !v->rsi || !v->rax || !v->rcx || !v->rsp || !v->gs_base || !v->cr3) {
+        fail("kanshi-vmi: QEMU does not offer the registers rdi, rsi, rax, rcx, rsp, gs_base and cr3 to plugins");
         free(v);
         return;
     }
@@ -642,6 +799,7 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
     K.max_string = 256;
     pthread_mutex_init(&K.ring_lock, NULL);
     pthread_mutex_init(&K.pending_lock, NULL);
+    K.ram_once = (pthread_once_t)PTHREAD_ONCE_INIT;
     if (!info->system_emulation || strcmp(info->target_name, "x86_64") != 0) {
         qemu_plugin_outs("kanshi-vmi: needs qemu-system-x86_64\n");
         return -1;
@@ -669,6 +827,7 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         else if (KEY("parent")) K.off_parent = num;
         else if (KEY("maxstr")) K.max_string = num > 4000 ? 4000 : (unsigned)num;
         else if (KEY("all")) K.all_calls = num != 0;
+        else if (KEY("ram")) K.ram_size = num;
         else { qemu_plugin_outs("kanshi-vmi: unknown argument\n"); return -1; }
 #undef KEY
     }
@@ -681,6 +840,7 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         return -1;
     }
     K.ring->state = 1;
+    K.ring->guest_ram = K.ram_size ? KVMI_GUEST_RAM_NOT_FOUND : KVMI_GUEST_RAM_NOT_OFFERED;
     qemu_plugin_register_vcpu_init_cb(id, vcpu_init);
     qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
     qemu_plugin_register_atexit_cb(id, at_exit, NULL);

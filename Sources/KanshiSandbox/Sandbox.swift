@@ -113,6 +113,7 @@ public final class Sandbox: @unchecked Sendable {
         if config.network { qemu.kernelArguments.append("kanshi.net=1") }
         if var s = config.vmSensor {
             if config.network { s.network = .init(directory: work, pcap: config.pcap) }
+            s.guestMemoryMiB = s.guestMemoryMiB ?? qemu.memoryMiB
             let vm = try VMSensor(config: s)
             qemu.extraArguments += vm.qemuArguments
             sensor = vm

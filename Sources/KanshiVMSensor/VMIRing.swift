@@ -30,7 +30,21 @@ public final class VMIRing: @unchecked Sendable {
         public var vcpus: UInt64 = 0
         /// Entries the plugin wrote (the calls the model needs, or every call with --all-calls).
         public var recorded: UInt64 = 0
+        /// How the plugin read guest memory.
+        public var guestMemory: GuestMemoryAccess = .qemu
         public var error: String?
+    }
+
+    /// How the plugin reads guest memory (kvmi_ring_header.guest_ram).
+    public enum GuestMemoryAccess: String, Sendable, Equatable {
+        /// Through QEMU's debug reads only (the RAM's size was not given).
+        case qemu
+        /// The RAM's mapping was not found in QEMU: through QEMU.
+        case notFound = "not-found"
+        /// Page tables walked and memory read in the RAM mapping.
+        case direct
+        /// A direct read differed from QEMU's: turned off, through QEMU.
+        case disagreed
     }
 
     /// Makes a ring of `capacity` bytes (a power of two) in `directory`.
@@ -92,6 +106,12 @@ public final class VMIRing: @unchecked Sendable {
         s.pageTableIsolation = pti == 0 ? nil : pti == 2
         s.vcpus = kvmi_ring_load(&header.pointee.vcpus)
         s.recorded = kvmi_ring_load(&header.pointee.recorded)
+        switch kvmi_ring_load(&header.pointee.guest_ram) {
+        case UInt64(KVMI_GUEST_RAM_NOT_FOUND): s.guestMemory = .notFound
+        case UInt64(KVMI_GUEST_RAM_DIRECT): s.guestMemory = .direct
+        case UInt64(KVMI_GUEST_RAM_DISAGREED): s.guestMemory = .disagreed
+        default: s.guestMemory = .qemu
+        }
         let err = withUnsafeBytes(of: header.pointee.error) { b in String(decoding: b.prefix { $0 != 0 }, as: UTF8.self) }
         s.error = err.isEmpty ? nil : err
         return s

@@ -34,7 +34,7 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
     }
 
     /// The plugin's arguments (after its path), for `-plugin PATH,ARGS`.
-    func pluginArguments(ring: String, allCalls: Bool) -> String {
+    func pluginArguments(ring: String, allCalls: Bool, guestRAMBytes: UInt64? = nil) -> String {
         func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
         var a = ["ring=\(ring)", "entry=\(hex(entrySyscall64))", "sig=" + entrySignature.map { String(format: "%02x", $0) }.joined(),
                  "sys64=\(hex(syscall64))", "current_task=\(hex(currentTask))", "pid=\(taskPid)", "tgid=\(taskTgid)",
@@ -43,6 +43,7 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
         if let v = int80 { a.append("int80=\(hex(v))") }
         if let v = doExit { a.append("exit=\(hex(v))") }
         if allCalls { a.append("all=1") }
+        if let v = guestRAMBytes { a.append("ram=\(v)") }
         return a.joined(separator: ",")
     }
 }
@@ -58,6 +59,11 @@ public final class VMSensor: @unchecked Sendable {
         public var logPath: String
         public var managedSetPath: String
         public var ringMiB = 32
+        /// The guest's RAM (MiB). Given, QEMU keeps it in a memfd the plugin finds in its own
+        /// address space: it walks page tables and reads guest memory there, without QEMU's
+        /// slower debug reads (checked against them first).
+        /// (Only below 3.5 GiB, where the pc machine keeps RAM in one piece.)
+        public var guestMemoryMiB: Int?
         /// The guest's network through kanshi (user networking; frames of managed processes dropped).
         public var network: Network?
         public struct Network: Sendable {
@@ -121,8 +127,18 @@ public final class VMSensor: @unchecked Sendable {
 
     /// QEMU arguments that load the plugin on this sensor's ring (and the network through kanshi).
     public var qemuArguments: [String] {
-        ["-plugin", config.plugin + "," + config.kernel.pluginArguments(ring: ring.path, allCalls: config.behaviour.allCalls)] + (relay?.qemuArguments ?? [])
+        var ram: [String] = []
+        let mib = config.guestMemoryMiB.flatMap { $0 > 0 && $0 < Self.onePieceRAMLimitMiB ? $0 : nil }
+        let ramBytes = mib.map { UInt64($0) << 20 }
+        if let mib {
+            ram = ["-object", "memory-backend-memfd,id=kanshi-ram,size=\(mib)M,share=on", "-machine", "memory-backend=kanshi-ram"]
+        }
+        let plugin = config.kernel.pluginArguments(ring: ring.path, allCalls: config.behaviour.allCalls, guestRAMBytes: ramBytes)
+        return ram + ["-plugin", config.plugin + "," + plugin] + (relay?.qemuArguments ?? [])
     }
+
+    /// The pc machine splits RAM from 3.5 GiB up around the 4 GiB hole.
+    static let onePieceRAMLimitMiB = 3584
 
     /// Starts decoding on a thread of its own (and relaying the guest's frames).
     public func start() {

@@ -18,7 +18,7 @@ public enum VMSensorReport {
         }
         let st = r.stats
         let pti = st.pageTableIsolation.map { $0 ? "on" : "off" } ?? "not seen"
-        s.notes.append("VM sensor: \(st.calls) system calls seen, \(st.recorded) recorded (the calls the behaviour model needs, or all with --all-calls), \(st.returns) returns matched, \(r.unreturned) completed without a result (exec, signals); \(r.events) events logged; vCPUs \(st.vcpus); KASLR slide \(st.calibrated ? "0x" + String(st.slide, radix: 16) : "not found"); page-table isolation \(pti)")
+        s.notes.append("VM sensor: \(st.calls) system calls seen, \(st.recorded) recorded (the calls the behaviour model needs, or all with --all-calls), \(st.returns) returns matched, \(r.unreturned) completed without a result (exec, signals); \(r.events) events logged; vCPUs \(st.vcpus); KASLR slide \(st.calibrated ? "0x" + String(st.slide, radix: 16) : "not found"); page-table isolation \(pti); guest memory read \(Self.describe(st.guestMemory))")
         if st.dropped > 0 { s.notes.append("WARNING: \(st.dropped) records were dropped by the plugin: the ring was full (kanshi fell behind)") }
         if st.unreadable > 0 { s.notes.append("note: \(st.unreadable) arguments or identities could not be read from guest memory (not paged in at entry nor at return)") }
         if st.evicted > 0 { s.notes.append("note: \(st.evicted) calls waiting for their return were evicted (the plugin's table of pending calls was full)") }
@@ -27,6 +27,15 @@ public enum VMSensorReport {
         if let e = r.error { s.notes.append("ERROR: \(e)") }
         return s.text.replacingOccurrences(of: "== kanshi trace summary ==", with: "== kanshi VM sensor summary ==")
             + "log: \(log)  managed set: \(managedSet)"
+    }
+
+    static func describe(_ access: VMIRing.GuestMemoryAccess) -> String {
+        switch access {
+        case .qemu: return "through QEMU"
+        case .notFound: return "through QEMU (the RAM's mapping was not found)"
+        case .direct: return "directly (page tables walked in the RAM mapping)"
+        case .disagreed: return "through QEMU (a direct read differed from QEMU's: direct reads turned off)"
+        }
     }
 
     public static func json(_ r: VMSensor.Result) -> [String: Any] {
@@ -40,6 +49,7 @@ public enum VMSensorReport {
         ]
         if st.calibrated { o["kaslrSlide"] = "0x" + String(st.slide, radix: 16) }
         if let pti = st.pageTableIsolation { o["pageTableIsolation"] = pti }
+        o["guestMemory"] = st.guestMemory.rawValue
         if let e = r.error ?? st.error { o["error"] = e }
         return o
     }

@@ -105,6 +105,8 @@ import Testing
         #expect(r.vm["calibrated"] as? Bool == true, "\(r.vm)")
         #expect(r.vm["dropped"] as? Int == 0)
         #expect((r.vm["calls"] as? Int ?? 0) > 1000)
+        // Guest memory was read from the RAM mapping (page walks checked against QEMU's reads first).
+        #expect(r.vm["guestMemory"] as? String == "direct", "\(r.vm)")
         #expect(r.events.allSatisfy { $0["vm"] as? String == "sandbox" })
         compare(r, strace: r.console("==a", "==end"), exe: "/bin/md5sum")
         compare(r, strace: r.console("==b", "==end"), exe: "/bin/cat")

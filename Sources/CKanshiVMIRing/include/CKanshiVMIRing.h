@@ -52,7 +52,21 @@ typedef struct kvmi_ring_header {
     volatile uint64_t recorded;
     /// Text of the first error the plugin met (NUL-terminated), for kanshi to report.
     char error[256];
+    /// How the plugin reads guest memory: see KVMI_GUEST_RAM_*.
+    volatile uint64_t guest_ram;
 } kvmi_ring_header;
+
+/// Values of kvmi_ring_header.guest_ram.
+enum {
+    /// Not told the RAM's size: every read goes through QEMU.
+    KVMI_GUEST_RAM_NOT_OFFERED = 0,
+    /// Told, but no mapping of that size found (yet): reads go through QEMU.
+    KVMI_GUEST_RAM_NOT_FOUND = 1,
+    /// Page tables walked and memory read in the RAM mapping (checked against QEMU first).
+    KVMI_GUEST_RAM_DIRECT = 2,
+    /// A direct read differed from QEMU's: direct reads were turned off.
+    KVMI_GUEST_RAM_DISAGREED = 3,
+};
 
 /// Record types.
 enum {
