@@ -101,7 +101,6 @@ typedef struct pending {
     uint64_t seen;
     int64_t nr;
     uint16_t abi;
-    uint8_t used;
     /// Paths that could not be read at entry: read again at return.
     uint8_t retry_tag[2];
     uint64_t retry_ptr[2];
@@ -142,6 +141,9 @@ static struct {
     int direct_trust;
     vcpu_state *vcpus[MAX_VCPUS];
     pending table[PENDING_SLOTS];
+    /// Per slot: 0 free, else a byte of its key's hash (odd), so a probe touches one cache
+    /// line of tags instead of 32 slots.
+    uint8_t tags[PENDING_SLOTS];
 } K;
 
 // MARK: helpers
@@ -342,11 +344,20 @@ static int identify(vcpu_state *v, uint64_t gs, unsigned vcpu, kvmi_identity *ou
 
 // MARK: pending calls
 
+static uint64_t pending_hash(uint64_t cr3, uint64_t ip, uint64_t sp) {
+    return (cr3 ^ (ip * 0x9e3779b97f4a7c15ULL) ^ (sp >> 4)) * 0xff51afd7ed558ccdULL;
+}
+
+static uint8_t pending_tag(uint64_t h) { return (uint8_t)(h >> 56) | 1; }
+
 static pending *pending_find(uint64_t cr3, uint64_t ip, uint64_t sp) {
-    uint64_t h = (cr3 ^ (ip * 0x9e3779b97f4a7c15ULL) ^ (sp >> 4)) % PENDING_SLOTS;
+    uint64_t h = pending_hash(cr3, ip, sp);
+    uint8_t tag = pending_tag(h);
     for (int i = 0; i < PENDING_PROBE; i++) {
-        pending *p = &K.table[(h + i) % PENDING_SLOTS];
-        if (p->used && p->cr3 == cr3 && p->ip == ip && p->sp == sp) return p;
+        unsigned at = (unsigned)((h + (uint64_t)i) % PENDING_SLOTS);
+        if (K.tags[at] != tag) continue;
+        pending *p = &K.table[at];
+        if (p->cr3 == cr3 && p->ip == ip && p->sp == sp) return p;
     }
     return NULL;
 }
@@ -363,14 +374,17 @@ static int sp_may_be_pending(uint64_t sp) {
 
 /// Marks a slot free or taken, keeping the per-stack-pointer counts (under pending_lock).
 static void pending_release(pending *p) {
-    if (!p->used) return;
-    p->used = 0;
+    size_t at = (size_t)(p - K.table);
+    if (!K.tags[at]) return;
+    K.tags[at] = 0;
     __atomic_fetch_sub(&K.sp_pending[sp_bucket(p->sp)], 1, __ATOMIC_RELEASE);
 }
 
-static void pending_take(pending *p, uint64_t sp) {
+static void pending_take(pending *p, uint64_t cr3, uint64_t ip, uint64_t sp) {
     pending_release(p);
-    p->used = 1;
+    K.tags[p - K.table] = pending_tag(pending_hash(cr3, ip, sp));
+    p->cr3 = cr3;
+    p->ip = ip;
     p->sp = sp;
     __atomic_fetch_add(&K.sp_pending[sp_bucket(sp)], 1, __ATOMIC_RELEASE);
 }
@@ -378,11 +392,12 @@ static void pending_take(pending *p, uint64_t sp) {
 static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
     pending *same = pending_find(cr3, ip, sp);
     if (same) return same;  // the thread's last call never came back (exec, signal): replaced
-    uint64_t h = (cr3 ^ (ip * 0x9e3779b97f4a7c15ULL) ^ (sp >> 4)) % PENDING_SLOTS;
+    uint64_t h = pending_hash(cr3, ip, sp);
     pending *oldest = NULL;
     for (int i = 0; i < PENDING_PROBE; i++) {
-        pending *p = &K.table[(h + i) % PENDING_SLOTS];
-        if (!p->used) return p;
+        unsigned at = (unsigned)((h + (uint64_t)i) % PENDING_SLOTS);
+        pending *p = &K.table[at];
+        if (!K.tags[at]) return p;
         if (!oldest || p->seen < oldest->seen) oldest = p;
     }
     __atomic_fetch_add(&K.ring->evicted, 1, __ATOMIC_RELAXED);
@@ -533,9 +548,7 @@ static void on_syscall(unsigned vcpu, void *udata) {
     uint64_t key_ip = kind == HOOK_FAST32 ? 0 : pr.ip;
     pthread_mutex_lock(&K.pending_lock);
     pending *p = pending_slot(cr3 & CR3_MASK, key_ip, pr.sp);
-    pending_take(p, pr.sp);
-    p->cr3 = cr3 & CR3_MASK;
-    p->ip = key_ip;
+    pending_take(p, cr3 & CR3_MASK, key_ip, pr.sp);
     p->cookie = e->cookie;
     p->nr = e->nr;
     p->abi = (uint16_t)abi;
@@ -581,7 +594,7 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
     memset(r, 0, sizeof *r);
     r->r.type = KVMI_RETURN;
     r->r.abi = found.abi;
-    r->r.time_ns = now_ns();
+    r->r.time_ns = 0;  // a call is timed at its entry (one clock read per call, not two)
     r->cookie = found.cookie;
     r->ret = found.abi == KVMI_ABI_I386 ? (int64_t)(int32_t)rax : (int64_t)rax;
     uint32_t size = sizeof *r;

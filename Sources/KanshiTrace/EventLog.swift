@@ -74,6 +74,7 @@ public final class EventLog: @unchecked Sendable {
 
     private func writerLoop() {
         var batch: [TraceEvent] = []
+        var text: [UInt8] = []
         while true {
             cond.lock()
             while pending.isEmpty && droppedSinceReport == 0 && !closing {
@@ -86,15 +87,16 @@ public final class EventLog: @unchecked Sendable {
             let finish = closing && batch.isEmpty && lost == 0
             cond.unlock()
             if finish { break }
-            var text = ""
+            text.removeAll(keepingCapacity: true)
             text.reserveCapacity(batch.count * 160)
-            for e in batch { text += e.json; text += "\n" }
+            for e in batch { e.appendJSON(to: &text); text.append(UInt8(ascii: "\n")) }
             if lost > 0 {
                 var d = TraceEvent(kind: .dropped)
                 d.time = Clock.nowNs()
                 d.bytes = Int64(lost)
                 d.reason = "the log writer fell behind; \(lost) events were not recorded (blocking decisions were unaffected)"
-                text += d.json + "\n"
+                d.appendJSON(to: &text)
+                text.append(UInt8(ascii: "\n"))
             }
             batch.removeAll(keepingCapacity: true)
             writeAll(text)
@@ -102,9 +104,8 @@ public final class EventLog: @unchecked Sendable {
         done.signal()
     }
 
-    private func writeAll(_ s: String) {
-        var s = s
-        s.withUTF8 { buf in
+    private func writeAll(_ bytes: [UInt8]) {
+        bytes.withUnsafeBufferPointer { buf in
             var off = 0
             while off < buf.count {
                 let r = Glibc.write(fd, buf.baseAddress! + off, buf.count - off)

@@ -42,27 +42,104 @@ public struct TraceEvent: Sendable {
 
     /// The event as one JSON object (no newline).
     public var json: String {
-        var s = "{\"seq\":\(seq),\"t\":\(time),\"pid\":\(pid),\"tid\":\(tid),\"ev\":\"\(kind.rawValue)\""
-        if let call { s += ",\"call\":\"\(call)\"" }
-        if let fd { s += ",\"fd\":\(fd)" }
-        if let fd2 { s += ",\"fd2\":\(fd2)" }
-        if let path { s += ",\"path\":\"\(path.jsonEscaped)\"" }
-        if let path2 { s += ",\"path2\":\"\(path2.jsonEscaped)\"" }
-        if let bytes { s += ",\"bytes\":\(bytes)" }
+        var out: [UInt8] = []
+        out.reserveCapacity(192)
+        appendJSON(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the event as one JSON object (no newline) as UTF-8: the log writer's hot path,
+    /// made without intermediate strings.
+    public func appendJSON(to out: inout [UInt8]) {
+        var j = JSONBytes(out: out)
+        out = []
+        j.raw("{\"seq\":"); j.int(seq)
+        j.raw(",\"t\":"); j.int(time)
+        j.raw(",\"pid\":"); j.int(Int64(pid))
+        j.raw(",\"tid\":"); j.int(Int64(tid))
+        j.raw(",\"ev\":\""); j.raw(kind.rawValue); j.raw("\"")
+        if let call { j.raw(",\"call\":"); j.string(call) }
+        if let fd { j.raw(",\"fd\":"); j.int(Int64(fd)) }
+        if let fd2 { j.raw(",\"fd2\":"); j.int(Int64(fd2)) }
+        if let path { j.raw(",\"path\":"); j.string(path) }
+        if let path2 { j.raw(",\"path2\":"); j.string(path2) }
+        if let bytes { j.raw(",\"bytes\":"); j.int(bytes) }
         if let ret {
-            s += ",\"ret\":\(ret)"
-            if ret < 0 && ret > -4096 { s += ",\"err\":\"\(Errno.name(Int32(-ret)))\"" }
+            j.raw(",\"ret\":"); j.int(ret)
+            if ret < 0 && ret > -4096 { j.raw(",\"err\":\""); Errno.append(Int32(-ret), to: &j); j.raw("\"") }
         }
-        if let argv { s += ",\"argv\":[" + argv.map { "\"\($0.jsonEscaped)\"" }.joined(separator: ",") + "]" }
-        if let addr { s += ",\"addr\":\"\(addr.jsonEscaped)\"" }
-        if let child { s += ",\"child\":\(child)" }
-        if let flags { s += ",\"flags\":\"\(flags.jsonEscaped)\"" }
-        if managed { s += ",\"managed\":true" }
-        if blocked { s += ",\"blocked\":true" }
-        if let reason { s += ",\"reason\":\"\(reason.jsonEscaped)\"" }
-        if let args { s += ",\"args\":[" + args.map { String($0) }.joined(separator: ",") + "]" }
-        if let vm { s += ",\"vm\":\"\(vm.jsonEscaped)\"" }
-        return s + "}"
+        if let argv {
+            j.raw(",\"argv\":[")
+            for (i, a) in argv.enumerated() { if i > 0 { j.raw(",") }; j.string(a) }
+            j.raw("]")
+        }
+        if let addr { j.raw(",\"addr\":"); j.string(addr) }
+        if let child { j.raw(",\"child\":"); j.int(Int64(child)) }
+        if let flags { j.raw(",\"flags\":"); j.string(flags) }
+        if managed { j.raw(",\"managed\":true") }
+        if blocked { j.raw(",\"blocked\":true") }
+        if let reason { j.raw(",\"reason\":"); j.string(reason) }
+        if let args {
+            j.raw(",\"args\":[")
+            for (i, a) in args.enumerated() { if i > 0 { j.raw(",") }; j.int(a) }
+            j.raw("]")
+        }
+        if let vm { j.raw(",\"vm\":"); j.string(vm) }
+        j.raw("}")
+        out = j.out
+    }
+}
+
+/// UTF-8 JSON text built in place: numbers and escaped strings (the escaping of
+/// `String.jsonEscaped`: quote, backslash and newline by name, other controls as \\u00XX).
+struct JSONBytes {
+    var out: [UInt8]
+
+    mutating func raw(_ s: StaticString) {
+        out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    mutating func raw(_ s: String) { out.append(contentsOf: s.utf8) }
+
+    mutating func int(_ v: Int64) {
+        if v < 0 { out.append(UInt8(ascii: "-")) }
+        int(v.magnitude)
+    }
+
+    mutating func int(_ v: UInt64) {
+        if v < 10 { out.append(UInt8(ascii: "0") + UInt8(v)); return }
+        // Digits backwards into 20 bytes on the stack (UInt64.max has 20), then appended once.
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { b in
+            var n = v
+            var i = b.count
+            while n > 0 { i -= 1; b[i] = UInt8(ascii: "0") + UInt8(n % 10); n /= 10 }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[i...]))
+        }
+    }
+
+    /// A quoted, escaped string.
+    mutating func string(_ s: String) {
+        out.append(UInt8(ascii: "\""))
+        let plain = s.utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+        if plain {
+            out.append(contentsOf: s.utf8)
+        } else {
+            for b in s.utf8 {
+                switch b {
+                case UInt8(ascii: "\""): raw("\\\"")
+                case UInt8(ascii: "\\"): raw("\\\\")
+                case UInt8(ascii: "\n"): raw("\\n")
+                case ..<0x20:
+                    raw("\\u00")
+                    let hex: StaticString = "0123456789abcdef"
+                    out.append(hex.utf8Start[Int(b >> 4)])
+                    out.append(hex.utf8Start[Int(b & 15)])
+                default: out.append(b)
+                }
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 }
 
@@ -71,5 +148,11 @@ enum Errno {
     static func name(_ e: Int32) -> String {
         guard let p = ckt_errno_name(e) else { return "E\(e)" }
         return String(cString: p)
+    }
+
+    static func append(_ e: Int32, to j: inout JSONBytes) {
+        guard let p = ckt_errno_name(e) else { j.raw("E"); j.int(Int64(e)); return }
+        var q = p
+        while q.pointee != 0 { j.out.append(UInt8(bitPattern: q.pointee)); q += 1 }
     }
 }

@@ -93,7 +93,7 @@ typedef struct kvmi_record {
     uint32_t size;
     uint16_t type;
     uint16_t abi;
-    /// Host wall clock, nanoseconds since the Unix epoch.
+    /// Host wall clock, nanoseconds since the Unix epoch (0 in returns: a call is timed at entry).
     uint64_t time_ns;
 } kvmi_record;
 
