@@ -49,6 +49,8 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 /// before the number is taken from rsi alone.
 #define RSI_CONFIRMATIONS 64
 #define RECORD_MAX 8192
+/// How long a vCPU naps between looks at a full ring's tail.
+#define RING_WAIT_NS 20000
 #define PAGE 4096ULL
 /// CR3 without the PCID (bits 0-11) and NOFLUSH (63). With page-table isolation
 /// the user page table is the kernel one plus 4 KiB (bit 12): see `returned`.
@@ -287,9 +289,28 @@ static void ring_push(const void *rec, uint32_t size) {
     uint64_t pos = head % K.capacity;
     uint64_t pad = pos + size > K.capacity ? K.capacity - pos : 0;
     if (head + pad + size - tail > K.capacity) {
-        __atomic_fetch_add(&K.ring->dropped, 1, __ATOMIC_RELAXED);
-        pthread_mutex_unlock(&K.ring_lock);
-        return;
+        // Full. While kanshi reads, the vCPU waits for room (other vCPUs wait on the lock):
+        // the guest is slowed to kanshi's pace and nothing is lost, so no flood of calls
+        // can hide the one that matters. Without a reader the record is dropped and counted.
+        struct timespec t0, t1, nap = {0, RING_WAIT_NS};
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int waited = 0;
+        while (head + pad + size - tail > K.capacity) {
+            if (!__atomic_load_n(&K.ring->consumer, __ATOMIC_ACQUIRE)) {
+                __atomic_fetch_add(&K.ring->dropped, 1, __ATOMIC_RELAXED);
+                pthread_mutex_unlock(&K.ring_lock);
+                return;
+            }
+            nanosleep(&nap, NULL);
+            waited = 1;
+            tail = __atomic_load_n(&K.ring->tail, __ATOMIC_ACQUIRE);
+        }
+        if (waited) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            __atomic_fetch_add(&K.ring->waits, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&K.ring->waited_ns,
+                               (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)), __ATOMIC_RELAXED);
+        }
     }
     if (pad) {
         kvmi_record p = {(uint32_t)pad, KVMI_PAD, 0, 0};

@@ -26,6 +26,5 @@ typedef struct kvmi_argspec {
 } kvmi_argspec;
 
 kvmi_argspec kvmi_spec(int abi, int64_t nr);
-int kvmi_model_needs(int abi, int64_t nr);
 
 #endif

@@ -106,22 +106,3 @@ static kvmi_argspec i386_spec(int64_t nr) {
 kvmi_argspec kvmi_spec(int abi, int64_t nr) {
     return abi == KVMI_ABI_I386 ? i386_spec(nr) : x86_64_spec(nr);
 }
-
-/// Calls the behaviour model needs (files, descriptors, processes, network, every write); the
-/// rest are only counted unless every call is asked for (all=1).
-int kvmi_model_needs(int abi, int64_t nr) {
-    static const int16_t x86_64[] = {
-        2, 3, 85, 257, 437, 32, 33, 292, 72, 22, 293, 41, 53, 42, 49, 43, 288, 44, 46, 307, 45, 47, 299,
-        59, 322, 57, 58, 56, 435, 60, 231, 82, 264, 316, 86, 265, 88, 266, 87, 263, 84, 76, 77, 9, 80, 81,
-        1, 18, 20, 296, 328, 40, 275, 276, 278, 326};
-    static const int16_t i386[] = {
-        5, 6, 8, 295, 437, 41, 63, 330, 55, 221, 42, 331, 102, 359, 360, 362, 361, 364, 369, 370, 345, 371,
-        372, 337, 11, 358, 2, 190, 120, 435, 1, 252, 38, 302, 353, 9, 303, 83, 304, 10, 301, 40, 92, 93, 193,
-        194, 192, 12, 133, 4, 181, 146, 334, 379, 187, 239, 313, 315, 316, 377};
-    const int16_t *list = abi == KVMI_ABI_I386 ? i386 : x86_64;
-    size_t n = abi == KVMI_ABI_I386 ? sizeof i386 / sizeof i386[0] : sizeof x86_64 / sizeof x86_64[0];
-    for (size_t i = 0; i < n; i++) {
-        if (list[i] == nr) return 1;
-    }
-    return 0;
-}

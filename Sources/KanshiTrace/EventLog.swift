@@ -42,7 +42,7 @@ public final class EventLog: @unchecked Sendable {
 
     /// Adds an event (tracer thread); stamps its sequence number and time.
     @discardableResult
-    public func append(_ event: TraceEvent) -> UInt64 {
+    public func append(_ event: consuming TraceEvent) -> UInt64 {
         var e = event
         cond.lock()
         nextSeq += 1
@@ -74,7 +74,8 @@ public final class EventLog: @unchecked Sendable {
 
     private func writerLoop() {
         var batch: [TraceEvent] = []
-        var text: [UInt8] = []
+        var text = JSONBytes(capacity: 1 << 20)
+        defer { text.free() }
         while true {
             cond.lock()
             while pending.isEmpty && droppedSinceReport == 0 && !closing {
@@ -87,35 +88,33 @@ public final class EventLog: @unchecked Sendable {
             let finish = closing && batch.isEmpty && lost == 0
             cond.unlock()
             if finish { break }
-            text.removeAll(keepingCapacity: true)
-            text.reserveCapacity(batch.count * 160)
-            for e in batch { e.appendJSON(to: &text); text.append(UInt8(ascii: "\n")) }
+            text.clear()
+            // Each event encoded where it lies (no copy of its strings and arrays).
+            for i in batch.indices { batch[i].encode(into: &text); text.byte(UInt8(ascii: "\n")) }
             if lost > 0 {
                 var d = TraceEvent(kind: .dropped)
                 d.time = Clock.nowNs()
                 d.bytes = Int64(lost)
                 d.reason = "the log writer fell behind; \(lost) events were not recorded (blocking decisions were unaffected)"
-                d.appendJSON(to: &text)
-                text.append(UInt8(ascii: "\n"))
+                d.encode(into: &text)
+                text.byte(UInt8(ascii: "\n"))
             }
             batch.removeAll(keepingCapacity: true)
-            writeAll(text)
+            writeAll(text.bytes)
         }
         done.signal()
     }
 
-    private func writeAll(_ bytes: [UInt8]) {
-        bytes.withUnsafeBufferPointer { buf in
-            var off = 0
-            while off < buf.count {
-                let r = Glibc.write(fd, buf.baseAddress! + off, buf.count - off)
-                if r < 0 {
-                    if errno == EINTR { continue }
-                    writeError = errno
-                    return
-                }
-                off += r
+    private func writeAll(_ buf: UnsafeBufferPointer<UInt8>) {
+        var off = 0
+        while off < buf.count {
+            let r = Glibc.write(fd, buf.baseAddress! + off, buf.count - off)
+            if r < 0 {
+                if errno == EINTR { continue }
+                writeError = errno
+                return
             }
+            off += r
         }
     }
 }

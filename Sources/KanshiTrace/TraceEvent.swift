@@ -48,11 +48,17 @@ public struct TraceEvent: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Appends the event as one JSON object (no newline) as UTF-8: the log writer's hot path,
-    /// made without intermediate strings.
+    /// Appends the event as one JSON object (no newline) as UTF-8.
     public func appendJSON(to out: inout [UInt8]) {
-        var j = JSONBytes(out: out)
-        out = []
+        var j = JSONBytes(capacity: 256)
+        defer { j.free() }
+        encode(into: &j)
+        out.append(contentsOf: j.bytes)
+    }
+
+    /// The log writer's hot path: the JSON object written straight into raw memory,
+    /// without intermediate strings.
+    func encode(into j: inout JSONBytes) {
         j.raw("{\"seq\":"); j.int(seq)
         j.raw(",\"t\":"); j.int(time)
         j.raw(",\"pid\":"); j.int(Int64(pid))
@@ -86,45 +92,93 @@ public struct TraceEvent: Sendable {
         }
         if let vm { j.raw(",\"vm\":"); j.string(vm) }
         j.raw("}")
-        out = j.out
     }
 }
 
-/// UTF-8 JSON text built in place: numbers and escaped strings (the escaping of
-/// `String.jsonEscaped`: quote, backslash and newline by name, other controls as \\u00XX).
+/// UTF-8 JSON text built in place in memory it owns (`free` gives it back): numbers and
+/// escaped strings (the escaping of `String.jsonEscaped`: quote, backslash and newline by
+/// name, other controls as \\u00XX).
 struct JSONBytes {
-    var out: [UInt8]
+    private(set) var base: UnsafeMutablePointer<UInt8>
+    private(set) var count = 0
+    private var capacity: Int
 
-    mutating func raw(_ s: StaticString) {
-        out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    init(capacity: Int) {
+        self.capacity = max(capacity, 64)
+        base = .allocate(capacity: self.capacity)
     }
 
-    mutating func raw(_ s: String) { out.append(contentsOf: s.utf8) }
+    func free() { base.deallocate() }
+
+    /// What has been written.
+    var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }
+
+    /// Forgets what was written, keeping the memory.
+    mutating func clear() { count = 0 }
+
+    /// Room for `n` more bytes.
+    @inline(__always) mutating func reserve(_ n: Int) {
+        if count + n > capacity { grow(count + n) }
+    }
+
+    private mutating func grow(_ need: Int) {
+        var c = capacity * 2
+        while c < need { c *= 2 }
+        let b = UnsafeMutablePointer<UInt8>.allocate(capacity: c)
+        b.update(from: base, count: count)
+        base.deallocate()
+        base = b
+        capacity = c
+    }
+
+    @inline(__always) mutating func byte(_ b: UInt8) {
+        reserve(1)
+        base[count] = b
+        count += 1
+    }
+
+    mutating func append(_ b: UnsafeBufferPointer<UInt8>) {
+        guard let p = b.baseAddress, b.count > 0 else { return }
+        reserve(b.count)
+        (base + count).update(from: p, count: b.count)
+        count += b.count
+    }
+
+    mutating func raw(_ s: StaticString) {
+        append(UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    mutating func raw(_ s: String) {
+        if s.utf8.withContiguousStorageIfAvailable({ append($0) }) == nil { for b in s.utf8 { byte(b) } }
+    }
 
     mutating func int(_ v: Int64) {
-        if v < 0 { out.append(UInt8(ascii: "-")) }
+        if v < 0 { byte(UInt8(ascii: "-")) }
         int(v.magnitude)
     }
 
     mutating func int(_ v: UInt64) {
-        if v < 10 { out.append(UInt8(ascii: "0") + UInt8(v)); return }
-        // Digits backwards into 20 bytes on the stack (UInt64.max has 20), then appended once.
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
-        withUnsafeMutableBytes(of: &digits) { b in
-            var n = v
-            var i = b.count
-            while n > 0 { i -= 1; b[i] = UInt8(ascii: "0") + UInt8(n % 10); n /= 10 }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[i...]))
-        }
+        reserve(20)  // UInt64.max has 20 digits
+        if v < 10 { base[count] = UInt8(ascii: "0") + UInt8(v); count += 1; return }
+        var digits = 0
+        var n = v
+        while n > 0 { digits += 1; n /= 10 }
+        n = v
+        var i = count + digits
+        while n > 0 { i -= 1; base[i] = UInt8(ascii: "0") + UInt8(n % 10); n /= 10 }
+        count += digits
     }
 
     /// A quoted, escaped string.
     mutating func string(_ s: String) {
-        out.append(UInt8(ascii: "\""))
-        let plain = s.utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
-        if plain {
-            out.append(contentsOf: s.utf8)
-        } else {
+        byte(UInt8(ascii: "\""))
+        // Native strings (all the log holds) are scanned and copied as one buffer.
+        let done = s.utf8.withContiguousStorageIfAvailable { b -> Bool in
+            guard b.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) else { return false }
+            append(b)
+            return true
+        } ?? false
+        if !done {
             for b in s.utf8 {
                 switch b {
                 case UInt8(ascii: "\""): raw("\\\"")
@@ -133,13 +187,13 @@ struct JSONBytes {
                 case ..<0x20:
                     raw("\\u00")
                     let hex: StaticString = "0123456789abcdef"
-                    out.append(hex.utf8Start[Int(b >> 4)])
-                    out.append(hex.utf8Start[Int(b & 15)])
-                default: out.append(b)
+                    byte(hex.utf8Start[Int(b >> 4)])
+                    byte(hex.utf8Start[Int(b & 15)])
+                default: byte(b)
                 }
             }
         }
-        out.append(UInt8(ascii: "\""))
+        byte(UInt8(ascii: "\""))
     }
 }
 
@@ -153,6 +207,6 @@ enum Errno {
     static func append(_ e: Int32, to j: inout JSONBytes) {
         guard let p = ckt_errno_name(e) else { j.raw("E"); j.int(Int64(e)); return }
         var q = p
-        while q.pointee != 0 { j.out.append(UInt8(bitPattern: q.pointee)); q += 1 }
+        while q.pointee != 0 { j.byte(UInt8(bitPattern: q.pointee)); q += 1 }
     }
 }

@@ -17,6 +17,9 @@ enum GuestCalls {
     static let preadv2: Int64 = 327, pwritev2: Int64 = 328, clone3: Int64 = 435, openat2: Int64 = 437
     static let reads: Set<Int64> = [read, pread64, readv, preadv, preadv2]
     static let writes: Set<Int64> = [write, pwrite64, writev, pwritev, pwritev2]
+    /// Data from one descriptor to another; calls that name where their data goes.
+    static let transfers: Set<Int64> = [sendfile, splice, tee, copyFileRange]
+    static let addressed: Set<Int64> = [connect, sendto, sendmsg, sendmmsg]
     /// i386 socketcall (102): its first argument names the call.
     static let socketcall: Int64 = 102
     static let socketcallNumbers: [UInt64: Int64] = [1: socket, 2: bind, 3: connect, 5: accept, 8: socketpair,
@@ -27,6 +30,11 @@ extension GuestBehaviour {
     /// A call with its result (nil: it never returned the usual way) becomes events and managed-set decisions.
     func complete(_ e: GuestEntry, ret: Int64?, items extra: [GuestItem], time: UInt64) {
         guard let p = procs[e.who.pid] ?? Optional(process(e.who, time: time)) else { return }
+        if e.items.isEmpty && extra.isEmpty && !e.modelled {
+            // A call the model does not decode, naming no file (--all-calls): logged as it is.
+            logCall(e, p, ret: ret)
+            return
+        }
         var items = e.items
         for x in extra {
             if let i = items.firstIndex(where: { $0.tag == x.tag && $0.unreadable }) { items[i] = x } else { items.append(x) }

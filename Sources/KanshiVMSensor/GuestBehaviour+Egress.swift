@@ -37,13 +37,13 @@ extension GuestBehaviour {
             fdArg = UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
         }
         guard let nr else { return }
-        if GuestCalls.writes.contains(nr) || [GuestCalls.sendfile, GuestCalls.splice, GuestCalls.tee, GuestCalls.copyFileRange].contains(nr) {
+        if GuestCalls.writes.contains(nr) || GuestCalls.transfers.contains(nr) {
             // Data into a socket: when it last sent (to attribute its datagrams after it is gone).
             let out = nr == GuestCalls.splice || nr == GuestCalls.copyFileRange ? e.args[2] : nr == GuestCalls.tee ? e.args[1] : fdArg
             if let f = p.fds.fds[Int32(truncatingIfNeeded: out)], f.kind == .socket { lastSend[f.name] = e.timeNs }
             return
         }
-        guard [GuestCalls.connect, GuestCalls.sendto, GuestCalls.sendmsg, GuestCalls.sendmmsg].contains(nr) else { return }
+        guard GuestCalls.addressed.contains(nr) else { return }
         let fd = Int32(truncatingIfNeeded: fdArg)
         if let f = p.fds.fds[fd], f.kind == .socket { lastSend[f.name] = e.timeNs }
         guard let f = p.fds.fds[fd], let proto = f.wireProtocol,

@@ -41,6 +41,12 @@ public struct GuestEntry: Sendable {
 
     public var name: String { GuestSyscalls.name(nr, i386: i386) }
 
+    /// A call the behaviour model decodes (the plugin's list, and reads for --all-calls).
+    public var modelled: Bool {
+        kvmi_model_needs(Int32(i386 ? KVMI_ABI_I386 : KVMI_ABI_X86_64), nr) != 0
+            || x86_64Number.map { GuestCalls.reads.contains($0) } ?? false
+    }
+
     /// The x86_64 number of the same call (for i386 calls the model decodes), else nil.
     public var x86_64Number: Int64? { i386 ? GuestSyscalls.i386ToX86_64[nr] : nr }
 

@@ -18,7 +18,11 @@ public final class VMIRing: @unchecked Sendable {
     public struct Stats: Sendable, Equatable {
         public var calls: UInt64 = 0
         public var returns: UInt64 = 0
+        /// Records lost to a full ring while kanshi was not reading (it waits otherwise).
         public var dropped: UInt64 = 0
+        /// Times the guest was held because the ring was full, and for how long in total.
+        public var waits: UInt64 = 0
+        public var waitedNs: UInt64 = 0
         public var unreadable: UInt64 = 0
         public var evicted: UInt64 = 0
         public var calibrated = false
@@ -72,6 +76,15 @@ public final class VMIRing: @unchecked Sendable {
         try? FileSystem.remove(path)
     }
 
+    /// Tells the plugin whether kanshi reads the ring: while it does, a full ring holds the
+    /// guest until there is room; before and after, a full ring drops (and counts) records.
+    public func setReading(_ reading: Bool) {
+        kvmi_ring_set_consumer(header, reading ? 1 : 0)
+    }
+
+    /// The room freed at once while a batch is read, so a producer waiting for room goes on early.
+    static let releaseEvery: UInt64 = 1 << 20
+
     /// Decodes every record published so far, in order, then frees their room.
     /// Returns how many records were read.
     @discardableResult
@@ -85,6 +98,7 @@ public final class VMIRing: @unchecked Sendable {
             let room = min(Int(capacity) - pos, Int(head - tail))
             let (record, size) = try GuestRecord.decode(UnsafeRawBufferPointer(rebasing: data[pos..<(pos + room)]), at: tail)
             tail += UInt64(size)
+            if tail & (Self.releaseEvery - 1) < UInt64(size) { kvmi_ring_set_tail(header, tail) }
             if case .pad = record { continue }
             try body(record)
             count += 1
@@ -97,6 +111,8 @@ public final class VMIRing: @unchecked Sendable {
         s.calls = kvmi_ring_load(&header.pointee.calls)
         s.returns = kvmi_ring_load(&header.pointee.returns)
         s.dropped = kvmi_ring_load(&header.pointee.dropped)
+        s.waits = kvmi_ring_load(&header.pointee.waits)
+        s.waitedNs = kvmi_ring_load(&header.pointee.waited_ns)
         s.unreadable = kvmi_ring_load(&header.pointee.unreadable)
         s.evicted = kvmi_ring_load(&header.pointee.evicted)
         s.calibrated = kvmi_ring_load(&header.pointee.calibrated) != 0

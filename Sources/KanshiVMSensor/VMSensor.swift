@@ -58,7 +58,9 @@ public final class VMSensor: @unchecked Sendable {
         public var behaviour = GuestBehaviourOptions()
         public var logPath: String
         public var managedSetPath: String
-        public var ringMiB = 32
+        /// The ring between the plugin and kanshi (bytes, a power of two, `ringSizes`). When it is
+        /// full the guest waits for kanshi.
+        public var ringBytes = 32 << 20
         /// The guest's RAM (MiB). Given, QEMU keeps it in a memfd the plugin finds in its own
         /// address space: it walks page tables and reads guest memory there, without QEMU's
         /// slower debug reads (checked against them first).
@@ -110,10 +112,13 @@ public final class VMSensor: @unchecked Sendable {
 
     public init(config: Config) throws {
         guard FileSystem.exists(config.plugin) else { throw VMSensorError.pluginMissing(config.plugin) }
+        guard Self.ringSizes.contains(config.ringBytes), config.ringBytes & (config.ringBytes - 1) == 0 else {
+            throw VMSensorError.ring("a ring of \(config.ringBytes) bytes: give a power of two from 64 KiB to 1 GiB")
+        }
         self.config = config
         let set = try ManagedSet.load(path: config.managedSetPath, protect: config.behaviour.protect)
         do {
-            ring = try VMIRing(name: "kanshi-vmi-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).ring", capacity: config.ringMiB << 20)
+            ring = try VMIRing(name: "kanshi-vmi-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).ring", capacity: config.ringBytes)
         } catch { throw VMSensorError.ring("\(error)") }
         log = try EventLog(path: config.logPath)
         behaviour = GuestBehaviour(options: config.behaviour, log: log, managed: set)
@@ -137,6 +142,9 @@ public final class VMSensor: @unchecked Sendable {
         return ram + ["-plugin", config.plugin + "," + plugin] + (relay?.qemuArguments ?? [])
     }
 
+    /// Sizes a ring may have: room for the largest record many times over, and not absurd.
+    public static let ringSizes = (64 << 10)...(1 << 30)
+
     /// The pc machine splits RAM from 3.5 GiB up around the 4 GiB hole.
     static let onePieceRAMLimitMiB = 3584
 
@@ -144,6 +152,7 @@ public final class VMSensor: @unchecked Sendable {
     public func start() {
         relay?.start { [self] frame in self.allow(frame) }
         lock.lock(); running = true; lock.unlock()
+        ring.setReading(true)
         let t = Thread { [self] in self.consumeLoop() }
         t.name = "kanshi-vm-sensor"
         thread = t
@@ -187,7 +196,8 @@ public final class VMSensor: @unchecked Sendable {
     }
 
     private func consumeLoop() {
-        defer { done.signal() }
+        // A reader that stops (a record it cannot decode) must not leave the guest held.
+        defer { ring.setReading(false); done.signal() }
         while true {
             lock.lock(); let go = running, failed = failure != nil; lock.unlock()
             if failed { return }

@@ -19,7 +19,10 @@ public enum VMSensorReport {
         let st = r.stats
         let pti = st.pageTableIsolation.map { $0 ? "on" : "off" } ?? "not seen"
         s.notes.append("VM sensor: \(st.calls) system calls seen, \(st.recorded) recorded (the calls the behaviour model needs, or all with --all-calls), \(st.returns) returns matched, \(r.unreturned) completed without a result (exec, signals); \(r.events) events logged; vCPUs \(st.vcpus); KASLR slide \(st.calibrated ? "0x" + String(st.slide, radix: 16) : "not found"); page-table isolation \(pti); guest memory read \(Self.describe(st.guestMemory))")
-        if st.dropped > 0 { s.notes.append("WARNING: \(st.dropped) records were dropped by the plugin: the ring was full (kanshi fell behind)") }
+        if st.waits > 0 {
+            s.notes.append(String(format: "note: the guest was held %.2f s in all (%llu times) while kanshi caught up with a full ring; nothing was lost", Double(st.waitedNs) / 1e9, st.waits))
+        }
+        if st.dropped > 0 { s.notes.append("WARNING: \(st.dropped) records were dropped by the plugin: the ring was full while kanshi was not reading it") }
         if st.unreadable > 0 { s.notes.append("note: \(st.unreadable) arguments or identities could not be read from guest memory (not paged in at entry nor at return)") }
         if st.evicted > 0 { s.notes.append("note: \(st.evicted) calls waiting for their return were evicted (the plugin's table of pending calls was full)") }
         if !st.calibrated { s.notes.append("WARNING: the plugin never found the guest kernel's system call entry: no call was watched") }
@@ -41,7 +44,8 @@ public enum VMSensorReport {
     public static func json(_ r: VMSensor.Result) -> [String: Any] {
         let st = r.stats
         var o: [String: Any] = [
-            "calls": st.calls, "recorded": st.recorded, "returns": st.returns, "dropped": st.dropped, "unreadable": st.unreadable,
+            "calls": st.calls, "recorded": st.recorded, "returns": st.returns, "dropped": st.dropped, "ringWaits": st.waits,
+            "ringWaitedSeconds": Double(st.waitedNs) / 1e9, "unreadable": st.unreadable,
             "evicted": st.evicted, "unreturned": r.unreturned, "events": r.events, "calibrated": st.calibrated,
             "vcpus": st.vcpus, "egressAttempts": r.egressAttempts, "framesSeen": r.framesSeen, "framesDropped": r.framesDropped,
             "managedProcesses": r.managed.processes.map { ["pid": Int($0.pid), "exe": $0.exe, "why": $0.reason.why] as [String: Any] },

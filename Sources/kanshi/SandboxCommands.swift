@@ -3,6 +3,7 @@ import Foundation
 import KanshiML
 import KanshiSandbox
 import KanshiSystem
+import KanshiTrace
 import KanshiVMSensor
 
 struct SandboxCommand: AsyncParsableCommand {
@@ -75,6 +76,9 @@ struct SandboxRun: AsyncParsableCommand {
     @Flag(help: "Log every guest system call, as strace would (`call` events, reads and writes of every process; large logs).")
     var allCalls = false
 
+    @Option(help: ArgumentHelp("The VM sensor's ring between QEMU and kanshi: a power of two from 64K to 1G (K, M or G). When kanshi falls behind and it fills, the guest waits: no record is lost.", valueName: "size"))
+    var ringSize: String = "32M"
+
     @Option(help: "The managed set to load and save (default: LOG.managed.json).")
     var managedSet: String?
 
@@ -114,6 +118,8 @@ struct SandboxRun: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+        // Passthrough capture swallows --help and -h before '--'; they still ask for help.
+        if TraceCommandLine(passthrough: command) == .help { throw CleanExit.helpRequest(self) }
         let cmd = command.first == "--" ? Array(command.dropFirst()) : command
         if cmd.isEmpty { throw ValidationError("give the command to run in the guest after --") }
         if timeout <= 0 { throw ValidationError("--timeout must be positive") }
@@ -123,9 +129,22 @@ struct SandboxRun: AsyncParsableCommand {
             throw ValidationError("--protect \(p): give an absolute path in the guest (the command runs in /mnt, the data disk)")
         }
         if allCalls && trace == nil && protect.isEmpty { throw ValidationError("--all-calls needs --trace LOG") }
+        _ = try Self.ringBytes(ringSize)
         if (pcap != nil || allowUnattributed) && !net { throw ValidationError("--pcap and --allow-unattributed need --net") }
         if pcap != nil && trace == nil && protect.isEmpty { throw ValidationError("--pcap needs the VM sensor (--trace or --protect): the frames pass through it") }
         for a in add { _ = try AddedFile(argument: a) }
+    }
+
+    /// `--ring-size`: 64K, 32M, 1G or plain bytes; a power of two in `VMSensor.ringSizes`.
+    static func ringBytes(_ text: String) throws -> Int {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        let unit = text.last.flatMap { units[Character($0.uppercased())] }
+        let digits = unit == nil ? Substring(text) : text.dropLast()
+        guard let n = Int(digits), n > 0, case let (bytes, overflow) = n.multipliedReportingOverflow(by: unit ?? 1), !overflow,
+              VMSensor.ringSizes.contains(bytes), bytes & (bytes - 1) == 0 else {
+            throw ValidationError("--ring-size \(text): give a power of two from 64K to 1G (e.g. 64K, 32M, 1G)")
+        }
+        return bytes
     }
 
     func run() async throws {
@@ -170,6 +189,7 @@ struct SandboxRun: AsyncParsableCommand {
                     sensor.behaviour.vm = vmName
                     sensor.behaviour.protect = protect
                     sensor.behaviour.allCalls = allCalls
+                    sensor.ringBytes = try Self.ringBytes(ringSize)
                     sensor.behaviour.failClosed = !allowUnattributed
                     config.vmSensor = sensor
                 } catch {

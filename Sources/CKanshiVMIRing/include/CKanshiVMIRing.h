@@ -12,7 +12,10 @@
 // publishes head with a release store; the consumer reads up to head and
 // publishes tail. A record never wraps: when one does not fit before the end,
 // the producer writes a KVMI_PAD record up to the end and starts again at 0.
-// When there is no room the record is dropped and counted (`dropped`).
+// When there is no room and the consumer is reading (`consumer` 1), the
+// producer waits for room: the guest is held, nothing is lost (`waits`,
+// `waited_ns`). Only when no consumer reads is a record dropped and counted
+// (`dropped`).
 
 #include <stdint.h>
 
@@ -54,6 +57,13 @@ typedef struct kvmi_ring_header {
     char error[256];
     /// How the plugin reads guest memory: see KVMI_GUEST_RAM_*.
     volatile uint64_t guest_ram;
+    /// Written by the consumer: 1 while it reads the ring (a full ring then holds the
+    /// producer until there is room), 0 before it starts and after it stopped (a full
+    /// ring then drops).
+    volatile uint64_t consumer;
+    /// Times the producer found the ring full and waited for the consumer, and for how long.
+    volatile uint64_t waits;
+    volatile uint64_t waited_ns;
 } kvmi_ring_header;
 
 /// Values of kvmi_ring_header.guest_ram.
@@ -185,6 +195,15 @@ static inline uint64_t kvmi_ring_head(const kvmi_ring_header *h) {
 /// Publishes how far the consumer has read (release: it is done with those bytes).
 static inline void kvmi_ring_set_tail(kvmi_ring_header *h, uint64_t tail) {
     __atomic_store_n(&h->tail, tail, __ATOMIC_RELEASE);
+}
+
+/// Calls the behaviour model needs (files, descriptors, processes, network, every write); the
+/// plugin only counts the rest unless every call is asked for (all=1). `abi` is KVMI_ABI_*.
+int kvmi_model_needs(int abi, int64_t nr);
+
+/// Says whether the consumer reads the ring (1) or not (0).
+static inline void kvmi_ring_set_consumer(kvmi_ring_header *h, uint64_t reading) {
+    __atomic_store_n(&h->consumer, reading, __ATOMIC_RELEASE);
 }
 
 /// A counter or state word written by the producer.
