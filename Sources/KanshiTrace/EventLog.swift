@@ -43,21 +43,21 @@ public final class EventLog: @unchecked Sendable {
     /// Adds an event (tracer thread); stamps its sequence number and time.
     @discardableResult
     public func append(_ event: consuming TraceEvent) -> UInt64 {
-        var e = event
         cond.lock()
         nextSeq += 1
-        e.seq = nextSeq
-        if e.time == 0 { e.time = Clock.nowNs() }
+        let seq = nextSeq
+        event.seq = seq
+        if event.time == 0 { event.time = Clock.nowNs() }
         if pending.count >= capacity {
             dropped += 1
             droppedSinceReport += 1
         } else {
-            pending.append(e)
+            pending.append(event)
             written += 1
             if pending.count == 512 { cond.signal() }
         }
         cond.unlock()
-        return e.seq
+        return seq
     }
 
     /// Writes everything still pending and closes the file. Returns the errno of a failed write, or 0.

@@ -15,11 +15,21 @@ enum GuestCalls {
     static let pipe2: Int64 = 293, preadv: Int64 = 295, pwritev: Int64 = 296, recvmmsg: Int64 = 299
     static let sendmmsg: Int64 = 307, renameat2: Int64 = 316, execveat: Int64 = 322, copyFileRange: Int64 = 326
     static let preadv2: Int64 = 327, pwritev2: Int64 = 328, clone3: Int64 = 435, openat2: Int64 = 437
-    static let reads: Set<Int64> = [read, pread64, readv, preadv, preadv2]
-    static let writes: Set<Int64> = [write, pwrite64, writev, pwritev, pwritev2]
+    static let reads: Numbers = [read, pread64, readv, preadv, preadv2]
+    static let writes: Numbers = [write, pwrite64, writev, pwritev, pwritev2]
     /// Data from one descriptor to another; calls that name where their data goes.
-    static let transfers: Set<Int64> = [sendfile, splice, tee, copyFileRange]
-    static let addressed: Set<Int64> = [connect, sendto, sendmsg, sendmmsg]
+    static let transfers: Numbers = [sendfile, splice, tee, copyFileRange]
+    static let addressed: Numbers = [connect, sendto, sendmsg, sendmmsg]
+
+    /// A handful of call numbers, asked about for every call: a scan beats hashing.
+    struct Numbers: ExpressibleByArrayLiteral, Sendable {
+        let numbers: [Int64]
+        init(arrayLiteral elements: Int64...) { numbers = elements }
+        func contains(_ nr: Int64) -> Bool {
+            for n in numbers where n == nr { return true }
+            return false
+        }
+    }
     /// i386 socketcall (102): its first argument names the call.
     static let socketcall: Int64 = 102
     static let socketcallNumbers: [UInt64: Int64] = [1: socket, 2: bind, 3: connect, 5: accept, 8: socketpair,

@@ -33,6 +33,8 @@ public final class GuestBehaviour {
     /// Entries waiting for their return, by cookie; and the cookie each thread waits on.
     var inflight: [UInt64: GuestEntry] = [:]
     var waiting: [Int32: UInt64] = [:]
+    /// The newest entry, kept out of those tables: its return is usually the next record.
+    var held: GuestEntry?
     var nextObject: UInt64 = 1
     /// Calls whose return never came (exec, signals) and were completed without a result.
     public internal(set) var unreturned: UInt64 = 0
@@ -79,6 +81,7 @@ public final class GuestBehaviour {
 
     /// Completes calls still waiting (the VM stopped) and returns the summary and the managed set.
     public func finish() -> (TraceSummary, ManagedSet) {
+        release()
         for cookie in inflight.keys.sorted() {
             if let e = inflight.removeValue(forKey: cookie) { complete(e, ret: nil, items: [], time: e.timeNs) }
         }
@@ -88,7 +91,22 @@ public final class GuestBehaviour {
 
     // MARK: records
 
+    /// Puts the held entry into the tables of entries waiting for their return.
+    private func release() {
+        guard let h = held else { return }
+        held = nil
+        inflight[h.cookie] = h
+        waiting[h.who.tid] = h.cookie
+    }
+
     private func entry(_ e: GuestEntry) {
+        if let h = held, h.who.tid == e.who.tid {
+            // The thread made a new call: the earlier one returned a way the plugin does not hook.
+            held = nil
+            unreturned += 1
+            complete(h, ret: nil, items: [], time: e.timeNs)
+        }
+        release()
         if let old = waiting.removeValue(forKey: e.who.tid), let earlier = inflight.removeValue(forKey: old) {
             // The thread made a new call: the earlier one returned a way the plugin does not hook
             // (a successful exec, a signal handler): complete it without a result.
@@ -103,17 +121,23 @@ public final class GuestBehaviour {
             return
         }
         learnEgress(e, p)
-        inflight[e.cookie] = e
-        waiting[e.who.tid] = e.cookie
+        held = e
     }
 
     private func ret(_ r: GuestReturn) {
+        if let h = held, h.cookie == r.cookie {
+            held = nil
+            complete(h, ret: r.ret, items: r.items, time: h.timeNs)
+            return
+        }
+        release()
         guard let e = inflight.removeValue(forKey: r.cookie) else { return }
         if waiting[e.who.tid] == r.cookie { waiting[e.who.tid] = nil }
         complete(e, ret: r.ret, items: r.items, time: e.timeNs)
     }
 
     private func taskExit(_ time: UInt64, _ who: GuestIdentity, _ code: Int64) {
+        release()
         if let old = waiting.removeValue(forKey: who.tid), let earlier = inflight.removeValue(forKey: old) {
             complete(earlier, ret: nil, items: [], time: time)
         }
@@ -220,7 +244,7 @@ public final class GuestBehaviour {
     }
 
     @discardableResult
-    func append(_ ev: TraceEvent) -> UInt64 {
+    func append(_ ev: consuming TraceEvent) -> UInt64 {
         events += 1
         return log.append(ev)
     }
