@@ -7,8 +7,12 @@
 //     sysenter), do_int80_emulation / do_int80_syscall_32 (int 0x80): at their
 //     first instruction RDI points to the user's pt_regs and the kernel's page
 //     tables and GS are in place, with page-table isolation on or off;
-//   - every `sysretq`, `sysretl` and `iretq` of the kernel: the return to user
-//     mode, matched to its entry by (page table, user stack, user instruction);
+//   - the instruction after entry_SYSCALL_64's `call do_syscall_64` (found when
+//     that block is translated): a 64-bit call's return, with RSP at its pt_regs
+//     (so the task's kernel stack is the key, and ax, ip and sp are read there);
+//   - every `sysretl` and `iretq` of the kernel (and `sysretq` until the call above
+//     is found): the return to user mode of 32-bit calls, matched to the entry by
+//     (page table, user stack, user instruction);
 //   - do_exit: a task ends.
 // The slide: the first kernel block at an address congruent to
 // entry_SYSCALL_64 modulo the KASLR alignment whose bytes equal that
@@ -42,8 +46,9 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 #define MAX_VCPUS 64
 #define PENDING_SLOTS 8192
 #define PENDING_PROBE 32
-/// Buckets of the count of pending calls per user stack pointer: a return whose bucket is
-/// empty has nothing to match and costs one register read.
+/// Buckets of the count of pending calls per user stack pointer (per pt_regs address for
+/// calls keyed by it): a return whose bucket is empty has nothing to match and costs one
+/// register read.
 #define SP_BUCKETS 4096
 /// Calls whose number in rsi (do_syscall_64's second argument) equalled pt_regs.orig_ax
 /// before the number is taken from rsi alone.
@@ -71,7 +76,14 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 #define PC_LOWMEM_LIMIT 0xe0000000ULL
 
 /// Hook kinds (udata of the instruction callbacks).
-enum { HOOK_SYS64 = 1, HOOK_FAST32, HOOK_INT80, HOOK_EXIT, HOOK_SYSRET, HOOK_SYSRET32, HOOK_IRET };
+enum { HOOK_SYS64 = 1, HOOK_FAST32, HOOK_INT80, HOOK_EXIT, HOOK_SYSRET, HOOK_SYSRET32, HOOK_IRET, HOOK_SYS64_RETURN };
+
+/// The `ip` of a pending 64-bit call keyed by its pt_regs address (held in `cr3`): no user
+/// instruction pointer keys another call with a kernel address as its page table.
+#define KEY_BY_REGS 1ULL
+/// x86 `call rel32`.
+#define CALL_REL32 0xe8
+#define CALL_REL32_SIZE 5
 
 /// The user code segment of 32-bit processes (an iret frame's CS says the return is to compat mode).
 #define USER32_CS 0x23
@@ -93,12 +105,20 @@ typedef struct vcpu_state {
     /// The pt_regs address (top of the task's kernel stack) the cached identity was read at, and
     /// the exit generation then: while both hold, the task is the same and no memory is read.
     uint64_t cached_regs_at, cached_exit_gen;
+    /// The kernel page table at the last recorded entry (while page-table isolation is unknown).
+    uint64_t entry_cr3;
+    /// Where the task's pt_regs lie in the RAM mapping (the kernel stack's page of
+    /// regs_page, translated at exit generation regs_gen): read without a page walk.
+    uint64_t regs_page, regs_gen;
+    const uint8_t *regs_host;
     kvmi_identity id;
     uint8_t rec[RECORD_MAX];
 } vcpu_state;
 
 typedef struct pending {
     uint64_t cr3, ip, sp;
+    /// The user's instruction and stack pointers at the call (of a call keyed by its pt_regs).
+    uint64_t user_ip, user_sp;
     uint64_t cookie;
     uint64_t seen;
     int64_t nr;
@@ -121,6 +141,10 @@ static struct {
     uint8_t sig[32];
     size_t sig_len;
     uint64_t sys64, fast32, int80, do_exit;  // link-time
+    /// The instruction after `call do_syscall_64` (run-time address), once found; until then
+    /// 64-bit calls are matched at sysretq/iretq like 32-bit ones.
+    uint64_t sys64_return;
+    int sys64_return_known;
     uint64_t current_task;
     uint64_t off_pid, off_tgid, off_comm, off_parent;
     unsigned max_string;
@@ -280,6 +304,27 @@ static int string_at(vcpu_state *v, uint64_t addr, char *out, unsigned max, int 
     return (int)max;
 }
 
+/// A task's pt_regs (the top of its kernel stack). The page's place in the RAM mapping is kept
+/// per vCPU until a task exits (a stack can then be freed and its address reused), so the
+/// next call of the same task reads it without a page walk or a register read.
+static int regs_read(vcpu_state *v, uint64_t regs_at, pt_regs *out) {
+    uint64_t page = regs_at & ~(PAGE - 1), in_page = regs_at & (PAGE - 1);
+    uint64_t gen = __atomic_load_n(&K.exit_gen, __ATOMIC_ACQUIRE);
+    if (v->regs_host && v->regs_page == page && v->regs_gen == gen && in_page + sizeof *out <= PAGE) {
+        memcpy(out, v->regs_host + in_page, sizeof *out);
+        return 1;
+    }
+    if (!mem(v, regs_at, out, sizeof *out)) return 0;
+    v->regs_host = NULL;
+    uint64_t pa;
+    if (K.ram && __atomic_load_n(&K.direct_trust, __ATOMIC_RELAXED) >= DIRECT_CONFIRMATIONS &&
+        in_page + sizeof *out <= PAGE && translate(cr3_of(v), page, &pa)) {
+        const uint8_t *host = ram_at(pa, PAGE);
+        if (host) { v->regs_host = host; v->regs_page = page; v->regs_gen = gen; }
+    }
+    return 1;
+}
+
 // MARK: the ring
 
 static void ring_push(const void *rec, uint32_t size) {
@@ -398,7 +443,7 @@ static void pending_release(pending *p) {
     size_t at = (size_t)(p - K.table);
     if (!K.tags[at]) return;
     K.tags[at] = 0;
-    __atomic_fetch_sub(&K.sp_pending[sp_bucket(p->sp)], 1, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&K.sp_pending[sp_bucket(p->ip == KEY_BY_REGS ? p->cr3 : p->sp)], 1, __ATOMIC_RELEASE);
 }
 
 static void pending_take(pending *p, uint64_t cr3, uint64_t ip, uint64_t sp) {
@@ -407,7 +452,7 @@ static void pending_take(pending *p, uint64_t cr3, uint64_t ip, uint64_t sp) {
     p->cr3 = cr3;
     p->ip = ip;
     p->sp = sp;
-    __atomic_fetch_add(&K.sp_pending[sp_bucket(sp)], 1, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&K.sp_pending[sp_bucket(ip == KEY_BY_REGS ? cr3 : sp)], 1, __ATOMIC_RELEASE);
 }
 
 static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
@@ -445,7 +490,7 @@ static void on_syscall(unsigned vcpu, void *udata) {
     }
     uint64_t regs_at = reg(v, v->rdi);
     pt_regs pr;
-    if (!mem(v, regs_at, &pr, sizeof pr)) {
+    if (!regs_read(v, regs_at, &pr)) {
         __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
         return;
     }
@@ -460,7 +505,8 @@ static void on_syscall(unsigned vcpu, void *udata) {
     int anonymous = mmap_call && ((int32_t)(abi == KVMI_ABI_I386 ? pr.di : pr.r8) == -1 ||
                                   ((abi == KVMI_ABI_I386 ? pr.si : pr.r10) & 0x20));
     if (!K.all_calls && (!kvmi_model_needs(abi, nr) || anonymous)) return;
-    uint64_t cr3 = cr3_of(v);
+    // Until page-table isolation is known, the kernel page table of this call (see on_sysret).
+    if (K.ring->pti == 0) v->entry_cr3 = cr3_of(v) & CR3_MASK;
     uint8_t *rec = v->rec;
     kvmi_entry *e = (kvmi_entry *)rec;
     memset(e, 0, sizeof *e);
@@ -564,12 +610,21 @@ static void on_syscall(unsigned vcpu, void *udata) {
     ring_push(rec, finish(rec, size));
     __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
     if (s.no_return) return;
-    // A fast 32-bit call (sysenter, 32-bit syscall) returns to the vDSO's landing pad, which the
-    // kernel sets after this point: match its return by page table and stack alone.
-    uint64_t key_ip = kind == HOOK_FAST32 ? 0 : pr.ip;
+    // A 64-bit call comes back to the instruction after entry_SYSCALL_64's call, on the same
+    // kernel stack: its pt_regs address is the key. A fast 32-bit call (sysenter, 32-bit syscall)
+    // returns to the vDSO's landing pad, which the kernel sets after this point: match its return
+    // by page table and stack alone; other 32-bit calls by page table, stack and instruction.
+    uint64_t key_cr3, key_ip, key_sp;
+    if (kind == HOOK_SYS64 && __atomic_load_n(&K.sys64_return_known, __ATOMIC_ACQUIRE)) {
+        key_cr3 = regs_at; key_ip = KEY_BY_REGS; key_sp = 0;
+    } else {
+        key_cr3 = cr3_of(v) & CR3_MASK; key_ip = kind == HOOK_FAST32 ? 0 : pr.ip; key_sp = pr.sp;
+    }
     pthread_mutex_lock(&K.pending_lock);
-    pending *p = pending_slot(cr3 & CR3_MASK, key_ip, pr.sp);
-    pending_take(p, cr3 & CR3_MASK, key_ip, pr.sp);
+    pending *p = pending_slot(key_cr3, key_ip, key_sp);
+    pending_take(p, key_cr3, key_ip, key_sp);
+    p->user_ip = pr.ip;
+    p->user_sp = pr.sp;
     p->cookie = e->cookie;
     p->nr = e->nr;
     p->abi = (uint16_t)abi;
@@ -590,6 +645,9 @@ static pending *pending_match(uint64_t cr3, uint64_t ip, uint64_t sp, int compat
     return p;
 }
 
+static void complete_return(vcpu_state *v, const pending *call, uint64_t rax);
+static void after_reset(qemu_plugin_id_t id);
+
 static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint64_t rax, int via_sysret, int compat) {
     pending found;
     int have = 0;
@@ -608,7 +666,12 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
         if (via_sysret && K.ring->pti == 0) K.ring->pti = exact ? 1 : 2;
     }
     pthread_mutex_unlock(&K.pending_lock);
-    if (!have) return;
+    if (have) complete_return(v, &found, rax);
+}
+
+/// Publishes the return of a pending call with its result, and what it could not read at entry.
+static void complete_return(vcpu_state *v, const pending *call, uint64_t rax) {
+    pending found = *call;
     __atomic_fetch_add(&K.ring->returns, 1, __ATOMIC_RELAXED);
     uint8_t *rec = v->rec;
     kvmi_return *r = (kvmi_return *)rec;
@@ -638,11 +701,45 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
     ring_push(rec, finish(rec, size));
 }
 
+/// A 64-bit call's return: RSP is at its pt_regs, where the kernel left the result and the user's
+/// instruction and stack pointers. A return elsewhere than after the call (a signal handler, a new
+/// program, a restart) leaves the call pending, as a return to user mode that matches no entry does.
+static void on_sys64_return(unsigned vcpu, void *udata) {
+    (void)udata;
+    vcpu_state *v = K.vcpus[vcpu];
+    if (!v) return;
+    v->cr3_known = 0;
+    uint64_t regs_at = reg(v, v->rsp);
+    if (!sp_may_be_pending(regs_at)) return;
+    pt_regs pr;
+    if (!regs_read(v, regs_at, &pr)) return;
+    pending found;
+    int have = 0;
+    pthread_mutex_lock(&K.pending_lock);
+    pending *p = pending_find(regs_at, KEY_BY_REGS, 0);
+    if (p && p->user_ip == pr.ip && p->user_sp == pr.sp) {
+        found = *p;
+        pending_release(p);
+        have = 1;
+    }
+    pthread_mutex_unlock(&K.pending_lock);
+    if (have) complete_return(v, &found, pr.ax);
+}
+
 static void on_sysret(unsigned vcpu, void *udata) {
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
     v->cr3_known = 0;
     int compat = (uintptr_t)udata == HOOK_SYSRET32;
+    if (!compat && __atomic_load_n(&K.sys64_return_known, __ATOMIC_ACQUIRE)) {
+        // 64-bit returns are matched after the call; sysretq is watched only to learn whether the
+        // user page table differs from the kernel's (page-table isolation), then no more.
+        if (K.ring->pti != 0 || !v->entry_cr3) return;
+        uint64_t user = cr3_of(v) & CR3_MASK;
+        int pti = user == v->entry_cr3 ? 1 : user == (v->entry_cr3 | PTI_USER_BIT) ? 2 : 0;
+        if (pti && __atomic_exchange_n(&K.ring->pti, (uint64_t)pti, __ATOMIC_ACQ_REL) == 0) qemu_plugin_reset(K.id, after_reset);
+        return;
+    }
     uint64_t sp = reg(v, v->rsp);
     if (compat) sp = (uint32_t)sp;
     if (!sp_may_be_pending(sp)) return;
@@ -737,12 +834,32 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
             }
         }
         size_t size = qemu_plugin_insn_size(insn);
+        if (K.calibrated && !K.sys64_return_known && size == CALL_REL32_SIZE && a - K.slide - K.entry_link < PAGE) {
+            // entry_SYSCALL_64's call of do_syscall_64: its next instruction is where every 64-bit
+            // call comes back. Start again so that blocks translated before know it.
+            uint8_t c[CALL_REL32_SIZE];
+            int32_t rel;
+            if (qemu_plugin_insn_data(insn, c, sizeof c) == sizeof c && c[0] == CALL_REL32 &&
+                (memcpy(&rel, c + 1, sizeof rel), a + CALL_REL32_SIZE + (uint64_t)(int64_t)rel - K.slide == K.sys64)) {
+                K.sys64_return = a + CALL_REL32_SIZE;
+                __atomic_store_n(&K.sys64_return_known, 1, __ATOMIC_RELEASE);
+                K.ring->sys64_return = K.sys64_return;
+                qemu_plugin_reset(id, after_reset);
+                return;
+            }
+        }
+        if (K.sys64_return_known && a == K.sys64_return) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_sys64_return, QEMU_PLUGIN_CB_R_REGS, (void *)(uintptr_t)HOOK_SYS64_RETURN);
+        }
         if (size != 2 && size != 3) continue;
         uint8_t b[3] = {0, 0, 0};
         qemu_plugin_insn_data(insn, b, size);
         int sysretq = size == 3 && b[0] == 0x48 && b[1] == 0x0f && b[2] == 0x07;
         int sysretl = size == 2 && b[0] == 0x0f && b[1] == 0x07;
         int iretq = size == 2 && b[0] == 0x48 && b[1] == 0xcf;
+        // Once 64-bit returns are matched after the call and page-table isolation is known,
+        // sysretq needs no hook.
+        if (sysretq && K.sys64_return_known && K.ring->pti != 0) sysretq = 0;
         if (sysretq || sysretl) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_sysret, QEMU_PLUGIN_CB_R_REGS,
                                                    (void *)(uintptr_t)(sysretq ? HOOK_SYSRET : HOOK_SYSRET32));

@@ -153,6 +153,8 @@ import Testing
     }
 
     /// A listener on the host's loopback (standing for the Internet): TCP on 127.0.0.1 and ::1, UDP on 127.0.0.1.
+    /// It ends when its standard input closes (the test process ended) or is killed; SIGTERM will not
+    /// do, since a child inherits the blocked signals of the test thread that spawned it.
     final class Listener {
         let process = Process()
         let out: String
@@ -184,17 +186,25 @@ import Testing
                 for t in (lambda: tcp(socket.AF_INET, '127.0.0.1'), lambda: tcp(socket.AF_INET6, '::1'), udp):
                     threading.Thread(target=t, daemon=True).start()
                 print('ready', flush=True)
-                time.sleep(600)
+                sys.stdin.read()
                 """
             process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
             process.arguments = ["-c", script, "\(port)", out]
             let pipe = Pipe()
             process.standardOutput = pipe
+            process.standardInput = input
+            // Not the test's own output: a listener left behind would hold it open.
+            process.standardError = FileHandle.nullDevice
             try process.run()
             _ = pipe.fileHandleForReading.availableData  // "ready"
         }
+        private let input = Pipe()
         var received: String { (try? String(contentsOfFile: out, encoding: .utf8)) ?? "" }
-        deinit { process.terminate() }
+        deinit {
+            try? input.fileHandleForWriting.close()
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
     }
 
     static let routes = ["tcp", "sendto", "sendmsg", "udp", "ipv6", "early", "fork", "exec", "pipe", "sendfile", "splice"]

@@ -114,8 +114,10 @@ struct LeakTests {
         victim.executableURL = URL(fileURLWithPath: try Harness.binary("leak"))
         victim.arguments = ["victim", s.secret, "\(s.tcp.port)"]
         victim.standardOutput = FileHandle.nullDevice
+        victim.standardError = FileHandle.nullDevice
         try victim.run()
-        defer { if victim.isRunning { victim.terminate() } }
+        // SIGKILL: the victim inherits the test thread's blocked signals, SIGTERM among them.
+        defer { if victim.isRunning { kill(victim.processIdentifier, SIGKILL); victim.waitUntilExit() } }
         try await Task.sleep(nanoseconds: 100_000_000)
         let run = try await Harness.trace(try s.args(route, "\(victim.processIdentifier)"), options: s.options, dir: s.dir)
         for line in LeakTests.memoryRoutes.first(where: { $0.0 == route })!.1 {
