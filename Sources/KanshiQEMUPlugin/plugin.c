@@ -128,6 +128,10 @@ typedef struct pending {
     uint64_t retry_ptr[2];
     /// An output the call writes (pipe fds).
     uint64_t fdpair_ptr;
+    /// The entry is not in the ring yet (all=1, a 64-bit call needing nothing at entry): it goes
+    /// with the return as one KVMI_CALL record, or alone if the call never comes back.
+    int deferred;
+    kvmi_entry entry;
 } pending;
 
 static struct {
@@ -443,6 +447,7 @@ static void pending_release(pending *p) {
     size_t at = (size_t)(p - K.table);
     if (!K.tags[at]) return;
     K.tags[at] = 0;
+    p->deferred = 0;
     __atomic_fetch_sub(&K.sp_pending[sp_bucket(p->ip == KEY_BY_REGS ? p->cr3 : p->sp)], 1, __ATOMIC_RELEASE);
 }
 
@@ -468,6 +473,27 @@ static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
     }
     __atomic_fetch_add(&K.ring->evicted, 1, __ATOMIC_RELAXED);
     return oldest;
+}
+
+/// Writes a deferred entry on its own: its call will not come back to be written with it
+/// (under pending_lock).
+static void pending_flush(pending *p) {
+    if (!p->deferred) return;
+    p->deferred = 0;
+    ring_push(&p->entry, p->entry.r.size);
+    __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
+}
+
+/// Writes every deferred entry of `task` (0: of every task), and frees their slots.
+static void pending_flush_task(uint64_t task) {
+    pthread_mutex_lock(&K.pending_lock);
+    for (size_t i = 0; i < PENDING_SLOTS; i++) {
+        pending *p = &K.table[i];
+        if (!K.tags[i] || !p->deferred || (task && p->entry.who.task != task)) continue;
+        pending_flush(p);
+        pending_release(p);
+    }
+    pthread_mutex_unlock(&K.pending_lock);
 }
 
 // MARK: entries
@@ -607,22 +633,32 @@ static void on_syscall(unsigned vcpu, void *udata) {
         uint64_t flags = 0;
         if (mem(v, e->args[s.open_how], &flags, 8)) add_item(rec, &size, KVMI_OPEN_HOW, 0, &flags, 8);
     }
-    ring_push(rec, finish(rec, size));
-    __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
+    uint32_t total = finish(rec, size);
+    int by_regs = kind == HOOK_SYS64 && __atomic_load_n(&K.sys64_return_known, __ATOMIC_ACQUIRE);
+    // With all=1, a 64-bit call the model does not need and that read nothing goes into the ring
+    // with its return, as one record.
+    int defer = K.all_calls && by_regs && size == sizeof *e && !s.no_return && !kvmi_model_needs(abi, nr);
+    if (!defer) {
+        ring_push(rec, total);
+        __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
+    }
     if (s.no_return) return;
     // A 64-bit call comes back to the instruction after entry_SYSCALL_64's call, on the same
     // kernel stack: its pt_regs address is the key. A fast 32-bit call (sysenter, 32-bit syscall)
     // returns to the vDSO's landing pad, which the kernel sets after this point: match its return
     // by page table and stack alone; other 32-bit calls by page table, stack and instruction.
     uint64_t key_cr3, key_ip, key_sp;
-    if (kind == HOOK_SYS64 && __atomic_load_n(&K.sys64_return_known, __ATOMIC_ACQUIRE)) {
+    if (by_regs) {
         key_cr3 = regs_at; key_ip = KEY_BY_REGS; key_sp = 0;
     } else {
         key_cr3 = cr3_of(v) & CR3_MASK; key_ip = kind == HOOK_FAST32 ? 0 : pr.ip; key_sp = pr.sp;
     }
     pthread_mutex_lock(&K.pending_lock);
     pending *p = pending_slot(key_cr3, key_ip, key_sp);
+    pending_flush(p);  // the slot's earlier call (this thread's, or evicted) never came back
     pending_take(p, key_cr3, key_ip, key_sp);
+    p->deferred = defer;
+    if (defer) memcpy(&p->entry, e, sizeof *e);
     p->user_ip = pr.ip;
     p->user_sp = pr.sp;
     p->cookie = e->cookie;
@@ -723,7 +759,19 @@ static void on_sys64_return(unsigned vcpu, void *udata) {
         have = 1;
     }
     pthread_mutex_unlock(&K.pending_lock);
-    if (have) complete_return(v, &found, pr.ax);
+    if (!have) return;
+    if (found.deferred) {
+        kvmi_call c;
+        c.e = found.entry;
+        c.e.r.type = KVMI_CALL;
+        c.e.r.size = sizeof c;
+        c.ret = (int64_t)pr.ax;
+        ring_push(&c, sizeof c);
+        __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&K.ring->returns, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    complete_return(v, &found, pr.ax);
 }
 
 static void on_sysret(unsigned vcpu, void *udata) {
@@ -775,6 +823,7 @@ static void on_task_exit(unsigned vcpu, void *udata) {
     v->cached_task = 0;
     if (!identify(v, reg(v, v->gs_base), vcpu, &x.who)) return;
     v->cached_task = 0;
+    if (K.all_calls) pending_flush_task(x.who.task);
     ring_push(&x, sizeof x);
 }
 
@@ -907,7 +956,9 @@ static void vcpu_init(qemu_plugin_id_t id, unsigned int vcpu) {
 static void at_exit(qemu_plugin_id_t id, void *p) {
     (void)id;
     (void)p;
-    if (K.ring) __atomic_store_n(&K.ring->state, 2, __ATOMIC_RELEASE);
+    if (!K.ring) return;
+    if (K.all_calls) pending_flush_task(0);
+    __atomic_store_n(&K.ring->state, 2, __ATOMIC_RELEASE);
 }
 
 static int parse_hex_bytes(const char *s, uint8_t *out, size_t cap, size_t *len) {

@@ -68,6 +68,7 @@ public final class GuestBehaviour {
         switch record {
         case .entry(let e): entry(e)
         case .ret(let r): ret(r)
+        case .call(let e, let r): call(e, ret: r)
         case .taskExit(let t, let who, let code): taskExit(t, who, code)
         case .calibrated(let t, let slide):
             var e = TraceEvent(kind: .notice)
@@ -122,6 +123,22 @@ public final class GuestBehaviour {
         }
         learnEgress(e, p)
         held = e
+    }
+
+    /// A whole call (entry and return in one record): the thread's earlier calls are done.
+    private func call(_ e: GuestEntry, ret r: Int64) {
+        if let h = held, h.who.tid == e.who.tid {
+            held = nil
+            unreturned += 1
+            complete(h, ret: nil, items: [], time: e.timeNs)
+        }
+        if let old = waiting.removeValue(forKey: e.who.tid), let earlier = inflight.removeValue(forKey: old) {
+            unreturned += 1
+            complete(earlier, ret: nil, items: [], time: e.timeNs)
+        }
+        let p = process(e.who, time: e.timeNs)
+        if p.comm != e.who.comm { p.comm = e.who.comm }
+        complete(e, ret: r, items: [], time: e.timeNs)
     }
 
     private func ret(_ r: GuestReturn) {

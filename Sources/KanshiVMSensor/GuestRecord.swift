@@ -66,6 +66,8 @@ public struct GuestReturn: Sendable {
 public enum GuestRecord: Sendable {
     case entry(GuestEntry)
     case ret(GuestReturn)
+    /// A whole call written at its return (a call that read nothing at its entry, --all-calls).
+    case call(GuestEntry, ret: Int64)
     /// A task ran do_exit with this code (exit status << 8, or the signal).
     case taskExit(timeNs: UInt64, who: GuestIdentity, code: Int64)
     /// The plugin found the guest kernel's KASLR slide.
@@ -99,10 +101,11 @@ extension GuestRecord {
             try need(MemoryLayout<kvmi_entry>.size)
             let e = bytes.loadUnaligned(as: kvmi_entry.self)
             let items = try Self.items(bytes, from: MemoryLayout<kvmi_entry>.size, to: size, offset: offset)
-            let args = withUnsafeBytes(of: e.args) { Array($0.bindMemory(to: UInt64.self)) }
-            return (.entry(GuestEntry(timeNs: e.r.time_ns, i386: e.r.abi == UInt16(KVMI_ABI_I386), who: identity(e.who),
-                                      cookie: e.cookie, nr: e.nr, args: args, userIP: e.user_ip, userSP: e.user_sp,
-                                      items: items)), size)
+            return (.entry(entry(e, items: items)), size)
+        case Int32(KVMI_CALL):
+            try need(MemoryLayout<kvmi_call>.size)
+            let c = bytes.loadUnaligned(as: kvmi_call.self)
+            return (.call(entry(c.e, items: []), ret: c.ret), size)
         case Int32(KVMI_RETURN):
             try need(MemoryLayout<kvmi_return>.size)
             let r = bytes.loadUnaligned(as: kvmi_return.self)
@@ -119,6 +122,12 @@ extension GuestRecord {
         default:
             throw GuestRecordError(offset: offset, what: "unknown type \(type)")
         }
+    }
+
+    static func entry(_ e: kvmi_entry, items: [GuestItem]) -> GuestEntry {
+        let args = withUnsafeBytes(of: e.args) { Array($0.bindMemory(to: UInt64.self)) }
+        return GuestEntry(timeNs: e.r.time_ns, i386: e.r.abi == UInt16(KVMI_ABI_I386), who: identity(e.who),
+                          cookie: e.cookie, nr: e.nr, args: args, userIP: e.user_ip, userSP: e.user_sp, items: items)
     }
 
     static func identity(_ w: kvmi_identity) -> GuestIdentity {

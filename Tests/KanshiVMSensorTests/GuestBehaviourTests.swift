@@ -1,3 +1,4 @@
+import CKanshiVMIRing
 import Foundation
 import KanshiTrace
 import Testing
@@ -143,5 +144,29 @@ import Testing
         let names = r.events.filter { $0["ev"] as? String == "call" }.compactMap { $0["call"] as? String }
         #expect(names == ["getppid", "stat", "exit_group"])
         #expect(r.events.contains { $0["call"] as? String == "stat" && $0["path"] as? String == "/etc/passwd" })
+    }
+
+    /// A whole call written at its return (--all-calls, a call that read nothing at entry) is logged
+    /// with its result; a call of the same thread that never came back is completed before it.
+    @Test func wholeCallsAreLoggedWithTheirResult() throws {
+        let r = try run([
+            RecordBytes.call(cookie: 1, tid: 61, nr: 110, ret: 1),  // getppid
+            RecordBytes.entry(cookie: 2, tid: 61, nr: 35, args: [0x1000]),  // nanosleep, interrupted by a handler
+            RecordBytes.call(cookie: 3, tid: 61, nr: 39, ret: 61, time: 5),  // getpid
+        ], allCalls: true)
+        let calls = r.events.filter { $0["ev"] as? String == "call" }
+        #expect(calls.compactMap { $0["call"] as? String } == ["getppid", "nanosleep", "getpid"])
+        #expect(calls.first?["ret"] as? Int == 1 && calls.last?["ret"] as? Int == 61)
+        #expect(calls[1]["ret"] == nil, "the interrupted call has no result: \(calls[1])")
+    }
+
+    @Test func aShortWholeCallIsRefusedWithItsPlace() throws {
+        let short = MemoryLayout<kvmi_entry>.size
+        var bytes = Array(RecordBytes.call(cookie: 1, tid: 61, nr: 110, ret: 1).prefix(short))
+        bytes.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(short), toByteOffset: 0, as: UInt32.self) }
+        #expect(throws: GuestRecordError.self) { try RecordBytes.decode(bytes) }
+        do { _ = try RecordBytes.decode(bytes) } catch {
+            #expect("\(error)".contains("type 5 of \(MemoryLayout<kvmi_entry>.size) bytes, needs \(MemoryLayout<kvmi_call>.size)"), "\(error)")
+        }
     }
 }

@@ -37,6 +37,18 @@ enum RecordBytes {
         return finish(withUnsafeBytes(of: e) { Array($0) }, items)
     }
 
+    /// A whole call (KVMI_CALL): the entry as `entry` makes it, with its result.
+    static func call(cookie: UInt64, tid: Int32, nr: Int64, args: [UInt64] = [], ret value: Int64, time: UInt64 = 1) -> [UInt8] {
+        var c = kvmi_call()
+        c.e.r.type = UInt16(KVMI_CALL); c.e.r.abi = UInt16(KVMI_ABI_X86_64); c.e.r.time_ns = time
+        c.e.who = identity(tid: tid, pid: tid, ppid: 1, comm: "prog")
+        c.e.cookie = cookie; c.e.nr = nr
+        let a = args + [UInt64](repeating: 0, count: 6 - args.count)
+        c.e.args = (a[0], a[1], a[2], a[3], a[4], a[5])
+        c.ret = value
+        return finish(withUnsafeBytes(of: c) { Array($0) }, [])
+    }
+
     static func ret(cookie: UInt64, _ value: Int64, items: [[UInt8]] = [], time: UInt64 = 2) -> [UInt8] {
         var r = kvmi_return()
         r.r.type = UInt16(KVMI_RETURN); r.r.time_ns = time

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #define KVMI_RING_MAGIC 0x314d56494853414bULL /* "KASHIVM1" */
-#define KVMI_RING_VERSION 2
+#define KVMI_RING_VERSION 3
 #define KVMI_RING_HEADER_SIZE 4096
 
 /// The ring's header; the producer owns head and the counters, the consumer tail.
@@ -92,6 +92,10 @@ enum {
     KVMI_TASK_EXIT = 3,
     /// The plugin learnt the KASLR slide (payload: kvmi_calibration).
     KVMI_CALIBRATED = 4,
+    /// A whole call, written at its return (payload: kvmi_call): with all=1, a 64-bit call that
+    /// needs nothing read at its entry. One that never comes back is written as a KVMI_ENTRY
+    /// when the thread's next call, its task's end or the plugin's end shows it will not.
+    KVMI_CALL = 5,
 };
 
 /// ABIs of an entry.
@@ -141,6 +145,12 @@ typedef struct kvmi_return {
     int64_t ret;
     /// Items read at the return follow.
 } kvmi_return;
+
+typedef struct kvmi_call {
+    /// The entry as it would have been written (its r.type is KVMI_CALL); no items.
+    kvmi_entry e;
+    int64_t ret;
+} kvmi_call;
 
 typedef struct kvmi_task_exit {
     kvmi_record r;
