@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -707,39 +708,38 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
 
 /// Publishes the return of a pending call with its result, and what it could not read at entry.
 static void complete_return(vcpu_state *v, const pending *call, uint64_t rax) {
-    pending found = *call;
     __atomic_fetch_add(&K.ring->returns, 1, __ATOMIC_RELAXED);
     uint8_t *rec = v->rec;
     kvmi_return *r = (kvmi_return *)rec;
     memset(r, 0, sizeof *r);
     r->r.type = KVMI_RETURN;
-    r->r.abi = found.abi;
+    r->r.abi = call->abi;
     r->r.time_ns = 0;  // a call is timed at its entry (one clock read per call, not two)
-    r->cookie = found.cookie;
-    r->ret = found.abi == KVMI_ABI_I386 ? (int64_t)(int32_t)rax : (int64_t)rax;
+    r->cookie = call->cookie;
+    r->ret = call->abi == KVMI_ABI_I386 ? (int64_t)(int32_t)rax : (int64_t)rax;
     uint32_t size = sizeof *r;
     char text[4096];
     for (int i = 0; i < 2; i++) {
-        if (!found.retry_tag[i]) continue;
+        if (!call->retry_tag[i]) continue;
         int cut = 0;
-        int n = string_at(v, found.retry_ptr[i], text, K.max_string, &cut);
+        int n = string_at(v, call->retry_ptr[i], text, K.max_string, &cut);
         if (n < 0) {
             __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
-            add_item(rec, &size, found.retry_tag[i], KVMI_ITEM_UNREADABLE, NULL, 0);
+            add_item(rec, &size, call->retry_tag[i], KVMI_ITEM_UNREADABLE, NULL, 0);
         } else {
-            add_item(rec, &size, found.retry_tag[i], cut ? KVMI_ITEM_TRUNCATED : 0, text, (uint16_t)n);
+            add_item(rec, &size, call->retry_tag[i], cut ? KVMI_ITEM_TRUNCATED : 0, text, (uint16_t)n);
         }
     }
-    if (found.fdpair_ptr && r->ret == 0) {
+    if (call->fdpair_ptr && r->ret == 0) {
         int32_t fds[2];
-        if (mem(v, found.fdpair_ptr, fds, sizeof fds)) add_item(rec, &size, KVMI_FDPAIR, 0, fds, sizeof fds);
+        if (mem(v, call->fdpair_ptr, fds, sizeof fds)) add_item(rec, &size, KVMI_FDPAIR, 0, fds, sizeof fds);
     }
     ring_push(rec, finish(rec, size));
 }
 
 /// A 64-bit call's return: RSP is at its pt_regs, where the kernel left the result and the user's
 /// instruction and stack pointers. A return elsewhere than after the call (a signal handler, a new
-/// program, a restart) leaves the call pending, as a return to user mode that matches no entry does.
+/// program, a restart) ends the call without a result.
 static void on_sys64_return(unsigned vcpu, void *udata) {
     (void)udata;
     vcpu_state *v = K.vcpus[vcpu];
@@ -750,19 +750,27 @@ static void on_sys64_return(unsigned vcpu, void *udata) {
     pt_regs pr;
     if (!regs_read(v, regs_at, &pr)) return;
     pending found;
-    int have = 0;
+    kvmi_call c;
+    int have = 0, whole = 0;
     pthread_mutex_lock(&K.pending_lock);
     pending *p = pending_find(regs_at, KEY_BY_REGS, 0);
     if (p && p->user_ip == pr.ip && p->user_sp == pr.sp) {
-        found = *p;
+        // The entry is copied once, where it will be written from; a call already in the ring
+        // needs only what precedes the held entry.
+        if (p->deferred) { memcpy(&c.e, &p->entry, sizeof c.e); whole = 1; }
+        else memcpy(&found, p, offsetof(pending, entry));
         pending_release(p);
         have = 1;
+    } else if (p) {
+        // The task leaves this kernel stack for another instruction (a new program, a signal
+        // handler, a restart): its call will not come back here. Free the key (the next returns
+        // of the task are let go without the lock) and write the entry if it waited.
+        pending_flush(p);
+        pending_release(p);
     }
     pthread_mutex_unlock(&K.pending_lock);
     if (!have) return;
-    if (found.deferred) {
-        kvmi_call c;
-        c.e = found.entry;
+    if (whole) {
         c.e.r.type = KVMI_CALL;
         c.e.r.size = sizeof c;
         c.ret = (int64_t)pr.ax;
