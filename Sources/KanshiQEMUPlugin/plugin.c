@@ -697,7 +697,7 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
         p = pending_match((cr3 & CR3_MASK) - PTI_USER_BIT, ip, sp, compat);
     }
     if (p) {
-        found = *p;
+        memcpy(&found, p, offsetof(pending, entry));  // 32-bit calls are never deferred
         pending_release(p);
         have = 1;
         if (via_sysret && K.ring->pti == 0) K.ring->pti = exact ? 1 : 2;
@@ -900,7 +900,6 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
                 (memcpy(&rel, c + 1, sizeof rel), a + CALL_REL32_SIZE + (uint64_t)(int64_t)rel - K.slide == K.sys64)) {
                 K.sys64_return = a + CALL_REL32_SIZE;
                 __atomic_store_n(&K.sys64_return_known, 1, __ATOMIC_RELEASE);
-                K.ring->sys64_return = K.sys64_return;
                 qemu_plugin_reset(id, after_reset);
                 return;
             }

@@ -100,22 +100,27 @@ public final class GuestBehaviour {
         waiting[h.who.tid] = h.cookie
     }
 
-    private func entry(_ e: GuestEntry) {
+    /// A new call of `e`'s thread: the thread's earlier call, if still waiting, returned a way the
+    /// plugin does not hook (a successful exec, a signal handler) and is completed without a
+    /// result. Returns the caller's process.
+    private func begin(_ e: GuestEntry) -> GuestProcess {
         if let h = held, h.who.tid == e.who.tid {
-            // The thread made a new call: the earlier one returned a way the plugin does not hook.
             held = nil
             unreturned += 1
             complete(h, ret: nil, items: [], time: e.timeNs)
         }
         release()
         if let old = waiting.removeValue(forKey: e.who.tid), let earlier = inflight.removeValue(forKey: old) {
-            // The thread made a new call: the earlier one returned a way the plugin does not hook
-            // (a successful exec, a signal handler): complete it without a result.
             unreturned += 1
             complete(earlier, ret: nil, items: [], time: e.timeNs)
         }
         let p = process(e.who, time: e.timeNs)
-        if let c = p.comm as String?, c != e.who.comm { p.comm = e.who.comm }
+        if p.comm != e.who.comm { p.comm = e.who.comm }
+        return p
+    }
+
+    private func entry(_ e: GuestEntry) {
+        let p = begin(e)
         let nr = e.x86_64Number
         if nr == GuestCalls.exitGroup || nr == GuestCalls.exit || nr == GuestCalls.rtSigreturn || (e.i386 && e.nr == 119) {
             if options.allCalls { logCall(e, p, ret: nil) }
@@ -125,19 +130,9 @@ public final class GuestBehaviour {
         held = e
     }
 
-    /// A whole call (entry and return in one record): the thread's earlier calls are done.
+    /// A whole call (entry and return in one record).
     private func call(_ e: GuestEntry, ret r: Int64) {
-        if let h = held, h.who.tid == e.who.tid {
-            held = nil
-            unreturned += 1
-            complete(h, ret: nil, items: [], time: e.timeNs)
-        }
-        if let old = waiting.removeValue(forKey: e.who.tid), let earlier = inflight.removeValue(forKey: old) {
-            unreturned += 1
-            complete(earlier, ret: nil, items: [], time: e.timeNs)
-        }
-        let p = process(e.who, time: e.timeNs)
-        if p.comm != e.who.comm { p.comm = e.who.comm }
+        _ = begin(e)
         complete(e, ret: r, items: [], time: e.timeNs)
     }
 

@@ -202,6 +202,7 @@ import Testing
         var received: String { (try? String(contentsOfFile: out, encoding: .utf8)) ?? "" }
         deinit {
             try? input.fileHandleForWriting.close()
+            guard process.processIdentifier != 0 else { return }  // never started
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }

@@ -26,25 +26,29 @@ enum RecordBytes {
         return out
     }
 
-    static func entry(cookie: UInt64, tid: Int32, pid: Int32? = nil, ppid: Int32 = 1, comm: String = "prog", nr: Int64,
-                      args: [UInt64] = [], items: [[UInt8]] = [], i386: Bool = false, time: UInt64 = 1) -> [UInt8] {
+    static func entryStruct(type: Int, cookie: UInt64, tid: Int32, pid: Int32?, ppid: Int32, comm: String, nr: Int64,
+                            args: [UInt64], i386: Bool, time: UInt64) -> kvmi_entry {
         var e = kvmi_entry()
-        e.r.type = UInt16(KVMI_ENTRY); e.r.abi = UInt16(i386 ? KVMI_ABI_I386 : KVMI_ABI_X86_64); e.r.time_ns = time
+        e.r.type = UInt16(type); e.r.abi = UInt16(i386 ? KVMI_ABI_I386 : KVMI_ABI_X86_64); e.r.time_ns = time
         e.who = identity(tid: tid, pid: pid ?? tid, ppid: ppid, comm: comm)
         e.cookie = cookie; e.nr = nr
         let a = args + [UInt64](repeating: 0, count: 6 - args.count)
         e.args = (a[0], a[1], a[2], a[3], a[4], a[5])
+        return e
+    }
+
+    static func entry(cookie: UInt64, tid: Int32, pid: Int32? = nil, ppid: Int32 = 1, comm: String = "prog", nr: Int64,
+                      args: [UInt64] = [], items: [[UInt8]] = [], i386: Bool = false, time: UInt64 = 1) -> [UInt8] {
+        let e = entryStruct(type: KVMI_ENTRY, cookie: cookie, tid: tid, pid: pid, ppid: ppid, comm: comm, nr: nr, args: args,
+                            i386: i386, time: time)
         return finish(withUnsafeBytes(of: e) { Array($0) }, items)
     }
 
     /// A whole call (KVMI_CALL): the entry as `entry` makes it, with its result.
     static func call(cookie: UInt64, tid: Int32, nr: Int64, args: [UInt64] = [], ret value: Int64, time: UInt64 = 1) -> [UInt8] {
         var c = kvmi_call()
-        c.e.r.type = UInt16(KVMI_CALL); c.e.r.abi = UInt16(KVMI_ABI_X86_64); c.e.r.time_ns = time
-        c.e.who = identity(tid: tid, pid: tid, ppid: 1, comm: "prog")
-        c.e.cookie = cookie; c.e.nr = nr
-        let a = args + [UInt64](repeating: 0, count: 6 - args.count)
-        c.e.args = (a[0], a[1], a[2], a[3], a[4], a[5])
+        c.e = entryStruct(type: KVMI_CALL, cookie: cookie, tid: tid, pid: nil, ppid: 1, comm: "prog", nr: nr, args: args,
+                          i386: false, time: time)
         c.ret = value
         return finish(withUnsafeBytes(of: c) { Array($0) }, [])
     }

@@ -64,9 +64,6 @@ typedef struct kvmi_ring_header {
     /// Times the producer found the ring full and waited for the consumer, and for how long.
     volatile uint64_t waits;
     volatile uint64_t waited_ns;
-    /// Where 64-bit calls come back (the instruction after entry_SYSCALL_64's call of
-    /// do_syscall_64, run-time address) once the plugin has found it; 0 before.
-    volatile uint64_t sys64_return;
 } kvmi_ring_header;
 
 /// Values of kvmi_ring_header.guest_ram.
