@@ -89,8 +89,10 @@ public final class EventLog: @unchecked Sendable {
             cond.unlock()
             if finish { break }
             text.clear()
-            // Each event encoded where it lies (no copy of its strings and arrays).
-            for i in batch.indices { batch[i].encode(into: &text); text.byte(UInt8(ascii: "\n")) }
+            // Each event encoded where it lies (borrowed: no copy, so no retain of its strings).
+            batch.withUnsafeBufferPointer { events in
+                for i in events.indices { events[i].encode(into: &text); text.byte(UInt8(ascii: "\n")) }
+            }
             if lost > 0 {
                 var d = TraceEvent(kind: .dropped)
                 d.time = Clock.nowNs()

@@ -36,7 +36,7 @@ public struct TraceEvent: Sendable {
     /// The virtual machine the event happened in (VM sensor), nil on the host.
     public var vm: String? = nil
     /// Raw arguments of a `call` event.
-    public var args: [UInt64]? = nil
+    public var args: SyscallArgs? = nil
 
     public init(kind: Kind) { self.kind = kind }
 

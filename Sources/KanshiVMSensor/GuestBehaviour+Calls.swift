@@ -55,7 +55,7 @@ extension GuestBehaviour {
         var args = e.args
         if e.i386 && e.nr == GuestCalls.socketcall, let sc = items.first(where: { $0.tag == .socketcall }) {
             nr = GuestCalls.socketcallNumbers[e.args[0]]
-            args = (0..<6).map { i in UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) }) }
+            args = SyscallArgs((0..<6).map { i in UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) }) })
         }
         let tid = e.who.tid
         var ev = event(.notice, p, tid: tid, time: time, call: e.name)

@@ -1,4 +1,5 @@
 import CKanshiVMIRing
+import KanshiTrace
 
 /// Who made a guest system call, as the guest kernel's task_struct says.
 public struct GuestIdentity: Sendable, Equatable {
@@ -34,7 +35,7 @@ public struct GuestEntry: Sendable {
     public var who: GuestIdentity
     public var cookie: UInt64
     public var nr: Int64
-    public var args: [UInt64]
+    public var args: SyscallArgs
     public var userIP: UInt64
     public var userSP: UInt64
     public var items: [GuestItem]
@@ -125,7 +126,7 @@ extension GuestRecord {
     }
 
     static func entry(_ e: kvmi_entry, items: [GuestItem]) -> GuestEntry {
-        let args = withUnsafeBytes(of: e.args) { Array($0.bindMemory(to: UInt64.self)) }
+        let args = withUnsafeBytes(of: e.args) { SyscallArgs($0.bindMemory(to: UInt64.self)) }
         return GuestEntry(timeNs: e.r.time_ns, i386: e.r.abi == UInt16(KVMI_ABI_I386), who: identity(e.who),
                           cookie: e.cookie, nr: e.nr, args: args, userIP: e.user_ip, userSP: e.user_sp, items: items)
     }
