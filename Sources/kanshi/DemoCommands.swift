@@ -70,7 +70,7 @@ struct Demo: AsyncParsableCommand {
         abstract: "The main job end to end: ransomware in a monitored VM, caught live and rolled back; then a benign workload.",
         discussion: """
             Builds the sandbox if needed (kanshi sandbox build), gets a detector (--model, \
-            or trains one on the RanSAP development split once and caches it), then runs a \
+            one trained on --dataset, or by default the one shipped in models/), then runs a \
             ransomware workload in the guest with the live detector on: prints the alert, \
             the detection delay, the bytes written before detection, and after the rollback \
             how many victim files are intact; then the same for a benign workload, which \
@@ -79,9 +79,9 @@ struct Demo: AsyncParsableCommand {
 
     @Option(help: "Sandbox directory.")
     var dir: String = SandboxLayout.defaultDirectory
-    @Option(help: "Detector model (default: DIR/model.json, trained on the RanSAP development split if missing).")
+    @Option(help: "Detector model (default: models/sandbox-detector.json of the checkout, trained on the sandbox's own recordings).")
     var model: String?
-    @Option(help: "RanSAP development split (the .tar.xz or an unpacked directory) to train the default model on.")
+    @Option(help: "Train the detector on these recordings instead (RanSAP runs or `kanshi dataset record` output: a directory, or a .tar/.tar.xz of one), written to DIR/model.json.")
     var dataset: String?
     @Option(help: "Ransomware workload to run.")
     var ransomware: String = "inplace"
@@ -94,6 +94,11 @@ struct Demo: AsyncParsableCommand {
     @Flag(help: "Show the guest's console.")
     var verbose = false
     @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if model != nil && dataset != nil { throw ValidationError("give --model or --dataset, not both") }
+        if timeout <= 0 { throw ValidationError("--timeout must be positive, got \(timeout)") }
+    }
 
     func run() async throws {
         let logger = try CLILogging.logger(label: "kanshi.demo", level: global.logLevel)
@@ -123,7 +128,7 @@ struct Demo: AsyncParsableCommand {
 
     static func table(_ runs: [WorkloadRun]) {
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-        Output.line(pad("workload", 14) + pad("class", 11) + pad("boot", 8) + pad("run", 8) + pad("journal", 11) + pad("alert", 7) + pad("delay", 8) + pad("written before", 16) + pad("intact", 10) + "bytes lost")
+        Output.line(pad("workload", 14) + pad("class", 11) + pad("boot", 8) + pad("run", 8) + pad("journal", 11) + pad("alert", 7) + pad("delay", 9) + pad("written before", 16) + pad("intact", 10) + "bytes lost")
         for r in runs {
             let res = r.result
             let d = res.detection
@@ -131,39 +136,42 @@ struct Demo: AsyncParsableCommand {
                         + pad(res.bootSeconds.map { String(format: "%.1f s", $0) } ?? "-", 8)
                         + pad(res.runSeconds.map { String(format: "%.1f s", $0) } ?? (d != nil ? "stopped" : "-"), 8)
                         + pad(Output.bytes(res.journalBytes), 11) + pad(d == nil ? "no" : "YES", 7)
-                        + pad(d?.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "-", 8)
+                        + pad(d.map { $0.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "no write" } ?? "-", 9)
                         + pad(d.map { Output.bytes($0.bytesWrittenBeforeAlert) } ?? "-", 16)
                         + pad(r.verify.map { "\($0.intact)/\($0.files)" } ?? "-", 10)
                         + (r.verify.map { "\($0.bytesLost)" } ?? "-"))
         }
     }
 
-    /// DIR/model.json, trained on the RanSAP development split the first time.
+    /// The detector the demo uses: --model; or one trained here on --dataset (written to
+    /// DIR/model.json, reusable with --model); or the model shipped in the repository's
+    /// `models/` (trained on the sandbox's own recordings, see models/README.md).
     static func defaultModel(dir: String, dataset: String?) throws -> String {
-        let path = dir + "/model.json"
-        if FileSystem.exists(path) { return path }
-        var source = dataset
-        if source == nil, let root = SandboxLayout.projectRoot {
-            let archive = (root as NSString).deletingLastPathComponent + "/shared/datasets/ransap-dev.tar.xz"
-            if FileSystem.exists(archive) { source = archive }
-        }
-        guard var data = source else {
-            throw CLIError("no detector model: give --model FILE, or --dataset with the RanSAP development split to train one")
-        }
-        if data.hasSuffix(".tar.xz") {
-            let into = dir + "/ransap"
-            if !FileSystem.exists(into + "/dataset") {
-                Output.line("== unpacking \(data)")
-                try FileManager.default.createDirectory(atPath: into, withIntermediateDirectories: true)
-                let t = try runTool(["tar", "-xJf", data, "-C", into])
-                guard t.status == 0 else { throw CLIError("cannot unpack \(data): \(t.stderr)") }
+        guard var data = dataset else {
+            guard let root = SandboxLayout.projectRoot else {
+                throw CLIError("no detector model: give --model FILE, or --dataset DIR to train one (the shipped \(shippedModel) is found from the kanshi checkout, and this kanshi is not in one)")
             }
-            data = into + "/dataset"
+            let path = root + "/" + shippedModel
+            guard FileSystem.exists(path) else { throw CLIError("no detector model: \(path) is missing; give --model FILE or --dataset DIR") }
+            return path
         }
-        Output.line("== training the detector on \(data) (random forest, extended features; once)")
-        let t = try runTool([SandboxLayout.executable, "train", "--dataset", data, "--classifier", "rf", "--features", "extended", "--no-stacked",
-                                "--rule-threshold", "0.5", "--model", path])
-        guard t.status == 0 else { throw CLIError("training failed: \(t.stderr)") }
+        if data.hasSuffix(".tar.xz") || data.hasSuffix(".tar") {
+            let into = dir + "/dataset-unpacked"
+            Output.line("== unpacking \(data)")
+            try? FileManager.default.removeItem(atPath: into)
+            try FileManager.default.createDirectory(atPath: into, withIntermediateDirectories: true)
+            let t = try runTool(["tar", "-xf", data, "-C", into])
+            guard t.status == 0 else { throw CLIError("cannot unpack \(data): \(t.stderr)") }
+            data = into
+        }
+        let path = dir + "/model.json"
+        Output.line("== training the detector on \(data) (random forest, extended features)")
+        let m = try DetectorTraining.train(dataset: data, classifier: .rf, featureSet: .extended, stacked: false, ruleThreshold: 0.5)
+        try m.model.save(to: path)
+        Output.line("trained on \(m.runs) runs, \(m.windows) windows; wrote \(path) (reuse it with --model)")
         return path
     }
+
+    /// The detector shipped with Kanshi, relative to the checkout.
+    static let shippedModel = "models/sandbox-detector.json"
 }
