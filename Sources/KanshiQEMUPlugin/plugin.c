@@ -29,7 +29,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <cpuid.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,13 +40,23 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include "plugin.h"
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 
 #define KERNEL_SPACE 0xffff800000000000ULL
-#define MAX_VCPUS 64
+#define MAX_VCPUS KVMI_MAX_VCPUS
+/// Spins of a waiter on a held lock before it yields the CPU.
+#define SPINS_BEFORE_YIELD 256
+/// A vCPU reads the real clock again after this long of TSC time, and the TSC's rate is taken
+/// once this much time has passed since the plugin started.
+#define TSC_ANCHOR_NS 1000000ULL
+#define TSC_RATE_AFTER_NS 10000000ULL
+/// CPUID leaf and bit of an invariant TSC (constant rate, runs in every power state).
+#define CPUID_POWER_LEAF 0x80000007u
+#define CPUID_INVARIANT_TSC (1u << 8)
 #define PENDING_SLOTS 8192
 #define PENDING_PROBE 32
 /// Buckets of the count of pending calls per user stack pointer (per pt_regs address for
@@ -69,6 +81,9 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 #define PTE_LARGE 0x80ULL
 /// Direct reads of guest RAM checked against QEMU's own read before they are trusted.
 #define DIRECT_CONFIRMATIONS 256
+/// Entries and returns whose pt_regs address, read from a register, the per-cpu top of stack
+/// must have given before the register is no longer read.
+#define STACK_TOP_CONFIRMATIONS 64
 /// The pc machine's legacy video and ROM window: not RAM to the guest.
 #define LEGACY_HOLE_START 0xa0000ULL
 #define LEGACY_HOLE_END 0x100000ULL
@@ -98,6 +113,12 @@ typedef struct vcpu_state {
     struct qemu_plugin_register *rdi, *rsi, *rax, *rcx, *rsp, *gs_base, *cr3;
     GByteArray *regbuf;
     GByteArray *membuf;
+    /// This vCPU's counters in the ring header.
+    kvmi_vcpu_counters *count;
+    /// The entry clock (see entry_ns): the last real-clock reading and the TSC then, how long
+    /// an anchor lasts in TSC ticks, and nanoseconds per tick (0 until measured).
+    uint64_t anchor_tsc, anchor_ns, anchor_ticks;
+    double ns_per_tick;
     uint64_t counter;
     /// CR3 read once per callback (valid while cr3_known).
     uint64_t cr3_now;
@@ -112,6 +133,8 @@ typedef struct vcpu_state {
     /// regs_page, translated at exit generation regs_gen): read without a page walk.
     uint64_t regs_page, regs_gen;
     const uint8_t *regs_host;
+    /// This vCPU's per-cpu top-of-stack word in the RAM mapping (NULL until found).
+    const uint64_t *stack_top;
     kvmi_identity id;
     uint8_t rec[RECORD_MAX];
 } vcpu_state;
@@ -140,8 +163,10 @@ static struct {
     kvmi_ring_header *ring;
     uint8_t *data;
     uint64_t capacity;
-    pthread_mutex_t ring_lock;
-    pthread_mutex_t pending_lock;
+    /// Spin locks (see lock()): held for a few hundred nanoseconds at most, except while a full
+    /// ring waits for kanshi.
+    int ring_lock;
+    int pending_lock;
     uint64_t entry_link, align, slide;
     uint8_t sig[32];
     size_t sig_len;
@@ -151,12 +176,19 @@ static struct {
     uint64_t sys64_return;
     int sys64_return_known;
     uint64_t current_task;
+    /// Per-cpu offset of the running task's top of kernel stack (0: not given), and how often the
+    /// pt_regs address it gives agreed with the register (-1: it did not once).
+    uint64_t top_of_stack;
+    int stack_top_trust;
     uint64_t off_pid, off_tgid, off_comm, off_parent;
     unsigned max_string;
     /// Emit every call (1), or only those the behaviour model needs (0; the rest are counted).
     int all_calls;
     int calibrated;
     uint64_t pending_clock;
+    /// An invariant TSC, and the real clock and TSC when the plugin started.
+    int tsc_invariant;
+    uint64_t tsc0, ns0;
     /// Pending calls per bucket of user stack pointer (changed under pending_lock).
     uint32_t sp_pending[SP_BUCKETS];
     /// do_syscall_64's nr argument (rsi) agreed with pt_regs this many times; -1: it did not.
@@ -183,6 +215,44 @@ static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/// A spin lock: one locked instruction to take it, a plain store to let it go (the vCPU
+/// threads meet here at every call; a mutex costs two locked instructions and a futex path).
+static void lock(int *l) {
+    unsigned spins = 0;
+    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(l, __ATOMIC_RELAXED)) {
+            if (++spins < SPINS_BEFORE_YIELD) __builtin_ia32_pause();
+            else sched_yield();
+        }
+    }
+}
+
+static void unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
+/// Adds one to a counter only this vCPU's thread writes (no locked instruction).
+static void bump(volatile uint64_t *counter) {
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+/// The time of a call's entry: the real clock, extrapolated from this vCPU's last reading with
+/// the TSC (an invariant TSC reads in about a third of a clock_gettime here); read again every
+/// TSC_ANCHOR_NS, so the extrapolation never runs far.
+static uint64_t entry_ns(vcpu_state *v) {
+    if (!K.tsc_invariant) return now_ns();
+    uint64_t t = __rdtsc();
+    uint64_t d = t - v->anchor_tsc;
+    if (d < v->anchor_ticks) return v->anchor_ns + (uint64_t)((double)d * v->ns_per_tick);
+    uint64_t ns = now_ns();
+    t = __rdtsc();
+    if (ns - K.ns0 >= TSC_RATE_AFTER_NS && t > K.tsc0) {
+        v->ns_per_tick = (double)(ns - K.ns0) / (double)(t - K.tsc0);
+        v->anchor_ticks = (uint64_t)((double)TSC_ANCHOR_NS / v->ns_per_tick);
+    }
+    v->anchor_tsc = t;
+    v->anchor_ns = ns;
+    return ns;
 }
 
 static void fail(const char *msg) {
@@ -309,31 +379,58 @@ static int string_at(vcpu_state *v, uint64_t addr, char *out, unsigned max, int 
     return (int)max;
 }
 
-/// A task's pt_regs (the top of its kernel stack). The page's place in the RAM mapping is kept
-/// per vCPU until a task exits (a stack can then be freed and its address reused), so the
-/// next call of the same task reads it without a page walk or a register read.
-static int regs_read(vcpu_state *v, uint64_t regs_at, pt_regs *out) {
+/// A task's pt_regs (the top of its kernel stack): a pointer into the guest's RAM mapping when it
+/// can be read there, else `buf` filled through QEMU; NULL if unreadable. The page's place in the
+/// RAM mapping is kept per vCPU until a task exits (a stack can then be freed and its address
+/// reused), so the next call of the same task reads only the fields it needs, with no page walk,
+/// register read or copy.
+static const pt_regs *regs_get(vcpu_state *v, uint64_t regs_at, pt_regs *buf) {
     uint64_t page = regs_at & ~(PAGE - 1), in_page = regs_at & (PAGE - 1);
     uint64_t gen = __atomic_load_n(&K.exit_gen, __ATOMIC_ACQUIRE);
-    if (v->regs_host && v->regs_page == page && v->regs_gen == gen && in_page + sizeof *out <= PAGE) {
-        memcpy(out, v->regs_host + in_page, sizeof *out);
-        return 1;
+    if (v->regs_host && v->regs_page == page && v->regs_gen == gen && in_page + sizeof *buf <= PAGE) {
+        return (const pt_regs *)(v->regs_host + in_page);
     }
-    if (!mem(v, regs_at, out, sizeof *out)) return 0;
+    if (!mem(v, regs_at, buf, sizeof *buf)) return NULL;
     v->regs_host = NULL;
     uint64_t pa;
     if (K.ram && __atomic_load_n(&K.direct_trust, __ATOMIC_RELAXED) >= DIRECT_CONFIRMATIONS &&
-        in_page + sizeof *out <= PAGE && translate(cr3_of(v), page, &pa)) {
+        in_page + sizeof *buf <= PAGE && translate(cr3_of(v), page, &pa)) {
         const uint8_t *host = ram_at(pa, PAGE);
         if (host) { v->regs_host = host; v->regs_page = page; v->regs_gen = gen; }
     }
-    return 1;
+    return buf;
+}
+
+/// The pt_regs address of the task running on this vCPU, read from the per-cpu top of its kernel
+/// stack in the RAM mapping; 0 until that word is found and trusted (then read the register).
+static uint64_t regs_at_stack_top(vcpu_state *v) {
+    if (!v->stack_top || __atomic_load_n(&K.stack_top_trust, __ATOMIC_RELAXED) < STACK_TOP_CONFIRMATIONS) return 0;
+    return __atomic_load_n(v->stack_top, __ATOMIC_RELAXED) - sizeof(pt_regs);
+}
+
+/// Finds this vCPU's top-of-stack word and checks it against `regs_at`, the pt_regs address just
+/// read from a register (rdi at entry, rsp at return).
+static void stack_top_check(vcpu_state *v, uint64_t regs_at) {
+    int trust = __atomic_load_n(&K.stack_top_trust, __ATOMIC_RELAXED);
+    if (!K.top_of_stack || trust < 0 || !K.ram || __atomic_load_n(&K.direct_trust, __ATOMIC_RELAXED) < DIRECT_CONFIRMATIONS) return;
+    if (!v->stack_top) {
+        uint64_t va = reg(v, v->gs_base) + K.top_of_stack, pa;
+        const uint8_t *host;
+        if ((va & 7) || !translate(cr3_of(v), va, &pa) || !(host = ram_at(pa, 8))) return;
+        v->stack_top = (const uint64_t *)host;
+    }
+    int same = __atomic_load_n(v->stack_top, __ATOMIC_RELAXED) - sizeof(pt_regs) == regs_at;
+    __atomic_store_n(&K.stack_top_trust, same ? trust + 1 : -1, __ATOMIC_RELAXED);
+    if (!same) K.ring->stack_top = 2;
+    else if (trust + 1 == STACK_TOP_CONFIRMATIONS) K.ring->stack_top = 1;
 }
 
 // MARK: the ring
 
-static void ring_push(const void *rec, uint32_t size) {
-    pthread_mutex_lock(&K.ring_lock);
+/// Room for a record of `size` bytes at the ring's head: takes ring_lock and returns where to
+/// write it (then ring_commit), or NULL when the record is dropped (counted; lock released).
+static uint8_t *ring_claim(uint32_t size, uint64_t *next_head) {
+    lock(&K.ring_lock);
     uint64_t head = K.ring->head;
     uint64_t tail = __atomic_load_n(&K.ring->tail, __ATOMIC_ACQUIRE);
     uint64_t pos = head % K.capacity;
@@ -348,8 +445,8 @@ static void ring_push(const void *rec, uint32_t size) {
         while (head + pad + size - tail > K.capacity) {
             if (!__atomic_load_n(&K.ring->consumer, __ATOMIC_ACQUIRE)) {
                 __atomic_fetch_add(&K.ring->dropped, 1, __ATOMIC_RELAXED);
-                pthread_mutex_unlock(&K.ring_lock);
-                return;
+                unlock(&K.ring_lock);
+                return NULL;
             }
             nanosleep(&nap, NULL);
             waited = 1;
@@ -368,9 +465,22 @@ static void ring_push(const void *rec, uint32_t size) {
         head += pad;
         pos = 0;
     }
-    memcpy(K.data + pos, rec, size);
-    __atomic_store_n(&K.ring->head, head + size, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&K.ring_lock);
+    *next_head = head + size;
+    return K.data + pos;
+}
+
+/// Publishes the record written where ring_claim said, and lets the ring go.
+static void ring_commit(uint64_t next_head) {
+    __atomic_store_n(&K.ring->head, next_head, __ATOMIC_RELEASE);
+    unlock(&K.ring_lock);
+}
+
+static void ring_push(const void *rec, uint32_t size) {
+    uint64_t next;
+    uint8_t *at = ring_claim(size, &next);
+    if (!at) return;
+    memcpy(at, rec, size);
+    ring_commit(next);
 }
 
 /// Appends an item to the record being built at `*size`; false if it does not fit.
@@ -462,8 +572,10 @@ static void pending_take(pending *p, uint64_t cr3, uint64_t ip, uint64_t sp) {
 }
 
 static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
-    pending *same = pending_find(cr3, ip, sp);
-    if (same) return same;  // the thread's last call never came back (exec, signal): replaced
+    // The thread's last call never came back (exec, signal): replaced. Most entries have no
+    // pending call under their key: the per-bucket count says so without probing the table.
+    pending *same = sp_may_be_pending(ip == KEY_BY_REGS ? cr3 : sp) ? pending_find(cr3, ip, sp) : NULL;
+    if (same) return same;
     uint64_t h = pending_hash(cr3, ip, sp);
     pending *oldest = NULL;
     for (int i = 0; i < PENDING_PROBE; i++) {
@@ -487,14 +599,14 @@ static void pending_flush(pending *p) {
 
 /// Writes every deferred entry of `task` (0: of every task), and frees their slots.
 static void pending_flush_task(uint64_t task) {
-    pthread_mutex_lock(&K.pending_lock);
+    lock(&K.pending_lock);
     for (size_t i = 0; i < PENDING_SLOTS; i++) {
         pending *p = &K.table[i];
         if (!K.tags[i] || !p->deferred || (task && p->entry.who.task != task)) continue;
         pending_flush(p);
         pending_release(p);
     }
-    pthread_mutex_unlock(&K.pending_lock);
+    unlock(&K.pending_lock);
 }
 
 // MARK: entries
@@ -505,7 +617,7 @@ static void on_syscall(unsigned vcpu, void *udata) {
     v->cr3_known = 0;
     uintptr_t kind = (uintptr_t)udata;
     int abi = kind == HOOK_SYS64 ? KVMI_ABI_X86_64 : KVMI_ABI_I386;
-    __atomic_fetch_add(&K.ring->calls, 1, __ATOMIC_RELAXED);
+    bump(&v->count->calls);
     // The 64-bit entry passes the call's number in rsi: once that has agreed with pt_regs often
     // enough, a call the model does not need costs one register read and no guest memory.
     int trust = __atomic_load_n(&K.rsi_trust, __ATOMIC_RELAXED);
@@ -515,22 +627,27 @@ static void on_syscall(unsigned vcpu, void *udata) {
         rsi_nr = (int32_t)reg(v, v->rsi);
         if (trust >= RSI_CONFIRMATIONS && !kvmi_model_needs(abi, rsi_nr)) return;
     }
-    uint64_t regs_at = reg(v, v->rdi);
-    pt_regs pr;
-    if (!regs_read(v, regs_at, &pr)) {
+    uint64_t regs_at = regs_at_stack_top(v);
+    if (!regs_at) {
+        regs_at = reg(v, v->rdi);
+        stack_top_check(v, regs_at);
+    }
+    pt_regs buf;
+    const pt_regs *pr = regs_get(v, regs_at, &buf);
+    if (!pr) {
         __atomic_fetch_add(&K.ring->unreadable, 1, __ATOMIC_RELAXED);
         return;
     }
-    int64_t nr = abi == KVMI_ABI_I386 ? (int64_t)(int32_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax)
-                                      : (int64_t)(pr.orig_ax == (uint64_t)-1 ? pr.ax : pr.orig_ax);
+    int64_t nr = abi == KVMI_ABI_I386 ? (int64_t)(int32_t)(pr->orig_ax == (uint64_t)-1 ? pr->ax : pr->orig_ax)
+                                      : (int64_t)(pr->orig_ax == (uint64_t)-1 ? pr->ax : pr->orig_ax);
     if (have_rsi && trust < RSI_CONFIRMATIONS) {
-        int agreed = rsi_nr == (int64_t)(int32_t)pr.orig_ax;
+        int agreed = rsi_nr == (int64_t)(int32_t)pr->orig_ax;
         __atomic_store_n(&K.rsi_trust, agreed ? trust + 1 : -1, __ATOMIC_RELAXED);
     }
     // Calls the model does not need, and anonymous mappings, are only counted (unless all=1).
     int mmap_call = abi == KVMI_ABI_I386 ? nr == 192 : nr == 9;
-    int anonymous = mmap_call && ((int32_t)(abi == KVMI_ABI_I386 ? pr.di : pr.r8) == -1 ||
-                                  ((abi == KVMI_ABI_I386 ? pr.si : pr.r10) & 0x20));
+    int anonymous = mmap_call && ((int32_t)(abi == KVMI_ABI_I386 ? pr->di : pr->r8) == -1 ||
+                                  ((abi == KVMI_ABI_I386 ? pr->si : pr->r10) & 0x20));
     if (!K.all_calls && (!kvmi_model_needs(abi, nr) || anonymous)) return;
     // Until page-table isolation is known, the kernel page table of this call (see on_sysret).
     if (K.ring->pti == 0) v->entry_cr3 = cr3_of(v) & CR3_MASK;
@@ -539,7 +656,7 @@ static void on_syscall(unsigned vcpu, void *udata) {
     memset(e, 0, sizeof *e);
     e->r.type = KVMI_ENTRY;
     e->r.abi = (uint16_t)abi;
-    e->r.time_ns = now_ns();
+    e->r.time_ns = entry_ns(v);
     uint64_t gen = __atomic_load_n(&K.exit_gen, __ATOMIC_ACQUIRE);
     if (v->cached_task && v->cached_regs_at == regs_at && v->cached_exit_gen == gen) {
         e->who = v->id;
@@ -551,14 +668,14 @@ static void on_syscall(unsigned vcpu, void *udata) {
         e->who.vcpu = vcpu;
     }
     e->cookie = ((uint64_t)vcpu << 56) | (++v->counter & 0x00ffffffffffffffULL);
-    e->user_ip = pr.ip;
-    e->user_sp = pr.sp;
+    e->user_ip = pr->ip;
+    e->user_sp = pr->sp;
     e->nr = nr;
     if (abi == KVMI_ABI_I386) {
-        uint64_t a[6] = {pr.bx, pr.cx, pr.dx, pr.si, pr.di, pr.bp};
+        uint64_t a[6] = {pr->bx, pr->cx, pr->dx, pr->si, pr->di, pr->bp};
         for (int i = 0; i < 6; i++) e->args[i] = (uint32_t)a[i];
     } else {
-        uint64_t a[6] = {pr.di, pr.si, pr.dx, pr.r10, pr.r8, pr.r9};
+        uint64_t a[6] = {pr->di, pr->si, pr->dx, pr->r10, pr->r8, pr->r9};
         memcpy(e->args, a, sizeof a);
     }
     kvmi_argspec s = kvmi_spec(abi, e->nr);
@@ -641,7 +758,7 @@ static void on_syscall(unsigned vcpu, void *udata) {
     int defer = K.all_calls && by_regs && size == sizeof *e && !s.no_return && !kvmi_model_needs(abi, nr);
     if (!defer) {
         ring_push(rec, total);
-        __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
+        bump(&v->count->recorded);
     }
     if (s.no_return) return;
     // A 64-bit call comes back to the instruction after entry_SYSCALL_64's call, on the same
@@ -652,16 +769,16 @@ static void on_syscall(unsigned vcpu, void *udata) {
     if (by_regs) {
         key_cr3 = regs_at; key_ip = KEY_BY_REGS; key_sp = 0;
     } else {
-        key_cr3 = cr3_of(v) & CR3_MASK; key_ip = kind == HOOK_FAST32 ? 0 : pr.ip; key_sp = pr.sp;
+        key_cr3 = cr3_of(v) & CR3_MASK; key_ip = kind == HOOK_FAST32 ? 0 : pr->ip; key_sp = pr->sp;
     }
-    pthread_mutex_lock(&K.pending_lock);
+    lock(&K.pending_lock);
     pending *p = pending_slot(key_cr3, key_ip, key_sp);
     pending_flush(p);  // the slot's earlier call (this thread's, or evicted) never came back
     pending_take(p, key_cr3, key_ip, key_sp);
     p->deferred = defer;
     if (defer) memcpy(&p->entry, e, sizeof *e);
-    p->user_ip = pr.ip;
-    p->user_sp = pr.sp;
+    p->user_ip = pr->ip;
+    p->user_sp = pr->sp;
     p->cookie = e->cookie;
     p->nr = e->nr;
     p->abi = (uint16_t)abi;
@@ -671,7 +788,7 @@ static void on_syscall(unsigned vcpu, void *udata) {
     p->retry_ptr[0] = retry_ptr[0];
     p->retry_ptr[1] = retry_ptr[1];
     p->fdpair_ptr = s.fdpair >= 0 ? e->args[s.fdpair] : 0;
-    pthread_mutex_unlock(&K.pending_lock);
+    unlock(&K.pending_lock);
 }
 
 // MARK: returns
@@ -689,7 +806,7 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
     pending found;
     int have = 0;
     if (compat) { ip = (uint32_t)ip; sp = (uint32_t)sp; }
-    pthread_mutex_lock(&K.pending_lock);
+    lock(&K.pending_lock);
     pending *p = pending_match(cr3 & CR3_MASK, ip, sp, compat);
     int exact = p != NULL;
     // With page-table isolation the user CR3 is the kernel's plus 4 KiB.
@@ -702,13 +819,13 @@ static void returned(vcpu_state *v, uint64_t cr3, uint64_t ip, uint64_t sp, uint
         have = 1;
         if (via_sysret && K.ring->pti == 0) K.ring->pti = exact ? 1 : 2;
     }
-    pthread_mutex_unlock(&K.pending_lock);
+    unlock(&K.pending_lock);
     if (have) complete_return(v, &found, rax);
 }
 
 /// Publishes the return of a pending call with its result, and what it could not read at entry.
 static void complete_return(vcpu_state *v, const pending *call, uint64_t rax) {
-    __atomic_fetch_add(&K.ring->returns, 1, __ATOMIC_RELAXED);
+    bump(&v->count->returns);
     uint8_t *rec = v->rec;
     kvmi_return *r = (kvmi_return *)rec;
     memset(r, 0, sizeof *r);
@@ -745,20 +862,40 @@ static void on_sys64_return(unsigned vcpu, void *udata) {
     vcpu_state *v = K.vcpus[vcpu];
     if (!v) return;
     v->cr3_known = 0;
-    uint64_t regs_at = reg(v, v->rsp);
+    uint64_t regs_at = regs_at_stack_top(v);
+    if (!regs_at) {
+        regs_at = reg(v, v->rsp);
+        stack_top_check(v, regs_at);
+    }
     if (!sp_may_be_pending(regs_at)) return;
-    pt_regs pr;
-    if (!regs_read(v, regs_at, &pr)) return;
+    pt_regs buf;
+    const pt_regs *pr = regs_get(v, regs_at, &buf);
+    if (!pr) return;
+    uint64_t ip = pr->ip, sp = pr->sp, ax = pr->ax;
     pending found;
-    kvmi_call c;
-    int have = 0, whole = 0;
-    pthread_mutex_lock(&K.pending_lock);
+    int have = 0;
+    lock(&K.pending_lock);
     pending *p = pending_find(regs_at, KEY_BY_REGS, 0);
-    if (p && p->user_ip == pr.ip && p->user_sp == pr.sp) {
-        // The entry is copied once, where it will be written from; a call already in the ring
-        // needs only what precedes the held entry.
-        if (p->deferred) { memcpy(&c.e, &p->entry, sizeof c.e); whole = 1; }
-        else memcpy(&found, p, offsetof(pending, entry));
+    if (p && p->user_ip == ip && p->user_sp == sp) {
+        if (p->deferred) {
+            // The whole call goes into the ring straight from where its entry waited.
+            uint64_t next;
+            kvmi_call *c = (kvmi_call *)ring_claim(sizeof *c, &next);
+            if (c) {
+                memcpy(&c->e, &p->entry, sizeof c->e);
+                c->e.r.type = KVMI_CALL;
+                c->e.r.size = sizeof *c;
+                c->ret = (int64_t)ax;
+                ring_commit(next);
+            }
+            pending_release(p);
+            unlock(&K.pending_lock);
+            bump(&v->count->recorded);
+            bump(&v->count->returns);
+            return;
+        }
+        // A call already in the ring needs only what precedes the held entry.
+        memcpy(&found, p, offsetof(pending, entry));
         pending_release(p);
         have = 1;
     } else if (p) {
@@ -768,18 +905,8 @@ static void on_sys64_return(unsigned vcpu, void *udata) {
         pending_flush(p);
         pending_release(p);
     }
-    pthread_mutex_unlock(&K.pending_lock);
-    if (!have) return;
-    if (whole) {
-        c.e.r.type = KVMI_CALL;
-        c.e.r.size = sizeof c;
-        c.ret = (int64_t)pr.ax;
-        ring_push(&c, sizeof c);
-        __atomic_fetch_add(&K.ring->recorded, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&K.ring->returns, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    complete_return(v, &found, pr.ax);
+    unlock(&K.pending_lock);
+    if (have) complete_return(v, &found, ax);
 }
 
 static void on_sysret(unsigned vcpu, void *udata) {
@@ -956,6 +1083,7 @@ static void vcpu_init(qemu_plugin_id_t id, unsigned int vcpu) {
     }
     v->regbuf = g_byte_array_new();
     v->membuf = g_byte_array_new();
+    v->count = &kvmi_ring_vcpu_counters(K.ring)[vcpu];
     K.vcpus[vcpu] = v;
     __atomic_fetch_add(&K.ring->vcpus, 1, __ATOMIC_RELAXED);
 }
@@ -1006,9 +1134,11 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
     K.id = id;
     K.align = 0x200000;
     K.max_string = 256;
-    pthread_mutex_init(&K.ring_lock, NULL);
-    pthread_mutex_init(&K.pending_lock, NULL);
     K.ram_once = (pthread_once_t)PTHREAD_ONCE_INIT;
+    unsigned eax, ebx, ecx, edx;
+    K.tsc_invariant = __get_cpuid(CPUID_POWER_LEAF, &eax, &ebx, &ecx, &edx) && (edx & CPUID_INVARIANT_TSC);
+    K.ns0 = now_ns();
+    K.tsc0 = __rdtsc();
     if (!info->system_emulation || strcmp(info->target_name, "x86_64") != 0) {
         qemu_plugin_outs("kanshi-vmi: needs qemu-system-x86_64\n");
         return -1;
@@ -1030,6 +1160,7 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         else if (KEY("int80")) K.int80 = num;
         else if (KEY("exit")) K.do_exit = num;
         else if (KEY("current_task")) K.current_task = num;
+        else if (KEY("top_of_stack")) K.top_of_stack = num;
         else if (KEY("pid")) K.off_pid = num;
         else if (KEY("tgid")) K.off_tgid = num;
         else if (KEY("comm")) K.off_comm = num;

@@ -36,6 +36,9 @@ public final class VMIRing: @unchecked Sendable {
         public var recorded: UInt64 = 0
         /// How the plugin read guest memory.
         public var guestMemory: GuestMemoryAccess = .qemu
+        /// Whether a call's pt_regs address came from the per-cpu top of stack (in memory) rather
+        /// than a register; nil: never tried; false: tried and it disagreed with the register.
+        public var stackTopUsed: Bool?
         public var error: String?
     }
 
@@ -108,8 +111,7 @@ public final class VMIRing: @unchecked Sendable {
 
     public var stats: Stats {
         var s = Stats()
-        s.calls = kvmi_ring_load(&header.pointee.calls)
-        s.returns = kvmi_ring_load(&header.pointee.returns)
+        kvmi_ring_totals(header, &s.calls, &s.recorded, &s.returns)
         s.dropped = kvmi_ring_load(&header.pointee.dropped)
         s.waits = kvmi_ring_load(&header.pointee.waits)
         s.waitedNs = kvmi_ring_load(&header.pointee.waited_ns)
@@ -121,13 +123,14 @@ public final class VMIRing: @unchecked Sendable {
         let pti = kvmi_ring_load(&header.pointee.pti)
         s.pageTableIsolation = pti == 0 ? nil : pti == 2
         s.vcpus = kvmi_ring_load(&header.pointee.vcpus)
-        s.recorded = kvmi_ring_load(&header.pointee.recorded)
         switch kvmi_ring_load(&header.pointee.guest_ram) {
         case UInt64(KVMI_GUEST_RAM_NOT_FOUND): s.guestMemory = .notFound
         case UInt64(KVMI_GUEST_RAM_DIRECT): s.guestMemory = .direct
         case UInt64(KVMI_GUEST_RAM_DISAGREED): s.guestMemory = .disagreed
         default: s.guestMemory = .qemu
         }
+        let top = kvmi_ring_load(&header.pointee.stack_top)
+        s.stackTopUsed = top == 0 ? nil : top == 1
         let err = withUnsafeBytes(of: header.pointee.error) { b in String(decoding: b.prefix { $0 != 0 }, as: UTF8.self) }
         s.error = err.isEmpty ? nil : err
         return s

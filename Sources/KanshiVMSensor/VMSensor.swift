@@ -24,6 +24,10 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
     public var taskRealParent: Int
     /// KASLR moves the kernel by multiples of this (CONFIG_PHYSICAL_ALIGN, at least 2 MiB).
     public var kaslrAlign: UInt64 = 0x200000
+    /// Per-cpu offset of the running task's top of kernel stack (cpu_current_top_of_stack, or
+    /// pcpu_hot.top_of_stack from 6.2): the plugin finds a call's pt_regs there, in memory,
+    /// instead of reading a register at every entry and return. Nil: registers are read.
+    public var topOfStack: UInt64?
 
     public init(release: String, entrySyscall64: UInt64, entrySignature: [UInt8], syscall64: UInt64, fastSyscall32: UInt64?,
                 int80: UInt64?, doExit: UInt64?, currentTask: UInt64, taskPid: Int, taskTgid: Int, taskComm: Int, taskRealParent: Int) {
@@ -42,6 +46,7 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
         if let v = fastSyscall32 { a.append("fast32=\(hex(v))") }
         if let v = int80 { a.append("int80=\(hex(v))") }
         if let v = doExit { a.append("exit=\(hex(v))") }
+        if let v = topOfStack { a.append("top_of_stack=\(hex(v))") }
         if allCalls { a.append("all=1") }
         if let v = guestRAMBytes { a.append("ram=\(v)") }
         return a.joined(separator: ",")
@@ -195,6 +200,11 @@ public final class VMSensor: @unchecked Sendable {
         return result
     }
 
+    /// Fewer records than this in a pass and the reader naps before the next one.
+    static let batchRecords = 4096
+    static let batchSleepUs: useconds_t = 500
+    static let idleSleepUs: useconds_t = 2_000
+
     private func consumeLoop() {
         // A reader that stops (a record it cannot decode) must not leave the guest held.
         defer { ring.setReading(false); done.signal() }
@@ -203,7 +213,10 @@ public final class VMSensor: @unchecked Sendable {
             if failed { return }
             let n = catchUp()
             if !go && n == 0 { return }
-            if n == 0 { usleep(2_000) }
+            // Read in batches: a reader right behind the plugin would pull each record's cache
+            // lines away from the vCPU writing the next one. (The egress relay reads the ring
+            // itself before each decision, so no verdict waits for this loop.)
+            if n < Self.batchRecords { usleep(n == 0 ? Self.idleSleepUs : Self.batchSleepUs) }
         }
     }
 

@@ -42,6 +42,11 @@ extension VMSensorKernel {
                   fastSyscall32: symbol("do_fast_syscall_32"), int80: symbol("do_int80_emulation", "do_int80_syscall_32"),
                   doExit: symbol("do_exit"), currentTask: current, taskPid: pid, taskTgid: tgid, taskComm: comm,
                   taskRealParent: parent)
+        if let t = symbols.address(of: "cpu_current_top_of_stack") {
+            topOfStack = t
+        } else if let hot = symbols.address(of: "pcpu_hot"), let at = try? btf.offset("pcpu_hot", "top_of_stack") {
+            topOfStack = hot + UInt64(at)
+        }
     }
 
     /// The kernel facts for `vmlinuz`, kept in `guestDirectory/vm-sensor-kernel.json` and made
@@ -49,7 +54,7 @@ extension VMSensorKernel {
     public static func cached(guestDirectory: String, vmlinuz: String) throws -> VMSensorKernel {
         struct Cache: Codable { var key: String; var kernel: VMSensorKernel }
         let attrs = try? FileManager.default.attributesOfItem(atPath: vmlinuz)
-        let key = "\(attrs?[.size] as? Int ?? -1) \((attrs?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? -1) format 1"
+        let key = "\(attrs?[.size] as? Int ?? -1) \((attrs?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? -1) format 2"
         let path = guestDirectory + "/vm-sensor-kernel.json"
         if let data = FileManager.default.contents(atPath: path), let c = try? JSONDecoder().decode(Cache.self, from: data), c.key == key {
             return c.kernel

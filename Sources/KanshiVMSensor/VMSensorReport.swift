@@ -18,7 +18,7 @@ public enum VMSensorReport {
         }
         let st = r.stats
         let pti = st.pageTableIsolation.map { $0 ? "on" : "off" } ?? "not seen"
-        s.notes.append("VM sensor: \(st.calls) system calls seen, \(st.recorded) recorded (the calls the behaviour model needs, or all with --all-calls), \(st.returns) returns matched, \(r.unreturned) completed without a result (exec, signals); \(r.events) events logged; vCPUs \(st.vcpus); KASLR slide \(st.calibrated ? "0x" + String(st.slide, radix: 16) : "not found"); page-table isolation \(pti); guest memory read \(Self.describe(st.guestMemory))")
+        s.notes.append("VM sensor: \(st.calls) system calls seen, \(st.recorded) recorded (the calls the behaviour model needs, or all with --all-calls), \(st.returns) returns matched, \(r.unreturned) completed without a result (exec, signals); \(r.events) events logged; vCPUs \(st.vcpus); KASLR slide \(st.calibrated ? "0x" + String(st.slide, radix: 16) : "not found"); page-table isolation \(pti); guest memory read \(Self.describe(st.guestMemory))\(st.stackTopUsed == nil ? "" : st.stackTopUsed! ? "; pt_regs found from the per-cpu stack top" : "; pt_regs read from registers (the per-cpu stack top disagreed)")")
         if st.waits > 0 {
             s.notes.append(String(format: "note: the guest was held %.2f s in all (%llu times) while kanshi caught up with a full ring; nothing was lost", Double(st.waitedNs) / 1e9, st.waits))
         }
@@ -54,6 +54,7 @@ public enum VMSensorReport {
         if st.calibrated { o["kaslrSlide"] = "0x" + String(st.slide, radix: 16) }
         if let pti = st.pageTableIsolation { o["pageTableIsolation"] = pti }
         o["guestMemory"] = st.guestMemory.rawValue
+        if let used = st.stackTopUsed { o["stackTop"] = used }
         if let e = r.error ?? st.error { o["error"] = e }
         return o
     }

@@ -6,8 +6,9 @@
 // records that travel through it. Header only: the plugin and the Swift
 // decoder read the same layout. All integers little-endian (x86_64 hosts).
 //
-// The ring file: a 4096-byte header (struct kvmi_ring_header), then `capacity`
-// bytes of records (a power of two). `head` and `tail` are byte counts since
+// The ring file: an 8192-byte header (struct kvmi_ring_header, then at 4096
+// one cache line of counters per vCPU), then `capacity` bytes of records (a
+// power of two). `head` and `tail` are byte counts since
 // the start (never wrapped): the producer writes at head % capacity and
 // publishes head with a release store; the consumer reads up to head and
 // publishes tail. A record never wraps: when one does not fit before the end,
@@ -20,8 +21,10 @@
 #include <stdint.h>
 
 #define KVMI_RING_MAGIC 0x314d56494853414bULL /* "KASHIVM1" */
-#define KVMI_RING_VERSION 3
-#define KVMI_RING_HEADER_SIZE 4096
+#define KVMI_RING_VERSION 4
+#define KVMI_RING_HEADER_SIZE 8192
+#define KVMI_VCPU_COUNTERS_OFFSET 4096
+#define KVMI_MAX_VCPUS 64
 
 /// The ring's header; the producer owns head and the counters, the consumer tail.
 typedef struct kvmi_ring_header {
@@ -64,7 +67,26 @@ typedef struct kvmi_ring_header {
     /// Times the producer found the ring full and waited for the consumer, and for how long.
     volatile uint64_t waits;
     volatile uint64_t waited_ns;
+    /// Where a call's pt_regs address comes from: 0 a register (read at every entry and return),
+    /// 1 the per-cpu top of the task's kernel stack (checked against the register first), 2 the
+    /// register again after the two disagreed.
+    volatile uint64_t stack_top;
 } kvmi_ring_header;
+
+/// The counters a vCPU thread keeps at every call: written only by that thread (a plain
+/// store, no locked instruction), read by the consumer; one cache line each. The totals are
+/// these summed over the vCPUs, plus the header's fields of the same name (counted where
+/// no vCPU is at hand).
+typedef struct kvmi_vcpu_counters {
+    volatile uint64_t calls;
+    volatile uint64_t recorded;
+    volatile uint64_t returns;
+    uint64_t reserved[5];
+} kvmi_vcpu_counters;
+
+static inline kvmi_vcpu_counters *kvmi_ring_vcpu_counters(kvmi_ring_header *h) {
+    return (kvmi_vcpu_counters *)((uint8_t *)h + KVMI_VCPU_COUNTERS_OFFSET);
+}
 
 /// Values of kvmi_ring_header.guest_ram.
 enum {
@@ -219,6 +241,19 @@ static inline void kvmi_ring_set_consumer(kvmi_ring_header *h, uint64_t reading)
 /// A counter or state word written by the producer.
 static inline uint64_t kvmi_ring_load(const volatile uint64_t *word) {
     return __atomic_load_n(word, __ATOMIC_ACQUIRE);
+}
+
+/// Calls, recorded entries and returns over every vCPU, with the header's own counts.
+static inline void kvmi_ring_totals(kvmi_ring_header *h, uint64_t *calls, uint64_t *recorded, uint64_t *returns) {
+    uint64_t c = __atomic_load_n(&h->calls, __ATOMIC_ACQUIRE), r = __atomic_load_n(&h->recorded, __ATOMIC_ACQUIRE),
+             t = __atomic_load_n(&h->returns, __ATOMIC_ACQUIRE);
+    kvmi_vcpu_counters *v = kvmi_ring_vcpu_counters(h);
+    for (int i = 0; i < KVMI_MAX_VCPUS; i++) {
+        c += __atomic_load_n(&v[i].calls, __ATOMIC_RELAXED);
+        r += __atomic_load_n(&v[i].recorded, __ATOMIC_RELAXED);
+        t += __atomic_load_n(&v[i].returns, __ATOMIC_RELAXED);
+    }
+    *calls = c; *recorded = r; *returns = t;
 }
 
 #endif
