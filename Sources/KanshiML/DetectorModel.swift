@@ -125,26 +125,7 @@ public struct DetectorModel: Codable, Sendable {
 
     /// Probability of ransomware for each window of the table.
     public func predict(_ table: FeatureTable) throws -> [Float] {
-        guard table.rows > 0 else { return [] }
-        guard table.names == featureNames else {
-            throw AnalysisError.invalid("the model expects features \(featureNames), the data has \(table.names)")
-        }
-        var input = table
-        if let first = stage1?.first {
-            input = WindowFeatures.addingVerdicts(try first.predict(table), to: table, windowNs: windowNs)
-        }
-        let scaled = Self.scale(Self.logTransform(input.values, logFeatures), mean: mean, std: std, columns: input.columns)
-        switch classifier {
-        case .rf, .gbdt:
-            guard let bytes = Data(base64Encoded: payload) else { throw AnalysisError.invalid("the model's payload is not base64") }
-            let booster = try Booster.load([UInt8](bytes))
-            return try booster.predict(try DMatrix(values: scaled, rows: input.rows, columns: input.columns))
-        case .svm:
-            return try LibSVM.predict(modelText: payload, values: scaled, columns: input.columns)
-        case .knn:
-            let knn = try JSONDecoder().decode(KNN.self, from: Data(payload.utf8))
-            return try knn.predict(scaled)
-        }
+        try LoadedDetector(self).predict(table)
     }
 
     /// At most `limit` rows, drawn without replacement (seeded), classes in proportion.

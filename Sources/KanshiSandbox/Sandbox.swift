@@ -66,6 +66,8 @@ public final class Sandbox: @unchecked Sendable {
         public var commandStartNs: UInt64?
         /// What the VM sensor saw (with `vmSensor`).
         public var vmSensor: VMSensor.Result?
+        /// Why the live detector stopped before the run ended (nil: it watched the whole run).
+        public var detectorFailure: String?
     }
 
     let config: Config
@@ -211,12 +213,19 @@ public final class Sandbox: @unchecked Sendable {
         }
     }
 
-    /// Follows the journal and runs the model over it; on the first alert
-    /// after the command started, pauses the guest.
+    /// Follows the journal and runs the live detector over it; on the first alert after the
+    /// command started, pauses the guest. A detector that cannot go on (the journal unreadable,
+    /// the model failing) says so in the result and the log: detection is never silently off.
     private func detect(model: DetectorModel, guest: QEMUGuest) {
-        guard let tail = try? JournalTail(directory: config.journal) else { return }
-        // Features as the records arrive: each record is looked at once.
-        var stream = FeatureStream(windowNs: model.windowNs, names: model.featureNames)
+        let live: LiveDetector
+        let tail: JournalTail
+        do {
+            live = try LiveDetector(model: model)
+            tail = try JournalTail(directory: config.journal)
+        } catch {
+            detectorFailed("cannot start: \(error)")
+            return
+        }
         // Writes since the command started: the first one's time and the bytes
         // (those seen before the start time is known wait in `early`).
         var early: [(timeNs: UInt64, bytes: UInt64)] = []
@@ -233,37 +242,41 @@ public final class Sandbox: @unchecked Sendable {
             do {
                 try tail.poll { r in
                     guard let (e, _) = try BlockRecords.decode(r) else { return }
-                    stream.append(e)
+                    live.append(e)
                     added += 1
                     guard e.operation == .write else { return }
                     if let start = known { count((e.timeNs, UInt64(e.length)), since: start) } else { early.append((e.timeNs, UInt64(e.length))) }
                 }
             } catch {
-                logger.error("the detector cannot read the journal", metadata: ["error": "\(error)"])
+                detectorFailed("cannot read the journal: \(error)")
                 return
             }
             if added > 0, let start = withState({ jobStartNs }) {
                 for w in early { count(w, since: start) }
                 early.removeAll()
-                let table = stream.table()
-                if let p = try? model.predict(table) {
-                    // Only windows since the command started count.
-                    let first = table.windowStart.firstIndex { $0 + model.windowNs > start } ?? p.count
-                    if first < p.count, let i = model.firstAlert(Array(p[first...])) {
-                        let w = first + i
+                do {
+                    if let alert = try live.evaluate(sinceNs: start) {
                         try? guest.pause()
                         let now = FileSystem.nowNs()
                         withState {
                             alerted = true
-                            result.detection = Detection(alertNs: now, probability: p[w],
+                            result.detection = Detection(alertNs: now, probability: alert.probability,
                                                          delayNs: firstWrite.map { now > $0 ? now - $0 : 0 },
                                                          bytesWrittenBeforeAlert: written)
                         }
                         return
                     }
+                } catch {
+                    detectorFailed("the model failed: \(error)")
+                    return
                 }
             }
             usleep(useconds_t(config.pollMs * 1000))
         }
+    }
+
+    private func detectorFailed(_ why: String) {
+        logger.error("the live detector stopped", metadata: ["why": "\(why)"])
+        withState { result.detectorFailure = why }
     }
 }

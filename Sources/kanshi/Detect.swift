@@ -62,8 +62,8 @@ struct Detect: ParsableCommand {
     private func followJournal(_ m: DetectorModel) throws {
         let stopped = try LockedFlag.setOnStopSignal()
         let tail = try JournalTail(directory: journal!)
-        // Features as the records arrive: each record is looked at once.
-        var stream = FeatureStream(windowNs: m.windowNs, names: m.featureNames)
+        // The model loaded once; each window predicted once, when it closes.
+        let live = try LiveDetector(model: m)
         var firstWriteNs: UInt64?
         var firing = false
         var lastAlertWindow = -1
@@ -72,20 +72,20 @@ struct Detect: ParsableCommand {
             var added = 0
             try tail.poll { r in
                 if let (e, _) = try BlockRecords.decode(r) {
-                    stream.append(e)
+                    live.append(e)
                     if e.operation == .write, e.length > 0, firstWriteNs == nil { firstWriteNs = e.timeNs }
                     added += 1
                 }
             }
             if added > 0 {
-                let table = stream.table()
-                let p = try m.predict(table)
+                let w = try live.update()
+                let p = w.probabilities
                 // Re-evaluate the rule over windows after the last alert.
                 let fresh = lastAlertWindow + 1 < p.count ? Array(p[(lastAlertWindow + 1)...]) : []
                 if let i = m.firstAlert(fresh) {
-                    let w = lastAlertWindow + 1 + i
+                    let at = lastAlertWindow + 1 + i
                     if !firing {
-                        let a = Alert(model: m, table: table, window: w, firstWriteNs: firstWriteNs, probability: p[w])
+                        let a = Alert(model: m, starts: w.starts, written: w.written, window: at, firstWriteNs: firstWriteNs, probability: p[at])
                         var o: [String: Any] = ["event": "alert", "journal": journal!]
                         o.merge(a.fields) { $1 }
                         let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
@@ -93,7 +93,7 @@ struct Detect: ParsableCommand {
                         if exitOnAlert { return }
                     }
                     firing = true
-                    lastAlertWindow = w
+                    lastAlertWindow = at
                 } else if let last = p.last, last < m.threshold {
                     firing = false
                 }
@@ -112,12 +112,17 @@ struct Alert {
     var probability: Float
 
     init(model: DetectorModel, table: FeatureTable, window: Int, firstWriteNs: UInt64?, probability: Float) {
+        self.init(model: model, starts: table.windowStart, written: table.writtenBytes, window: window, firstWriteNs: firstWriteNs,
+                  probability: probability)
+    }
+
+    init(model: DetectorModel, starts: [UInt64], written: [UInt64], window: Int, firstWriteNs: UInt64?, probability: Float) {
         self.window = window
         self.probability = probability
-        let t = table.windowStart[window] + model.windowNs
+        let t = starts[window] + model.windowNs
         timeNs = t
         delayNs = firstWriteNs.map { t > $0 ? t - $0 : 0 }
-        bytesWritten = table.writtenBytes[0...window].reduce(0, +)
+        bytesWritten = written[0...window].reduce(0, +)
     }
 
     var fields: [String: Any] {

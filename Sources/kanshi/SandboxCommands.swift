@@ -240,6 +240,7 @@ struct SandboxRun: AsyncParsableCommand {
         if let b = r.bootSeconds { o["bootSeconds"] = b }
         if let x = r.runSeconds { o["runSeconds"] = x }
         if let f = r.guestFailure { o["guestFailure"] = f }
+        if let f = r.detectorFailure { o["detectorFailure"] = f }
         if let d = r.detection {
             var a: [String: Any] = ["alertTime": Output.time(d.alertNs), "alertTimeNs": d.alertNs, "probability": Double(d.probability),
                                     "bytesWrittenBeforeAlert": d.bytesWrittenBeforeAlert]
@@ -256,12 +257,13 @@ struct SandboxRun: AsyncParsableCommand {
         }
         Output.error("sandbox: boot \(r.bootSeconds.map { String(format: "%.1f s", $0) } ?? "-"), run \(r.runSeconds.map { String(format: "%.1f s", $0) } ?? "-"), journal \(Output.bytes(r.journalBytes))")
         if let d = r.detection {
-            Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): ransomware-like activity (p=\(String(format: "%.2f", d.probability))), \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "-") after the first write, \(Output.bytes(d.bytesWrittenBeforeAlert)) written before it")
+            Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): ransomware-like activity (p=\(String(format: "%.2f", d.probability))), \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) + " after the first write" } ?? "before any write"), \(Output.bytes(d.bytesWrittenBeforeAlert)) written before it")
         }
         if let rb = r.rollback {
             Output.error("sandbox: rolled the disk back to \(r.rolledBackTo.map { "\($0)" } ?? "-") (just before the command started): \(rb.blocks) blocks, \(Output.bytes(rb.bytes)); undo with kanshi disk rollback --journal \(journal) --to seq:\(rb.startSequence - 1)")
         }
         if let f = r.guestFailure { Output.error("sandbox: the guest failed: \(f)") }
+        if let f = r.detectorFailure { Output.error("sandbox: WARNING: the live detector stopped before the run ended (\(f)); later activity was not checked") }
         if r.timedOut { Output.error("sandbox: timed out; the VM was stopped") }
         if r.interrupted { Output.error("sandbox: interrupted; the VM was stopped") }
         if let s = r.exitStatus { Output.error("sandbox: the command exited with status \(s)") }

@@ -148,6 +148,22 @@ import Testing
         #expect(b.ok, "\(b.stderr)")
     }
 
+    /// The quick start's own path: `kanshi demo` with its shipped detector (models/, nothing
+    /// outside the checkout) catches the ransomware live in the guest, rolls the disk back with
+    /// every victim file intact, and leaves the benign workload alone.
+    @Test(.enabled(if: peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(15)))
+    func theQuickStartCatchesRansomwareAndRollsItBack() throws {
+        let s = Scratch("sandbox-demo")
+        let r = try run([Paths.kanshi, "demo", "--dir", s.file("sandbox"), "--log-level", "warning"], timeout: 850)
+        #expect(r.ok, "\(r.stdout.suffix(3000))\(r.stderr.suffix(3000))")
+        let rows = r.stdout.split(separator: "\n").map(String.init)
+        let ransomware = try #require(rows.last { $0.hasPrefix("inplace ") }, "\(r.stdout.suffix(2000))")
+        let benign = try #require(rows.last { $0.hasPrefix("compress ") }, "\(r.stdout.suffix(2000))")
+        #expect(ransomware.contains(" YES ") && ransomware.contains(" 944/944 ") && ransomware.hasSuffix(" 0"), "\(ransomware)")
+        #expect(benign.contains(" no ") && benign.contains(" 944/944 ") && benign.hasSuffix(" 0"), "\(benign)")
+        #expect(r.stdout.contains("victim files intact: 944 of 944 after the rollback; bytes lost: 0"), "\(r.stdout.suffix(2000))")
+    }
+
     @Test func badSandboxInputsAreNamed() throws {
         let s = Scratch("sandbox-bad")
         try makeImage(s.file("disk.img"), bytes: 1 << 20)
