@@ -3,7 +3,8 @@
 # sandbox's own recordings: every workload of `kanshi workload` (five
 # ransomware styles, seven benign look-alikes) run RUNS times in the guest
 # with seeds 100.. (the demo uses seed 1, so it never sees a training run),
-# recorded by the journaling NBD server and exported in the RanSAP layout;
+# recorded by the journaling NBD server (no VM sensor: the demo runs without
+# it) and exported in the RanSAP layout;
 # then a random forest on the extended window features, and a grouped
 # cross-validation of the same settings for the record (models/README.md).
 #
@@ -25,7 +26,7 @@ done
 swift build -c release --product kanshi 2>&1 | tail -1
 kanshi=$PWD/.build/release/kanshi
 if [ ! -d "$out/kanshi-sandbox" ]; then
-    "$kanshi" dataset record --out "$out" --runs "$runs" --discard-journals --log-level warning
+    "$kanshi" dataset record --out "$out" --runs "$runs" --discard-journals --no-behaviour --log-level warning
 fi
 settings=(--dataset "$out" --classifier rf --features extended --no-stacked --rule-threshold 0.5)
 "$kanshi" train "${settings[@]}" --model models/sandbox-detector.json

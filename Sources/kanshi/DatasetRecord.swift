@@ -4,6 +4,7 @@ import KanshiAnalysis
 import KanshiJournal
 import KanshiSandbox
 import KanshiSystem
+import KanshiVMSensor
 
 struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,7 +21,8 @@ struct DatasetRecord: AsyncParsableCommand {
             For each workload and run: a fresh copy of the victim disk, the guest runs \
             `kanshi workload NAME --dir /mnt/corpus --seed N`, and the journal's block events \
             from the command's start are exported to OUT/kanshi-sandbox/kanshi-NAME/kanshi-NAME-N/ \
-            (ata_read.csv, ata_write.csv). Folders kanshi-<workload> are labelled by \
+            (ata_read.csv, ata_write.csv), with the VM sensor's behaviour log of the run beside them \
+            (behaviour.jsonl; --no-behaviour to leave it out). Folders kanshi-<workload> are labelled by \
             `kanshi train | evaluate | cross-validate` like RanSAP's families. Journals are kept \
             beside the disks in the sandbox directory unless --discard-journals.
             """)
@@ -41,6 +43,9 @@ struct DatasetRecord: AsyncParsableCommand {
     var corpusMiB: Int = 48
     @Flag(help: "Delete each run's disk and journal once exported.")
     var discardJournals = false
+    @Flag(inversion: .prefixedNo,
+          help: "Watch each run with the VM sensor and keep its behaviour log (JSON lines, as kanshi trace writes; every call, reads and writes included) beside the run's CSV files, as behaviour.jsonl.")
+    var behaviour = true
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -64,13 +69,22 @@ struct DatasetRecord: AsyncParsableCommand {
                 if stop.value { throw ExitCode(130) }
                 let s = seed + UInt64(i)
                 Output.error("dataset: \(name) run \(i + 1)/\(runs) (seed \(s))")
+                let log = behaviour ? "\(dir)/runs/record-\(name)-\(i).behaviour.jsonl" : nil
                 let r = try await SandboxWorkloads.run(name: name, seed: s, dir: dir, model: nil, timeout: timeout, logger: logger,
-                                                       stop: stop, quiet: true, tag: "record-\(name)-\(i)")
+                                                       stop: stop, quiet: true, tag: "record-\(name)-\(i)", behaviourLog: log)
                 guard r.result.exitStatus == 0, let start = r.result.commandStartNs else {
                     throw CLIError("\(name) run \(i + 1) failed in the guest (status \(r.result.exitStatus.map(String.init) ?? "none")\(r.result.guestFailure.map { ": \($0)" } ?? ""))")
                 }
                 let target = "\(out)/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-\(i + 1)"
                 let summary = try RanSAPExport.export(journal: JournalReader(directory: r.journal), to: target, fromNs: start)
+                if let log {
+                    guard r.result.vmSensor?.error == nil, FileSystem.exists(log) else {
+                        throw CLIError("\(name) run \(i + 1): the VM sensor failed (\(r.result.vmSensor?.error ?? "no behaviour log")); record with --no-behaviour to go on without it")
+                    }
+                    try? FileManager.default.removeItem(atPath: target + "/behaviour.jsonl")
+                    try FileManager.default.moveItem(atPath: log, toPath: target + "/behaviour.jsonl")
+                    try? FileManager.default.removeItem(atPath: log + ".managed.json")
+                }
                 Output.line("\(target): \(summary.readRows) read rows, \(summary.writeRows) write rows, run \(String(format: "%.1f", r.result.runSeconds ?? 0)) s")
                 if discardJournals {
                     try? FileManager.default.removeItem(atPath: r.disk)

@@ -6,6 +6,7 @@ import KanshiJournal
 import KanshiML
 import KanshiSandbox
 import KanshiSystem
+import KanshiVMSensor
 import KanshiWorkload
 import Logging
 
@@ -28,14 +29,23 @@ struct CorpusCheck {
 
 enum SandboxWorkloads {
     /// Runs `kanshi workload NAME` in the guest on a fresh copy of the victim disk.
+    /// With `behaviourLog`, the VM sensor watches the guest and writes its behaviour log there, every call included.
     static func run(name: String, seed: UInt64, dir: String, model: DetectorModel?, timeout: Double,
-                    logger: Logger, stop: LockedFlag, quiet: Bool, tag: String) async throws -> WorkloadRun {
+                    logger: Logger, stop: LockedFlag, quiet: Bool, tag: String, behaviourLog: String? = nil) async throws -> WorkloadRun {
         let guest = try GuestImage(directory: SandboxLayout.guest(dir))
         let disk = try SandboxRun.freshVictimDisk(dir: dir, name: tag)
         var config = Sandbox.Config(guest: guest, disk: disk, journal: disk + ".journal",
                                     command: "kanshi workload \(name) --dir /mnt/corpus --seed \(seed)")
         config.model = model
         config.timeoutSeconds = timeout
+        if let behaviourLog {
+            let kernel = try VMSensorKernel.cached(guestDirectory: guest.directory, vmlinuz: guest.kernel)
+            var sensor = VMSensor.Config(kernel: kernel, plugin: VMSensorPaths.plugin, logPath: behaviourLog)
+            sensor.managedSetPath = behaviourLog + ".managed.json"
+            sensor.behaviour.vm = "sandbox"
+            sensor.behaviour.allCalls = true  // every read and write too: what per-process features are made of
+            config.vmSensor = sensor
+        }
         let result = try await Sandbox(config: config, logger: logger) { line in
             if !quiet || line.hasPrefix("KANSHI-GUEST-FAIL") { Output.line("  guest| " + line) }
         }.run(stopRequested: { stop.value })
