@@ -4,7 +4,8 @@ import KanshiCore
 /// The live detector: a recording's block events in as they are journaled, an alert out when
 /// the model's run-level rule fires. The model is loaded once; each window goes through it
 /// once, when it closes (the open window is looked at as it stands at each evaluation, not
-/// kept), so following a run costs time in proportion to its length.
+/// kept), so the model's work grows with the run's length. A stacked model's verdict averages
+/// are recomputed over the whole run at each update (arithmetic only, no model call).
 public final class LiveDetector: @unchecked Sendable {
     public struct Alert: Sendable, Equatable {
         /// The window the rule fired on (0: the recording's first) and its start, ns since the epoch.

@@ -27,7 +27,7 @@ public final class LoadedDetector: @unchecked Sendable {
         stage1 = try model.stage1?.first.map { try LoadedDetector($0) }
     }
 
-    /// Whether the classifier also sees a first stage's verdicts (then see `predict(_:stage1:)`).
+    /// Whether the classifier also sees a first stage's verdicts (then see `predictLast`).
     public var stacked: Bool { stage1 != nil }
 
     /// The probability of ransomware for each row of `table` (its columns: the model's features).

@@ -135,6 +135,7 @@ typedef struct vcpu_state {
     const uint8_t *regs_host;
     /// This vCPU's per-cpu top-of-stack word in the RAM mapping (NULL until found).
     const uint64_t *stack_top;
+    int stack_top_missing;
     kvmi_identity id;
     uint8_t rec[RECORD_MAX];
 } vcpu_state;
@@ -414,9 +415,13 @@ static void stack_top_check(vcpu_state *v, uint64_t regs_at) {
     int trust = __atomic_load_n(&K.stack_top_trust, __ATOMIC_RELAXED);
     if (!K.top_of_stack || trust < 0 || !K.ram || __atomic_load_n(&K.direct_trust, __ATOMIC_RELAXED) < DIRECT_CONFIRMATIONS) return;
     if (!v->stack_top) {
+        if (v->stack_top_missing) return;
         uint64_t va = reg(v, v->gs_base) + K.top_of_stack, pa;
         const uint8_t *host;
-        if ((va & 7) || !translate(cr3_of(v), va, &pa) || !(host = ram_at(pa, 8))) return;
+        if ((va & 7) || !translate(cr3_of(v), va, &pa) || !(host = ram_at(pa, 8))) {
+            v->stack_top_missing = 1;  // not in plain RAM: this vCPU reads registers, without asking again
+            return;
+        }
         v->stack_top = (const uint64_t *)host;
     }
     int same = __atomic_load_n(v->stack_top, __ATOMIC_RELAXED) - sizeof(pt_regs) == regs_at;
@@ -543,6 +548,10 @@ static pending *pending_find(uint64_t cr3, uint64_t ip, uint64_t sp) {
     return NULL;
 }
 
+/// What a pending call's bucket is counted by: its pt_regs address when keyed by it, else its
+/// user stack pointer.
+static uint64_t bucket_key(uint64_t cr3, uint64_t ip, uint64_t sp) { return ip == KEY_BY_REGS ? cr3 : sp; }
+
 static unsigned sp_bucket(uint64_t sp) {
     return (unsigned)((sp >> 4) ^ (sp >> 16)) & (SP_BUCKETS - 1);
 }
@@ -559,7 +568,7 @@ static void pending_release(pending *p) {
     if (!K.tags[at]) return;
     K.tags[at] = 0;
     p->deferred = 0;
-    __atomic_fetch_sub(&K.sp_pending[sp_bucket(p->ip == KEY_BY_REGS ? p->cr3 : p->sp)], 1, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&K.sp_pending[sp_bucket(bucket_key(p->cr3, p->ip, p->sp))], 1, __ATOMIC_RELEASE);
 }
 
 static void pending_take(pending *p, uint64_t cr3, uint64_t ip, uint64_t sp) {
@@ -568,13 +577,13 @@ static void pending_take(pending *p, uint64_t cr3, uint64_t ip, uint64_t sp) {
     p->cr3 = cr3;
     p->ip = ip;
     p->sp = sp;
-    __atomic_fetch_add(&K.sp_pending[sp_bucket(ip == KEY_BY_REGS ? cr3 : sp)], 1, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&K.sp_pending[sp_bucket(bucket_key(cr3, ip, sp))], 1, __ATOMIC_RELEASE);
 }
 
 static pending *pending_slot(uint64_t cr3, uint64_t ip, uint64_t sp) {
     // The thread's last call never came back (exec, signal): replaced. Most entries have no
     // pending call under their key: the per-bucket count says so without probing the table.
-    pending *same = sp_may_be_pending(ip == KEY_BY_REGS ? cr3 : sp) ? pending_find(cr3, ip, sp) : NULL;
+    pending *same = sp_may_be_pending(bucket_key(cr3, ip, sp)) ? pending_find(cr3, ip, sp) : NULL;
     if (same) return same;
     uint64_t h = pending_hash(cr3, ip, sp);
     pending *oldest = NULL;
@@ -618,16 +627,18 @@ static void on_syscall(unsigned vcpu, void *udata) {
     uintptr_t kind = (uintptr_t)udata;
     int abi = kind == HOOK_SYS64 ? KVMI_ABI_X86_64 : KVMI_ABI_I386;
     bump(&v->count->calls);
-    // The 64-bit entry passes the call's number in rsi: once that has agreed with pt_regs often
-    // enough, a call the model does not need costs one register read and no guest memory.
+    // Once the per-cpu stack top is trusted, pt_regs (the call's number included) is found in
+    // memory with no register read. Until then, the 64-bit entry's rsi holds the number: once
+    // that has agreed with pt_regs often enough, a call the model does not need costs one
+    // register read and no guest memory.
+    uint64_t regs_at = regs_at_stack_top(v);
     int trust = __atomic_load_n(&K.rsi_trust, __ATOMIC_RELAXED);
     int64_t rsi_nr = 0;
-    int have_rsi = kind == HOOK_SYS64 && !K.all_calls && trust >= 0;
+    int have_rsi = !regs_at && kind == HOOK_SYS64 && !K.all_calls && trust >= 0;
     if (have_rsi) {
         rsi_nr = (int32_t)reg(v, v->rsi);
         if (trust >= RSI_CONFIRMATIONS && !kvmi_model_needs(abi, rsi_nr)) return;
     }
-    uint64_t regs_at = regs_at_stack_top(v);
     if (!regs_at) {
         regs_at = reg(v, v->rdi);
         stack_top_check(v, regs_at);
