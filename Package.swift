@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "KanshiHistory",
             dependencies: [
-                "KanshiCore", "KanshiSystem", "KanshiJournal", "CXXHash",
+                "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiExt4", "CXXHash",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .target(
@@ -89,7 +89,7 @@ let package = Package(
             name: "KanshiSandbox",
             dependencies: [
                 "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiBlock", "KanshiHistory", "KanshiAnalysis", "KanshiML",
-                "KanshiVMSensor",
+                "KanshiVMSensor", "KanshiMount", "KanshiExt4", "KanshiTrace",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -147,7 +147,8 @@ let package = Package(
         .testTarget(
             name: "KanshiIntegrationTests",
             dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", "KanshiVMSensor", "KanshiGuestKernel",
-                           .product(name: "Crypto", package: "swift-crypto")],
+                           "KanshiSandbox", "KanshiBlock", "KanshiMount", "KanshiExt4", "KanshiHistory",
+                           .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")],
             exclude: ["Fixtures"]),
     ]
 )

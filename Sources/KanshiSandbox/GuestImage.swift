@@ -81,6 +81,8 @@ public enum SandboxError: Error, CustomStringConvertible, Sendable {
     case qemuFailed(String)
     case badDisk(path: String, reason: String)
     case badAdd(String, String)
+    /// A selective undo could not start or finish (the journal's past, the mount).
+    case undoFailed(String)
 
     public var description: String {
         switch self {
@@ -90,6 +92,7 @@ public enum SandboxError: Error, CustomStringConvertible, Sendable {
         case .qemuFailed(let why): "QEMU failed: \(why)"
         case .badDisk(let p, let why): "\(p): \(why)"
         case .badAdd(let a, let why): "--add \(a): \(why)"
+        case .undoFailed(let why): "selective undo: \(why)"
         }
     }
 }

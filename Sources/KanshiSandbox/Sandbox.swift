@@ -2,10 +2,12 @@ import Foundation
 import KanshiAnalysis
 import KanshiBlock
 import KanshiCore
+import KanshiExt4
 import KanshiHistory
 import KanshiJournal
 import KanshiML
 import KanshiSystem
+import KanshiTrace
 import KanshiVMSensor
 import Logging
 import NIOCore
@@ -27,6 +29,11 @@ public final class Sandbox: @unchecked Sendable {
         public var pollMs = 200
         /// Roll back on an alert (otherwise only pause and stop).
         public var rollback = true
+        /// What an alert's rollback undoes: the whole disk, or (with the VM sensor) only the
+        /// files changed by the process tree the sensor blames.
+        public var undo = Undo.wholeDisk
+        /// Where the guest mounts the data disk (paths under it are the disk's files).
+        public var guestMountPoint = "/mnt"
         /// Watch every system call of the guest (the VM sensor; TCG only).
         public var vmSensor: VMSensor.Config?
         /// Give the guest a network (QEMU user networking; through the VM sensor's relay when it runs).
@@ -38,6 +45,28 @@ public final class Sandbox: @unchecked Sendable {
         public init(guest: GuestImage, disk: String, journal: String, command: String) {
             self.guest = guest; self.disk = disk; self.journal = journal; self.command = command
         }
+    }
+
+    public enum Undo: String, Sendable, CaseIterable {
+        /// Every block changed since the command started goes back (`disk rollback`).
+        case wholeDisk = "disk"
+        /// Only the files the blamed process tree changed go back; the VM is stopped first.
+        case process
+    }
+
+    /// The process tree blamed for an alert, from the VM sensor's behaviour log.
+    public struct Culprit: Sendable {
+        public var pid: Int32
+        public var argv: [String]
+        public var tree: [Int32]
+        /// Files on the disk that existed when the command started and that the tree changed.
+        public var existingChanged: Int
+        public var created: Int
+        public var filesRead: Int
+        /// Its first change to the disk's files (wall clock, ns).
+        public var firstChangeNs: UInt64?
+        /// The next suspects, for the record (pid, command, files changed).
+        public var others: [(pid: Int32, argv: [String], existingChanged: Int)]
     }
 
     public struct Detection: Sendable {
@@ -68,6 +97,14 @@ public final class Sandbox: @unchecked Sendable {
         public var vmSensor: VMSensor.Result?
         /// Why the live detector stopped before the run ended (nil: it watched the whole run).
         public var detectorFailure: String?
+        /// With `undo: .process`: the tree blamed, what the selective undo did, and why the
+        /// whole disk was rolled back instead when it could not run.
+        public var culprit: Culprit?
+        public var undo: UndoReport?
+        public var undoFallback: String?
+        /// After a selective undo: the files other processes changed on the disk since the
+        /// command started, and how many of them read the same after the undo as before it.
+        public var othersKept: (files: Int, same: Int)?
     }
 
     let config: Config
@@ -157,16 +194,34 @@ public final class Sandbox: @unchecked Sendable {
             try await Task.sleep(nanoseconds: 50_000_000)
         }
         // An alert pauses the guest; then the damage is rolled back while no I/O is issued.
-        if withState({ alerted }) {
+        let alert = withState { alerted }
+        if alert {
             try await Task.sleep(nanoseconds: 300_000_000)  // let in-flight requests finish
-            if config.rollback, let seq = withState({ jobStartSequence }) {
+        }
+        if alert && config.undo == .process {
+            // The guest's processes stop for good (its page cache with them); the sensor's log is complete.
+            guest.terminate()
+        }
+        if let sensor, alert && config.undo == .process {
+            let r = sensor.stop()
+            withState { result.vmSensor = r }
+        }
+        if alert, config.rollback, let seq = withState({ jobStartSequence }) {
+            var undone = false
+            if config.undo == .process {
+                do { undone = try undoCulprit(disk: disk, jobStart: seq) } catch {
+                    logger.warning("the selective undo failed; rolling the whole disk back", metadata: ["why": "\(error)"])
+                    withState { result.undoFallback = "\(error)" }
+                }
+            }
+            if !undone {
                 let point = TimePoint.sequence(seq)
                 let report = try disk.rollBack(to: point)
                 withState { result.rollback = report; result.rolledBackTo = point }
             }
         }
         guest.terminate()
-        if let sensor {
+        if let sensor, withState({ result.vmSensor == nil }) {
             let r = sensor.stop()
             withState { result.vmSensor = r }
         }
@@ -183,6 +238,57 @@ public final class Sandbox: @unchecked Sendable {
         r.journalBytes = (try? FileSystem.list(config.journal).filter { $0.hasPrefix("segment-") }
             .reduce(UInt64(0)) { $0 + ((try? SystemFile(path: config.journal + "/" + $1, mode: .readOnly).size()) ?? 0) }) ?? 0
         return r
+    }
+
+    /// Blames a process tree from the VM sensor's log and puts back only the files it changed,
+    /// as they were just before its first change. False (and `undoFallback` says why) when no
+    /// process can be blamed: the caller rolls the whole disk back instead.
+    private func undoCulprit(disk: JournaledDisk, jobStart: UInt64) throws -> Bool {
+        guard let log = config.vmSensor?.logPath else {
+            withState { result.undoFallback = "no VM sensor: no process to blame" }
+            return false
+        }
+        guard let journal = disk.journal, let startNs = withState({ jobStartNs }) else { return false }
+        try journal.sync()
+        let before = try Ext4FileSystem(reader: PastImageReader(past: PastImage(index: VersionIndex(journal: journal.directory),
+                                                                                 at: .sequence(jobStart), imagePath: disk.image.path)))
+        let activity = ProcessActivity()
+        try BehaviourLogReader.read(path: log) { activity.add($0) }
+        let prefix = config.guestMountPoint
+        let suspects = activity.suspects(sinceNs: startNs, under: prefix) { path in
+            (try? before.lookup(path: String(path.dropFirst(prefix.count)))) != nil
+        }
+        guard let top = suspects.first, top.existingChanged > 0 || top.filesRead > 0 else {
+            withState { result.undoFallback = "the VM sensor saw no process touch the disk's files since the command started" }
+            return false
+        }
+        let culprit = Culprit(pid: top.pid, argv: top.argv, tree: top.tree, existingChanged: top.existingChanged,
+                              created: top.created, filesRead: top.filesRead, firstChangeNs: top.firstChangeNs,
+                              others: suspects.dropFirst().prefix(3).map { ($0.pid, $0.argv, $0.existingChanged) })
+        withState { result.culprit = culprit }
+        // Just before its first change (and never before the command started).
+        let point = TimePoint.time(ns: max(top.firstChangeNs ?? startNs, startNs + 1) - 1)
+        let paths = top.changes.map { String($0.path.dropFirst(prefix.count)) }
+        let report = try SelectiveUndo.run(disk: disk, paths: paths, to: point, logger: logger)
+        withState { result.undo = report }
+        // What the other processes changed must read the same before and after the undo.
+        let blamed = Set(top.tree)
+        let others = Set(activity.processes.keys.filter { !blamed.contains($0) })
+        let theirs = Set(activity.changes(ofTree: Array(others), sinceNs: startNs, under: prefix).map { String($0.path.dropFirst(prefix.count)) })
+            .subtracting(paths)
+        if !theirs.isEmpty {
+            let index = try VersionIndex(journal: journal.directory)
+            let beforeUndo = try Ext4FileSystem(reader: PastImageReader(past: PastImage(index: index, at: .sequence(report.startSequence - 1),
+                                                                                       imagePath: disk.image.path)))
+            let now = try Ext4FileSystem(reader: FileImageReader(path: disk.image.path))
+            func content(_ fs: Ext4FileSystem, _ path: String) -> [UInt8]? {
+                guard let i = try? fs.lookup(path: path), i.type == .regular else { return nil }
+                return try? fs.contents(of: i)
+            }
+            let same = theirs.filter { content(beforeUndo, $0) == content(now, $0) }.count
+            withState { result.othersKept = (theirs.count, same) }
+        }
+        return true
     }
 
     private func withState<R>(_ body: () throws -> R) rethrows -> R {

@@ -186,3 +186,22 @@ public final class SystemFile: @unchecked Sendable {
         throw SystemError(call: "flock", subject: path, errno: e)
     }
 }
+
+extension SystemFile {
+    /// Sets the permission bits (fchmod).
+    public func setPermissions(_ mode: UInt32) throws(SystemError) {
+        try syscall("fchmod", path) { fchmod(fd, mode_t(mode & 0o7777)) }
+    }
+
+    /// Sets the owner (fchown).
+    public func setOwner(uid: UInt32, gid: UInt32) throws(SystemError) {
+        try syscall("fchown", path) { fchown(fd, uid_t(uid), gid_t(gid)) }
+    }
+
+    /// Sets the access and modification times (futimens), seconds and nanoseconds since the epoch.
+    public func setTimes(accessed: (seconds: Int64, nanoseconds: UInt32), modified: (seconds: Int64, nanoseconds: UInt32)) throws(SystemError) {
+        var times = [timespec(tv_sec: Int(accessed.seconds), tv_nsec: Int(accessed.nanoseconds)),
+                     timespec(tv_sec: Int(modified.seconds), tv_nsec: Int(modified.nanoseconds))]
+        try syscall("futimens", path) { futimens(fd, &times) }
+    }
+}

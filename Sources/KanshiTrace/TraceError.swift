@@ -18,6 +18,8 @@ public enum TraceError: Error, CustomStringConvertible, Sendable {
     case badManagedSet(path: String, detail: String)
     /// The managed set could not be saved.
     case managedSetNotSaved(path: String, detail: String)
+    /// A behaviour log being read back has a line that is not one of its events.
+    case badLog(path: String, line: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -33,6 +35,9 @@ public enum TraceError: Error, CustomStringConvertible, Sendable {
             return "cannot write \(p): \(String(cString: strerror(e))) (errno \(e)); choose a writable --log path"
         case .managedSetNotSaved(let p, let d):
             return "cannot save the managed set to \(p): \(d); choose a writable --managed-set or --log path"
+        case .badLog(let p, let line, let why):
+            if p.isEmpty { return why }
+            return line > 0 ? "\(p):\(line): \(why)" : "behaviour log \(p): \(why)"
         case .badManagedSet(let p, let d):
             return "managed set \(p) is not valid: \(d); move it away to start with an empty set"
         }

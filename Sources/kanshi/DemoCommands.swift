@@ -30,20 +30,25 @@ struct CorpusCheck {
 enum SandboxWorkloads {
     /// Runs `kanshi workload NAME` in the guest on a fresh copy of the victim disk.
     /// With `behaviourLog`, the VM sensor watches the guest and writes its behaviour log there, every call included.
+    /// With `companion`, that workload runs beside it (a benign command line, started first, in the
+    /// background). With `undo: .process` (needs `behaviourLog`), an alert undoes only the blamed tree's files.
     static func run(name: String, seed: UInt64, dir: String, model: DetectorModel?, timeout: Double,
-                    logger: Logger, stop: LockedFlag, quiet: Bool, tag: String, behaviourLog: String? = nil) async throws -> WorkloadRun {
+                    logger: Logger, stop: LockedFlag, quiet: Bool, tag: String, behaviourLog: String? = nil,
+                    allCalls: Bool = true, companion: String? = nil, undo: Sandbox.Undo = .wholeDisk) async throws -> WorkloadRun {
         let guest = try GuestImage(directory: SandboxLayout.guest(dir))
         let disk = try SandboxRun.freshVictimDisk(dir: dir, name: tag)
+        let main = "kanshi workload \(name) --dir /mnt/corpus --seed \(seed)"
         var config = Sandbox.Config(guest: guest, disk: disk, journal: disk + ".journal",
-                                    command: "kanshi workload \(name) --dir /mnt/corpus --seed \(seed)")
+                                    command: companion.map { "\($0) & \(main); status=$?; wait; exit $status" } ?? main)
         config.model = model
         config.timeoutSeconds = timeout
+        config.undo = undo
         if let behaviourLog {
             let kernel = try VMSensorKernel.cached(guestDirectory: guest.directory, vmlinuz: guest.kernel)
             var sensor = VMSensor.Config(kernel: kernel, plugin: VMSensorPaths.plugin, logPath: behaviourLog)
             sensor.managedSetPath = behaviourLog + ".managed.json"
             sensor.behaviour.vm = "sandbox"
-            sensor.behaviour.allCalls = true  // every read and write too: what per-process features are made of
+            sensor.behaviour.allCalls = allCalls  // every read and write too: what per-process features are made of
             config.vmSensor = sensor
         }
         let result = try await Sandbox(config: config, logger: logger) { line in
@@ -97,6 +102,10 @@ struct Demo: AsyncParsableCommand {
     var ransomware: String = "inplace"
     @Option(help: "Benign workload to run.")
     var benign: String = "compress"
+    @Option(help: ArgumentHelp("What an alert undoes: process (the VM sensor names the process tree; only its files are put back, other changes stay; needs root for the mount) or disk (every block since the workload started). Default: process when running as root with /dev/fuse, else disk.", valueName: "process|disk"))
+    var undo: String?
+    @Option(help: "A benign command run beside each ransomware workload, in the background, so that the undo can be seen to keep its changes ('none' for none).")
+    var companion: String = Demo.defaultCompanion
     @Option(help: "Per-run timeout, seconds.")
     var timeout: Double = 600
     @Flag(help: "Run every workload (the README's table) instead of one of each kind.")
@@ -108,6 +117,15 @@ struct Demo: AsyncParsableCommand {
     func validate() throws {
         if model != nil && dataset != nil { throw ValidationError("give --model or --dataset, not both") }
         if timeout <= 0 { throw ValidationError("--timeout must be positive, got \(timeout)") }
+        if let undo, Sandbox.Undo(rawValue: undo) == nil { throw ValidationError("--undo \(undo): give process or disk") }
+    }
+
+    static let defaultCompanion = "kanshi workload database --dir /mnt/corpus --db-mib 4 --transactions 100 --seed 9"
+
+    /// --undo, or process where a selective undo can mount the disk (root, /dev/fuse).
+    var undoMode: Sandbox.Undo {
+        if let undo, let u = Sandbox.Undo(rawValue: undo) { return u }
+        return Host.isRoot && FileSystem.exists("/dev/fuse") ? .process : .wholeDisk
     }
 
     func run() async throws {
@@ -119,16 +137,26 @@ struct Demo: AsyncParsableCommand {
         let m: DetectorModel
         do { m = try DetectorModel.load(from: modelPath) } catch { throw CLIError("\(modelPath): \(error)") }
         var runs: [WorkloadRun] = []
+        let mode = undoMode
+        Output.line(mode == .process
+            ? "== on an alert: the VM sensor names the process tree, the VM stops, and only that tree's files are put back"
+            : "== on an alert: the VM is paused and the whole disk rolled back to just before the workload started\(undo == nil ? " (a selective undo needs root and /dev/fuse)" : "")")
         let plan = all ? Dataset.kanshiWorkloads.map { ($0.0, $0.1.rawValue) } : [(ransomware, "ransomware"), (benign, "benign")]
         for (name, what) in plan {
             Output.line("\n== \(what) workload '\(name)' in the guest, live detector on")
+            let isRansomware = what == Label.ransomware.rawValue
+            let withCompanion = isRansomware && companion != "none" ? companion : nil
+            if let withCompanion { Output.line("beside it: \(withCompanion)") }
             var r = try await SandboxWorkloads.run(name: name, seed: 1, dir: dir, model: m, timeout: timeout, logger: logger,
-                                                   stop: stop, quiet: !verbose, tag: "demo-\(name)")
+                                                   stop: stop, quiet: !verbose, tag: "demo-\(name)",
+                                                   behaviourLog: mode == .process ? "\(dir)/runs/demo-\(name).behaviour.jsonl" : nil,
+                                                   allCalls: false, companion: withCompanion, undo: mode)
             if stop.value { throw ExitCode(130) }
             SandboxRun.report(r.result, json: false, journal: r.journal)
             r.verify = try SandboxWorkloads.verify(disk: r.disk)
             if let v = r.verify {
-                Output.line("victim files intact: \(v.intact) of \(v.files)\(r.result.rollback != nil ? " after the rollback" : ""); bytes lost: \(v.bytesLost)")
+                let after = r.result.undo != nil ? " after the selective undo" : r.result.rollback != nil ? " after the rollback" : ""
+                Output.line("victim files intact: \(v.intact) of \(v.files)\(after); bytes lost: \(v.bytesLost)")
             }
             runs.append(r)
         }
@@ -138,16 +166,20 @@ struct Demo: AsyncParsableCommand {
 
     static func table(_ runs: [WorkloadRun]) {
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-        Output.line(pad("workload", 14) + pad("class", 11) + pad("boot", 8) + pad("run", 8) + pad("journal", 11) + pad("alert", 7) + pad("delay", 9) + pad("written before", 16) + pad("intact", 10) + "bytes lost")
+        Output.line(pad("workload", 14) + pad("class", 11) + pad("boot", 8) + pad("run", 8) + pad("journal", 11) + pad("alert", 7)
+                    + pad("delay", 9) + pad("written before", 16) + pad("blamed", 25) + pad("others kept", 13) + pad("intact", 10) + "bytes lost")
         for r in runs {
             let res = r.result
             let d = res.detection
+            let blamed = res.culprit.map { String($0.argv.prefix(3).joined(separator: " ").prefix(24)) } ?? (d == nil ? "-" : "whole disk")
             Output.line(pad(r.name, 14) + pad(r.label.rawValue, 11)
                         + pad(res.bootSeconds.map { String(format: "%.1f s", $0) } ?? "-", 8)
                         + pad(res.runSeconds.map { String(format: "%.1f s", $0) } ?? (d != nil ? "stopped" : "-"), 8)
                         + pad(Output.bytes(res.journalBytes), 11) + pad(d == nil ? "no" : "YES", 7)
                         + pad(d.map { $0.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "no write" } ?? "-", 9)
                         + pad(d.map { Output.bytes($0.bytesWrittenBeforeAlert) } ?? "-", 16)
+                        + pad(blamed, 25)
+                        + pad(res.othersKept.map { "\($0.same)/\($0.files)" } ?? "-", 13)
                         + pad(r.verify.map { "\($0.intact)/\($0.files)" } ?? "-", 10)
                         + (r.verify.map { "\($0.bytesLost)" } ?? "-"))
         }

@@ -1,15 +1,6 @@
 import KanshiExt4
 import KanshiHistory
 
-/// A past image as the ext4 reader's byte source.
-struct PastImageReader: ImageReader {
-    let past: PastImage
-    var size: UInt64 { past.size }
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        try past.read(into: buffer, at: offset)
-    }
-}
-
 /// What the changed blocks of a diff belong to in an ext4 file system.
 struct DiffAttribution {
     struct Item {

@@ -64,6 +64,9 @@ struct SandboxRun: AsyncParsableCommand {
     @Flag(help: "On an alert, only pause and stop the VM; do not roll the disk back.")
     var noRollback = false
 
+    @Option(help: ArgumentHelp("What an alert undoes: disk (every block changed since the command started) or process (only the files changed by the process tree the VM sensor blames, put back as they were just before its first change; other processes' changes stay). process needs the VM sensor (--trace) and root (the disk is mounted through Kanshi to put files back); when no process can be blamed or the mount fails, the whole disk is rolled back.", valueName: "disk|process"))
+    var undo: String = "disk"
+
     @Flag(help: "Print the result as JSON (after the console).")
     var json = false
 
@@ -129,6 +132,9 @@ struct SandboxRun: AsyncParsableCommand {
             throw ValidationError("--protect \(p): give an absolute path in the guest (the command runs in /mnt, the data disk)")
         }
         if allCalls && trace == nil && protect.isEmpty { throw ValidationError("--all-calls needs --trace LOG") }
+        guard let u = Sandbox.Undo(rawValue: undo) else { throw ValidationError("--undo \(undo): give disk or process") }
+        if u == .process && trace == nil && protect.isEmpty { throw ValidationError("--undo process needs the VM sensor (--trace LOG): it names the process to undo") }
+        if u == .process && noRollback { throw ValidationError("give --undo process or --no-rollback, not both") }
         _ = try Self.ringBytes(ringSize)
         if (pcap != nil || allowUnattributed) && !net { throw ValidationError("--pcap and --allow-unattributed need --net") }
         if pcap != nil && trace == nil && protect.isEmpty { throw ValidationError("--pcap needs the VM sensor (--trace or --protect): the frames pass through it") }
@@ -169,6 +175,7 @@ struct SandboxRun: AsyncParsableCommand {
         config.qemu.accel = accel
         config.qemu.memoryMiB = memory
         config.rollback = !noRollback
+        config.undo = Sandbox.Undo(rawValue: undo) ?? .wholeDisk
         config.qemu.vcpus = smp
         config.qemu.cpu = cpu
         config.network = net
@@ -251,6 +258,20 @@ struct SandboxRun: AsyncParsableCommand {
         if let rb = r.rollback {
             o["rollback"] = ["to": r.rolledBackTo?.description ?? "", "blocks": rb.blocks, "bytes": rb.bytes, "undo": "seq:\(rb.startSequence - 1)"] as [String: Any]
         }
+        if let c = r.culprit {
+            var b: [String: Any] = ["pid": c.pid, "argv": c.argv, "tree": c.tree, "existingFilesChanged": c.existingChanged,
+                                    "filesCreated": c.created, "filesRead": c.filesRead,
+                                    "others": c.others.map { ["pid": $0.pid, "argv": $0.argv, "existingFilesChanged": $0.existingChanged] as [String: Any] }]
+            if let t = c.firstChangeNs { b["firstChange"] = Output.time(t); b["firstChangeNs"] = t }
+            o["culprit"] = b
+        }
+        if let u = r.undo {
+            o["undo"] = ["to": u.to.description, "restored": u.restored, "removed": u.removed, "unchanged": u.unchanged,
+                         "bytesRestored": u.bytesRestored, "skipped": u.skipped.map { ["path": $0.path, "reason": $0.reason] },
+                         "undoTheUndo": "seq:\(u.startSequence - 1)"] as [String: Any]
+        }
+        if let f = r.undoFallback { o["undoFallback"] = f }
+        if let k = r.othersKept { o["othersKept"] = ["files": k.files, "same": k.same] }
         if json {
             if let text = try? Output.json(o) { Output.line(text) }
             return
@@ -262,6 +283,18 @@ struct SandboxRun: AsyncParsableCommand {
         if let rb = r.rollback {
             Output.error("sandbox: rolled the disk back to \(r.rolledBackTo.map { "\($0)" } ?? "-") (just before the command started): \(rb.blocks) blocks, \(Output.bytes(rb.bytes)); undo with kanshi disk rollback --journal \(journal) --to seq:\(rb.startSequence - 1)")
         }
+        if let c = r.culprit {
+            Output.error("sandbox: blamed pid \(c.pid) (\(c.argv.joined(separator: " "))) and its \(c.tree.count - 1) descendants: \(c.existingChanged) existing files changed, \(c.created) made, \(c.filesRead) read; first change \(c.firstChangeNs.map { Output.time($0) } ?? "none")")
+            for o in c.others { Output.error("sandbox:   next: pid \(o.pid) (\(o.argv.joined(separator: " "))): \(o.existingChanged) existing files changed") }
+        }
+        if let u = r.undo {
+            Output.error("sandbox: put back only that tree's files as they were at \(u.to): \(u.restored.count) restored (\(Output.bytes(u.bytesRestored))), \(u.removed.count) removed, \(u.unchanged) already as they were, \(u.skipped.count) left alone; other changes kept; undo with kanshi disk rollback --journal \(journal) --to seq:\(u.startSequence - 1)")
+            for k in u.skipped.prefix(5) { Output.error("sandbox:   left alone: \(k.path): \(k.reason)") }
+            if let k = r.othersKept {
+                Output.error("sandbox: files other processes changed since the command started: \(k.same) of \(k.files) read the same after the undo as before it")
+            }
+        }
+        if let f = r.undoFallback { Output.error("sandbox: no selective undo (\(f)); the whole disk was rolled back instead") }
         if let f = r.guestFailure { Output.error("sandbox: the guest failed: \(f)") }
         if let f = r.detectorFailure { Output.error("sandbox: WARNING: the live detector stopped before the run ended (\(f)); later activity was not checked") }
         if r.timedOut { Output.error("sandbox: timed out; the VM was stopped") }
