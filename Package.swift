@@ -64,7 +64,7 @@ let package = Package(
         // The ring between the VM sensor's QEMU plugin and kanshi (header only: one layout for both).
         .target(name: "CKanshiVMIRing"),
         // The VM sensor's QEMU plugin (C; QEMU resolves its API when it loads it).
-        .target(name: "KanshiQEMUPlugin", dependencies: ["CKanshiVMIRing"]),
+        .target(name: "KanshiQEMUPlugin", dependencies: ["CKanshiVMIRing"], linkerSettings: [.linkedLibrary("m")]),
         // The VM sensor: the plugin's ring, the guest behaviour model (same log and managed set as kanshi trace).
         .target(name: "KanshiVMSensor", dependencies: ["CKanshiVMIRing", "KanshiSystem", "KanshiTrace", "KanshiGuestKernel"]),
         // XGBoost from Debian's libxgboost-dev.
@@ -81,9 +81,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Reading recordings (RanSAP CSV, journals), windows and features, evaluation.
-        .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal"]),
+        .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal", "KanshiTrace"]),
         // Classifiers over C libraries.
-        .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "KanshiCore", "CXGBoost", "CLibSVM"]),
+        .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "KanshiCore", "KanshiTrace", "CXGBoost", "CLibSVM"]),
         // The sandbox: a QEMU guest on a journaled disk, the live detector, rollback.
         .target(
             name: "KanshiSandbox",
@@ -126,7 +126,7 @@ let package = Package(
         .testTarget(name: "KanshiHistoryTests", dependencies: ["KanshiHistory", "KanshiBlock", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(name: "KanshiGuestKernelTests", dependencies: ["KanshiGuestKernel"]),
         .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
-        .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore"]),
+        .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore", "KanshiTrace"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
             name: "KanshiBlockTests",

@@ -34,7 +34,7 @@ public enum Dataset {
     public static let kanshiWorkloads: [(String, Label)] = [
         ("inplace", .ransomware), ("copy-delete", .ransomware), ("rename", .ransomware), ("partial", .ransomware), ("slow", .ransomware),
         ("compress", .benign), ("encrypt-one", .benign), ("secure-delete", .benign), ("database", .benign), ("build", .benign),
-        ("copy-tree", .benign), ("edit", .benign),
+        ("copy-tree", .benign), ("edit", .benign), ("package-install", .benign), ("save-big", .benign),
     ]
 
     /// RanSAP's families and what they are.

@@ -13,6 +13,8 @@ public enum FeatureSet: String, Sendable, Codable, CaseIterable {
     /// (`WindowFeatures.contextNames`): the best within one setup, but they
     /// do not carry over to another one (see the README).
     case context
+    /// Per-process-tree windows from a behaviour log (`ProcessWindows.names`), not from blocks.
+    case process
 }
 
 /// Per-window features of a trace, row-major.
@@ -27,6 +29,10 @@ public struct FeatureTable: Sendable {
 
     public var rows: Int { windowStart.count }
     public var columns: Int { names.count }
+
+    public init(names: [String], values: [Float], windowStart: [UInt64], writtenBytes: [UInt64]) {
+        self.names = names; self.values = values; self.windowStart = windowStart; self.writtenBytes = writtenBytes
+    }
 
     public func row(_ i: Int) -> ArraySlice<Float> { values[(i * columns)..<((i + 1) * columns)] }
 
@@ -92,6 +98,7 @@ public enum WindowFeatures {
         case .extended: extendedNames
         case .structural: structuralNames
         case .context: allNames
+        case .process: ProcessWindows.names
         }
     }
 

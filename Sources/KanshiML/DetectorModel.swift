@@ -171,6 +171,22 @@ public struct DetectorModel: Codable, Sendable {
         try enc.encode(self).write(to: URL(fileURLWithPath: path))
     }
 
+    /// What a model is loaded for: block windows (journals, RanSAP runs) or process windows (behaviour logs).
+    public enum Use: Sendable { case blocks, processes }
+
+    /// Loads a model and checks it is one for `use`.
+    public static func load(from path: String, for use: Use) throws -> DetectorModel {
+        let m = try load(from: path)
+        switch (use, m.featureSet == .process) {
+        case (.blocks, true):
+            throw AnalysisError.invalid("\(path) is a process model (it reads behaviour logs, not blocks): use it with --process-model or kanshi behaviour")
+        case (.processes, false):
+            throw AnalysisError.invalid("\(path) is a block model (\(m.featureSet.rawValue) features): a process model comes from kanshi behaviour train")
+        default:
+            return m
+        }
+    }
+
     public static func load(from path: String) throws -> DetectorModel {
         guard let data = FileManager.default.contents(atPath: path) else { throw AnalysisError.missingFile(path) }
         let m: DetectorModel
@@ -182,7 +198,7 @@ public struct DetectorModel: Codable, Sendable {
         guard m.format == "kanshi-detector", m.version == 1 else {
             throw AnalysisError.invalid("\(path): model format \(m.format) v\(m.version) is not supported")
         }
-        let unknown = WindowFeatures.unknown(m.featureNames)
+        let unknown = m.featureSet == .process ? m.featureNames.filter { !ProcessWindows.names.contains($0) } : WindowFeatures.unknown(m.featureNames)
         guard unknown.isEmpty else {
             throw AnalysisError.invalid("\(path): the model uses features this version does not compute: \(unknown.joined(separator: ", "))")
         }

@@ -29,6 +29,9 @@ public final class LiveDetector: @unchecked Sendable {
     public private(set) var windowsPredicted = 0
 
     public init(model: DetectorModel) throws {
+        guard model.featureSet != .process else {
+            throw AnalysisError.invalid("a process model reads behaviour logs, not blocks: give it to the process detector (--process-model)")
+        }
         let unknown = WindowFeatures.unknown(model.featureNames)
         guard unknown.isEmpty, model.windowNs > 0 else {
             throw AnalysisError.invalid("the model's features \(unknown) (window \(model.windowNs) ns) are not ones this Kanshi computes: retrain it")

@@ -28,6 +28,7 @@
 // (see CKanshiVMIRing.h); nothing is formatted here.
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <cpuid.h>
 #include <pthread.h>
@@ -359,6 +360,30 @@ static int mem(vcpu_state *v, uint64_t addr, void *out, size_t len) {
             if (!same) K.ring->guest_ram = KVMI_GUEST_RAM_DISAGREED;
         }
     }
+    return 1;
+}
+
+/// c * log2(c) for the byte counts of a sample (filled at install).
+static float n_log2_n[KVMI_ENTROPY_SAMPLE + 1];
+
+/// The byte entropy of the first bytes of a written buffer: out[0] thousandths of a bit per
+/// byte, out[1] the bytes sampled. A buffer whose first page is not readable gives nothing;
+/// one that crosses into an unreadable page is sampled up to its first page's end.
+static int written_entropy(vcpu_state *v, uint64_t addr, uint64_t len, uint16_t out[2]) {
+    uint8_t sample[KVMI_ENTROPY_SAMPLE];
+    size_t n = len < KVMI_ENTROPY_SAMPLE ? (size_t)len : KVMI_ENTROPY_SAMPLE;
+    if (!mem(v, addr, sample, n)) {
+        size_t first = (size_t)(PAGE - (addr & (PAGE - 1)));
+        if (first >= n || !mem(v, addr, sample, first)) return 0;
+        n = first;
+    }
+    uint16_t counts[256] = {0};
+    for (size_t i = 0; i < n; i++) counts[sample[i]]++;
+    float sum = 0;
+    for (int b = 0; b < 256; b++) sum += n_log2_n[counts[b]];
+    float h = (n_log2_n[n] - sum) / (float)n;  // log2(n) - sum(c log2 c) / n
+    out[0] = (uint16_t)(h * 1000.0f + 0.5f);
+    out[1] = (uint16_t)n;
     return 1;
 }
 
@@ -762,6 +787,10 @@ static void on_syscall(unsigned vcpu, void *udata) {
         uint64_t flags = 0;
         if (mem(v, e->args[s.open_how], &flags, 8)) add_item(rec, &size, KVMI_OPEN_HOW, 0, &flags, 8);
     }
+    if (s.wbuf >= 0 && e->args[s.wlen] > 0) {
+        uint16_t entropy[2];
+        if (written_entropy(v, e->args[s.wbuf], e->args[s.wlen], entropy)) add_item(rec, &size, KVMI_WRITE_ENTROPY, 0, entropy, sizeof entropy);
+    }
     uint32_t total = finish(rec, size);
     int by_regs = kind == HOOK_SYS64 && __atomic_load_n(&K.sys64_return_known, __ATOMIC_ACQUIRE);
     // With all=1, a 64-bit call the model does not need and that read nothing goes into the ring
@@ -1145,6 +1174,7 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
     K.id = id;
     K.align = 0x200000;
     K.max_string = 256;
+    for (int c = 1; c <= KVMI_ENTROPY_SAMPLE; c++) n_log2_n[c] = (float)c * log2f((float)c);
     K.ram_once = (pthread_once_t)PTHREAD_ONCE_INIT;
     unsigned eax, ebx, ecx, edx;
     K.tsc_invariant = __get_cpuid(CPUID_POWER_LEAF, &eax, &ebx, &ecx, &edx) && (edx & CPUID_INVARIANT_TSC);

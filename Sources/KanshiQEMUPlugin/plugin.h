@@ -21,6 +21,8 @@ typedef struct kvmi_argspec {
     int8_t clone3;
     /// openat2's struct open_how (flags read at entry).
     int8_t open_how;
+    /// A written buffer and its length (write, pwrite64): its byte entropy is read at entry.
+    int8_t wbuf, wlen;
     /// The call does not come back (exit, sigreturn): no pending return.
     uint8_t no_return;
 } kvmi_argspec;

@@ -6,7 +6,14 @@
 
 #define NONE -1
 
-static const kvmi_argspec empty = {NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, 0};
+static const kvmi_argspec empty = {NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, 0};
+
+static kvmi_argspec written(int8_t buf, int8_t len) {
+    kvmi_argspec s = empty;
+    s.wbuf = buf;
+    s.wlen = len;
+    return s;
+}
 
 static kvmi_argspec spec(int8_t p1, int8_t p2) {
     kvmi_argspec s = empty;
@@ -25,6 +32,8 @@ static kvmi_argspec sockaddr(int8_t ptr, int8_t len) {
 static kvmi_argspec x86_64_spec(int64_t nr) {
     kvmi_argspec s = empty;
     switch (nr) {
+    case 1: case 18:
+        return written(1, 2);  // write pwrite64
     case 2: case 85: case 4: case 6: case 21: case 89: case 80: case 161: case 83: case 84:
     case 87: case 76: case 90: case 92: case 94: case 133: case 166: case 137:
         return spec(0, NONE);  // open creat stat lstat access readlink chdir chroot mkdir rmdir unlink truncate chmod chown lchown mknod umount2 statfs
@@ -65,6 +74,8 @@ static kvmi_argspec x86_64_spec(int64_t nr) {
 static kvmi_argspec i386_spec(int64_t nr) {
     kvmi_argspec s = empty;
     switch (nr) {
+    case 4: case 180:
+        return written(1, 2);  // write pwrite64
     case 5: case 8: case 10: case 12: case 14: case 15: case 16: case 33: case 39: case 40:
     case 92: case 85: case 106: case 107: case 195: case 196: case 182: case 212: case 198:
     case 193: case 61: case 99: case 52:

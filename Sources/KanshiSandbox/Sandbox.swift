@@ -24,6 +24,10 @@ public final class Sandbox: @unchecked Sendable {
         /// A shell command run in the guest with /mnt (the data disk) as its directory.
         public var command: String
         public var model: DetectorModel?
+        /// A process model (`kanshi behaviour train`): with the VM sensor, it follows the behaviour
+        /// log, names the process tree doing the damage and is the one that raises the alert; the
+        /// disk detector (`model`) then only watches and its first alert is reported beside it.
+        public var processModel: DetectorModel?
         public var timeoutSeconds: Double = 600
         public var qemu = QEMUGuest.Options()
         public var pollMs = 200
@@ -73,6 +77,8 @@ public final class Sandbox: @unchecked Sendable {
         /// When the detector fired (wall clock), and the window it fired on.
         public var alertNs: UInt64
         public var probability: Float
+        /// The process detector's alert: the tree it named, and the files it had destroyed.
+        public var process: ProcessDetector.Alert?
         /// Since the workload's first write to the disk.
         public var delayNs: UInt64?
         public var bytesWrittenBeforeAlert: UInt64
@@ -97,6 +103,8 @@ public final class Sandbox: @unchecked Sendable {
         public var vmSensor: VMSensor.Result?
         /// Why the live detector stopped before the run ended (nil: it watched the whole run).
         public var detectorFailure: String?
+        /// With a process model: when the disk detector, only watching, would have raised its alert.
+        public var diskDetection: Detection?
         /// With `undo: .process`: the tree blamed, what the selective undo did, and why the
         /// whole disk was rolled back instead when it could not run.
         public var culprit: Culprit?
@@ -177,11 +185,21 @@ public final class Sandbox: @unchecked Sendable {
             }
         }
 
-        // The detector's thread signals `detectorDone` when it returns.
+        // Each detector's thread signals `detectorDone` when it returns.
         let detectorDone = DispatchSemaphore(value: 0)
+        var detectors = 0
+        let processAlerts = config.processModel != nil && config.vmSensor != nil
         if let model = config.model {
+            detectors += 1
             Thread { [self] in
-                self.detect(model: model, guest: guest)
+                self.detect(model: model, guest: guest, acting: !processAlerts)
+                detectorDone.signal()
+            }.start()
+        }
+        if let model = config.processModel, let log = config.vmSensor?.logPath {
+            detectors += 1
+            Thread { [self] in
+                self.detectProcesses(model: model, log: log, guest: guest)
                 detectorDone.signal()
             }.start()
         }
@@ -226,7 +244,7 @@ public final class Sandbox: @unchecked Sendable {
             withState { result.vmSensor = r }
         }
         withState { finished = true }
-        if config.model != nil { detectorDone.wait() }
+        for _ in 0..<detectors { detectorDone.wait() }
         try? await channel.close()
         try? await group.shutdownGracefully()
         try? await pool.shutdownGracefully()
@@ -258,7 +276,10 @@ public final class Sandbox: @unchecked Sendable {
         let suspects = activity.suspects(sinceNs: startNs, under: prefix) { path in
             (try? before.lookup(path: String(path.dropFirst(prefix.count)))) != nil
         }
-        guard let top = suspects.first, top.existingChanged > 0 || top.filesRead > 0 else {
+        // The process detector's tree when it named one; else the tree that destroyed most.
+        let named = withState { result.detection?.process?.root }
+        guard let top = suspects.first(where: { named != nil && $0.tree.contains(named!) }) ?? suspects.first,
+              top.existingChanged > 0 || top.filesRead > 0 else {
             withState { result.undoFallback = "the VM sensor saw no process touch the disk's files since the command started" }
             return false
         }
@@ -322,7 +343,7 @@ public final class Sandbox: @unchecked Sendable {
     /// Follows the journal and runs the live detector over it; on the first alert after the
     /// command started, pauses the guest. A detector that cannot go on (the journal unreadable,
     /// the model failing) says so in the result and the log: detection is never silently off.
-    private func detect(model: DetectorModel, guest: QEMUGuest) {
+    private func detect(model: DetectorModel, guest: QEMUGuest, acting: Bool) {
         let live: LiveDetector
         let tail: JournalTail
         do {
@@ -362,13 +383,17 @@ public final class Sandbox: @unchecked Sendable {
                 early.removeAll()
                 do {
                     if let alert = try live.evaluate(sinceNs: start) {
-                        try? guest.pause()
+                        if acting { try? guest.pause() }
                         let now = FileSystem.nowNs()
+                        let d = Detection(alertNs: now, probability: alert.probability,
+                                          delayNs: firstWrite.map { now > $0 ? now - $0 : 0 }, bytesWrittenBeforeAlert: written)
                         withState {
-                            alerted = true
-                            result.detection = Detection(alertNs: now, probability: alert.probability,
-                                                         delayNs: firstWrite.map { now > $0 ? now - $0 : 0 },
-                                                         bytesWrittenBeforeAlert: written)
+                            if acting {
+                                alerted = true
+                                result.detection = d
+                            } else {
+                                result.diskDetection = d
+                            }
                         }
                         return
                     }
@@ -379,6 +404,51 @@ public final class Sandbox: @unchecked Sendable {
             }
             usleep(useconds_t(config.pollMs * 1000))
         }
+    }
+
+    /// Follows the VM sensor's behaviour log with the process detector; on its first alert after
+    /// the command started, pauses the guest. The bytes written before it are those the disk
+    /// saw since the named tree's first destroyed file.
+    private func detectProcesses(model: DetectorModel, log: String, guest: QEMUGuest) {
+        let live: ProcessDetector
+        do { live = try ProcessDetector(model: model, under: config.guestMountPoint) } catch {
+            detectorFailed("the process detector cannot start: \(error)")
+            return
+        }
+        let tail = BehaviourLogTail(path: log)
+        while !withState({ finished || alerted }) {
+            do {
+                try tail.poll { live.add($0) }
+                live.windows.advance(to: FileSystem.nowNs())
+                if let start = withState({ jobStartNs }), let alert = try live.evaluate(sinceNs: start) {
+                    try? guest.pause()
+                    let now = FileSystem.nowNs()
+                    let first = alert.firstDestroyNs ?? alert.atNs
+                    let written = (try? bytesWritten(since: first)) ?? 0
+                    withState {
+                        alerted = true
+                        result.detection = Detection(alertNs: now, probability: alert.probability, process: alert,
+                                                     delayNs: now > first ? now - first : 0, bytesWrittenBeforeAlert: written)
+                    }
+                    return
+                }
+            } catch {
+                detectorFailed("the process detector stopped: \(error)")
+                return
+            }
+            usleep(useconds_t(config.pollMs * 1000))
+        }
+    }
+
+    /// Bytes the disk has recorded as written at or after `ns` (wall clock).
+    private func bytesWritten(since ns: UInt64) throws -> UInt64 {
+        let tail = try JournalTail(directory: config.journal)
+        var total: UInt64 = 0
+        try tail.poll { r in
+            guard let (e, _) = try BlockRecords.decode(r), e.operation == .write, e.timeNs >= ns else { return }
+            total += UInt64(e.length)
+        }
+        return total
     }
 
     private func detectorFailed(_ why: String) {

@@ -56,6 +56,43 @@ public enum BehaviourLogReader {
         e.blocked = o["blocked"] as? Bool ?? false
         e.reason = o["reason"] as? String
         e.vm = o["vm"] as? String
+        e.entropy = (o["entropy"] as? NSNumber)?.doubleValue
         return e
+    }
+}
+
+/// Follows a behaviour log being written: each poll hands over the events of the lines
+/// completed since the last one.
+public final class BehaviourLogTail {
+    public let path: String
+    private var handle: FileHandle?
+    private var pending = Data()
+    private var lineNumber = 0
+
+    public init(path: String) { self.path = path }
+
+    /// Calls `body` with each event of the lines completed since the last poll. A log not yet
+    /// created gives nothing; a line that is not an event is an error naming the file and line.
+    public func poll(_ body: (TraceEvent) throws -> Void) throws {
+        if handle == nil {
+            guard FileManager.default.fileExists(atPath: path) else { return }
+            handle = FileHandle(forReadingAtPath: path)
+            guard handle != nil else { throw TraceError.badLog(path: path, line: 0, reason: "cannot be read") }
+        }
+        guard let chunk = try handle?.readToEnd(), !chunk.isEmpty else { return }
+        pending.append(chunk)
+        var start = pending.startIndex
+        while let nl = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+            lineNumber += 1
+            let line = pending[start..<nl]
+            start = nl + 1
+            if line.isEmpty { continue }
+            let e: TraceEvent
+            do { e = try BehaviourLogReader.event(fromJSON: Data(line)) } catch let TraceError.badLog(_, _, reason) {
+                throw TraceError.badLog(path: path, line: lineNumber, reason: reason)
+            }
+            try body(e)
+        }
+        pending = Data(pending[start...])
     }
 }

@@ -208,7 +208,8 @@ public final class ProcessActivity {
         return out
     }
 
-    static func isUnder(_ path: String, _ prefix: String) -> Bool {
+    /// Whether `path` is `prefix` or inside it ("/" or "": any absolute path).
+    public static func isUnder(_ path: String, _ prefix: String) -> Bool {
         if prefix == "/" || prefix.isEmpty { return path.hasPrefix("/") }
         let p = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
         return path == p || path.hasPrefix(p + "/")

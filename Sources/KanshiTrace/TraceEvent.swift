@@ -37,6 +37,9 @@ public struct TraceEvent: Sendable {
     public var vm: String? = nil
     /// Raw arguments of a `call` event.
     public var args: SyscallArgs? = nil
+    /// `close` of a file written through it (VM sensor): the byte entropy (bits per byte, 0-8)
+    /// of what was written, weighted by the bytes of each write; `bytes` is how much.
+    public var entropy: Double? = nil
 
     public init(kind: Kind) { self.kind = kind }
 
@@ -89,6 +92,14 @@ public struct TraceEvent: Sendable {
             j.raw(",\"args\":[")
             for (i, a) in args.enumerated() { if i > 0 { j.raw(",") }; j.int(a) }
             j.raw("]")
+        }
+        if let entropy {
+            let milli = Int64((min(max(entropy, 0), 8) * 1000).rounded())
+            j.raw(",\"entropy\":"); j.int(milli / 1000); j.byte(UInt8(ascii: "."))
+            let frac = milli % 1000
+            if frac < 100 { j.byte(UInt8(ascii: "0")) }
+            if frac < 10 { j.byte(UInt8(ascii: "0")) }
+            j.int(frac)
         }
         if let vm { j.raw(",\"vm\":"); j.string(vm) }
         j.raw("}")

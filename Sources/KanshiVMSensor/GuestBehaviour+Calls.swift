@@ -104,12 +104,21 @@ extension GuestBehaviour {
             retireSockets(of: p, only: fd, time: time)
             guard let f = p.fds.fds.removeValue(forKey: fd) else { logCall(e, p, ret: ret); return }
             ev.kind = .close; ev.fd = fd; ev.path = f.name
+            if f.written > 0 {
+                ev.bytes = f.written
+                if f.entropyBytes > 0 { ev.entropy = f.entropyWeighted / Double(f.entropyBytes) }
+            }
         case GuestCalls.dup, GuestCalls.dup2, GuestCalls.dup3, GuestCalls.fcntl:
             if nr == GuestCalls.fcntl && args[1] != GuestFlags.fcntlDupFd && args[1] != GuestFlags.fcntlDupFdCloexec {
                 logCall(e, p, ret: ret); return
             }
             ev.kind = .dup; ev.fd = int32(args[0])
-            if let fd = retFd, let f = p.fds.fds[int32(args[0])] { p.fds.fds[fd] = f; ev.fd2 = fd; ev.path = f.name }
+            if let fd = retFd, var f = p.fds.fds[int32(args[0])] {
+                // dup2 and dup3 close what the target held: a written file's close, as the kernel does it.
+                if fd != int32(args[0]), let old = p.fds.fds[fd] { implicitClose(p, fd: fd, old, call: e.name, tid: tid, time: time) }
+                f.written = 0; f.entropyWeighted = 0; f.entropyBytes = 0  // what is written through the copy counts there
+                p.fds.fds[fd] = f; ev.fd2 = fd; ev.path = f.name
+            }
         case GuestCalls.pipe, GuestCalls.pipe2, GuestCalls.socketpair:
             ev.kind = nr == GuestCalls.socketpair ? .socket : .pipe
             if ret == 0, let pair = items.first(where: { $0.tag == .fdPair }), pair.bytes.count == 8 {
@@ -176,7 +185,15 @@ extension GuestBehaviour {
                 if f.kind == .file { markFile(f.name, p, how: "written", time: time) } else { carry(from: p, through: f, time: time) }
                 if f.kind == .socket, f.domain == 2 || f.domain == 10, let peer = f.peer { noteEgress(p, "\(e.name) on a socket connected to \(peer)") }
             }
-            if isWrite, ok, ret! > 0, let f, f.kind == .file { summary.wrote(f.name) }
+            if isWrite, ok, ret! > 0, let f, f.kind == .file {
+                summary.wrote(f.name)
+                p.fds.fds[fd]?.written += ret!
+                if let item = items.first(where: { $0.tag == .writeEntropy }), item.bytes.count == 4 {
+                    let milli = item.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) }
+                    p.fds.fds[fd]?.entropyWeighted += Double(milli) / 1000 * Double(ret!)
+                    p.fds.fds[fd]?.entropyBytes += ret!
+                }
+            }
             guard options.allCalls || (isWrite && p.managed != nil) else { return }
             ev.kind = isWrite ? .write : .read
             ev.fd = fd; ev.path = f?.name

@@ -155,6 +155,8 @@ public final class GuestBehaviour {
         }
         guard who.tid == who.pid, let p = procs[who.pid], p.alive else { return }
         retireSockets(of: p, time: time)
+        // Files written through descriptors the exit closes: their close, as the kernel does it.
+        for (fd, f) in p.fds.fds.sorted(by: { $0.key < $1.key }) { implicitClose(p, fd: fd, f, call: "exit", tid: who.tid, time: time) }
         p.alive = false
         let signal = Int32(code & 0x7f)
         let status: Int32 = signal != 0 ? 128 + signal : Int32((code >> 8) & 0xff)
@@ -163,6 +165,17 @@ public final class GuestBehaviour {
         if signal != 0 { ev.flags = "killed by signal \(signal)" }
         append(ev)
         summary.setExit(pid: p.pid, code: status)
+    }
+
+    /// A descriptor the kernel closes without a close call (at exit, under dup2): when a file was
+    /// written through it, its close event with the bytes and their entropy.
+    func implicitClose(_ p: GuestProcess, fd: Int32, _ f: GuestFile, call: String, tid: Int32, time: UInt64) {
+        guard f.kind == .file, f.written > 0 else { return }
+        var c = event(.close, p, tid: tid, time: time, call: call)
+        c.fd = fd; c.path = f.name; c.bytes = f.written
+        if f.entropyBytes > 0 { c.entropy = f.entropyWeighted / Double(f.entropyBytes) }
+        append(c)
+        p.fds.fds[fd]?.written = 0
     }
 
     // MARK: processes

@@ -15,6 +15,11 @@ struct GuestFile: Sendable {
     /// The peer once connect was called, as text and as frames carry it.
     var peer: String? = nil
     var peerKey: FlowKey? = nil
+    /// Bytes written through this descriptor (files), and the byte entropy of what was written,
+    /// weighted by the bytes of each write (the plugin samples each buffer's start).
+    var written: Int64 = 0
+    var entropyWeighted: Double = 0
+    var entropyBytes: Int64 = 0
 
     /// The IP protocol of the frames this socket sends (nil: not an Internet socket).
     var wireProtocol: UInt8? {

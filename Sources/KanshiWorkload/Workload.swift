@@ -22,7 +22,7 @@ public struct WorkloadOptions: Sendable {
     public var rateMiB: Double = 1
     /// `partial`: KiB encrypted at the start of each file.
     public var partialKiB: Int = 4
-    /// `secure-delete`, `edit`: how many files (defaults 3 and 5).
+    /// `secure-delete`, `edit`, `save-big`: how many files (defaults 3, 5 and 3).
     public var count: Int?
     /// `encrypt-one`: the file; `copy-tree`: the folder (relative to the corpus).
     public var target: String?
@@ -80,6 +80,10 @@ public enum Workloads {
               summary: "copy a folder (--target or a chosen top folder) to 'FOLDER copy'"),
         .init(name: "edit", workloadClass: .benign,
               summary: "edit --count documents (default 5): change a few paragraphs, write a temporary file, rename it over the original"),
+        .init(name: "package-install", workloadClass: .benign,
+              summary: "install a program under Programs/ (deflated binaries, libraries, configuration), then upgrade it file by file: NAME.dpkg-new written, fsynced, renamed over NAME (like dpkg)"),
+        .init(name: "save-big", workloadClass: .benign,
+              summary: "save the --count (default 3) biggest files as an editor does: read, change a few stretches, write a temporary file, rename it over the original"),
     ]
 
     public static func info(_ name: String) -> WorkloadInfo? { all.first { $0.name == name } }
@@ -102,6 +106,8 @@ public enum Workloads {
         case "build": try BenignWorkloads.build(run)
         case "copy-tree": try BenignWorkloads.copyTree(run)
         case "edit": try BenignWorkloads.edit(run)
+        case "package-install": try LookAlikeWorkloads.packageInstall(run)
+        case "save-big": try LookAlikeWorkloads.saveBig(run)
         default: throw .unknownWorkload(name)
         }
         return try run.finish()

@@ -24,6 +24,10 @@ struct BenchFeatures: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    func validate() throws {
+        if features == .process { throw ValidationError("--features process: those come from behaviour logs, not blocks") }
+    }
+
     func run() throws {
         let runs = try Dataset.discover(dataset)
         var parseAndFeatures: [Double] = [], featuresOnly: [Double] = []

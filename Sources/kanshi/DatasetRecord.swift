@@ -44,12 +44,15 @@ struct DatasetRecord: AsyncParsableCommand {
     @Flag(help: "Delete each run's disk and journal once exported.")
     var discardJournals = false
     @Flag(inversion: .prefixedNo,
-          help: "Watch each run with the VM sensor and keep its behaviour log (JSON lines, as kanshi trace writes; every call, reads and writes included) beside the run's CSV files, as behaviour.jsonl.")
+          help: "Watch each run with the VM sensor and keep its behaviour log (JSON lines, as kanshi trace writes) beside the run's CSV files, as behaviour.jsonl.")
     var behaviour = true
+    @Flag(help: "Log every guest system call in behaviour.jsonl (reads and writes with their sizes too), not only what the behaviour model needs (what kanshi demo watches).")
+    var allCalls = false
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         if runs < 1 { throw ValidationError("--runs must be at least 1") }
+        if allCalls && !behaviour { throw ValidationError("--all-calls needs the behaviour log: drop --no-behaviour") }
         if let w = workloads {
             let known = Set(Dataset.kanshiWorkloads.map(\.0))
             for name in w.split(separator: ",") where !known.contains(String(name)) {
@@ -71,7 +74,8 @@ struct DatasetRecord: AsyncParsableCommand {
                 Output.error("dataset: \(name) run \(i + 1)/\(runs) (seed \(s))")
                 let log = behaviour ? "\(dir)/runs/record-\(name)-\(i).behaviour.jsonl" : nil
                 let r = try await SandboxWorkloads.run(name: name, seed: s, dir: dir, model: nil, timeout: timeout, logger: logger,
-                                                       stop: stop, quiet: true, tag: "record-\(name)-\(i)", behaviourLog: log)
+                                                       stop: stop, quiet: true, tag: "record-\(name)-\(i)", behaviourLog: log,
+                                                       allCalls: allCalls)
                 guard r.result.exitStatus == 0, let start = r.result.commandStartNs else {
                     throw CLIError("\(name) run \(i + 1) failed in the guest (status \(r.result.exitStatus.map(String.init) ?? "none")\(r.result.guestFailure.map { ": \($0)" } ?? ""))")
                 }

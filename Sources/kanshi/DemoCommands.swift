@@ -34,13 +34,15 @@ enum SandboxWorkloads {
     /// background). With `undo: .process` (needs `behaviourLog`), an alert undoes only the blamed tree's files.
     static func run(name: String, seed: UInt64, dir: String, model: DetectorModel?, timeout: Double,
                     logger: Logger, stop: LockedFlag, quiet: Bool, tag: String, behaviourLog: String? = nil,
-                    allCalls: Bool = true, companion: String? = nil, undo: Sandbox.Undo = .wholeDisk) async throws -> WorkloadRun {
+                    allCalls: Bool = true, companion: String? = nil, undo: Sandbox.Undo = .wholeDisk,
+                    processModel: DetectorModel? = nil) async throws -> WorkloadRun {
         let guest = try GuestImage(directory: SandboxLayout.guest(dir))
         let disk = try SandboxRun.freshVictimDisk(dir: dir, name: tag)
         let main = "kanshi workload \(name) --dir /mnt/corpus --seed \(seed)"
         var config = Sandbox.Config(guest: guest, disk: disk, journal: disk + ".journal",
                                     command: companion.map { "\($0) & \(main); status=$?; wait; exit $status" } ?? main)
         config.model = model
+        config.processModel = processModel
         config.timeoutSeconds = timeout
         config.undo = undo
         if let behaviourLog {
@@ -96,6 +98,8 @@ struct Demo: AsyncParsableCommand {
     var dir: String = SandboxLayout.defaultDirectory
     @Option(help: "Detector model (default: models/sandbox-detector.json of the checkout, trained on the sandbox's own recordings).")
     var model: String?
+    @Option(help: "Process model (default: models/process-detector.json of the checkout, trained on the VM sensor's logs of the sandbox's recordings); used with --undo process.")
+    var processModel: String?
     @Option(help: "Train the detector on these recordings instead (RanSAP runs or `kanshi dataset record` output: a directory, or a .tar/.tar.xz of one), written to DIR/model.json.")
     var dataset: String?
     @Option(help: "Ransomware workload to run.")
@@ -135,11 +139,16 @@ struct Demo: AsyncParsableCommand {
         try SandboxBuild.build(dir: dir, seed: 1, corpusMiB: 48, diskMiB: 256, force: false)
         let modelPath = try model ?? Self.defaultModel(dir: dir, dataset: dataset)
         let m: DetectorModel
-        do { m = try DetectorModel.load(from: modelPath) } catch { throw CLIError("\(modelPath): \(error)") }
+        do { m = try DetectorModel.load(from: modelPath, for: .blocks) } catch { throw CLIError("\(modelPath): \(error)") }
         var runs: [WorkloadRun] = []
         let mode = undoMode
+        var pm: DetectorModel?
+        if mode == .process {
+            let path = try processModel ?? ShippedModels.path(ShippedModels.process)
+            do { pm = try DetectorModel.load(from: path, for: .processes) } catch { throw CLIError("\(error)") }
+        }
         Output.line(mode == .process
-            ? "== on an alert: the VM sensor names the process tree, the VM stops, and only that tree's files are put back"
+            ? "== the process detector follows the VM sensor; on its alert the VM stops and only the named tree's files are put back (the disk detector watches beside it)"
             : "== on an alert: the VM is paused and the whole disk rolled back to just before the workload started\(undo == nil ? " (a selective undo needs root and /dev/fuse)" : "")")
         let plan = all ? Dataset.kanshiWorkloads.map { ($0.0, $0.1.rawValue) } : [(ransomware, "ransomware"), (benign, "benign")]
         for (name, what) in plan {
@@ -150,7 +159,7 @@ struct Demo: AsyncParsableCommand {
             var r = try await SandboxWorkloads.run(name: name, seed: 1, dir: dir, model: m, timeout: timeout, logger: logger,
                                                    stop: stop, quiet: !verbose, tag: "demo-\(name)",
                                                    behaviourLog: mode == .process ? "\(dir)/runs/demo-\(name).behaviour.jsonl" : nil,
-                                                   allCalls: false, companion: withCompanion, undo: mode)
+                                                   allCalls: false, companion: withCompanion, undo: mode, processModel: pm)
             if stop.value { throw ExitCode(130) }
             SandboxRun.report(r.result, json: false, journal: r.journal)
             r.verify = try SandboxWorkloads.verify(disk: r.disk)
@@ -166,22 +175,28 @@ struct Demo: AsyncParsableCommand {
 
     static func table(_ runs: [WorkloadRun]) {
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-        Output.line(pad("workload", 14) + pad("class", 11) + pad("boot", 8) + pad("run", 8) + pad("journal", 11) + pad("alert", 7)
-                    + pad("delay", 9) + pad("written before", 16) + pad("blamed", 25) + pad("others kept", 13) + pad("intact", 10) + "bytes lost")
+        func delay(_ d: Sandbox.Detection?) -> String {
+            d.map { $0.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "no write" } ?? "-"
+        }
+        Output.line(pad("workload", 16) + pad("class", 11) + pad("run", 8) + pad("alert", 7) + pad("delay", 9) + pad("on disk before", 16)
+                    + pad("blamed", 25) + pad("others kept", 13) + pad("intact", 10) + pad("bytes lost", 12) + "disk detector (watching)")
         for r in runs {
             let res = r.result
             let d = res.detection
             let blamed = res.culprit.map { String($0.argv.prefix(3).joined(separator: " ").prefix(24)) } ?? (d == nil ? "-" : "whole disk")
-            Output.line(pad(r.name, 14) + pad(r.label.rawValue, 11)
-                        + pad(res.bootSeconds.map { String(format: "%.1f s", $0) } ?? "-", 8)
+            // With the process detector acting, the disk detector only watches: its own verdict.
+            let watching = res.detection?.process != nil || res.vmSensor != nil
+            let disk = res.diskDetection.map { "alert, " + delay($0) } ?? (!watching ? "-" : d != nil ? "not by then" : "no alert")
+            Output.line(pad(r.name, 16) + pad(r.label.rawValue, 11)
                         + pad(res.runSeconds.map { String(format: "%.1f s", $0) } ?? (d != nil ? "stopped" : "-"), 8)
-                        + pad(Output.bytes(res.journalBytes), 11) + pad(d == nil ? "no" : "YES", 7)
-                        + pad(d.map { $0.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "no write" } ?? "-", 9)
+                        + pad(d == nil ? "no" : "YES", 7)
+                        + pad(delay(d), 9)
                         + pad(d.map { Output.bytes($0.bytesWrittenBeforeAlert) } ?? "-", 16)
                         + pad(blamed, 25)
                         + pad(res.othersKept.map { "\($0.same)/\($0.files)" } ?? "-", 13)
                         + pad(r.verify.map { "\($0.intact)/\($0.files)" } ?? "-", 10)
-                        + (r.verify.map { "\($0.bytesLost)" } ?? "-"))
+                        + pad(r.verify.map { "\($0.bytesLost)" } ?? "-", 12)
+                        + disk)
         }
     }
 
@@ -189,14 +204,7 @@ struct Demo: AsyncParsableCommand {
     /// DIR/model.json, reusable with --model); or the model shipped in the repository's
     /// `models/` (trained on the sandbox's own recordings, see models/README.md).
     static func defaultModel(dir: String, dataset: String?) throws -> String {
-        guard var data = dataset else {
-            guard let root = SandboxLayout.projectRoot else {
-                throw CLIError("no detector model: give --model FILE, or --dataset DIR to train one (the shipped \(shippedModel) is found from the kanshi checkout, and this kanshi is not in one)")
-            }
-            let path = root + "/" + shippedModel
-            guard FileSystem.exists(path) else { throw CLIError("no detector model: \(path) is missing; give --model FILE or --dataset DIR") }
-            return path
-        }
+        guard var data = dataset else { return try ShippedModels.path(ShippedModels.disk) }
         if data.hasSuffix(".tar.xz") || data.hasSuffix(".tar") {
             let into = dir + "/dataset-unpacked"
             Output.line("== unpacking \(data)")
@@ -214,6 +222,22 @@ struct Demo: AsyncParsableCommand {
         return path
     }
 
-    /// The detector shipped with Kanshi, relative to the checkout.
-    static let shippedModel = "models/sandbox-detector.json"
+}
+
+/// The models shipped in the checkout's models/ (see models/README.md).
+enum ShippedModels {
+    /// The disk detector: block windows of the sandbox's recordings.
+    static let disk = "models/sandbox-detector.json"
+    /// The process detector: process-tree windows of the VM sensor's behaviour logs.
+    static let process = "models/process-detector.json"
+
+    /// The shipped model's path, found from the kanshi checkout.
+    static func path(_ relative: String) throws -> String {
+        guard let root = SandboxLayout.projectRoot else {
+            throw CLIError("no model: give --model FILE (the shipped \(relative) is found from the kanshi checkout, and this kanshi is not in one)")
+        }
+        let path = root + "/" + relative
+        guard FileSystem.exists(path) else { throw CLIError("no model: \(path) is missing; give --model FILE") }
+        return path
+    }
 }

@@ -37,7 +37,7 @@ struct Detect: ParsableCommand {
     }
 
     func run() throws {
-        let m = try DetectorModel.load(from: model)
+        let m = try DetectorModel.load(from: model, for: .blocks)
         if follow { return try followJournal(m) }
         let trace = try journal.map { try BlockTrace.fromJournal($0) } ?? RanSAPReader.read(runDirectory: dataset!)
         let table = m.features(trace)

@@ -44,6 +44,7 @@ struct FeatureOptions: ParsableArguments {
 
     func validate() throws {
         if windowMs < 1 || windowMs > 60_000 { throw ValidationError("--window-ms must be between 1 and 60000") }
+        if features == .process { throw ValidationError("--features process: those come from behaviour logs, not blocks; use kanshi behaviour train | cross-validate | detect") }
         let all = WindowFeatures.names(features)
         if let bad = dropped.first(where: { !all.contains($0) }) {
             throw ValidationError("--drop-features: '\(bad)' is not a feature of the \(features.rawValue) set (its features: \(all.joined(separator: ", ")))")
@@ -213,7 +214,7 @@ struct Evaluate: ParsableCommand {
     var json = false
 
     func run() throws {
-        let m = try DetectorModel.load(from: model)
+        let m = try DetectorModel.load(from: model, for: .blocks)
         let loaded = try loadRuns(try data.runs(), windowNs: m.windowNs, names: m.featureNames, quiet: json)
         try report(try loaded.map { try score(m, $0) }, title: "\(m.classifier.rawValue) model \(model) on \(data.dataset)", json: json)
     }

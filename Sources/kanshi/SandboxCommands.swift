@@ -35,6 +35,16 @@ struct SandboxRun: AsyncParsableCommand {
             every file it writes, its children, and the readers of its pipes. A summary (process \
             tree, files, peers, managed set) follows the run. TCG only: with --accel kvm the \
             sensor cannot run and says so.
+
+            Detection that knows processes (--trace LOG --process-model M --undo process): the \
+            process detector follows the behaviour log, names the process tree that destroys \
+            files which were there before it (overwritten, renamed away, deleted) and raises the \
+            alert; the VM is stopped; only that tree's files are put back as they were just \
+            before its first change (their content from the journal, read with Kanshi's ext4 \
+            reader, written through a journaled mount: root and /dev/fuse), while what other \
+            processes changed stays. --model then only watches. Without a process model, \
+            --undo process blames the tree that destroyed most files when the disk detector \
+            fires. When no tree can be blamed or the mount fails, the whole disk is rolled back.
             """)
 
     @Option(help: "The data disk image (ext4), changed in place (default: a fresh copy of the sandbox's victim disk, DIR/runs/<time>.img).")
@@ -63,6 +73,9 @@ struct SandboxRun: AsyncParsableCommand {
 
     @Flag(help: "On an alert, only pause and stop the VM; do not roll the disk back.")
     var noRollback = false
+
+    @Option(help: "Process model (kanshi behaviour train; needs the VM sensor, --trace): it names the process tree doing ransomware-like damage and raises the alert; --model then only watches and its first alert is reported beside it.")
+    var processModel: String?
 
     @Option(help: ArgumentHelp("What an alert undoes: disk (every block changed since the command started) or process (only the files changed by the process tree the VM sensor blames, put back as they were just before its first change; other processes' changes stay). process needs the VM sensor (--trace) and root (the disk is mounted through Kanshi to put files back); when no process can be blamed or the mount fails, the whole disk is rolled back.", valueName: "disk|process"))
     var undo: String = "disk"
@@ -134,6 +147,7 @@ struct SandboxRun: AsyncParsableCommand {
         if allCalls && trace == nil && protect.isEmpty { throw ValidationError("--all-calls needs --trace LOG") }
         guard let u = Sandbox.Undo(rawValue: undo) else { throw ValidationError("--undo \(undo): give disk or process") }
         if u == .process && trace == nil && protect.isEmpty { throw ValidationError("--undo process needs the VM sensor (--trace LOG): it names the process to undo") }
+        if processModel != nil && trace == nil && protect.isEmpty { throw ValidationError("--process-model needs the VM sensor (--trace LOG): it reads the behaviour log") }
         if u == .process && noRollback { throw ValidationError("give --undo process or --no-rollback, not both") }
         _ = try Self.ringBytes(ringSize)
         if (pcap != nil || allowUnattributed) && !net { throw ValidationError("--pcap and --allow-unattributed need --net") }
@@ -169,7 +183,10 @@ struct SandboxRun: AsyncParsableCommand {
         }
         var config = Sandbox.Config(guest: image, disk: disk, journal: journal ?? disk + ".journal", command: cmd)
         if let model {
-            do { config.model = try DetectorModel.load(from: model) } catch { throw CLIError("\(model): \(error)") }
+            do { config.model = try DetectorModel.load(from: model, for: .blocks) } catch { throw CLIError("\(model): \(error)") }
+        }
+        if let processModel {
+            do { config.processModel = try DetectorModel.load(from: processModel, for: .processes) } catch { throw CLIError("\(error)") }
         }
         config.timeoutSeconds = timeout
         config.qemu.accel = accel
@@ -254,6 +271,16 @@ struct SandboxRun: AsyncParsableCommand {
             if let delay = d.delayNs { a["delaySeconds"] = Double(delay) / 1e9 }
             o["alert"] = a
         }
+        if let p = r.detection?.process, var a = o["alert"] as? [String: Any] {
+            a["process"] = ["root": p.root, "argv": p.argv, "destroyedBeforeAlert": p.destroyed] as [String: Any]
+            o["alert"] = a
+        }
+        if let d = r.diskDetection {
+            var a: [String: Any] = ["alertTime": Output.time(d.alertNs), "alertTimeNs": d.alertNs, "probability": Double(d.probability),
+                                    "bytesWrittenBeforeAlert": d.bytesWrittenBeforeAlert]
+            if let delay = d.delayNs { a["delaySeconds"] = Double(delay) / 1e9 }
+            o["diskDetectorWatching"] = a
+        }
         if let vm = r.vmSensor { o["vmSensor"] = VMSensorReport.json(vm) }
         if let rb = r.rollback {
             o["rollback"] = ["to": r.rolledBackTo?.description ?? "", "blocks": rb.blocks, "bytes": rb.bytes, "undo": "seq:\(rb.startSequence - 1)"] as [String: Any]
@@ -277,8 +304,13 @@ struct SandboxRun: AsyncParsableCommand {
             return
         }
         Output.error("sandbox: boot \(r.bootSeconds.map { String(format: "%.1f s", $0) } ?? "-"), run \(r.runSeconds.map { String(format: "%.1f s", $0) } ?? "-"), journal \(Output.bytes(r.journalBytes))")
-        if let d = r.detection {
+        if let d = r.detection, let p = d.process {
+            Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): pid \(p.root) (\(p.argv.joined(separator: " "))) behaves like ransomware (p=\(String(format: "%.2f", d.probability))): \(p.destroyed) files that were there before it destroyed, \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "-") after the first; \(Output.bytes(d.bytesWrittenBeforeAlert)) reached the disk since")
+        } else if let d = r.detection {
             Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): ransomware-like activity (p=\(String(format: "%.2f", d.probability))), \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) + " after the first write" } ?? "before any write"), \(Output.bytes(d.bytesWrittenBeforeAlert)) written before it")
+        }
+        if let d = r.diskDetection {
+            Output.error("sandbox: the disk detector (watching only) would have alerted at \(Output.time(d.alertNs)) (p=\(String(format: "%.2f", d.probability)))")
         }
         if let rb = r.rollback {
             Output.error("sandbox: rolled the disk back to \(r.rolledBackTo.map { "\($0)" } ?? "-") (just before the command started): \(rb.blocks) blocks, \(Output.bytes(rb.bytes)); undo with kanshi disk rollback --journal \(journal) --to seq:\(rb.startSequence - 1)")

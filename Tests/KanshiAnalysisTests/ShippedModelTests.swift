@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import KanshiAnalysis
 @testable import KanshiML
+import KanshiTrace
 
 /// The detector shipped in models/ (the demo's default) and the training the demo does with --dataset.
 @Suite struct ShippedModelTests {
@@ -17,6 +18,19 @@ import Testing
         let table = ModelTests().synthetic(200, ransomware: true, seed: 7)
         let p = try m.predict(table)
         #expect(p.count == table.rows && p.allSatisfy { $0 >= 0 && $0 <= 1 })
+    }
+
+    /// The process detector shipped beside it (the demo's, with the VM sensor): a process model
+    /// on today's process-window features; it names a synthetic in-place encryptor and not a copier.
+    @Test func theShippedProcessModelLoadsAndSeesTodaysFeatures() throws {
+        let m = try DetectorModel.load(from: Self.root + "/models/process-detector.json", for: .processes)
+        #expect(m.featureNames == ProcessWindows.names, "remake models/process-detector.json: scripts/train-process-detector.sh")
+        let ransomware = ProcessTraining.RecordedRun(name: "inplace", label: .ransomware,
+                                                     events: ProcessWindowsTests.run("inplace", files: 60).events, workload: "inplace")
+        #expect(try ProcessTraining.replay(ransomware, model: m).namedTheWorkload)
+        let copier = ProcessTraining.RecordedRun(name: "copy-tree", label: .benign,
+                                                 events: ProcessWindowsTests.run("copy-tree", files: 60).events, workload: "copy-tree")
+        #expect(try ProcessTraining.replay(copier, model: m).alert == nil)
     }
 
     /// Writes a run in the RanSAP layout under `dir` (ata_read.csv, ata_write.csv).

@@ -318,6 +318,28 @@ import Testing
         #expect(whys.contains("read protected file /mnt/secret"), "\(whys)")
     }
 
+    /// The entropy of what was written, read from the guest's memory at each write: random data
+    /// closes near 8 bits per byte, zeros near 0, text in between; the bytes are the file's.
+    @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))
+    func writtenDataCarriesItsEntropy() throws {
+        let s = Scratch("vmsensor-entropy")
+        let r = try Self.sandbox(s, guest: try SandboxTests.guest(), [],
+                                 job: "head -c 300000 /dev/urandom > /mnt/random; head -c 300000 /dev/zero > /mnt/zeros; "
+                                    + "for i in $(seq 1 400); do echo the quick brown fox jumps over the lazy dog $i; done > /mnt/text")
+        #expect(r.result.status == 0, "\(r.result.stdout.suffix(1500))")
+        func closed(_ path: String) -> [String: Any]? {
+            r.events.last { $0["ev"] as? String == "close" && $0["path"] as? String == path && $0["bytes"] != nil }
+        }
+        let random = try #require(closed("/mnt/random"), "\(r.events.filter { $0["ev"] as? String == "close" }.suffix(10))")
+        let zeros = try #require(closed("/mnt/zeros"))
+        let text = try #require(closed("/mnt/text"))
+        #expect(random["bytes"] as? Int == 300_000 && zeros["bytes"] as? Int == 300_000)
+        #expect((random["entropy"] as? Double ?? 0) > 7.9, "\(random)")
+        #expect((zeros["entropy"] as? Double ?? 9) < 0.01, "\(zeros)")
+        let t = text["entropy"] as? Double ?? 0
+        #expect(t > 3 && t < 5.5, "\(text)")
+    }
+
     /// The 32-bit entries: a 32-bit program (the fast path: sysenter on an Intel model, the 32-bit
     /// syscall on AMD) and `int 0x80` from a 64-bit one, with page-table isolation on and off.
     @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))

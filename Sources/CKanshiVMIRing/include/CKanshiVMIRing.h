@@ -209,7 +209,13 @@ enum {
     KVMI_OPEN_HOW = 7,
     /// i386 socketcall's six 32-bit arguments.
     KVMI_SOCKETCALL = 8,
+    /// write and pwrite64: the byte entropy of the buffer's first bytes (at most
+    /// KVMI_ENTROPY_SAMPLE): uint16 thousandths of a bit per byte, then uint16 bytes sampled.
+    KVMI_WRITE_ENTROPY = 9,
 };
+
+/// The most bytes of a written buffer the plugin reads for its entropy.
+#define KVMI_ENTROPY_SAMPLE 4096
 
 /// Item flags.
 enum {
