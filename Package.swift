@@ -83,7 +83,7 @@ let package = Package(
         // Reading recordings (RanSAP CSV, journals), windows and features, evaluation.
         .target(name: "KanshiAnalysis", dependencies: ["KanshiCore", "KanshiJournal", "KanshiTrace"]),
         // Classifiers over C libraries.
-        .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "KanshiCore", "KanshiTrace", "CXGBoost", "CLibSVM"]),
+        .target(name: "KanshiML", dependencies: ["KanshiAnalysis", "KanshiCore", "KanshiTrace", "KanshiSystem", "CXGBoost", "CLibSVM"]),
         // The sandbox: a QEMU guest on a journaled disk, the live detector, rollback.
         .target(
             name: "KanshiSandbox",

@@ -15,6 +15,9 @@ public enum FeatureSet: String, Sendable, Codable, CaseIterable {
     case context
     /// Per-process-tree windows from a behaviour log (`ProcessWindows.names`), not from blocks.
     case process
+
+    /// The sets computed from block traces (every one but `process`).
+    public static let blockSets: [FeatureSet] = allCases.filter { $0 != .process }
 }
 
 /// Per-window features of a trace, row-major.

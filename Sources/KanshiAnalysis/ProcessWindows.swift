@@ -50,6 +50,8 @@ public final class ProcessWindows {
         var firstDestroyNs: UInt64?
         var copies: Set<String> = []
         var highEntropy: Set<String> = []
+        /// Bytes the tree wrote into files under the prefix (their closes, as the VM sensor logs them).
+        var written: Int64 = 0
     }
 
     public let windowNs: UInt64
@@ -104,8 +106,10 @@ public final class ProcessWindows {
             guard e.ret == 0, under(path), createdBy[path] != root else { return }
             destroy(path, tree(root, w))
         case .close:
-            guard under(path), let bytes = e.bytes, bytes > 0, let entropy = e.entropy else { return }
+            guard under(path), let bytes = e.bytes, bytes > 0 else { return }
             let t = tree(root, w)
+            t.written += bytes
+            guard let entropy = e.entropy else { return }
             t.counters.writtenBytes += bytes
             t.counters.entropyWeighted += entropy * Double(bytes)
             if entropy >= Self.highEntropy, t.destroyed.contains(path) || t.copies.contains(path), t.highEntropy.insert(path).inserted {
@@ -171,6 +175,9 @@ public final class ProcessWindows {
 
     /// When the tree rooted at `root` first destroyed a file that was there before it.
     public func firstDestroyNs(of root: Int32) -> UInt64? { trees[root]?.firstDestroyNs }
+
+    /// Bytes the tree rooted at `root` has written into files under the prefix (counted at their close).
+    public func bytesWritten(by root: Int32) -> Int64 { trees[root]?.written ?? 0 }
 
     private func destroy(_ path: String, _ t: Tree) {
         guard t.destroyed.insert(path).inserted else { return }

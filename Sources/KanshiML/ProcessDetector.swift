@@ -1,5 +1,6 @@
 import Foundation
 import KanshiAnalysis
+import KanshiSystem
 import KanshiTrace
 
 /// The live detector that names the process: behaviour events in (the VM sensor's stream,
@@ -20,6 +21,8 @@ public final class ProcessDetector: @unchecked Sendable {
         public var destroyed: Int
         /// When it destroyed the first one.
         public var firstDestroyNs: UInt64?
+        /// Bytes the tree had written into files by then (the files it had closed: the VM sensor's count).
+        public var bytesWritten: Int64 = 0
     }
 
     public let detector: LoadedDetector
@@ -55,7 +58,8 @@ public final class ProcessDetector: @unchecked Sendable {
         guard let i = p.indices.first(where: { p[$0] >= threshold }) else { return nil }
         let r = candidates[i]
         return Alert(root: r.root, argv: windows.activity.processes[r.root]?.argv ?? [], probability: p[i], windowStartNs: r.windowStart,
-                     atNs: windows.nowNs, destroyed: r.destroyedTotal, firstDestroyNs: windows.firstDestroyNs(of: r.root))
+                     atNs: windows.nowNs, destroyed: r.destroyedTotal, firstDestroyNs: windows.firstDestroyNs(of: r.root),
+                     bytesWritten: windows.bytesWritten(by: r.root))
     }
 }
 
@@ -199,3 +203,78 @@ public enum ProcessTraining {
         return out
     }
 }
+
+/// A process detector following a behaviour log as it is written (the VM sensor's, `kanshi
+/// trace`'s): polls it, feeds the detector, and returns the first alert.
+public final class ProcessWatch: @unchecked Sendable {
+    public let detector: ProcessDetector
+    public let log: String
+    public let pollMs: Int
+
+    public init(model: DetectorModel, log: String, under prefix: String, pollMs: Int = 200) throws {
+        detector = try ProcessDetector(model: model, under: prefix)
+        self.log = log
+        self.pollMs = pollMs
+    }
+
+    /// Watches until an alert (returned), or `stop` says to end (nil). `since` gives the time
+    /// from which alerts count (nil: not yet known, nothing is alerted on). `now` is the clock
+    /// that closes windows while the log is quiet.
+    public func run(since: () -> UInt64?, now: () -> UInt64, stop: () -> Bool) throws -> ProcessDetector.Alert? {
+        let tail = BehaviourLogTail(path: log)
+        while !stop() {
+            try tail.poll { detector.add($0) }
+            detector.windows.advance(to: now())
+            if let start = since(), let alert = try detector.evaluate(sinceNs: start) { return alert }
+            usleep(useconds_t(pollMs * 1000))
+        }
+        return nil
+    }
+
+    /// Every process of the alerted tree (root first), as the log shows it.
+    public func tree(of alert: ProcessDetector.Alert) -> [Int32] { detector.windows.activity.tree(of: alert.root) }
+}
+
+/// The process detector beside a traced program (`kanshi trace --process-model`): a thread
+/// follows the log as it is written; the tree it names is killed (SIGKILL, every process of it).
+public final class ProcessGuardian: @unchecked Sendable {
+    public let watch: ProcessWatch
+    private let lock = NSLock()
+    // SAFETY: the fields below are only touched under `lock`.
+    private var done = false
+    private var fired: (alert: ProcessDetector.Alert, killed: [Int32])?
+    /// Why the watcher stopped early, if it did.
+    public var failure: String? { lock.withLock { failureText } }
+    private var failureText: String?
+    private let ended = DispatchSemaphore(value: 0)
+    private let startNs = FileSystem.nowNs()
+
+    public init(model: DetectorModel, log: String, under: String) throws {
+        watch = try ProcessWatch(model: model, log: log, under: under)
+    }
+
+    public func start() {
+        Thread { [self] in
+            do {
+                if let alert = try watch.run(since: { startNs }, now: { FileSystem.nowNs() }, stop: { lock.withLock { done } }) {
+                    let tree = watch.tree(of: alert)
+                    let killed = tree.filter { Host.killProcess($0) }
+                    lock.withLock { fired = (alert, killed) }
+                }
+            } catch {
+                lock.withLock { failureText = "\(error)" }
+            }
+            ended.signal()
+        }.start()
+    }
+
+    /// Stops watching (after a last look at the log) and says what it did.
+    @discardableResult
+    public func finish() -> (alert: ProcessDetector.Alert, killed: [Int32])? {
+        usleep(useconds_t(watch.pollMs * 1000))  // the log's last lines
+        lock.withLock { done = true }
+        ended.wait()
+        return lock.withLock { fired }
+    }
+}
+

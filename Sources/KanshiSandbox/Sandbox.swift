@@ -81,7 +81,12 @@ public final class Sandbox: @unchecked Sendable {
         public var process: ProcessDetector.Alert?
         /// Since the workload's first write to the disk.
         public var delayNs: UInt64?
+        /// Bytes written before the alert: to the disk since the command's first write (the disk
+        /// detector), or by the named tree into its files (the process detector, counted by the
+        /// VM sensor at each file's close).
         public var bytesWrittenBeforeAlert: UInt64
+        /// The process detector: bytes that reached the disk (from any process) since the tree's first destroyed file.
+        public var bytesOnDisk: UInt64?
     }
 
     public struct Result: Sendable {
@@ -410,33 +415,26 @@ public final class Sandbox: @unchecked Sendable {
     /// the command started, pauses the guest. The bytes written before it are those the disk
     /// saw since the named tree's first destroyed file.
     private func detectProcesses(model: DetectorModel, log: String, guest: QEMUGuest) {
-        let live: ProcessDetector
-        do { live = try ProcessDetector(model: model, under: config.guestMountPoint) } catch {
+        let watch: ProcessWatch
+        do { watch = try ProcessWatch(model: model, log: log, under: config.guestMountPoint, pollMs: config.pollMs) } catch {
             detectorFailed("the process detector cannot start: \(error)")
             return
         }
-        let tail = BehaviourLogTail(path: log)
-        while !withState({ finished || alerted }) {
-            do {
-                try tail.poll { live.add($0) }
-                live.windows.advance(to: FileSystem.nowNs())
-                if let start = withState({ jobStartNs }), let alert = try live.evaluate(sinceNs: start) {
-                    try? guest.pause()
-                    let now = FileSystem.nowNs()
-                    let first = alert.firstDestroyNs ?? alert.atNs
-                    let written = (try? bytesWritten(since: first)) ?? 0
-                    withState {
-                        alerted = true
-                        result.detection = Detection(alertNs: now, probability: alert.probability, process: alert,
-                                                     delayNs: now > first ? now - first : 0, bytesWrittenBeforeAlert: written)
-                    }
-                    return
-                }
-            } catch {
-                detectorFailed("the process detector stopped: \(error)")
-                return
+        do {
+            guard let alert = try watch.run(since: { withState { jobStartNs } }, now: { FileSystem.nowNs() },
+                                            stop: { withState { finished || alerted } }) else { return }
+            try? guest.pause()
+            let now = FileSystem.nowNs()
+            let first = alert.firstDestroyNs ?? alert.atNs
+            let written = (try? bytesWritten(since: first)) ?? 0
+            withState {
+                alerted = true
+                result.detection = Detection(alertNs: now, probability: alert.probability, process: alert,
+                                             delayNs: now > first ? now - first : 0,
+                                             bytesWrittenBeforeAlert: UInt64(max(0, alert.bytesWritten)), bytesOnDisk: written)
             }
-            usleep(useconds_t(config.pollMs * 1000))
+        } catch {
+            detectorFailed("the process detector stopped: \(error)")
         }
     }
 

@@ -93,3 +93,11 @@ extension Host {
         _ = ckanshi_set_thread_nice(nice)
     }
 }
+
+extension Host {
+    /// Ends a process at once (SIGKILL); false if it was already gone.
+    @discardableResult
+    public static func killProcess(_ pid: Int32) -> Bool {
+        Glibc.kill(pid, SIGKILL) == 0
+    }
+}

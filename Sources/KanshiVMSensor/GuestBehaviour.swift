@@ -171,7 +171,9 @@ public final class GuestBehaviour {
     /// written through it, its close event with the bytes and their entropy.
     func implicitClose(_ p: GuestProcess, fd: Int32, _ f: GuestFile, call: String, tid: Int32, time: UInt64) {
         guard f.kind == .file, f.written > 0 else { return }
-        var c = event(.close, p, tid: tid, time: time, call: call)
+        // Not a call of its own: no "call" field (the log's calls stay strace's), the reason says which did it.
+        var c = event(.close, p, tid: tid, time: time, call: nil)
+        c.reason = "closed by \(call)"
         c.fd = fd; c.path = f.name; c.bytes = f.written
         if f.entropyBytes > 0 { c.entropy = f.entropyWeighted / Double(f.entropyBytes) }
         append(c)

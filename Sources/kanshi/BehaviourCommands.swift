@@ -87,7 +87,10 @@ struct BehaviourCrossValidate: ParsableCommand {
             var o = s.json
             o["runs"] = replays.map { r -> [String: Any] in
                 var x: [String: Any] = ["run": r.run, "label": r.label.rawValue, "alert": r.alert != nil, "namedTheWorkload": r.namedTheWorkload]
-                if let a = r.alert { x["blamed"] = a.argv; x["probability"] = Double(a.probability); x["destroyedBeforeAlert"] = a.destroyed }
+                if let a = r.alert {
+                    x["blamed"] = a.argv; x["probability"] = Double(a.probability); x["destroyedBeforeAlert"] = a.destroyed
+                    x["bytesWrittenBeforeAlert"] = a.bytesWritten
+                }
                 if let d = r.delaySeconds { x["delaySeconds"] = d }
                 return x
             }
@@ -97,7 +100,7 @@ struct BehaviourCrossValidate: ParsableCommand {
         Output.line("\(folds)-fold grouped cross-validation of process models on \(runs.count) runs (threshold \(threshold)):")
         for r in replays {
             let what = r.alert.map { a in
-                "ALERT on \(a.argv.prefix(3).joined(separator: " ")) (p=\(String(format: "%.2f", a.probability)), \(a.destroyed) files destroyed\(r.delaySeconds.map { String(format: ", %.2f s after its first", $0) } ?? ""))"
+                "ALERT on \(a.argv.prefix(3).joined(separator: " ")) (p=\(String(format: "%.2f", a.probability)), \(a.destroyed) files destroyed, \(Output.bytes(UInt64(max(0, a.bytesWritten)))) written\(r.delaySeconds.map { String(format: ", %.2f s after its first", $0) } ?? ""))"
             } ?? "no alert"
             Output.line("  \(r.label.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) \(r.run): \(what)")
         }
@@ -111,6 +114,7 @@ struct ProcessValidationSummary {
     var ransomwareRuns = 0, named = 0, benignRuns = 0, benignFlagged = 0
     var delays: [Double] = []
     var destroyedBefore: [Int] = []
+    var bytesBefore: [Int64] = []
 
     init(_ replays: [ProcessTraining.Replay]) {
         let tp = replays.reduce(0) { $0 + $1.truePositives }, pos = replays.reduce(0) { $0 + $1.positives }
@@ -123,7 +127,7 @@ struct ProcessValidationSummary {
                 ransomwareRuns += 1
                 if r.namedTheWorkload { named += 1 }
                 if let d = r.delaySeconds { delays.append(d) }
-                if r.namedTheWorkload, let a = r.alert { destroyedBefore.append(a.destroyed) }
+                if r.namedTheWorkload, let a = r.alert { destroyedBefore.append(a.destroyed); bytesBefore.append(a.bytesWritten) }
             } else {
                 benignRuns += 1
                 if r.alert != nil { benignFlagged += 1 }
@@ -138,6 +142,7 @@ struct ProcessValidationSummary {
                                 "ransomwareRuns": ransomwareRuns, "ransomwareNamed": named, "benignRuns": benignRuns, "benignFlagged": benignFlagged]
         if let m = Self.median(delays) { o["medianDelaySeconds"] = m; o["maxDelaySeconds"] = delays.max() ?? m }
         if let m = Self.median(destroyedBefore) { o["medianFilesDestroyedBeforeAlert"] = m }
+        if let m = Self.median(bytesBefore) { o["medianBytesWrittenBeforeAlert"] = m; o["maxBytesWrittenBeforeAlert"] = bytesBefore.max() ?? m }
         return o
     }
 
@@ -146,6 +151,7 @@ struct ProcessValidationSummary {
             + "ransomware runs with the workload named: \(named)/\(ransomwareRuns); benign runs with an alert: \(benignFlagged)/\(benignRuns)"
             + (Self.median(delays).map { String(format: "; delay after the first destroyed file: median %.2f s, max %.2f s", $0, delays.max() ?? $0) } ?? "")
             + (Self.median(destroyedBefore).map { "; files destroyed before the alert: median \($0)" } ?? "")
+            + (Self.median(bytesBefore).map { "; written before it: median \(Output.bytes(UInt64($0))), max \(Output.bytes(UInt64(bytesBefore.max() ?? $0)))" } ?? "")
     }
 }
 

@@ -178,7 +178,7 @@ struct Demo: AsyncParsableCommand {
         func delay(_ d: Sandbox.Detection?) -> String {
             d.map { $0.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "no write" } ?? "-"
         }
-        Output.line(pad("workload", 16) + pad("class", 11) + pad("run", 8) + pad("alert", 7) + pad("delay", 9) + pad("on disk before", 16)
+        Output.line(pad("workload", 16) + pad("class", 11) + pad("run", 8) + pad("alert", 7) + pad("delay", 9) + pad("written before", 16)
                     + pad("blamed", 25) + pad("others kept", 13) + pad("intact", 10) + pad("bytes lost", 12) + "disk detector (watching)")
         for r in runs {
             let res = r.result

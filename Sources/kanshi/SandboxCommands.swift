@@ -272,7 +272,7 @@ struct SandboxRun: AsyncParsableCommand {
             o["alert"] = a
         }
         if let p = r.detection?.process, var a = o["alert"] as? [String: Any] {
-            a["process"] = ["root": p.root, "argv": p.argv, "destroyedBeforeAlert": p.destroyed] as [String: Any]
+            a["process"] = ["root": p.root, "argv": p.argv, "destroyedBeforeAlert": p.destroyed, "bytesOnDisk": r.detection?.bytesOnDisk ?? 0] as [String: Any]
             o["alert"] = a
         }
         if let d = r.diskDetection {
@@ -305,7 +305,7 @@ struct SandboxRun: AsyncParsableCommand {
         }
         Output.error("sandbox: boot \(r.bootSeconds.map { String(format: "%.1f s", $0) } ?? "-"), run \(r.runSeconds.map { String(format: "%.1f s", $0) } ?? "-"), journal \(Output.bytes(r.journalBytes))")
         if let d = r.detection, let p = d.process {
-            Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): pid \(p.root) (\(p.argv.joined(separator: " "))) behaves like ransomware (p=\(String(format: "%.2f", d.probability))): \(p.destroyed) files that were there before it destroyed, \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "-") after the first; \(Output.bytes(d.bytesWrittenBeforeAlert)) reached the disk since")
+            Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): pid \(p.root) (\(p.argv.joined(separator: " "))) behaves like ransomware (p=\(String(format: "%.2f", d.probability))): \(p.destroyed) files that were there before it destroyed, \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) } ?? "-") after the first; it had written \(Output.bytes(d.bytesWrittenBeforeAlert)) into files it closed; \(Output.bytes(d.bytesOnDisk ?? 0)) reached the disk since its first (all processes)")
         } else if let d = r.detection {
             Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): ransomware-like activity (p=\(String(format: "%.2f", d.probability))), \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) + " after the first write" } ?? "before any write"), \(Output.bytes(d.bytesWrittenBeforeAlert)) written before it")
         }

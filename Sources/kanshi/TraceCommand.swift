@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KanshiML
 import KanshiTrace
 
 struct Trace: ParsableCommand {
@@ -33,6 +34,10 @@ struct Trace: ParsableCommand {
     var quiet = false
     @Option(name: .long, help: "Write the summary to this file as well.")
     var summary: String?
+    @Option(name: .long, help: "Process model (kanshi behaviour train): follow the log as it is written; the process tree it names as ransomware-like is killed.")
+    var processModel: String?
+    @Option(name: .long, help: "With --process-model: only files under this directory count (default: all).")
+    var watch: String = "/"
     @OptionGroup var global: GlobalOptions
     @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
     var command: [String] = []
@@ -70,20 +75,34 @@ struct Trace: ParsableCommand {
         guard let target = pid.map({ TraceTarget.attach(pid: $0) }) ?? TraceCommandLine(passthrough: command).target else {
             throw ValidationError("give a program to run after '--', or --pid N")
         }
+        // With a process model: a watcher follows the log and kills the tree it names.
+        let guardian = try processModel.map { path -> ProcessGuardian in
+            let m: DetectorModel
+            do { m = try DetectorModel.load(from: path, for: .processes) } catch { throw CLIError("\(error)") }
+            do { return try ProcessGuardian(model: m, log: log, under: ManagedSet.normalize(watch)) } catch { throw CLIError("\(error)") }
+        }
+        guardian?.start()
         // Ctrl-C reaches the traced program (same process group); kanshi stays to finish the log.
         signal(SIGINT, SIG_IGN)
         let result: TraceResult
         do {
             result = try tracer.runOnDedicatedThread(target)
         } catch {
+            guardian?.finish()
             eventLog.close()
             throw CLIError("\(error)")
         }
+        let alert = guardian?.finish()
         let writeErr = eventLog.close()
         do { try result.managed.save(path: setPath) } catch { throw CLIError("\(error)") }
         if !quiet { Output.error(result.summary.text + "log: \(log)  managed set: \(setPath)") }
         if let summary { try result.summary.text.write(toFile: summary, atomically: true, encoding: .utf8) }
         if writeErr != 0 { throw CLIError("writing the log \(log) failed: \(String(cString: strerror(writeErr))) (errno \(writeErr))") }
+        if let failure = guardian?.failure { Output.error("trace: WARNING: the process detector stopped: \(failure)") }
+        if let a = alert {
+            Output.error("trace: ALERT: pid \(a.alert.root) (\(a.alert.argv.joined(separator: " "))) behaves like ransomware (p=\(String(format: "%.2f", a.alert.probability))): \(a.alert.destroyed) files that were there before it destroyed; killed its tree: \(a.killed.map(String.init).joined(separator: " "))")
+            throw ExitCode(3)
+        }
         if result.exitCode != 0 { throw ExitCode(result.exitCode) }
     }
 }

@@ -303,7 +303,7 @@ final class Temp {
         return out
     }
 
-    @Test(arguments: FeatureSet.allCases)
+    @Test(arguments: FeatureSet.blockSets)
     func theStreamGivesTheRowsOfTheWholeTrace(_ set: FeatureSet) {
         let trace = randomTrace(seed: 5)
         let batch = WindowFeatures.compute(trace, set: set)

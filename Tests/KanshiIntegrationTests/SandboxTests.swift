@@ -139,11 +139,14 @@ import Testing
             let writes = (try? String(contentsOfFile: run + "/ata_write.csv", encoding: .utf8)) ?? ""
             #expect(writes.split(separator: "\n").count > 100, "\(name): \(writes.prefix(200))")
             #expect(FileManager.default.fileExists(atPath: run + "/ata_read.csv"))
-            // The VM sensor's behaviour log of the run: the workload's own opens and writes of the corpus.
+            // The VM sensor's behaviour log of the run: the workload's own writes of the corpus, counted
+            // at each file's close with the entropy of what was written.
             let log = (try? String(contentsOfFile: run + "/behaviour.jsonl", encoding: .utf8)) ?? ""
             let events = log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-            #expect(events.contains { $0["ev"] as? String == "write" && ($0["path"] as? String ?? "").hasPrefix("/mnt/corpus/") },
-                    "\(name): \(log.prefix(500))")
+            let closes = events.filter { $0["ev"] as? String == "close" && ($0["path"] as? String ?? "").hasPrefix("/mnt/corpus/") && $0["bytes"] != nil }
+            #expect(!closes.isEmpty, "\(name): \(log.prefix(500))")
+            let high = closes.filter { ($0["entropy"] as? Double ?? 0) > 7.5 }.count
+            if name == "inplace" { #expect(high * 2 > closes.count, "\(name): \(high) of \(closes.count) closes with encrypted-looking data") }
             #expect(events.allSatisfy { $0["vm"] as? String == "sandbox" || $0["ev"] as? String == "dropped" })
         }
         // The ransomware run's writes look encrypted; the analysis reads both runs with their labels.

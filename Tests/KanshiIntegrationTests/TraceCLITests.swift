@@ -37,3 +37,48 @@ struct TraceCLITests {
         #expect(r.stderr.contains("--ring-size \(size): give a power of two from 64K to 1G"), "\(r.stderr)")
     }
 }
+
+/// `kanshi trace --process-model`: the shipped process detector follows the log of a program on
+/// the host and kills the tree it names; a benign look-alike runs to its end.
+struct TraceProcessModelTests {
+    static let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path + "/models/process-detector.json"
+
+    static func corpus(_ s: Scratch) throws -> String {
+        let dir = s.file("corpus")
+        let b = try run([Paths.kanshi, "corpus", "build", "--dir", dir, "--seed", "4", "--size-mib", "16"])
+        guard b.ok else { throw Failure("corpus build: \(b.stderr)") }
+        return dir
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func ransomwareOnTheHostIsNamedAndKilled() throws {
+        let s = Scratch("trace-pm")
+        let dir = try Self.corpus(s)
+        let r = try run([Paths.kanshi, "trace", "--quiet", "--log", s.file("t.jsonl"), "--process-model", Self.model, "--watch", dir,
+                         "--", Paths.kanshi, "workload", "slow", "--rate-mib", "4", "--dir", dir, "--seed", "2"], timeout: 240)
+        #expect(r.status == 3, "\(r.status) \(r.stderr.suffix(1500))")
+        #expect(r.stderr.contains("trace: ALERT: pid ") && r.stderr.contains("workload slow"), "\(r.stderr.suffix(1500))")
+        // Killed before the end: files it never reached are intact.
+        let v = try run([Paths.kanshi, "corpus", "verify", "--dir", dir, "--json"])
+        let o = (try? JSONSerialization.jsonObject(with: Data(v.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect((o["intact"] as? Int ?? 0) > 0, "\(v.stdout.prefix(400))")
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func aLookAlikeRunsToItsEnd() throws {
+        let s = Scratch("trace-pm-benign")
+        let dir = try Self.corpus(s)
+        let r = try run([Paths.kanshi, "trace", "--quiet", "--log", s.file("t.jsonl"), "--process-model", Self.model, "--watch", dir,
+                         "--", Paths.kanshi, "workload", "copy-tree", "--dir", dir, "--seed", "2"], timeout: 240)
+        #expect(r.ok, "\(r.status) \(r.stderr.suffix(1500))")
+        #expect(!r.stderr.contains("ALERT"), "\(r.stderr.suffix(1500))")
+    }
+
+    @Test func aBlockModelIsRefused() throws {
+        let s = Scratch("trace-pm-bad")
+        let disk = URL(fileURLWithPath: Self.model).deletingLastPathComponent().path + "/sandbox-detector.json"
+        let r = try run([Paths.kanshi, "trace", "--quiet", "--log", s.file("t.jsonl"), "--process-model", disk, "--", "true"])
+        #expect(r.status == 1 && r.stderr.contains("is a block model"), "\(r.status) \(r.stderr)")
+    }
+}

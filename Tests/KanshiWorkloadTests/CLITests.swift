@@ -53,7 +53,7 @@ struct CLITests {
         let list = try CLI.run(["workload", "list"])
         #expect(list.status == 0)
         let lines = list.stdout.split(separator: "\n")
-        #expect(lines.count == 12)
+        #expect(lines.count == 14)
         #expect(lines.filter { $0.contains(" ransomware ") }.count == 5)
         #expect(try CLI.run(["workload", "--list"]).stdout == list.stdout)
 

@@ -5,7 +5,7 @@ import Testing
 
 @Suite struct WorkloadTests {
     static let ransomware = ["inplace", "copy-delete", "rename", "partial", "slow"]
-    static let benign = ["compress", "encrypt-one", "secure-delete", "database", "build", "copy-tree", "edit"]
+    static let benign = ["compress", "encrypt-one", "secure-delete", "database", "build", "copy-tree", "edit", "package-install", "save-big"]
 
     static func options(seed: UInt64 = 3) -> WorkloadOptions {
         var o = WorkloadOptions()
@@ -101,6 +101,15 @@ import Testing
             let copy = report.outputs[0]
             let source = String(copy.dropLast(" copy".count))
             for f in r.extra { #expect(contents(dir + "/" + f) == contents(dir + "/" + source + f.dropFirst(copy.count))) }
+        case "package-install":
+            // Installed and upgraded in its own folder: no corpus file touched, no .dpkg-new left.
+            #expect(r.allIntact && !r.extra.isEmpty && r.extra.allSatisfy { $0.hasPrefix("Programs/") && !$0.hasSuffix(".dpkg-new") })
+            #expect(report.filesRenamed == r.extra.count)
+        case "save-big":
+            // The three biggest files saved again under their names (a temporary file renamed over each).
+            let biggest = before.entries.sorted { ($0.size, $1.path) > ($1.size, $0.path) }.prefix(3).map(\.path)
+            #expect(Set(r.modified) == Set(biggest) && r.missing.isEmpty && r.extra.isEmpty)
+            #expect(report.filesRenamed == 3)
         default:
             #expect(r.allIntact)
         }
