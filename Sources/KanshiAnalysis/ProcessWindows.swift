@@ -14,6 +14,7 @@ public final class ProcessWindows {
         "destroyed", "read_then_replaced", "created", "copies_of_read", "renames", "renames_appending",
         "deleted_after_read", "files_read", "directories", "destroyed_total", "read_total", "created_total",
         "destroyed_per_read", "written_entropy", "high_entropy_files", "high_entropy_total",
+        "bytes_written", "directories_read", "disk_write_bytes", "disk_write_entropy",
     ]
 
     /// Written data at least this random (bits per byte) counts as encrypted or compressed.
@@ -34,11 +35,14 @@ public final class ProcessWindows {
         var destroyed = 0, readThenReplaced = 0, created = 0, copies = 0, renames = 0, renamesAppending = 0
         var deletedAfterRead = 0, filesRead = 0
         var directories: Set<String> = []
-        /// Bytes written into files closed in the window (with an entropy from the VM sensor), and their entropy.
+        /// Bytes written into files closed in the window; of those with an entropy from the VM sensor, their bytes and entropy.
+        var written: Int64 = 0
         var writtenBytes: Int64 = 0, entropyWeighted = 0.0
+        /// Directories of the files read in the window.
+        var directoriesRead: Set<String> = []
         /// Files the tree destroyed or made as copies of what it read, closed with high-entropy content.
         var highEntropyFiles = 0
-        var isEmpty: Bool { destroyed + readThenReplaced + created + copies + renames + deletedAfterRead + filesRead + highEntropyFiles == 0 && writtenBytes == 0 }
+        var isEmpty: Bool { destroyed + readThenReplaced + created + copies + renames + deletedAfterRead + filesRead + highEntropyFiles == 0 && written == 0 }
     }
 
     final class Tree {
@@ -90,6 +94,7 @@ public final class ProcessWindows {
             if reads {
                 knownExisting.insert(path)
                 if t.read.insert(path).inserted { t.counters.filesRead += 1 }
+                t.counters.directoriesRead.insert(Self.parent(path))
             }
             guard writes else { return }
             if existed && createdBy[path] != root {
@@ -109,6 +114,7 @@ public final class ProcessWindows {
             guard under(path), let bytes = e.bytes, bytes > 0 else { return }
             let t = tree(root, w)
             t.written += bytes
+            t.counters.written += bytes
             guard let entropy = e.entropy else { return }
             t.counters.writtenBytes += bytes
             t.counters.entropyWeighted += entropy * Double(bytes)
@@ -138,6 +144,21 @@ public final class ProcessWindows {
         default:
             return
         }
+    }
+
+    /// The whole disk's writes (every process: a disk cannot say whose), per window: bytes and
+    /// their mean entropy (0-1), given to every tree's row of the same second. Writes reach the
+    /// disk seconds after the calls that made them (the guest's page cache); those of a window
+    /// that come after it closed are not counted.
+    private var disk: [UInt64: (bytes: UInt64, entropyWeighted: Double)] = [:]
+
+    /// Takes one write of the disk into account (`entropy`: byte entropy / 8).
+    public func addDiskWrite(timeNs: UInt64, bytes: UInt64, entropy: Double) {
+        let w = timeNs / windowNs
+        var d = disk[w] ?? (0, 0)
+        d.bytes += bytes
+        d.entropyWeighted += entropy * Double(bytes)
+        disk[w] = d
     }
 
     /// Closes every window that ended by `ns` (call it as time passes without events).
@@ -183,7 +204,7 @@ public final class ProcessWindows {
         guard t.destroyed.insert(path).inserted else { return }
         if t.firstDestroyNs == nil { t.firstDestroyNs = nowNs }
         t.counters.destroyed += 1
-        t.counters.directories.insert(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]))
+        t.counters.directories.insert(Self.parent(path))
         if t.read.contains(path) { t.counters.readThenReplaced += 1 }
     }
 
@@ -193,6 +214,8 @@ public final class ProcessWindows {
             t.counters = Counters()
             t.window = w == UInt64.max ? t.window + 1 : w
         }
+        // The disk's counts are kept for the windows still open (and a few behind, for late callers).
+        if w != UInt64.max, w > 8 { for k in disk.keys where k < w - 8 { disk.removeValue(forKey: k) } }
     }
 
     private func row(_ root: Int32, _ t: Tree, open: Bool) -> Row {
@@ -204,6 +227,9 @@ public final class ProcessWindows {
             Float(t.destroyed.count) / Float(max(1, t.read.count)),
             c.writtenBytes > 0 ? Float(c.entropyWeighted / Double(c.writtenBytes)) : 0,
             Float(c.highEntropyFiles), Float(t.highEntropy.count),
+            Float(c.written), Float(c.directoriesRead.count),
+            Float(disk[t.window]?.bytes ?? 0),
+            disk[t.window].map { $0.bytes > 0 ? Float($0.entropyWeighted / Double($0.bytes)) : 0 } ?? 0,
         ]
         return Row(root: root, windowStart: t.window &* windowNs, values: values, destroyedTotal: t.destroyed.count, open: open)
     }
@@ -214,6 +240,8 @@ public final class ProcessWindows {
         let stem = String(path[..<dot])
         return read.contains(stem)
     }
+
+    static func parent(_ path: String) -> String { String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]) }
 
     static func baseName(_ path: String) -> String {
         path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path

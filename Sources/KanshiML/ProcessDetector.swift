@@ -79,9 +79,21 @@ public enum ProcessTraining {
         public var events: [TraceEvent]
         /// The workload's command: `kanshi workload NAME` (its tree is the one labelled).
         public var workload: String
+        /// The disk's writes during the run (the block trace beside the log), for the disk-level features.
+        public var diskWrites: [Access]
 
-        public init(name: String, label: Label, events: [TraceEvent], workload: String) {
-            self.name = name; self.label = label; self.events = events; self.workload = workload
+        public init(name: String, label: Label, events: [TraceEvent], workload: String, diskWrites: [Access] = []) {
+            self.name = name; self.label = label; self.events = events; self.workload = workload; self.diskWrites = diskWrites
+        }
+
+        /// Events and disk writes in time order, as a live detector gets them.
+        func replay(event: (TraceEvent) throws -> Void, diskWrite: (Access) -> Void) rethrows {
+            var k = 0
+            for e in events {
+                while k < diskWrites.count && diskWrites[k].timeNs <= e.time { diskWrite(diskWrites[k]); k += 1 }
+                try event(e)
+            }
+            while k < diskWrites.count { diskWrite(diskWrites[k]); k += 1 }
         }
     }
 
@@ -95,7 +107,8 @@ public enum ProcessTraining {
             var events: [TraceEvent] = []
             try BehaviourLogReader.read(path: log) { events.append($0) }
             let name = r.family.hasPrefix("kanshi-") ? String(r.family.dropFirst("kanshi-".count)) : r.family
-            out.append(RecordedRun(name: r.name, label: r.label, events: events, workload: name))
+            let writes = (try? r.load().writes) ?? []
+            out.append(RecordedRun(name: r.name, label: r.label, events: events, workload: name, diskWrites: writes))
         }
         guard !out.isEmpty else { throw AnalysisError.noRuns("\(dataset) (no run has a behaviour.jsonl: record with kanshi dataset record)") }
         return out
@@ -112,7 +125,7 @@ public enum ProcessTraining {
     /// behaviour); every other window is benign.
     public static func tables(_ run: RecordedRun) -> (ransomware: FeatureTable, benign: FeatureTable) {
         let w = ProcessWindows(windowNs: windowNs, under: guestPrefix)
-        for e in run.events { w.add(e) }
+        run.replay(event: { w.add($0) }, diskWrite: { w.addDiskWrite(timeNs: $0.timeNs, bytes: UInt64($0.size), entropy: Double($0.entropy)) })
         let rows = w.allRows()
         var pos: [ProcessWindows.Row] = [], neg: [ProcessWindows.Row] = []
         for r in rows {
@@ -163,14 +176,14 @@ public enum ProcessTraining {
         let d = try ProcessDetector(model: model, under: prefix)
         var next: UInt64 = 0
         var alert: ProcessDetector.Alert?
-        for e in run.events {
+        try run.replay(event: { e in
             if next == 0 { next = e.time + evaluateEveryNs }
             if e.time >= next, alert == nil {
                 alert = try d.evaluate()
                 next = e.time + evaluateEveryNs
             }
             d.add(e)
-        }
+        }, diskWrite: { d.windows.addDiskWrite(timeNs: $0.timeNs, bytes: UInt64($0.size), entropy: Double($0.entropy)) })
         if alert == nil { alert = try d.evaluate() }
         var out = Replay(run: run.name, label: run.label, alert: alert, namedTheWorkload: false)
         if let a = alert {
@@ -220,9 +233,14 @@ public final class ProcessWatch: @unchecked Sendable {
     /// Watches until an alert (returned), or `stop` says to end (nil). `since` gives the time
     /// from which alerts count (nil: not yet known, nothing is alerted on). `now` is the clock
     /// that closes windows while the log is quiet.
-    public func run(since: () -> UInt64?, now: () -> UInt64, stop: () -> Bool) throws -> ProcessDetector.Alert? {
+    /// `diskWrites`, when given, is asked each time for the disk's writes since the last call.
+    public func run(since: () -> UInt64?, now: () -> UInt64, stop: () -> Bool,
+                    diskWrites: (() throws -> [Access])? = nil) throws -> ProcessDetector.Alert? {
         let tail = BehaviourLogTail(path: log)
         while !stop() {
+            if let diskWrites {
+                for a in try diskWrites() { detector.windows.addDiskWrite(timeNs: a.timeNs, bytes: UInt64(a.size), entropy: Double(a.entropy)) }
+            }
             try tail.poll { detector.add($0) }
             detector.windows.advance(to: now())
             if let start = since(), let alert = try detector.evaluate(sinceNs: start) { return alert }

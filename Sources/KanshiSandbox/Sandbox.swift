@@ -420,9 +420,24 @@ public final class Sandbox: @unchecked Sendable {
             detectorFailed("the process detector cannot start: \(error)")
             return
         }
+        // The disk's writes too (the disk-level features of the process windows), from the journal.
+        let journal: JournalTail
+        do { journal = try JournalTail(directory: config.journal) } catch {
+            detectorFailed("the process detector cannot read the journal: \(error)")
+            return
+        }
+        func diskWrites() throws -> [Access] {
+            var out: [Access] = []
+            try journal.poll { r in
+                guard let (e, _) = try BlockRecords.decode(r), e.operation == .write else { return }
+                let entropy = e.entropies.isEmpty ? 0 : e.entropies.reduce(0, +) / Float(e.entropies.count)
+                out.append(Access(timeNs: e.timeNs, lba: e.lba, size: e.length, entropy: entropy))
+            }
+            return out
+        }
         do {
             guard let alert = try watch.run(since: { withState { jobStartNs } }, now: { FileSystem.nowNs() },
-                                            stop: { withState { finished || alerted } }) else { return }
+                                            stop: { withState { finished || alerted } }, diskWrites: diskWrites) else { return }
             try? guest.pause()
             let now = FileSystem.nowNs()
             let first = alert.firstDestroyNs ?? alert.atNs

@@ -21,7 +21,8 @@ struct DatasetRecord: AsyncParsableCommand {
             For each workload and run: a fresh copy of the victim disk, the guest runs \
             `kanshi workload NAME --dir /mnt/corpus --seed N`, and the journal's block events \
             from the command's start are exported to OUT/kanshi-sandbox/kanshi-NAME/kanshi-NAME-N/ \
-            (ata_read.csv, ata_write.csv), with the VM sensor's behaviour log of the run beside them \
+            (ata_read.csv, ata_write.csv; N the next number free, so runs recorded into an existing \
+            OUT, e.g. with another --seed, are added to it), with the VM sensor's behaviour log of the run beside them \
             (behaviour.jsonl; --no-behaviour to leave it out). Folders kanshi-<workload> are labelled by \
             `kanshi train | evaluate | cross-validate` like RanSAP's families. Journals are kept \
             beside the disks in the sandbox directory unless --discard-journals.
@@ -79,7 +80,10 @@ struct DatasetRecord: AsyncParsableCommand {
                 guard r.result.exitStatus == 0, let start = r.result.commandStartNs else {
                     throw CLIError("\(name) run \(i + 1) failed in the guest (status \(r.result.exitStatus.map(String.init) ?? "none")\(r.result.guestFailure.map { ": \($0)" } ?? ""))")
                 }
-                let target = "\(out)/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-\(i + 1)"
+                // Runs already in OUT stay: a new run takes the next free number.
+                var number = i + 1
+                while FileSystem.exists("\(out)/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-\(number)") { number += 1 }
+                let target = "\(out)/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-\(number)"
                 let summary = try RanSAPExport.export(journal: JournalReader(directory: r.journal), to: target, fromNs: start)
                 if let log {
                     guard r.result.vmSensor?.error == nil, FileSystem.exists(log) else {

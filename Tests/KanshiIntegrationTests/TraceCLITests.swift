@@ -82,3 +82,58 @@ struct TraceProcessModelTests {
         #expect(r.status == 1 && r.stderr.contains("is a block model"), "\(r.status) \(r.stderr)")
     }
 }
+
+/// Bad inputs of the process-model commands, each named before anything runs.
+struct BehaviourCLITests {
+    static let models = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path + "/models"
+
+    @Test func badInputsAreNamed() throws {
+        let s = Scratch("behaviour-cli")
+        var r = try run([Paths.kanshi, "sandbox", "run", "--undo", "process", "--", "true"])
+        #expect(r.status == 64 && r.stderr.contains("--undo process needs the VM sensor"), "\(r.stderr)")
+        r = try run([Paths.kanshi, "sandbox", "run", "--undo", "files", "--", "true"])
+        #expect(r.status == 64 && r.stderr.contains("--undo files: give disk or process"), "\(r.stderr)")
+        r = try run([Paths.kanshi, "sandbox", "run", "--process-model", Self.models + "/process-detector.json", "--", "true"])
+        #expect(r.status == 64 && r.stderr.contains("--process-model needs the VM sensor"), "\(r.stderr)")
+        // A dataset without behaviour logs.
+        try FileManager.default.createDirectory(atPath: s.file("ds/kanshi-sandbox/kanshi-inplace/kanshi-inplace-1"), withIntermediateDirectories: true)
+        try "".write(toFile: s.file("ds/kanshi-sandbox/kanshi-inplace/kanshi-inplace-1/ata_read.csv"), atomically: true, encoding: .utf8)
+        try "".write(toFile: s.file("ds/kanshi-sandbox/kanshi-inplace/kanshi-inplace-1/ata_write.csv"), atomically: true, encoding: .utf8)
+        r = try run([Paths.kanshi, "behaviour", "train", "--dataset", s.file("ds"), "--model", s.file("m.json")])
+        #expect(r.status == 1 && r.stderr.contains("no run has a behaviour.jsonl"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.file("m.json")))
+        // A log with a line that is not an event: named by file and line.
+        try "{\"seq\":1,\"t\":1,\"pid\":1,\"tid\":1,\"ev\":\"open\",\"path\":\"/mnt/a\"}\n{\"ev\":\"warp\"}\n".write(toFile: s.file("bad.jsonl"), atomically: true, encoding: .utf8)
+        r = try run([Paths.kanshi, "behaviour", "detect", "--log", s.file("bad.jsonl"), "--model", Self.models + "/process-detector.json"])
+        #expect(r.status == 1 && r.stderr.contains("\(s.file("bad.jsonl")):2: unknown event \"warp\""), "\(r.stderr)")
+        // A block model where a process model goes, and the other way round.
+        r = try run([Paths.kanshi, "behaviour", "detect", "--log", s.file("bad.jsonl"), "--model", Self.models + "/sandbox-detector.json"])
+        #expect(r.status == 1 && r.stderr.contains("is a block model"), "\(r.stderr)")
+        r = try run([Paths.kanshi, "detect", "--model", Self.models + "/process-detector.json", "--journal", s.file("none")])
+        #expect(r.status != 0 && r.stderr.contains("is a process model"), "\(r.stderr)")
+    }
+
+    /// A recorded-style log replayed: the tree that encrypts files it read is named (exit 3).
+    @Test func aLogIsReplayedAndTheTreeNamed() throws {
+        let s = Scratch("behaviour-detect")
+        var lines: [String] = []
+        var t: UInt64 = 1_800_000_000_000_000_000
+        func add(_ o: [String: Any]) {
+            t += 20_000_000
+            var e = o; e["t"] = t; e["seq"] = lines.count + 1; e["tid"] = o["pid"]
+            lines.append(String(decoding: try! JSONSerialization.data(withJSONObject: e), as: UTF8.self))
+        }
+        add(["pid": 1, "ev": "spawn", "call": "clone", "child": 40])
+        add(["pid": 40, "ev": "exec", "call": "execve", "ret": 0, "path": "/usr/bin/locker", "argv": ["locker", "/mnt/docs"]])
+        for i in 0..<60 {
+            add(["pid": 40, "ev": "open", "call": "openat", "ret": 3, "fd": 3, "path": "/mnt/docs/f\(i).txt", "flags": "rw"])
+            add(["pid": 40, "ev": "close", "call": "close", "ret": 0, "fd": 3, "path": "/mnt/docs/f\(i).txt", "bytes": 30000, "entropy": 7.98])
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: s.file("run.jsonl"), atomically: true, encoding: .utf8)
+        let r = try run([Paths.kanshi, "behaviour", "detect", "--log", s.file("run.jsonl"), "--model", Self.models + "/process-detector.json", "--json"])
+        #expect(r.status == 3, "\(r.status) \(r.stdout) \(r.stderr)")
+        let o = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect(o["root"] as? Int == 40 && (o["argv"] as? [String])?.first == "locker", "\(r.stdout)")
+    }
+}
