@@ -283,8 +283,8 @@ public final class Sandbox: @unchecked Sendable {
         }
         // The process detector's tree when it named one; else the tree that destroyed most.
         let named = withState { result.detection?.process?.root }
-        guard let top = suspects.first(where: { named != nil && $0.tree.contains(named!) }) ?? suspects.first,
-              top.existingChanged > 0 || top.filesRead > 0 else {
+        let chosen = named.flatMap { root in suspects.first { $0.tree.contains(root) } } ?? suspects.first
+        guard let top = chosen, top.existingChanged > 0 || top.filesRead > 0 else {
             withState { result.undoFallback = "the VM sensor saw no process touch the disk's files since the command started" }
             return false
         }
