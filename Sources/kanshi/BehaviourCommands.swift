@@ -161,7 +161,8 @@ struct BehaviourDetect: ParsableCommand {
         abstract: "Replay a behaviour log through a process model: which process tree did ransomware-like damage, and when.",
         discussion: """
             Reads LOG (the VM sensor's or kanshi trace's JSON lines) as a live detector would, \
-            looking every 200 ms of the log's time. Exit status 3 when a tree is named, 0 when none.
+            looking every 200 ms of the log's time; with --journal, the disk's writes of the run too \
+            (the disk-level columns). Exit status 3 when a tree is named, 0 when none.
             """)
 
     @Option(help: "The behaviour log (JSON lines).")
@@ -170,6 +171,8 @@ struct BehaviourDetect: ParsableCommand {
     var model: String?
     @Option(help: "Only files under this directory count (the data disk's mount point in the sandbox's guest; / for a host log).")
     var under: String = ProcessTraining.guestPrefix
+    @Option(help: "The run's journal (kanshi sandbox run's DISK.journal): the disk's writes for the disk-level columns, as the live detector had them (without it they are 0).")
+    var journal: String?
     @Flag(help: "Print JSON.")
     var json = false
     @OptionGroup var global: GlobalOptions
@@ -180,7 +183,11 @@ struct BehaviourDetect: ParsableCommand {
         do { m = try DetectorModel.load(from: path, for: .processes) } catch { throw CLIError("\(error)") }
         var events: [TraceEvent] = []
         do { try BehaviourLogReader.read(path: log) { events.append($0) } } catch { throw CLIError("\(error)") }
-        let run = ProcessTraining.RecordedRun(name: log, label: .benign, events: events, workload: "")
+        var writes: [Access] = []
+        if let journal {
+            do { writes = try BlockTrace.fromJournal(journal).writes } catch { throw CLIError("\(journal): \(error)") }
+        }
+        let run = ProcessTraining.RecordedRun(name: log, label: .benign, events: events, workload: "", diskWrites: writes)
         let replay: ProcessTraining.Replay
         do { replay = try ProcessTraining.replay(run, model: m, under: under) } catch { throw CLIError("\(log): \(error)") }
         if json {

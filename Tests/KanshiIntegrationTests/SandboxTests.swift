@@ -178,6 +178,13 @@ import Testing
             let parts = kept.split(separator: "/")
             #expect(parts.count == 2 && parts[0] == parts[1] && parts[0] != "0", "others kept: \(kept) in \(ransomware)")
             #expect(r.stdout.contains("victim files intact: 944 of 944 after the selective undo; bytes lost: 0"), "\(r.stdout.suffix(2000))")
+            // The runs' behaviour logs replayed offline name the same tree, and nothing in the benign run.
+            let again = try run([Paths.kanshi, "behaviour", "detect", "--log", s.file("sandbox/runs/demo-inplace.behaviour.jsonl"),
+                                 "--journal", s.file("sandbox/runs/demo-inplace.img.journal"), "--json"])
+            #expect(again.status == 3 && again.stdout.contains("\"inplace\""), "\(again.status) \(again.stdout) \(again.stderr)")
+            let quiet = try run([Paths.kanshi, "behaviour", "detect", "--log", s.file("sandbox/runs/demo-compress.behaviour.jsonl"),
+                                 "--journal", s.file("sandbox/runs/demo-compress.img.journal")])
+            #expect(quiet.status == 0, "\(quiet.status) \(quiet.stdout) \(quiet.stderr)")
         } else {
             #expect(r.stdout.contains("victim files intact: 944 of 944 after the rollback; bytes lost: 0"), "\(r.stdout.suffix(2000))")
         }
