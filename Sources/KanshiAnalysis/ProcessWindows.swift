@@ -61,7 +61,8 @@ public final class ProcessWindows {
     public let windowNs: UInt64
     /// Only paths under this directory count (the data disk's mount point in the guest; "/" for all).
     public let prefix: String
-    public let activity = ProcessActivity()
+    /// The process table (who started whom, with what command line); files are kept here.
+    public let activity = ProcessActivity(recordsFiles: false)
     private var trees: [Int32: Tree] = [:]
     private var knownExisting: Set<String> = []
     private var createdBy: [String: Int32] = [:]
@@ -152,13 +153,19 @@ public final class ProcessWindows {
     /// that come after it closed are not counted.
     private var disk: [UInt64: (bytes: UInt64, entropyWeighted: Double)] = [:]
 
-    /// Takes one write of the disk into account (`entropy`: byte entropy / 8).
-    public func addDiskWrite(timeNs: UInt64, bytes: UInt64, entropy: Double) {
-        let w = timeNs / windowNs
+    /// Takes one write of the disk into account (its entropy: byte entropy / 8).
+    public func addDiskWrite(_ a: Access) {
+        let w = a.timeNs / windowNs
         var d = disk[w] ?? (0, 0)
-        d.bytes += bytes
-        d.entropyWeighted += entropy * Double(bytes)
+        d.bytes += UInt64(a.size)
+        d.entropyWeighted += Double(a.entropy) * Double(a.size)
         disk[w] = d
+    }
+
+    /// Rows as the table a model reads.
+    public static func table(_ rows: [Row]) -> FeatureTable {
+        FeatureTable(names: names, values: rows.flatMap(\.values), windowStart: rows.map(\.windowStart),
+                     writtenBytes: [UInt64](repeating: 0, count: rows.count))
     }
 
     /// Closes every window that ended by `ns` (call it as time passes without events).

@@ -29,8 +29,6 @@ public final class ProcessDetector: @unchecked Sendable {
     public let windows: ProcessWindows
     /// The probability a window needs.
     public let threshold: Float
-    /// Windows sent through the model.
-    public private(set) var windowsPredicted = 0
 
     /// `prefix`: the directory whose files count (the data disk's mount point in the guest).
     public init(model: DetectorModel, under prefix: String) throws {
@@ -51,10 +49,7 @@ public final class ProcessDetector: @unchecked Sendable {
         let rows = windows.drainClosed() + windows.openRows()
         let candidates = rows.filter { $0.destroyedTotal > 0 && $0.windowStart + windows.windowNs > sinceNs }
         guard !candidates.isEmpty else { return nil }
-        let table = FeatureTable(names: ProcessWindows.names, values: candidates.flatMap(\.values),
-                                 windowStart: candidates.map(\.windowStart), writtenBytes: [UInt64](repeating: 0, count: candidates.count))
-        let p = try detector.predict(table)
-        windowsPredicted += candidates.count
+        let p = try detector.predict(ProcessWindows.table(candidates))
         guard let i = p.indices.first(where: { p[$0] >= threshold }) else { return nil }
         let r = candidates[i]
         return Alert(root: r.root, argv: windows.activity.processes[r.root]?.argv ?? [], probability: p[i], windowStartNs: r.windowStart,
@@ -107,7 +102,7 @@ public enum ProcessTraining {
             var events: [TraceEvent] = []
             try BehaviourLogReader.read(path: log) { events.append($0) }
             let name = r.family.hasPrefix("kanshi-") ? String(r.family.dropFirst("kanshi-".count)) : r.family
-            let writes = (try? r.load().writes) ?? []
+            let writes = try r.load().writes
             out.append(RecordedRun(name: r.name, label: r.label, events: events, workload: name, diskWrites: writes))
         }
         guard !out.isEmpty else { throw AnalysisError.noRuns("\(dataset) (no run has a behaviour.jsonl: record with kanshi dataset record)") }
@@ -125,7 +120,7 @@ public enum ProcessTraining {
     /// behaviour); every other window is benign.
     public static func tables(_ run: RecordedRun) -> (ransomware: FeatureTable, benign: FeatureTable) {
         let w = ProcessWindows(windowNs: windowNs, under: guestPrefix)
-        run.replay(event: { w.add($0) }, diskWrite: { w.addDiskWrite(timeNs: $0.timeNs, bytes: UInt64($0.size), entropy: Double($0.entropy)) })
+        run.replay(event: { w.add($0) }, diskWrite: w.addDiskWrite)
         let rows = w.allRows()
         var pos: [ProcessWindows.Row] = [], neg: [ProcessWindows.Row] = []
         for r in rows {
@@ -136,15 +131,12 @@ public enum ProcessTraining {
                 neg.append(r)
             }
         }
-        func table(_ rows: [ProcessWindows.Row]) -> FeatureTable {
-            FeatureTable(names: ProcessWindows.names, values: rows.flatMap(\.values), windowStart: rows.map(\.windowStart),
-                         writtenBytes: [UInt64](repeating: 0, count: rows.count))
-        }
-        return (table(pos), table(neg))
+        return (ProcessWindows.table(pos), ProcessWindows.table(neg))
     }
 
-    /// A random forest on every run's windows.
-    public static func train(_ runs: [RecordedRun], classifier: ClassifierKind = .rf, threshold: Float = 0.5) throws -> DetectorModel {
+    /// A random forest on every run's windows; with how many windows it saw.
+    public static func train(_ runs: [RecordedRun], classifier: ClassifierKind = .rf,
+                             threshold: Float = 0.5) throws -> (model: DetectorModel, windows: Int) {
         var tables: [FeatureTable] = [], labels: [Label] = []
         for r in runs {
             let (p, n) = Self.tables(r)
@@ -154,8 +146,9 @@ public enum ProcessTraining {
         guard Set(labels).count == 2 else {
             throw AnalysisError.invalid("training needs windows of both kinds: ransomware runs whose workload destroyed files, and benign ones")
         }
-        return try DetectorModel.train(classifier, tables: tables, labels: labels, featureSet: .process, windowNs: windowNs,
-                                       ruleHorizon: 1, ruleFraction: 1, ruleThreshold: threshold, stacked: false)
+        let model = try DetectorModel.train(classifier, tables: tables, labels: labels, featureSet: .process, windowNs: windowNs,
+                                            ruleHorizon: 1, ruleFraction: 1, ruleThreshold: threshold, stacked: false)
+        return (model, tables.reduce(0) { $0 + $1.rows })
     }
 
     /// What a replay of one run through a live detector gave.
@@ -183,7 +176,7 @@ public enum ProcessTraining {
                 next = e.time + evaluateEveryNs
             }
             d.add(e)
-        }, diskWrite: { d.windows.addDiskWrite(timeNs: $0.timeNs, bytes: UInt64($0.size), entropy: Double($0.entropy)) })
+        }, diskWrite: d.windows.addDiskWrite)
         if alert == nil { alert = try d.evaluate() }
         var out = Replay(run: run.name, label: run.label, alert: alert, namedTheWorkload: false)
         if let a = alert {
@@ -210,7 +203,7 @@ public enum ProcessTraining {
             let train = runs.indices.filter { folds[$0] != f }.map { runs[$0] }
             let test = runs.indices.filter { folds[$0] == f }.map { runs[$0] }
             guard !test.isEmpty else { continue }
-            let m = try ProcessTraining.train(train, classifier: classifier, threshold: threshold)
+            let m = try ProcessTraining.train(train, classifier: classifier, threshold: threshold).model
             for r in test { out.append(try replay(r, model: m)) }
         }
         return out
@@ -239,7 +232,7 @@ public final class ProcessWatch: @unchecked Sendable {
         let tail = BehaviourLogTail(path: log)
         while !stop() {
             if let diskWrites {
-                for a in try diskWrites() { detector.windows.addDiskWrite(timeNs: a.timeNs, bytes: UInt64(a.size), entropy: Double(a.entropy)) }
+                for a in try diskWrites() { detector.windows.addDiskWrite(a) }
             }
             try tail.poll { detector.add($0) }
             detector.windows.advance(to: now())

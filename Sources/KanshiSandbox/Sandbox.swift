@@ -58,21 +58,6 @@ public final class Sandbox: @unchecked Sendable {
         case process
     }
 
-    /// The process tree blamed for an alert, from the VM sensor's behaviour log.
-    public struct Culprit: Sendable {
-        public var pid: Int32
-        public var argv: [String]
-        public var tree: [Int32]
-        /// Files on the disk that existed when the command started and that the tree changed.
-        public var existingChanged: Int
-        public var created: Int
-        public var filesRead: Int
-        /// Its first change to the disk's files (wall clock, ns).
-        public var firstChangeNs: UInt64?
-        /// The next suspects, for the record (pid, command, files changed).
-        public var others: [(pid: Int32, argv: [String], existingChanged: Int)]
-    }
-
     public struct Detection: Sendable {
         /// When the detector fired (wall clock), and the window it fired on.
         public var alertNs: UInt64
@@ -110,9 +95,10 @@ public final class Sandbox: @unchecked Sendable {
         public var detectorFailure: String?
         /// With a process model: when the disk detector, only watching, would have raised its alert.
         public var diskDetection: Detection?
-        /// With `undo: .process`: the tree blamed, what the selective undo did, and why the
-        /// whole disk was rolled back instead when it could not run.
-        public var culprit: Culprit?
+        /// With `undo: .process`: the tree blamed (from the VM sensor's log) and the next suspects,
+        /// what the selective undo did, and why the whole disk was rolled back instead when it could not run.
+        public var culprit: ProcessActivity.Suspect?
+        public var otherSuspects: [ProcessActivity.Suspect] = []
         public var undo: UndoReport?
         public var undoFallback: String?
         /// After a selective undo: the files other processes changed on the disk since the
@@ -217,17 +203,19 @@ public final class Sandbox: @unchecked Sendable {
             try await Task.sleep(nanoseconds: 50_000_000)
         }
         // An alert pauses the guest; then the damage is rolled back while no I/O is issued.
+        func stopGuestAndSensor() {
+            guest.terminate()
+            if let sensor, withState({ result.vmSensor == nil }) {
+                let r = sensor.stop()
+                withState { result.vmSensor = r }
+            }
+        }
         let alert = withState { alerted }
         if alert {
             try await Task.sleep(nanoseconds: 300_000_000)  // let in-flight requests finish
-        }
-        if alert && config.undo == .process {
-            // The guest's processes stop for good (its page cache with them); the sensor's log is complete.
-            guest.terminate()
-        }
-        if let sensor, alert && config.undo == .process {
-            let r = sensor.stop()
-            withState { result.vmSensor = r }
+            // Before blaming a process: the guest's processes stop for good (its page cache with
+            // them) and the sensor's log is complete.
+            if config.undo == .process { stopGuestAndSensor() }
         }
         if alert, config.rollback, let seq = withState({ jobStartSequence }) {
             var undone = false
@@ -243,11 +231,7 @@ public final class Sandbox: @unchecked Sendable {
                 withState { result.rollback = report; result.rolledBackTo = point }
             }
         }
-        guest.terminate()
-        if let sensor, withState({ result.vmSensor == nil }) {
-            let r = sensor.stop()
-            withState { result.vmSensor = r }
-        }
+        stopGuestAndSensor()
         withState { finished = true }
         for _ in 0..<detectors { detectorDone.wait() }
         try? await channel.close()
@@ -288,10 +272,10 @@ public final class Sandbox: @unchecked Sendable {
             withState { result.undoFallback = "the VM sensor saw no process touch the disk's files since the command started" }
             return false
         }
-        let culprit = Culprit(pid: top.pid, argv: top.argv, tree: top.tree, existingChanged: top.existingChanged,
-                              created: top.created, filesRead: top.filesRead, firstChangeNs: top.firstChangeNs,
-                              others: suspects.dropFirst().prefix(3).map { ($0.pid, $0.argv, $0.existingChanged) })
-        withState { result.culprit = culprit }
+        withState {
+            result.culprit = top
+            result.otherSuspects = Array(suspects.filter { $0.pid != top.pid }.prefix(3))
+        }
         // Just before its first change (and never before the command started).
         let point = TimePoint.time(ns: max(top.firstChangeNs ?? startNs, startNs + 1) - 1)
         let paths = top.changes.map { String($0.path.dropFirst(prefix.count)) }
@@ -412,20 +396,21 @@ public final class Sandbox: @unchecked Sendable {
     }
 
     /// Follows the VM sensor's behaviour log with the process detector; on its first alert after
-    /// the command started, pauses the guest. The bytes written before it are those the disk
-    /// saw since the named tree's first destroyed file.
+    /// the command started, pauses the guest. Besides the named tree's own bytes, the result
+    /// says how much reached the disk (from any process) since the tree's first destroyed file.
     private func detectProcesses(model: DetectorModel, log: String, guest: QEMUGuest) {
         let watch: ProcessWatch
-        do { watch = try ProcessWatch(model: model, log: log, under: config.guestMountPoint, pollMs: config.pollMs) } catch {
+        let journal: JournalTail
+        do {
+            watch = try ProcessWatch(model: model, log: log, under: config.guestMountPoint, pollMs: config.pollMs)
+            journal = try JournalTail(directory: config.journal)
+        } catch {
             detectorFailed("the process detector cannot start: \(error)")
             return
         }
-        // The disk's writes too (the disk-level features of the process windows), from the journal.
-        let journal: JournalTail
-        do { journal = try JournalTail(directory: config.journal) } catch {
-            detectorFailed("the process detector cannot read the journal: \(error)")
-            return
-        }
+        // The disk's writes (the disk-level columns of the process windows), from the journal;
+        // kept to count what reached the disk before the alert.
+        var seen: [Access] = []
         func diskWrites() throws -> [Access] {
             var out: [Access] = []
             try journal.poll { r in
@@ -433,6 +418,7 @@ public final class Sandbox: @unchecked Sendable {
                 let entropy = e.entropies.isEmpty ? 0 : e.entropies.reduce(0, +) / Float(e.entropies.count)
                 out.append(Access(timeNs: e.timeNs, lba: e.lba, size: e.length, entropy: entropy))
             }
+            seen += out
             return out
         }
         do {
@@ -441,27 +427,17 @@ public final class Sandbox: @unchecked Sendable {
             try? guest.pause()
             let now = FileSystem.nowNs()
             let first = alert.firstDestroyNs ?? alert.atNs
-            let written = (try? bytesWritten(since: first)) ?? 0
+            _ = try? diskWrites()  // what the journal got since the last look
+            let onDisk = seen.reduce(UInt64(0)) { $1.timeNs >= first ? $0 + UInt64($1.size) : $0 }
             withState {
                 alerted = true
                 result.detection = Detection(alertNs: now, probability: alert.probability, process: alert,
                                              delayNs: now > first ? now - first : 0,
-                                             bytesWrittenBeforeAlert: UInt64(max(0, alert.bytesWritten)), bytesOnDisk: written)
+                                             bytesWrittenBeforeAlert: UInt64(max(0, alert.bytesWritten)), bytesOnDisk: onDisk)
             }
         } catch {
             detectorFailed("the process detector stopped: \(error)")
         }
-    }
-
-    /// Bytes the disk has recorded as written at or after `ns` (wall clock).
-    private func bytesWritten(since ns: UInt64) throws -> UInt64 {
-        let tail = try JournalTail(directory: config.journal)
-        var total: UInt64 = 0
-        try tail.poll { r in
-            guard let (e, _) = try BlockRecords.decode(r), e.operation == .write, e.timeNs >= ns else { return }
-            total += UInt64(e.length)
-        }
-        return total
     }
 
     private func detectorFailed(_ why: String) {

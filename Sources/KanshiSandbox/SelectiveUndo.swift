@@ -41,8 +41,7 @@ public enum SelectiveUndo {
 
     /// Restores `paths` (absolute within the file system, e.g. /corpus/a.txt) of `disk` to `point`.
     /// The disk must not be in use by anything else (the VM stopped).
-    public static func run(disk: JournaledDisk, paths: [String], to point: TimePoint, logger: Logger,
-                           progress: ((Int, Int) -> Void)? = nil) throws -> UndoReport {
+    public static func run(disk: JournaledDisk, paths: [String], to point: TimePoint, logger: Logger) throws -> UndoReport {
         guard let journal = disk.journal else { throw SandboxError.undoFailed("the disk has no journal to take past contents from") }
         try journal.sync()
         let past: Ext4FileSystem
@@ -52,8 +51,7 @@ public enum SelectiveUndo {
         } catch {
             throw SandboxError.undoFailed("cannot read the file system as it was at \(point): \(error)")
         }
-        let mountPoint = NSTemporaryDirectory() + "kanshi-undo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        do { try FileSystem.createDirectory(mountPoint) } catch { throw SandboxError.undoFailed("\(error)") }
+        let mountPoint = try temporaryDirectory("kanshi-undo")
         defer { try? FileSystem.removeDirectory(mountPoint) }
         let options = MountOptions(mountPoint: mountPoint, fileSystemType: "ext4")
         do { _ = try DiskMounter.preflight(image: disk.image.path, options: options) } catch {
@@ -62,8 +60,7 @@ public enum SelectiveUndo {
         var report = UndoReport(to: point)
         // Everything needed from the past is read first: once the disk is mounted, the kernel
         // writes to it (its own journal's replay) and the past image would no longer be the past.
-        let staging = NSTemporaryDirectory() + "kanshi-undo-staging-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        do { try FileSystem.createDirectory(staging) } catch { throw SandboxError.undoFailed("\(error)") }
+        let staging = try temporaryDirectory("kanshi-undo-staging")
         defer { try? FileManager.default.removeItem(atPath: staging) }
         let plan = try stage(paths: paths, past: past, staging: staging, report: &report)
         report.startSequence = try journal.appendNote("{\"event\":\"undo-start\",\"to\":\"\(point)\",\"paths\":\(paths.count)}")
@@ -73,7 +70,7 @@ public enum SelectiveUndo {
         }
         var failure: Error?
         do {
-            try apply(plan, root: mounted.mountPoint, report: &report, progress: progress)
+            try apply(plan, root: mounted.mountPoint, report: &report)
         } catch {
             failure = error
         }
@@ -85,6 +82,13 @@ public enum SelectiveUndo {
         try journal.sync()
         if let failure { throw failure }
         return report
+    }
+
+    /// A new directory of ours under the temporary directory.
+    static func temporaryDirectory(_ name: String) throws -> String {
+        let path = NSTemporaryDirectory() + "\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        do { try FileSystem.createDirectory(path) } catch { throw SandboxError.undoFailed("\(error)") }
+        return path
     }
 
     /// One path and what it was at the moment: a regular file (its content staged in a file,
@@ -139,10 +143,9 @@ public enum SelectiveUndo {
         return plan
     }
 
-    static func apply(_ plan: [Planned], root: String, report: inout UndoReport, progress: ((Int, Int) -> Void)?) throws {
+    static func apply(_ plan: [Planned], root: String, report: inout UndoReport) throws {
         var createdDirectories: [String] = []
-        for (i, item) in plan.enumerated() {
-            progress?(i, plan.count)
+        for item in plan {
             let path = item.path, target = root + path
             let now = try FileSystem.status(target)
             guard let then = item.then, let staged = item.staged else {
@@ -178,7 +181,6 @@ public enum SelectiveUndo {
                 report.skipped.append(.init(path: path, reason: "a directory made after the moment that is not empty: \(error)"))
             }
         }
-        progress?(plan.count, plan.count)
     }
 
     /// Writes the file beside its place and renames it there, so that a failure leaves either

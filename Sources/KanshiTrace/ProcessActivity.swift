@@ -70,8 +70,11 @@ public final class ProcessActivity {
     private var reads: [Int32: Set<String>] = [:]
     /// Events seen.
     public private(set) var events = 0
+    /// Whether file changes and reads are kept (false: only the process table, for callers that
+    /// keep their own view of files, as `ProcessWindows` does).
+    public let recordsFiles: Bool
 
-    public init() {}
+    public init(recordsFiles: Bool = true) { self.recordsFiles = recordsFiles }
 
     /// Takes one event into account.
     public func add(_ e: TraceEvent) {
@@ -89,6 +92,8 @@ public final class ProcessActivity {
             processes[pid]?.children.append(child)
         case .exec:
             if e.ret == 0, let a = e.argv { processes[pid]?.argv = a }
+        case _ where !recordsFiles:
+            return
         case .open:
             guard let path = e.path, (e.ret ?? 0) >= 0 else { return }
             let flags = e.flags ?? "r"

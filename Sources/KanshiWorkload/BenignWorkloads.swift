@@ -160,10 +160,7 @@ enum BenignWorkloads {
             let folder = run.dir.parent(of: d.path)
             let base = d.path.split(separator: "/").last.map(String.init) ?? d.path
             let temp = (folder.isEmpty ? "" : folder + "/") + "." + base + ".swp"
-            try run.create(temp, edited)
-            let f = try run.dir.open(temp, .readOnly)
-            do { try f.sync() } catch { throw .system(error) }
-            try run.rename(temp, d.path)
+            try run.save(d.path, edited, through: temp)
         }
     }
 }

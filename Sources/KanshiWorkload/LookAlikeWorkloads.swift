@@ -33,11 +33,7 @@ enum LookAlikeWorkloads {
             installed.append(path)
         }
         for (i, path) in installed.enumerated() {
-            let next = path + ".dpkg-new"
-            try run.create(next, try content(i, version: 2))
-            let f = try run.dir.open(next, .readOnly)
-            do { try f.sync() } catch { throw .system(error) }
-            try run.rename(next, path)
+            try run.save(path, try content(i, version: 2), through: path + ".dpkg-new")
         }
         run.report.outputs.append(root)
     }
@@ -58,10 +54,7 @@ enum LookAlikeWorkloads {
             let folder = run.dir.parent(of: f.path)
             let base = f.path.split(separator: "/").last.map(String.init) ?? f.path
             let temp = (folder.isEmpty ? "" : folder + "/") + "." + base + ".kanshi-save"
-            try run.create(temp, bytes)
-            let h = try run.dir.open(temp, .readOnly)
-            do { try h.sync() } catch { throw .system(error) }
-            try run.rename(temp, f.path)
+            try run.save(f.path, bytes, through: temp)
         }
     }
 }

@@ -194,6 +194,14 @@ final class WorkloadRun {
         if writtenSet.remove(path) != nil { written.removeAll { $0 == path } }
     }
 
+    /// Saves `bytes` as `path` the careful way: written to `temporary`, fsynced, renamed over `path`.
+    func save(_ path: String, _ bytes: [UInt8], through temporary: String) throws(WorkloadError) {
+        try create(temporary, bytes)
+        let f = try dir.open(temporary, .readOnly)
+        do { try f.sync() } catch { throw .system(error) }
+        try rename(temporary, path)
+    }
+
     func rename(_ from: String, _ to: String) throws(WorkloadError) {
         try dir.rename(from, to)
         report.filesRenamed += 1

@@ -40,10 +40,9 @@ struct BehaviourTrain: ParsableCommand {
     func run() throws {
         let runs: [ProcessTraining.RecordedRun]
         do { runs = try ProcessTraining.load(dataset: dataset) } catch { throw CLIError("\(error)") }
-        let m: DetectorModel
-        do { m = try ProcessTraining.train(runs, threshold: threshold) } catch { throw CLIError("\(dataset): \(error)") }
+        let (m, windows): (DetectorModel, Int)
+        do { (m, windows) = try ProcessTraining.train(runs, threshold: threshold) } catch { throw CLIError("\(dataset): \(error)") }
         do { try m.save(to: model) } catch { throw CLIError("cannot write \(model): \(error)") }
-        let windows = runs.reduce(0) { n, r in let (p, b) = ProcessTraining.tables(r); return n + p.rows + b.rows }
         Output.line("trained a process model on \(runs.count) runs (\(runs.filter { $0.label == .ransomware }.count) ransomware), \(windows) windows; wrote \(model)")
     }
 }

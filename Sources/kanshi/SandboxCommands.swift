@@ -288,7 +288,7 @@ struct SandboxRun: AsyncParsableCommand {
         if let c = r.culprit {
             var b: [String: Any] = ["pid": c.pid, "argv": c.argv, "tree": c.tree, "existingFilesChanged": c.existingChanged,
                                     "filesCreated": c.created, "filesRead": c.filesRead,
-                                    "others": c.others.map { ["pid": $0.pid, "argv": $0.argv, "existingFilesChanged": $0.existingChanged] as [String: Any] }]
+                                    "others": r.otherSuspects.map { ["pid": $0.pid, "argv": $0.argv, "existingFilesChanged": $0.existingChanged] as [String: Any] }]
             if let t = c.firstChangeNs { b["firstChange"] = Output.time(t); b["firstChangeNs"] = t }
             o["culprit"] = b
         }
@@ -317,7 +317,7 @@ struct SandboxRun: AsyncParsableCommand {
         }
         if let c = r.culprit {
             Output.error("sandbox: blamed pid \(c.pid) (\(c.argv.joined(separator: " "))) and its \(c.tree.count - 1) descendants: \(c.existingChanged) existing files changed, \(c.created) made, \(c.filesRead) read; first change \(c.firstChangeNs.map { Output.time($0) } ?? "none")")
-            for o in c.others { Output.error("sandbox:   next: pid \(o.pid) (\(o.argv.joined(separator: " "))): \(o.existingChanged) existing files changed") }
+            for o in r.otherSuspects { Output.error("sandbox:   next: pid \(o.pid) (\(o.argv.joined(separator: " "))): \(o.existingChanged) existing files changed") }
         }
         if let u = r.undo {
             Output.error("sandbox: put back only that tree's files as they were at \(u.to): \(u.restored.count) restored (\(Output.bytes(u.bytesRestored))), \(u.removed.count) removed, \(u.unchanged) already as they were, \(u.skipped.count) left alone; other changes kept; undo with kanshi disk rollback --journal \(journal) --to seq:\(u.startSequence - 1)")

@@ -145,7 +145,7 @@ struct ProcessWindowsTests {
         for r in replays where r.label == .benign { #expect(r.alert == nil, "\(r.run) flagged") }
 
         // A model trained on every run, saved and loaded, replays a fresh run the same way.
-        let m = try ProcessTraining.train(runs)
+        let m = try ProcessTraining.train(runs).model
         let path = NSTemporaryDirectory() + "kanshi-process-model-\(UUID().uuidString.prefix(6)).json"
         defer { try? FileManager.default.removeItem(atPath: path) }
         try m.save(to: path)

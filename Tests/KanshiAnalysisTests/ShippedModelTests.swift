@@ -24,7 +24,7 @@ import KanshiTrace
     /// on today's process-window features; it names a synthetic in-place encryptor and not a copier.
     @Test func theShippedProcessModelLoadsAndSeesTodaysFeatures() throws {
         let m = try DetectorModel.load(from: Self.root + "/models/process-detector.json", for: .processes)
-        #expect(m.featureNames == ProcessWindows.names, "remake models/process-detector.json: scripts/train-process-detector.sh")
+        #expect(m.featureNames == ProcessWindows.names, "remake models/process-detector.json: scripts/train-detector.sh --process")
         let ransomware = ProcessTraining.RecordedRun(name: "inplace", label: .ransomware,
                                                      events: ProcessWindowsTests.run("inplace", files: 60).events, workload: "inplace")
         #expect(try ProcessTraining.replay(ransomware, model: m).namedTheWorkload)

@@ -89,6 +89,28 @@ struct SelectiveUndoTests {
         #expect(Self.read(again, "/keep.txt") == "kept")
     }
 
+    /// Paths that are directories then or now are left alone with the reason, and nothing else moves.
+    @Test(.enabled(if: MountCapability.usable, MountCapability.reason), .timeLimit(.minutes(3)))
+    func directoriesAreLeftAloneWithTheReason() throws {
+        let s = Scratch("undo-dirs")
+        let (disk, writer) = try Self.disk(s)
+        defer { try? writer.close() }
+        let moment = UInt64(Date().timeIntervalSince1970 * 1e9)
+        usleep(2000)
+        try Self.mounted(disk, s) { root in
+            // A file replaced by a directory of the same name.
+            try FileManager.default.removeItem(atPath: root + "/docs/d.txt")
+            try FileManager.default.createDirectory(atPath: root + "/docs/d.txt/inside", withIntermediateDirectories: true)
+        }
+        let report = try SelectiveUndo.run(disk: disk, paths: ["/docs", "/docs/d.txt"], to: .time(ns: moment), logger: Self.logger)
+        #expect(report.restored.isEmpty && report.removed.isEmpty)
+        let why = Dictionary(uniqueKeysWithValues: report.skipped.map { ($0.path, $0.reason) })
+        #expect(why["/docs"]?.contains("a directory then") == true, "\(why)")
+        #expect(why["/docs/d.txt"]?.contains("a directory now, a file then") == true, "\(why)")
+        let now = try Ext4FileSystem(reader: FileImageReader(path: disk.image.path))
+        #expect(Self.read(now, "/docs/a.txt") != nil && (try? now.lookup(path: "/docs/d.txt/inside")) != nil)
+    }
+
     @Test func aDiskWithoutJournalIsRefused() throws {
         let s = Scratch("undo-bad")
         let img = s.file("disk.img")

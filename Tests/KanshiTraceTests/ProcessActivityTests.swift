@@ -71,6 +71,16 @@ struct ProcessActivityTests {
         #expect(!suspects.contains { $0.pid == 10 }, "the shell did nothing itself")
     }
 
+    @Test func theProcessTableAloneKeepsTreesButNoFiles() throws {
+        let (log, start) = Self.scenario()
+        let full = ProcessActivity(), table = ProcessActivity(recordsFiles: false)
+        for e in log.events { full.add(e); table.add(e) }
+        #expect(table.tree(of: 11) == full.tree(of: 11) && table.blameRoot(of: 12) == 11)
+        #expect(table.processes[11]?.argv == ["locker", "--all"])
+        #expect(table.suspects(sinceNs: start, under: "/mnt") { _ in true }.isEmpty)
+        #expect(!full.suspects(sinceNs: start, under: "/mnt") { _ in true }.isEmpty)
+    }
+
     @Test func changesBeforeTheStartAreNotCounted() throws {
         let (log, _) = Self.scenario()
         let activity = ProcessActivity()
