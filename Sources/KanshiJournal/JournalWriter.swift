@@ -243,6 +243,9 @@ public final class JournalWriter: Sendable {
             s.segment = nil
             s.hasher?.stop()
         }
+        // The next writer may open the journal as soon as this returns, even
+        // while a thread still holds a reference to this writer.
+        try wrap { () throws in try lockFile.unlock() }
     }
 
     /// The shared memory a running staged writer of `directory` passes its

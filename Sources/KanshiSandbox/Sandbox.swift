@@ -152,6 +152,7 @@ public final class Sandbox: @unchecked Sendable {
         if var s = config.vmSensor {
             if config.network { s.network = .init(directory: work, pcap: config.pcap) }
             s.guestMemoryMiB = s.guestMemoryMiB ?? qemu.memoryMiB
+            s.vcpus = qemu.vcpus
             let vm = try VMSensor(config: s)
             qemu.extraArguments += vm.qemuArguments
             sensor = vm

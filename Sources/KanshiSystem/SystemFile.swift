@@ -185,6 +185,12 @@ public final class SystemFile: @unchecked Sendable {
         if e == EWOULDBLOCK { return false }
         throw SystemError(call: "flock", subject: path, errno: e)
     }
+
+    /// Releases a lock taken with `tryLockExclusive`, also for any copy of
+    /// this descriptor a child process inherited before its exec.
+    public func unlock() throws(SystemError) {
+        try syscall("flock", path) { flock(fd, LOCK_UN) }
+    }
 }
 
 extension SystemFile {

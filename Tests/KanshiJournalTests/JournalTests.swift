@@ -575,6 +575,22 @@ import Testing
         #expect(notes.contains { $0.contains("recovered-staged-records") })
     }
 
+    @Test func closingLetsTheNextWriterInWhileTheClosedOneIsStillHeld() throws {
+        let dir = TempDir()
+        let first = try JournalWriter(directory: dir.path, logger: testLogger)
+        try appendWrite(first, lba: 1, data: [1, 2, 3])
+        // Open: a second writer is refused.
+        #expect(throws: JournalError.self) { _ = try JournalWriter(directory: dir.path, logger: testLogger) }
+        try first.close()
+        // Closed but still referenced (as a thread finishing with it would): the lock is free.
+        let second = try JournalWriter(directory: dir.path, logger: testLogger)
+        #expect(throws: JournalError.self) { try appendWrite(first, lba: 2, data: [4]) }
+        try appendWrite(second, lba: 2, data: [4, 5])
+        try second.close()
+        withExtendedLifetime(first) {}
+        #expect(try JournalVerifier.verify(directory: dir.path).ok)
+    }
+
     @Test func aPointerToMissingSharedMemoryIsDropped() throws {
         let dir = TempDir()
         do {

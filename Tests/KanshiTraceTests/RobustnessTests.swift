@@ -54,6 +54,37 @@ struct RobustnessTests {
         #expect(lines.count - lines.filter { $0.contains("\"dropped\"") }.count + dropped == 10_000)
     }
 
+    @Test func aLogWrittenByItsAppenderKeepsEveryEventInOrder() throws {
+        let dir = Harness.tempDir()
+        let path = dir + "/caller.jsonl"
+        // Capacity is no limit here: the appender writes, it never drops.
+        let log = try EventLog(path: path, capacity: 10, writer: .caller)
+        let n = EventLog.chunkEvents * 3 + 7
+        for i in 0..<n { var e = TraceEvent(kind: .notice); e.reason = "event \(i)"; log.append(e) }
+        // Whole chunks are in the file already; the last few only after a flush.
+        let before = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count
+        #expect(before == EventLog.chunkEvents * 3)
+        log.flush()
+        let after = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(after.count == n)
+        #expect(log.close() == 0)
+        #expect(log.dropped == 0)
+        let seqs = after.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.compactMap { $0["seq"] as? Int }
+        #expect(seqs.count == n && seqs.elementsEqual(1...n), "sequence numbers out of order or missing")
+    }
+
+    @Test func aThreadWrittenLogReusesItsChunks() throws {
+        let dir = Harness.tempDir()
+        let path = dir + "/thread.jsonl"
+        let log = try EventLog(path: path)
+        let n = EventLog.chunkEvents * 20 + 3
+        for _ in 0..<n { log.append(TraceEvent(kind: .notice)) }
+        #expect(log.close() == 0)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == n)
+        #expect(log.dropped == 0)
+    }
+
     @Test func missingProgramIsAClearError() async throws {
         let dir = Harness.tempDir()
         await #expect(throws: TraceError.self) {
