@@ -94,9 +94,7 @@ public final class EventLog: @unchecked Sendable {
             if filling.count == Self.chunkEvents && writer == .caller {
                 writeFilling()
             } else if filling.count == Self.chunkEvents {
-                full.append(filling)
-                filling = spare.popLast() ?? []
-                if filling.capacity < Self.chunkEvents { filling.reserveCapacity(Self.chunkEvents) }
+                retireFilling()
                 if full.count == 1 { cond.signal() }
             }
         }
@@ -114,13 +112,26 @@ public final class EventLog: @unchecked Sendable {
         cond.unlock()
     }
 
+    /// Under `cond`: the filling chunk goes to the writer thread, a spare one takes its place.
+    private func retireFilling() {
+        full.append(filling)
+        filling = spare.popLast() ?? []
+        if filling.capacity < Self.chunkEvents { filling.reserveCapacity(Self.chunkEvents) }
+    }
+
+    /// A chunk's JSON lines, in place of what `text` held.
+    private static func encode(_ chunk: borrowing [TraceEvent], into text: inout JSONBytes) {
+        text.clear()
+        // Each event encoded where it lies (borrowed: no copy, so no retain of its strings).
+        chunk.withUnsafeBufferPointer { events in
+            for j in events.indices { events[j].encode(into: &text); text.byte(UInt8(ascii: "\n")) }
+        }
+    }
+
     /// `Writer.caller`, under `cond`: encodes and writes the filling chunk, and empties it.
     private func writeFilling() {
         guard var text = callerText else { return }
-        text.clear()
-        filling.withUnsafeBufferPointer { events in
-            for j in events.indices { events[j].encode(into: &text); text.byte(UInt8(ascii: "\n")) }
-        }
+        Self.encode(filling, into: &text)
         writeAll(text.bytes)
         callerText = text
         waiting -= filling.count
@@ -158,11 +169,7 @@ public final class EventLog: @unchecked Sendable {
                 _ = cond.wait(until: Date().addingTimeInterval(Self.flushInterval))
             }
             // Whole chunks first; a partial one when nothing else waits (quiet log, or closing).
-            if full.isEmpty && !filling.isEmpty {
-                full.append(filling)
-                filling = spare.popLast() ?? []
-                if filling.capacity < Self.chunkEvents { filling.reserveCapacity(Self.chunkEvents) }
-            }
+            if full.isEmpty && !filling.isEmpty { retireFilling() }
             swap(&batch, &full)
             let lost = droppedSinceReport
             droppedSinceReport = 0
@@ -172,11 +179,7 @@ public final class EventLog: @unchecked Sendable {
             var out = 0
             for i in batch.indices {
                 out += batch[i].count
-                text.clear()
-                // Each event encoded where it lies (borrowed: no copy, so no retain of its strings).
-                batch[i].withUnsafeBufferPointer { events in
-                    for j in events.indices { events[j].encode(into: &text); text.byte(UInt8(ascii: "\n")) }
-                }
+                Self.encode(batch[i], into: &text)
                 writeAll(text.bytes)
                 batch[i].removeAll(keepingCapacity: true)
             }

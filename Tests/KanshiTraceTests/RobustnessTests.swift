@@ -73,6 +73,13 @@ struct RobustnessTests {
         #expect(seqs.count == n && seqs.elementsEqual(1...n), "sequence numbers out of order or missing")
     }
 
+    @Test(arguments: [EventLog.Writer.thread, .caller])
+    func aFullDeviceIsReportedAtClose(_ writer: EventLog.Writer) throws {
+        let log = try EventLog(path: "/dev/full", writer: writer)
+        for _ in 0..<(EventLog.chunkEvents + 1) { log.append(TraceEvent(kind: .notice)) }
+        #expect(log.close() == ENOSPC)
+    }
+
     @Test func aThreadWrittenLogReusesItsChunks() throws {
         let dir = Harness.tempDir()
         let path = dir + "/thread.jsonl"
