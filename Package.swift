@@ -89,7 +89,7 @@ let package = Package(
             name: "KanshiSandbox",
             dependencies: [
                 "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiBlock", "KanshiHistory", "KanshiAnalysis", "KanshiML",
-                "KanshiVMSensor", "KanshiMount", "KanshiExt4", "KanshiTrace",
+                "KanshiVMSensor", "KanshiMount", "KanshiExt4", "KanshiTrace", "KanshiMemory",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -111,11 +111,13 @@ let package = Package(
         .systemLibrary(name: "CLZMA", providers: [.apt(["liblzma-dev"])]),
         // A guest's kernel from its vmlinuz alone: kallsyms symbols and BTF structure offsets.
         .target(name: "KanshiGuestKernel", dependencies: ["KanshiSystem", "CZlib", "CLZ4", "CZstd", "CLZMA"]),
+        // The memory sensor: the guest's shared RAM, LiME images, page-table walks, the kernel's task list.
+        .target(name: "KanshiMemory", dependencies: ["KanshiSystem", "KanshiGuestKernel", "CKanshiShims"]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
                 "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4", "KanshiMount",
-                "KanshiWorkload", "KanshiTrace", "KanshiVMSensor", "KanshiGuestKernel",
+                "KanshiWorkload", "KanshiTrace", "KanshiVMSensor", "KanshiGuestKernel", "KanshiMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -125,6 +127,7 @@ let package = Package(
         .testTarget(name: "KanshiWorkloadTests", dependencies: ["KanshiWorkload", "KanshiSystem"]),
         .testTarget(name: "KanshiHistoryTests", dependencies: ["KanshiHistory", "KanshiBlock", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(name: "KanshiGuestKernelTests", dependencies: ["KanshiGuestKernel"]),
+        .testTarget(name: "KanshiMemoryTests", dependencies: ["KanshiMemory", "KanshiSystem"]),
         .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore", "KanshiTrace"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
@@ -147,7 +150,7 @@ let package = Package(
         .testTarget(
             name: "KanshiIntegrationTests",
             dependencies: ["KanshiJournal", "KanshiCore", "KanshiAnalysis", "KanshiVMSensor", "KanshiGuestKernel",
-                           "KanshiSandbox", "KanshiBlock", "KanshiMount", "KanshiExt4", "KanshiHistory",
+                           "KanshiSandbox", "KanshiBlock", "KanshiMount", "KanshiExt4", "KanshiHistory", "KanshiMemory",
                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")],
             exclude: ["Fixtures"]),
     ]

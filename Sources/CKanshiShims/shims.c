@@ -163,3 +163,7 @@ int ckanshi_set_thread_nice(int nice) {
     pid_t tid = (pid_t)syscall(SYS_gettid);
     return setpriority(PRIO_PROCESS, (id_t)tid, nice) == 0 ? 0 : errno;
 }
+
+const void *ckanshi_memmem(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length) {
+    return memmem(haystack, haystack_length, needle, needle_length);
+}

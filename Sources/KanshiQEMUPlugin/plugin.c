@@ -91,6 +91,8 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 4;
 /// The pc machine keeps RAM at guest-physical 0 in one piece when it is smaller than this;
 /// larger RAM is split around the 4 GiB hole (then every read goes through QEMU).
 #define PC_LOWMEM_LIMIT 0xe0000000ULL
+/// In the name of the sandbox's shared RAM file (KanshiMemory's GuestRAM.namePrefix).
+#define RAM_FILE_MARK "/kanshi-ram-"
 
 /// Hook kinds (udata of the instruction callbacks).
 enum { HOOK_SYS64 = 1, HOOK_FAST32, HOOK_INT80, HOOK_EXIT, HOOK_SYSRET, HOOK_SYSRET32, HOOK_IRET, HOOK_SYS64_RETURN };
@@ -283,8 +285,8 @@ static uint64_t cr3_of(vcpu_state *v) {
 
 // MARK: guest memory
 
-/// Finds the guest RAM's mapping in this process: QEMU maps a memfd backend shared, under
-/// the backend's type name.
+/// Finds the guest RAM's mapping in this process: QEMU maps the backend shared, a memfd under
+/// the backend's type name or the sandbox's file under /dev/shm (shared with kanshi's memory sensor).
 static void ram_find(void) {
     if (!K.ram_size || K.ram_size >= PC_LOWMEM_LIMIT) return;
     FILE *f = fopen("/proc/self/maps", "re");
@@ -293,7 +295,7 @@ static void ram_find(void) {
     while (fgets(line, sizeof line, f)) {
         unsigned long long start, end;
         if (sscanf(line, "%llx-%llx", &start, &end) != 2) continue;
-        if (!strstr(line, "memfd:memory-backend-memfd") || end - start != K.ram_size) continue;
+        if (!(strstr(line, "memfd:memory-backend-memfd") || strstr(line, RAM_FILE_MARK)) || end - start != K.ram_size) continue;
         K.ram = (const uint8_t *)(uintptr_t)start;
         K.ring->guest_ram = KVMI_GUEST_RAM_DIRECT;
         break;

@@ -83,6 +83,8 @@ public enum SandboxError: Error, CustomStringConvertible, Sendable {
     case badAdd(String, String)
     /// A selective undo could not start or finish (the journal's past, the mount).
     case undoFailed(String)
+    /// The memory sensor: the guest's shared RAM, its description, a dump.
+    case memory(String)
 
     public var description: String {
         switch self {
@@ -93,6 +95,7 @@ public enum SandboxError: Error, CustomStringConvertible, Sendable {
         case .badDisk(let p, let why): "\(p): \(why)"
         case .badAdd(let a, let why): "--add \(a): \(why)"
         case .undoFailed(let why): "selective undo: \(why)"
+        case .memory(let why): "memory: \(why)"
         }
     }
 }

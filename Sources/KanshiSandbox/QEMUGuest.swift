@@ -102,15 +102,35 @@ public final class QEMUGuest: @unchecked Sendable {
         _ = wait(seconds: 5)
     }
 
+    /// Resumes the guest's CPUs (QMP `cont`).
+    public func resume() throws { try qmp("cont") }
+
     /// Sends one QMP command and waits for its reply.
     func qmp(_ command: String) throws {
-        let socket = try UnixStream(path: qmpPath)
+        _ = try Self.qmp(path: qmpPath, command)
+    }
+
+    /// Sends one QMP command (with `arguments`, a JSON object, if given) to the QMP socket at
+    /// `path` and returns its reply line ("" for `quit`, which has none). Another process may
+    /// use it: `kanshi sandbox dump` pauses a running sandbox this way.
+    @discardableResult
+    public static func qmp(path: String, _ command: String, arguments: String? = nil) throws -> String {
+        let socket = try UnixStream(path: path)
         defer { socket.close() }
         _ = try socket.readLine()  // greeting
         try socket.write("{\"execute\":\"qmp_capabilities\"}\n")
-        try socket.readReply()
-        try socket.write("{\"execute\":\"\(command)\"}\n")
-        if command != "quit" { try socket.readReply() }
+        _ = try socket.readReply()
+        try socket.write("{\"execute\":\"\(command)\"" + (arguments.map { ",\"arguments\":" + $0 } ?? "") + "}\n")
+        return command == "quit" ? "" : try socket.readReply()
+    }
+
+    /// Whether the guest's CPUs run (QMP `query-status`), from the QMP socket at `path`.
+    public static func isRunning(qmp path: String) throws -> Bool {
+        let reply = try qmp(path: path, "query-status")
+        guard let o = try? JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any],
+              let r = o["return"] as? [String: Any], let running = r["running"] as? Bool
+        else { throw SandboxError.qemuFailed("QMP query-status: unexpected reply \(reply)") }
+        return running
     }
 }
 
@@ -169,11 +189,11 @@ final class UnixStream {
         }
     }
 
-    /// Reads lines until a `return` or `error` reply (skipping events).
-    func readReply() throws {
+    /// Reads lines until a `return` or `error` reply (skipping events); returns the reply.
+    func readReply() throws -> String {
         while true {
             let line = try readLine()
-            if line.contains("\"return\"") { return }
+            if line.contains("\"return\"") { return line }
             if line.contains("\"error\"") { throw SandboxError.qemuFailed("QMP: \(line)") }
         }
     }

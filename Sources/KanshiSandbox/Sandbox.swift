@@ -6,6 +6,7 @@ import KanshiExt4
 import KanshiHistory
 import KanshiJournal
 import KanshiML
+import KanshiMemory
 import KanshiSystem
 import KanshiTrace
 import KanshiVMSensor
@@ -46,6 +47,17 @@ public final class Sandbox: @unchecked Sendable {
         public var pcap: String?
         /// Host files put into the guest before the command runs.
         public var added: [AddedFile] = []
+        /// Share the guest's RAM with the memory sensor through a file under /dev/shm (`kanshi
+        /// sandbox ps`, `memory` and `dump` read it while the guest runs); when /dev/shm has no
+        /// room the run goes on without it and says so.
+        public var shareRAM = true
+        /// Write a LiME image of the guest's RAM here when the command ends (or at an alert, a
+        /// timeout, Ctrl-C: whichever comes first). Needs `shareRAM`.
+        public var memoryDump: String?
+        /// Take that image while the guest runs on (default: paused for it, a consistent image).
+        public var memoryDumpLive = false
+        /// Told once the guest runs with its RAM shared: where other processes find it.
+        public var sharing: (@Sendable (RunningSandbox) -> Void)?
         public init(guest: GuestImage, disk: String, journal: String, command: String) {
             self.guest = guest; self.disk = disk; self.journal = journal; self.command = command
         }
@@ -104,6 +116,12 @@ public final class Sandbox: @unchecked Sendable {
         /// After a selective undo: the files other processes changed on the disk since the
         /// command started, and how many of them read the same after the undo as before it.
         public var othersKept: (files: Int, same: Int)?
+        /// The guest's shared RAM file (nil: not shared, and `ramNotShared` says why).
+        public var sharedRAM: String?
+        public var ramNotShared: String?
+        /// With `memoryDump`: what the dump did, or why it failed.
+        public var memoryDump: MemoryDump.Report?
+        public var memoryDumpFailure: String?
     }
 
     let config: Config
@@ -117,6 +135,9 @@ public final class Sandbox: @unchecked Sendable {
     private var startedNs: UInt64 = 0
     private var finished = false
     private var alerted = false
+    private var ram: GuestRAM?
+    private var qmpPath = ""
+    private var dumpTaken = false
 
     public init(config: Config, logger: Logger, console: @escaping @Sendable (String) -> Void) {
         self.config = config
@@ -147,11 +168,30 @@ public final class Sandbox: @unchecked Sendable {
         try JobDisk.write(script: config.command + "\n", files: config.added, to: jobPath)
 
         var qemu = config.qemu
+        // The guest's RAM, shared with the memory sensor.
+        var ram: GuestRAM?
+        if config.shareRAM {
+            do { ram = try GuestRAM(size: UInt64(qemu.memoryMiB) << 20) } catch {
+                if config.memoryDump != nil { throw SandboxError.memory("\(error); the memory dump needs it") }
+                logger.warning("the guest's RAM is not shared: kanshi sandbox ps, memory and dump cannot see this run", metadata: ["why": "\(error)"])
+                withState { result.ramNotShared = "\(error)" }
+            }
+        } else if config.memoryDump != nil {
+            throw SandboxError.memory("a memory dump needs the guest's RAM shared")
+        }
+        let sidecar = ram.map { RunningSandbox.sidecar(ram: $0.path) }
+        defer {
+            ram?.removeFile()
+            if let sidecar { try? FileSystem.remove(sidecar) }
+        }
+        let qmpPath = work + "/qmp.sock"
+        withState { self.ram = ram; self.qmpPath = qmpPath; result.sharedRAM = ram?.path }
         var sensor: VMSensor?
         if config.network { qemu.kernelArguments.append("kanshi.net=1") }
         if var s = config.vmSensor {
             if config.network { s.network = .init(directory: work, pcap: config.pcap) }
             s.guestMemoryMiB = s.guestMemoryMiB ?? qemu.memoryMiB
+            if let ram, s.guestMemoryMiB == qemu.memoryMiB { s.ramBackend = ram.qemuArguments }
             s.vcpus = qemu.vcpus
             let vm = try VMSensor(config: s)
             qemu.extraArguments += vm.qemuArguments
@@ -159,15 +199,28 @@ public final class Sandbox: @unchecked Sendable {
         } else if config.network {
             qemu.extraArguments += ["-netdev", "user,id=kanshi-net", "-device", "virtio-net-pci,netdev=kanshi-net"]
         }
+        if let ram, sensor == nil { qemu.extraArguments += ram.qemuArguments }
         // Even a kill -9 of this process leaves no socket, work file or ring behind (QEMU dies with us too).
-        let reaper = LeftoverReaper(paths: [work] + (sensor.map { [$0.ringPath] } ?? []))
+        let reaper = LeftoverReaper(paths: [work] + (sensor.map { [$0.ringPath] } ?? []) + (ram.map { [$0.path] } ?? []) + (sidecar.map { [$0] } ?? []))
         defer { reaper?.stop() }
         startedNs = FileSystem.monotonicNs()
         let guest = try QEMUGuest(guest: config.guest, nbdURI: "nbd+unix:///?socket=\(socketPath)", jobDisk: jobPath,
-                                  qmpPath: work + "/qmp.sock", options: qemu) { [self] line in
+                                  qmpPath: qmpPath, options: qemu) { [self] line in
             self.consoleLine(line, writer: writer)
         }
         defer { guest.terminate() }
+        if let ram {
+            let description = RunningSandbox(kanshiPid: Host.processID, qemuPid: guest.pid, ram: ram.path, ramBytes: ram.size, qmp: qmpPath,
+                                             vmlinuz: FileSystem.absolutePath(config.guest.kernel),
+                                             guestDirectory: FileSystem.absolutePath(config.guest.directory),
+                                             command: config.command, startedNs: FileSystem.nowNs())
+            do {
+                try description.write()
+                config.sharing?(description)
+            } catch {
+                logger.warning("cannot describe the run for kanshi sandbox ps", metadata: ["path": "\(sidecar ?? "")", "why": "\(error)"])
+            }
+        }
         if let sensor {
             sensor.start()
             guard sensor.waitForPlugin(seconds: 30) else {
@@ -212,6 +265,11 @@ public final class Sandbox: @unchecked Sendable {
             }
         }
         let alert = withState { alerted }
+        // The memory dump when the command did not end (at JOB-END it is taken as the line comes).
+        if config.memoryDump != nil {
+            let moment = alert ? "alert" : withState { result.timedOut ? "timeout" : result.interrupted ? "interrupted" : "guest-ended" }
+            takeMemoryDump(moment: moment, qemuRunning: guest.isRunning)
+        }
         if alert {
             try await Task.sleep(nanoseconds: 300_000_000)  // let in-flight requests finish
             // Before blaming a process: the guest's processes stop for good (its page cache with
@@ -302,6 +360,28 @@ public final class Sandbox: @unchecked Sendable {
         return true
     }
 
+    /// Writes the run's memory dump, once: paused through QMP unless live (or QEMU is gone:
+    /// then its RAM as it was left). A failure is logged and reported; the run goes on.
+    private func takeMemoryDump(moment: String, qemuRunning: Bool) {
+        guard let path = config.memoryDump else { return }
+        let ram: GuestRAM? = withState {
+            guard !dumpTaken else { return nil }
+            dumpTaken = true
+            return self.ram
+        }
+        guard let ram else { return }
+        let qmp = withState { qemuRunning ? qmpPath : nil }
+        do {
+            let r = try MemoryDump.take(memory: ram, to: path, qmp: qmp, live: config.memoryDumpLive, moment: moment)
+            logger.info("memory dump written", metadata: ["path": "\(path)", "moment": "\(moment)", "bytes": "\(r.written.ramBytes)",
+                                                         "seconds": "\(r.written.seconds)"])
+            withState { result.memoryDump = r }
+        } catch {
+            logger.error("the memory dump failed", metadata: ["path": "\(path)", "why": "\(error)"])
+            withState { result.memoryDumpFailure = "\(error)" }
+        }
+    }
+
     private func withState<R>(_ body: () throws -> R) rethrows -> R {
         state.lock(); defer { state.unlock() }
         return try body()
@@ -325,6 +405,7 @@ public final class Sandbox: @unchecked Sendable {
                 result.exitStatus = status
                 if let b = result.bootSeconds { result.runSeconds = Double(now - startedNs) / 1e9 - b }
             }
+            if config.memoryDump != nil { takeMemoryDump(moment: "job-end", qemuRunning: true) }
         } else if line.hasPrefix("KANSHI-GUEST-FAIL ") {
             withState { result.guestFailure = String(line.dropFirst("KANSHI-GUEST-FAIL ".count)) }
         }

@@ -12,6 +12,11 @@ public enum Host {
 
     /// The process id.
     public static var processID: Int32 { getpid() }
+
+    /// Whether process `pid` exists (signal 0; EPERM: it exists, owned by someone else).
+    public static func processExists(_ pid: Int32) -> Bool {
+        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+    }
 }
 
 extension FileSystem {

@@ -36,6 +36,18 @@ public final class MappedMemory: @unchecked Sendable {
         self.path = path
     }
 
+    /// Maps the whole file at `path` for reading only, shared: what another process
+    /// stores into the file shows here at once.
+    public init(readOnlyPath path: String) throws(SystemError) {
+        let file = try SystemFile(path: path, mode: .readOnly)
+        let size = Int(try file.size())
+        guard size > 0 else { throw SystemError(call: "mmap", subject: path + " (an empty file)", errno: EINVAL) }
+        let p = mmap(nil, size, PROT_READ, MAP_SHARED, file.fd, 0)
+        guard let p, p != MAP_FAILED else { throw SystemError(call: "mmap", subject: path, errno: errno) }
+        bytes = UnsafeMutableRawBufferPointer(start: p, count: size)
+        self.path = path
+    }
+
     /// `size` bytes of private zeroed memory.
     public init(anonymousSize size: Int) throws(SystemError) {
         let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)

@@ -85,11 +85,18 @@ public final class SystemFile: @unchecked Sendable {
     /// the file system can). Returns the bytes copied (short at end of file).
     @discardableResult
     public func copy(to target: SystemFile, offset: UInt64, length: UInt64) throws(SystemError) -> UInt64 {
+        try copy(to: target, from: offset, at: offset, length: length)
+    }
+
+    /// Copies `length` bytes at `source` in this file to `destination` in `target`, inside
+    /// the kernel (copy_file_range). Returns the bytes copied (short at end of file).
+    @discardableResult
+    public func copy(to target: SystemFile, from source: UInt64, at destination: UInt64, length: UInt64) throws(SystemError) -> UInt64 {
         var done: UInt64 = 0
         while done < length {
-            let at = Int64(offset + done)
+            let from = Int64(source + done), to = Int64(destination + done)
             let n = try syscall("copy_file_range", path) {
-                ckanshi_copy_file_range(fd, at, target.fd, at, Int(min(length - done, 1 << 30)))
+                ckanshi_copy_file_range(fd, from, target.fd, to, Int(min(length - done, 1 << 30)))
             }
             if n == 0 { break }
             done += UInt64(n)

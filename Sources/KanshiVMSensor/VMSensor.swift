@@ -71,6 +71,9 @@ public final class VMSensor: @unchecked Sendable {
         /// slower debug reads (checked against them first).
         /// (Only below 3.5 GiB, where the pc machine keeps RAM in one piece.)
         public var guestMemoryMiB: Int?
+        /// QEMU arguments for that RAM when the caller backs it itself (the sandbox's RAM shared
+        /// through /dev/shm with the memory sensor; the plugin finds that mapping too); nil: a memfd.
+        public var ramBackend: [String]?
         /// The guest's network through kanshi (user networking; frames of managed processes dropped).
         public var network: Network?
         /// The guest's vCPUs: with too few host cores beside them, the reader writes the
@@ -144,7 +147,7 @@ public final class VMSensor: @unchecked Sendable {
         let mib = config.guestMemoryMiB.flatMap { $0 > 0 && $0 < Self.onePieceRAMLimitMiB ? $0 : nil }
         let ramBytes = mib.map { UInt64($0) << 20 }
         if let mib {
-            ram = ["-object", "memory-backend-memfd,id=kanshi-ram,size=\(mib)M,share=on", "-machine", "memory-backend=kanshi-ram"]
+            ram = config.ramBackend ?? ["-object", "memory-backend-memfd,id=kanshi-ram,size=\(mib)M,share=on", "-machine", "memory-backend=kanshi-ram"]
         }
         let plugin = config.kernel.pluginArguments(ring: ring.path, allCalls: config.behaviour.allCalls, guestRAMBytes: ramBytes)
         return ram + ["-plugin", config.plugin + "," + plugin] + (relay?.qemuArguments ?? [])

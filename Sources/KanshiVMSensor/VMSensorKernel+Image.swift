@@ -52,19 +52,10 @@ extension VMSensorKernel {
     /// The kernel facts for `vmlinuz`, kept in `guestDirectory/vm-sensor-kernel.json` and made
     /// again when the image changes (its size and modification time are the key).
     public static func cached(guestDirectory: String, vmlinuz: String) throws -> VMSensorKernel {
-        struct Cache: Codable { var key: String; var kernel: VMSensorKernel }
-        let attrs = try? FileManager.default.attributesOfItem(atPath: vmlinuz)
-        let key = "\(attrs?[.size] as? Int ?? -1) \((attrs?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? -1) format 2"
-        let path = guestDirectory + "/vm-sensor-kernel.json"
-        if let data = FileManager.default.contents(atPath: path), let c = try? JSONDecoder().decode(Cache.self, from: data), c.key == key {
-            return c.kernel
+        try KernelFactsCache.cached("vm-sensor-kernel.json", guestDirectory: guestDirectory, vmlinuz: vmlinuz, format: 2) {
+            let kernel: GuestKernel
+            do { kernel = try GuestKernel(path: vmlinuz) } catch { throw VMSensorError.kernel("\(error)") }
+            return try VMSensorKernel(kernel: kernel)
         }
-        let kernel: GuestKernel
-        do { kernel = try GuestKernel(path: vmlinuz) } catch { throw VMSensorError.kernel("\(error)") }
-        let k = try VMSensorKernel(kernel: kernel)
-        if let data = try? JSONEncoder().encode(Cache(key: key, kernel: k)) {
-            try? data.write(to: URL(fileURLWithPath: path), options: .atomic)  // a cache: a read-only guest directory is fine
-        }
-        return k
     }
 }

@@ -10,7 +10,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox",
         abstract: "Run a command in a monitored VM whose disk goes through Kanshi; catch ransomware and undo it.",
-        subcommands: [SandboxBuild.self, SandboxRun.self, SandboxKernel.self])
+        subcommands: [SandboxBuild.self, SandboxRun.self, SandboxKernel.self, SandboxPS.self, SandboxMemory.self, SandboxDump.self])
 }
 
 struct SandboxRun: AsyncParsableCommand {
@@ -128,6 +128,12 @@ struct SandboxRun: AsyncParsableCommand {
     @Option(help: "Put a host file into the guest before COMMAND runs: HOSTFILE[:GUESTPATH] (default /usr/local/bin/NAME for executables, /root/NAME otherwise; repeatable).")
     var add: [String] = []
 
+    @Option(help: "Write a LiME image of the guest's RAM here when COMMAND ends (or at an alert, a timeout, Ctrl-C), the guest paused for it; read it with kanshi sandbox ps --image, or Volatility 3 with kanshi sandbox symbols.")
+    var memoryDump: String?
+
+    @Flag(help: "With --memory-dump: do not pause the guest for it.")
+    var memoryDumpLive = false
+
     @Argument(parsing: .captureForPassthrough, help: "The command to run in the guest (after --).")
     var command: [String] = []
 
@@ -153,6 +159,12 @@ struct SandboxRun: AsyncParsableCommand {
         if (pcap != nil || allowUnattributed) && !net { throw ValidationError("--pcap and --allow-unattributed need --net") }
         if pcap != nil && trace == nil && protect.isEmpty { throw ValidationError("--pcap needs the VM sensor (--trace or --protect): the frames pass through it") }
         for a in add { _ = try AddedFile(argument: a) }
+        if memoryDumpLive && memoryDump == nil { throw ValidationError("--memory-dump-live needs --memory-dump FILE") }
+        if let memoryDump {
+            if FileSystem.exists(memoryDump) { throw ValidationError("--memory-dump \(memoryDump) already exists: a memory image is never overwritten") }
+            let parent = (FileSystem.absolutePath(memoryDump) as NSString).deletingLastPathComponent
+            if !FileSystem.exists(parent) { throw ValidationError("--memory-dump \(memoryDump): its directory \(parent) does not exist") }
+        }
     }
 
     /// `--ring-size`: 64K, 32M, 1G or plain bytes; a power of two in `VMSensor.ringSizes`.
@@ -200,6 +212,9 @@ struct SandboxRun: AsyncParsableCommand {
         config.qemu.extraArguments += qemuArg
         config.qemu.kernelArguments += kernelArg
         config.added = try add.map { try AddedFile(argument: $0) }
+        config.memoryDump = memoryDump
+        config.memoryDumpLive = memoryDumpLive
+        config.sharing = { r in Output.error("sandbox: the guest's RAM is shared at \(r.ram) (kanshi sandbox ps|memory|dump --ram \(r.ram))") }
         if trace != nil || !protect.isEmpty {
             if accel == "kvm" {
                 if !protect.isEmpty { throw CLIError("sandbox: --protect needs the VM sensor, which needs TCG (its QEMU plugin hooks translated code): drop --accel kvm") }
@@ -299,6 +314,12 @@ struct SandboxRun: AsyncParsableCommand {
         }
         if let f = r.undoFallback { o["undoFallback"] = f }
         if let k = r.othersKept { o["othersKept"] = ["files": k.files, "same": k.same] }
+        if let m = r.memoryDump {
+            o["memoryDump"] = ["path": m.written.path, "moment": m.moment, "paused": m.paused, "ramBytes": m.written.ramBytes,
+                               "seconds": m.written.seconds, "bytesPerSecond": m.written.bytesPerSecond] as [String: Any]
+        }
+        if let f = r.memoryDumpFailure { o["memoryDumpFailure"] = f }
+        if let f = r.ramNotShared { o["ramNotShared"] = f }
         if json {
             if let text = try? Output.json(o) { Output.line(text) }
             return
@@ -327,6 +348,10 @@ struct SandboxRun: AsyncParsableCommand {
             }
         }
         if let f = r.undoFallback { Output.error("sandbox: no selective undo (\(f)); the whole disk was rolled back instead") }
+        if let m = r.memoryDump {
+            Output.error("sandbox: memory dump at \(m.moment): \(m.written.path), \(Output.bytes(m.written.ramBytes)) in \(String(format: "%.2f s (%.2f GB/s)", m.written.seconds, m.written.bytesPerSecond / 1e9)), \(m.paused ? "guest paused" : "live")")
+        }
+        if let f = r.memoryDumpFailure { Output.error("sandbox: WARNING: the memory dump failed: \(f)") }
         if let f = r.guestFailure { Output.error("sandbox: the guest failed: \(f)") }
         if let f = r.detectorFailure { Output.error("sandbox: WARNING: the live detector stopped before the run ended (\(f)); later activity was not checked") }
         if r.timedOut { Output.error("sandbox: timed out; the VM was stopped") }

@@ -31,6 +31,10 @@ int ckanshi_install_stop_signals(int write_fd);
 /// copy_file_range(2) at explicit offsets; returns bytes copied or -1 (errno set).
 long ckanshi_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t length);
 
+/// memmem(3) (hidden behind _GNU_SOURCE in Swift's view of glibc): the first
+/// occurrence of `needle` in `haystack`, or NULL.
+const void *ckanshi_memmem(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length);
+
 /// syncfs(2): writes back the whole file system that holds `fd`. Returns 0 or the errno.
 int ckanshi_syncfs(int fd);
 
