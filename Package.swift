@@ -112,7 +112,7 @@ let package = Package(
         // A guest's kernel from its vmlinuz alone: kallsyms symbols and BTF structure offsets.
         .target(name: "KanshiGuestKernel", dependencies: ["KanshiSystem", "CZlib", "CLZ4", "CZstd", "CLZMA"]),
         // The memory sensor: the guest's shared RAM, LiME images, page-table walks, the kernel's task list.
-        .target(name: "KanshiMemory", dependencies: ["KanshiSystem", "KanshiGuestKernel", "CKanshiShims"]),
+        .target(name: "KanshiMemory", dependencies: ["KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiGuestKernel", "CKanshiShims", "CXXHash"]),
         .executableTarget(
             name: "kanshi",
             dependencies: [

@@ -77,6 +77,9 @@ public enum RecordKind: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     /// to it (copy on first write), so any past state can be rebuilt.
     /// Flags bit 0: the region was all zeros and no data follows.
     case blockBase = 21
+    /// A page of a guest process's memory, stored when it appeared or changed (the memory
+    /// sensor's time series; `MemoryRecords`). Flags bit 0: the page is gone (no data follows).
+    case memoryPage = 32
 
     public var description: String {
         switch self {
@@ -89,6 +92,7 @@ public enum RecordKind: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .blockWriteZeroes: "write-zeroes"
         case .blockFlush: "flush"
         case .blockBase: "base"
+        case .memoryPage: "memory-page"
         }
     }
 }

@@ -56,6 +56,9 @@ public final class Sandbox: @unchecked Sendable {
         public var memoryDump: String?
         /// Take that image while the guest runs on (default: paused for it, a consistent image).
         public var memoryDumpLive = false
+        /// Guest processes whose pages go into the journal while they run (`MemoryWatch`).
+        public var memoryWatch: [MemoryWatch.Target] = []
+        public var memoryWatchIntervalMs = 1000
         /// Told once the guest runs with its RAM shared: where other processes find it.
         public var sharing: (@Sendable (RunningSandbox) -> Void)?
         public init(guest: GuestImage, disk: String, journal: String, command: String) {
@@ -122,6 +125,8 @@ public final class Sandbox: @unchecked Sendable {
         /// With `memoryDump`: what the dump did, or why it failed.
         public var memoryDump: MemoryDump.Report?
         public var memoryDumpFailure: String?
+        /// With `memoryWatch`: what the watch did.
+        public var memoryWatch: MemoryWatch.Stats?
     }
 
     let config: Config
@@ -184,6 +189,17 @@ public final class Sandbox: @unchecked Sendable {
             ram?.removeFile()
             if let sidecar { try? FileSystem.remove(sidecar) }
         }
+        // The page time series: the kernel's facts now (a kernel the sensor cannot read fails here, before the boot).
+        var watch: MemoryWatch?
+        if !config.memoryWatch.isEmpty {
+            guard let ram else { throw SandboxError.memory("--memory-watch needs the guest's RAM shared") }
+            let facts: MemoryKernelFacts
+            do { facts = try MemoryKernelFacts.cached(guestDirectory: config.guest.directory, vmlinuz: config.guest.kernel) } catch {
+                throw SandboxError.memory("\(error)")
+            }
+            watch = MemoryWatch(memory: ram, facts: facts, targets: config.memoryWatch, journal: writer, intervalMs: config.memoryWatchIntervalMs)
+        }
+        defer { watch?.stop() }
         let qmpPath = work + "/qmp.sock"
         withState { self.ram = ram; self.qmpPath = qmpPath; result.sharedRAM = ram?.path }
         var sensor: VMSensor?
@@ -214,6 +230,7 @@ public final class Sandbox: @unchecked Sendable {
                                              vmlinuz: FileSystem.absolutePath(config.guest.kernel),
                                              guestDirectory: FileSystem.absolutePath(config.guest.directory),
                                              command: config.command, startedNs: FileSystem.nowNs())
+            watch?.start()
             do {
                 try description.write()
                 config.sharing?(description)
@@ -291,6 +308,10 @@ public final class Sandbox: @unchecked Sendable {
             }
         }
         stopGuestAndSensor()
+        if let watch {
+            let stats = watch.stop()
+            withState { result.memoryWatch = stats }
+        }
         withState { finished = true }
         for _ in 0..<detectors { detectorDone.wait() }
         try? await channel.close()

@@ -82,7 +82,7 @@ struct JournalVerify: ParsableCommand {
 struct JournalExport: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Export block events as RanSAP-compatible ata_read.csv / ata_write.csv.",
+        abstract: "Export block events as RanSAP-compatible ata_read.csv / ata_write.csv, and memory pages as CSV.",
         discussion: """
             Rows are one per 4096-byte piece of each request: \
             seconds,nanoseconds,LBA,size for reads, plus entropy #1 and #2 for writes \
@@ -93,13 +93,30 @@ struct JournalExport: ParsableCommand {
     var journal: String
 
     @Option(name: [.short, .long], help: "Output directory for ata_read.csv and ata_write.csv.")
-    var out: String
+    var out: String?
+
+    @Option(help: "Write the memory sensor's page records (sandbox run --memory-watch) to this CSV: seconds,nanoseconds,sequence,pid,virtual,physical,size,permissions,entropy,hash,state.")
+    var memory: String?
+
+    @Option(help: "With --memory: also write each stored page's bytes to DIR/<pid>-<virtual>-<sequence>.page.")
+    var memoryPages: String?
+
+    func validate() throws {
+        if out == nil && memory == nil { throw ValidationError("give --out DIR (block events) and/or --memory FILE (memory pages)") }
+        if memoryPages != nil && memory == nil { throw ValidationError("--memory-pages needs --memory FILE") }
+    }
 
     func run() throws {
         let reader = try JournalReader(directory: journal)
-        let s = try RanSAPExport.export(journal: reader, to: out)
-        Output.line("wrote \(s.readRows) rows to \(out)/ata_read.csv and \(s.writeRows) rows to \(out)/ata_write.csv" +
-                    (s.skipped > 0 ? " (\(s.skipped) trim/zero/flush events have no RanSAP column)" : ""))
+        if let out {
+            let s = try RanSAPExport.export(journal: reader, to: out)
+            Output.line("wrote \(s.readRows) rows to \(out)/ata_read.csv and \(s.writeRows) rows to \(out)/ata_write.csv" +
+                        (s.skipped > 0 ? " (\(s.skipped) trim/zero/flush events have no RanSAP column)" : ""))
+        }
+        if let memory {
+            let m = try MemoryExport.export(journal: reader, csv: memory, pagesDirectory: memoryPages)
+            Output.line("wrote \(m.rows) memory records to \(memory)" + (memoryPages.map { ", \(m.pages) pages (\(Output.bytes(m.bytes))) to \($0)" } ?? ""))
+        }
     }
 }
 

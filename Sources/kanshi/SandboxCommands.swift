@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KanshiML
+import KanshiMemory
 import KanshiSandbox
 import KanshiSystem
 import KanshiTrace
@@ -134,6 +135,12 @@ struct SandboxRun: AsyncParsableCommand {
     @Flag(help: "With --memory-dump: do not pause the guest for it.")
     var memoryDumpLive = false
 
+    @Option(help: ArgumentHelp("Record a guest process's pages into the journal while it runs (repeatable): a pid, or a name (every process of that name, as they come). A page is stored when it appears or changes; read them with kanshi journal export --memory.", valueName: "pid|name"))
+    var memoryWatch: [String] = []
+
+    @Option(help: "With --memory-watch: milliseconds between scans.")
+    var memoryInterval: Int = 1000
+
     @Argument(parsing: .captureForPassthrough, help: "The command to run in the guest (after --).")
     var command: [String] = []
 
@@ -159,6 +166,10 @@ struct SandboxRun: AsyncParsableCommand {
         if (pcap != nil || allowUnattributed) && !net { throw ValidationError("--pcap and --allow-unattributed need --net") }
         if pcap != nil && trace == nil && protect.isEmpty { throw ValidationError("--pcap needs the VM sensor (--trace or --protect): the frames pass through it") }
         for a in add { _ = try AddedFile(argument: a) }
+        if memoryInterval < 10 || memoryInterval > 3_600_000 { throw ValidationError("--memory-interval must be from 10 ms to an hour") }
+        for w in memoryWatch where w.isEmpty || w.count > 15 {
+            throw ValidationError("--memory-watch \(w): give a pid or a process name of 1 to 15 characters (the kernel keeps 15)")
+        }
         if memoryDumpLive && memoryDump == nil { throw ValidationError("--memory-dump-live needs --memory-dump FILE") }
         if let memoryDump {
             if FileSystem.exists(memoryDump) { throw ValidationError("--memory-dump \(memoryDump) already exists: a memory image is never overwritten") }
@@ -214,6 +225,8 @@ struct SandboxRun: AsyncParsableCommand {
         config.added = try add.map { try AddedFile(argument: $0) }
         config.memoryDump = memoryDump
         config.memoryDumpLive = memoryDumpLive
+        config.memoryWatch = memoryWatch.map(MemoryWatch.Target.init)
+        config.memoryWatchIntervalMs = memoryInterval
         config.sharing = { r in Output.error("sandbox: the guest's RAM is shared at \(r.ram) (kanshi sandbox ps|memory|dump --ram \(r.ram))") }
         if trace != nil || !protect.isEmpty {
             if accel == "kvm" {
@@ -319,6 +332,15 @@ struct SandboxRun: AsyncParsableCommand {
                                "seconds": m.written.seconds, "bytesPerSecond": m.written.bytesPerSecond] as [String: Any]
         }
         if let f = r.memoryDumpFailure { o["memoryDumpFailure"] = f }
+        if let w = r.memoryWatch {
+            var m: [String: Any] = ["scans": w.scans, "scansBeforeKernel": w.scansBeforeKernel, "pagesSeen": w.pagesSeen, "pagesStored": w.pagesStored,
+                                    "pagesGone": w.pagesGone, "bytesStored": w.bytesStored, "pagesNotResident": w.pagesNotResident,
+                                    "processes": w.processes, "gaps": w.gaps, "scanSecondsMax": w.scanSecondsMax,
+                                    "scanSecondsMean": w.scans > 0 ? w.scanSecondsTotal / Double(w.scans) : 0]
+            if let g = w.lastGap { m["lastGap"] = g }
+            if let f = w.failure { m["failure"] = f }
+            o["memoryWatch"] = m
+        }
         if let f = r.ramNotShared { o["ramNotShared"] = f }
         if json {
             if let text = try? Output.json(o) { Output.line(text) }
@@ -352,6 +374,10 @@ struct SandboxRun: AsyncParsableCommand {
             Output.error("sandbox: memory dump at \(m.moment): \(m.written.path), \(Output.bytes(m.written.ramBytes)) in \(String(format: "%.2f s (%.2f GB/s)", m.written.seconds, m.written.bytesPerSecond / 1e9)), \(m.paused ? "guest paused" : "live")")
         }
         if let f = r.memoryDumpFailure { Output.error("sandbox: WARNING: the memory dump failed: \(f)") }
+        if let w = r.memoryWatch {
+            Output.error("sandbox: memory watch: \(w.scans) scans of pids \(w.processes.map(String.init).joined(separator: ", ")), \(w.pagesSeen) pages seen, \(w.pagesStored) stored (\(Output.bytes(w.bytesStored))), \(w.pagesGone) gone; scan \(String(format: "%.1f ms mean, %.1f ms max", w.scans > 0 ? w.scanSecondsTotal / Double(w.scans) * 1e3 : 0, w.scanSecondsMax * 1e3))" + (w.gaps > 0 ? "; \(w.gaps) gaps (last: \(w.lastGap ?? ""))" : ""))
+            if let f = w.failure { Output.error("sandbox: WARNING: the memory watch stopped: \(f)") }
+        }
         if let f = r.guestFailure { Output.error("sandbox: the guest failed: \(f)") }
         if let f = r.detectorFailure { Output.error("sandbox: WARNING: the live detector stopped before the run ended (\(f)); later activity was not checked") }
         if r.timedOut { Output.error("sandbox: timed out; the VM was stopped") }

@@ -1,4 +1,5 @@
 import Foundation
+import KanshiJournal
 import KanshiMemory
 import Testing
 #if canImport(Glibc)
@@ -184,6 +185,52 @@ import Glibc
                 "the shared RAM outlived the run")
         let after = try run([Paths.kanshi, "sandbox", "ps", "--ram", ram])
         #expect(!after.ok && after.stderr.contains("not the shared RAM of a running sandbox"), "\(after.stderr)")
+        try SandboxTests.nothingLeft(s)
+    }
+
+    @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))
+    func aWatchedProcessesPagesFormATimeSeriesInTheJournal() throws {
+        let g = try SandboxTests.guest()
+        let s = Scratch("memory-watch")
+        let disk = try SandboxTests.disk(s)
+        let job = "echo hi > f; pattern KANSHI-BEFORE-1 3 /mnt/f KANSHI-AFTER-22 3"
+        let r = try run([Paths.kanshi, "sandbox", "run", "--log-level", "warning", "--disk", disk, "--guest", g, "--timeout", "240",
+                         "--add", try Self.patternProgram(s), "--memory-watch", "pattern", "--memory-interval", "250", "--json", "--", job],
+                        timeout: 300, environment: SandboxTests.tmp(s))
+        #expect(r.status == 0, "\(r.stdout.suffix(1500))\(r.stderr.suffix(800))")
+        let (address, bytes, pid) = try #require(Self.patternLine(r.stdout), "no PATTERN-AT line: \(r.stdout.suffix(2000))")
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        let json = lines.lastIndex(of: "{").map { lines[$0...].joined(separator: "\n") } ?? "{}"
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let w = try #require(o["memoryWatch"] as? [String: Any], "no memoryWatch in the result: \(json)")
+        #expect((w["processes"] as? [Int])?.contains(Int(pid)) == true, "\(w)")
+        #expect((w["scans"] as? Int ?? 0) >= 8 && w["failure"] == nil, "\(w)")
+
+        // The buffer's first page: stored with the first pattern, then again with the second, later.
+        let journal = disk + ".journal"
+        var versions: [(timeNs: UInt64, data: [UInt8])] = []
+        var memoryRecords = 0
+        try JournalReader(directory: journal).forEachRecord { rec in
+            guard let p = try MemoryRecords.decode(rec) else { return }
+            memoryRecords += 1
+            if p.pid == pid && p.virtual == address && !p.gone { versions.append((p.timeNs, Array(p.data))) }
+        }
+        let before = Self.pattern("KANSHI-BEFORE-1", count: 4096), after = Self.pattern("KANSHI-AFTER-22", count: 4096)
+        let first = try #require(versions.firstIndex { $0.data == before }, "the first pattern's page is not in the journal (\(versions.count) versions)")
+        let second = try #require(versions.firstIndex { $0.data == after }, "the changed page is not in the journal (\(versions.count) versions)")
+        #expect(first < second && versions[first].timeNs < versions[second].timeNs)
+        // Stored again only when it changed: two contents, (about) two versions, not one per scan.
+        #expect(versions.count <= 3, "the page was stored \(versions.count) times")
+        #expect(bytes == 256 * 1024)
+
+        // journal info, verify and export see them.
+        #expect(try run([Paths.kanshi, "journal", "verify", journal]).ok)
+        let csv = s.file("memory.csv")
+        let e = try run([Paths.kanshi, "journal", "export", journal, "--memory", csv, "--memory-pages", s.file("pages")])
+        try #require(e.ok, "\(e.stderr)")
+        let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
+        #expect(rows.count == memoryRecords + 1)
+        #expect(rows.contains { $0.contains(",\(pid),\(String(format: "0x%llx", address)),") && $0.contains(",rw-,") })
         try SandboxTests.nothingLeft(s)
     }
 
