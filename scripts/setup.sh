@@ -20,6 +20,8 @@ packages=(
     gcc-multilib
     # guest kernel images: LZ4, zstd and xz payloads; BTF oracles (pahole, bpftool)
     liblz4-dev libzstd-dev liblzma-dev lz4 dwarves bpftool
+    # Volatility 3 (a venv from PyPI, below) checks the symbol tables kanshi writes
+    python3-venv
 )
 
 missing=()
@@ -61,6 +63,25 @@ if [ "$(qemu_major)" = "" ] || [ "$(qemu_major)" -lt 10 ] \
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-system-x86 qemu-utils >/dev/null
     [ "$(qemu_major)" -ge 10 ] || { echo "setup: qemu-system-x86 from ${codename}-backports is older than 10" >&2; exit 1; }
+fi
+
+# Volatility 3 and jsonschema in a venv at .build/python (from PyPI): the guest kernel symbol
+# table tests validate against Volatility's own ISF schema; .build/python/bin/vol is its CLI.
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$repo_root/.build/python"
+python_pins=(volatility3==2.28.2 jsonschema==4.26.0)
+python_ready() {
+    [ -x "$venv/bin/python3" ] || return 1
+    local pin
+    for pin in "${python_pins[@]}"; do
+        [ "$("$venv/bin/python3" -m pip show "${pin%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" = "${pin##*==}" ] || return 1
+    done
+}
+if ! python_ready; then
+    echo "setup: installing ${python_pins[*]} into $venv"
+    [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+    "$venv/bin/python3" -m pip install -q --disable-pip-version-check "${python_pins[@]}"
+    python_ready || { echo "setup: $venv lacks ${python_pins[*]} after pip install" >&2; exit 1; }
 fi
 
 if ! command -v swift >/dev/null 2>&1; then

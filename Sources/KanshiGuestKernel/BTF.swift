@@ -17,7 +17,8 @@ public struct BTF: Sendable {
         public let vlen: Int
         public let kindFlag: Bool
         public let sizeOrType: UInt32
-        /// Index of this type's first entry in `members` (STRUCT, UNION, DATASEC) or its array record.
+        /// Index of this type's first entry in `members` (STRUCT, UNION, DATASEC), its array
+        /// record, its first entry in `enumerators` (ENUM, ENUM64), or an INT's encoding word.
         let extra: Int32
     }
 
@@ -30,12 +31,30 @@ public struct BTF: Sendable {
         public let offset: UInt32
     }
 
+    /// One constant of an ENUM or ENUM64. An unsigned ENUM64 constant above
+    /// Int64.max keeps its bit pattern (see `BTF.enumerators(of:)`).
+    public struct Enumerator: Sendable {
+        public let nameOffset: UInt32
+        public let value: Int64
+    }
+
+    /// An INT's encoding (BTF_INT_SIGNED, BTF_INT_CHAR, BTF_INT_BOOL), bit offset and width.
+    public struct IntEncoding: Sendable, Equatable {
+        public let signed: Bool
+        public let char: Bool
+        public let bool: Bool
+        public let bitOffset: Int
+        public let bits: Int
+    }
+
     /// Records by type id; index 0 is void.
     public let types: [TypeRecord]
     /// Members of every STRUCT/UNION and entries of every DATASEC, in order.
     let members: [Member]
     /// (element type, nelems) of every ARRAY, indexed by TypeRecord.extra.
     let arrays: [(UInt32, UInt32)]
+    /// The constants of every ENUM and ENUM64, in order.
+    let enumerators: [Enumerator]
     let strings: [UInt8]
     /// Named STRUCT/UNION/DATASEC type ids by name (the first complete one wins).
     let aggregates: [String: UInt32]
@@ -60,6 +79,7 @@ public struct BTF: Sendable {
         var types: [TypeRecord] = [TypeRecord(kind: .void, nameOffset: 0, vlen: 0, kindFlag: false, sizeOrType: 0, extra: -1)]
         var members: [Member] = []
         var arrays: [(UInt32, UInt32)] = []
+        var enumerators: [Enumerator] = []
         types.reserveCapacity(Int(typeLen) / 20)
         members.reserveCapacity(Int(typeLen) / 16)
         var pos = typeStart
@@ -100,6 +120,23 @@ public struct BTF: Sendable {
                 case .array:
                     extra = Int32(arrays.count)
                     arrays.append((u32(body), u32(body + 8)))
+                case .int:
+                    extra = Int32(bitPattern: u32(body))
+                case .enumeration:  // btf_enum: name_off, val (signed when kind_flag is set)
+                    extra = Int32(enumerators.count)
+                    let signed = info >> 31 != 0
+                    for i in 0..<vlen {
+                        let raw = u32(body + i * 8 + 4)
+                        enumerators.append(Enumerator(nameOffset: u32(body + i * 8),
+                                                      value: signed ? Int64(Int32(bitPattern: raw)) : Int64(raw)))
+                    }
+                case .enumeration64:  // btf_enum64: name_off, val_lo32, val_hi32
+                    extra = Int32(enumerators.count)
+                    for i in 0..<vlen {
+                        let e = body + i * 12
+                        enumerators.append(Enumerator(nameOffset: u32(e),
+                                                      value: Int64(bitPattern: UInt64(u32(e + 4)) | UInt64(u32(e + 8)) << 32)))
+                    }
                 default: break
                 }
                 types.append(TypeRecord(kind: kind, nameOffset: nameOffset, vlen: vlen, kindFlag: info >> 31 != 0,
@@ -112,6 +149,7 @@ public struct BTF: Sendable {
         self.types = types
         self.members = members
         self.arrays = arrays
+        self.enumerators = enumerators
         var aggregates: [String: UInt32] = [:]
         for (id, t) in types.enumerated() where (t.kind == .structure || t.kind == .union || t.kind == .dataSection) && t.nameOffset != 0 {
             let name = Self.string(strings, t.nameOffset)
@@ -172,6 +210,31 @@ public struct BTF: Sendable {
             return Int(count) * size(of: element, depth: depth + 1)
         default: return 0
         }
+    }
+
+    /// The encoding of the INT `id`, or nil when `id` is not an INT.
+    public func intEncoding(of id: UInt32) -> IntEncoding? {
+        guard Int(id) < types.count, types[Int(id)].kind == .int else { return nil }
+        let word = UInt32(bitPattern: types[Int(id)].extra)
+        let encoding = (word >> 24) & 0x0f
+        return IntEncoding(signed: encoding & 1 != 0, char: encoding & 2 != 0, bool: encoding & 4 != 0,
+                           bitOffset: Int((word >> 16) & 0xff), bits: Int(word & 0xff))
+    }
+
+    /// The constants of the ENUM or ENUM64 `id` (empty for other kinds). An ENUM64
+    /// without kind_flag is unsigned: read `value` as `UInt64(bitPattern:)` then.
+    public func enumerators(of id: UInt32) -> ArraySlice<Enumerator> {
+        guard Int(id) < types.count else { return [] }
+        let t = types[Int(id)]
+        guard t.extra >= 0, t.kind == .enumeration || t.kind == .enumeration64 else { return [] }
+        return enumerators[Int(t.extra)..<Int(t.extra) + t.vlen]
+    }
+
+    /// The element type and element count of the ARRAY `id`, or nil.
+    public func array(_ id: UInt32) -> (element: UInt32, count: Int)? {
+        guard Int(id) < types.count, types[Int(id)].kind == .array else { return nil }
+        let (element, count) = arrays[Int(types[Int(id)].extra)]
+        return (element, Int(count))
     }
 
     /// The members of the STRUCT/UNION (or entries of the DATASEC) `id`.

@@ -29,6 +29,10 @@ public enum GuestKernelError: Error, Sendable, Equatable, CustomStringConvertibl
     case profileIncomplete(missing: [String])
     /// A saved profile could not be read or written.
     case profileFile(path: String, reason: String)
+    /// The kernel's `linux_banner` ("Linux version ...") could not be read.
+    case bannerNotFound(detail: String)
+    /// A Volatility symbol table could not be written.
+    case symbolTableFile(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -60,6 +64,10 @@ public enum GuestKernelError: Error, Sendable, Equatable, CustomStringConvertibl
             return "the guest kernel profile lacks \(missing.count) required item(s): \(missing.joined(separator: ", ")); this kernel's layout or config differs from what the plugin supports"
         case .profileFile(let path, let reason):
             return "guest kernel profile \(path): \(reason)"
+        case .bannerNotFound(let detail):
+            return "the kernel's linux_banner was not found: \(detail); Volatility identifies a kernel by its banner, so no symbol table can be made"
+        case .symbolTableFile(let path, let reason):
+            return "Volatility symbol table \(path): \(reason)"
         }
     }
 }
