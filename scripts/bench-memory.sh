@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
-# The memory sensor's full acquisition, side by side in one run: a sandbox
-# guest of --memory MiB (default 1024) runs a program that fills most of its
-# RAM, then kanshi sandbox dump, QEMU's dump-guest-memory and QEMU's pmemsave
-# each copy the guest's RAM, in interleaved rounds (scripts/bench-memory.py).
+# The memory sensor's speed, side by side in one run (scripts/bench-memory.py):
+#   full acquisition of a guest's RAM: kanshi sandbox dump vs QEMU's own
+#     dump-guest-memory and pmemsave (QMP), into /dev/shm by default
+#   page capture: a guest process rewriting MiB/s of its memory, run plain and
+#     watched (sandbox run --memory-watch, 1 s scans): the guest's slowdown
 #
-# Usage: scripts/bench-memory.sh [--rounds R] [--memory MIB] [--target DIR] [--kanshi PATH]
+# Usage: scripts/bench-memory.sh [--rounds R] [--memory MIB] [--target DIR] [--phases "dump capture"]
+#                                [--churn-mibps N] [--churn-seconds S] [--kanshi PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d /opt/swift/usr/bin ] && export PATH="/opt/swift/usr/bin:$PATH"
 
-rounds=5 memory=1024 target=/dev/shm
 kanshi=${KANSHI:-$PWD/.build/release/kanshi}
+args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --rounds) rounds=$2; shift 2 ;;
-        --memory) memory=$2; shift 2 ;;
-        --target) target=$2; shift 2 ;;
         --kanshi) kanshi=$2; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        --rounds|--memory|--target|--phases|--churn-mibps|--churn-seconds|--churn-buffer|--interval|--methods)
+            args+=("$1" "$2"); shift 2 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "bench-memory: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -31,19 +32,13 @@ if [ ! -x "$kanshi" ]; then
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kanshi-bench-memory.XXXXXX")
-sandbox_pid=
-cleanup() {
-    [ -n "$sandbox_pid" ] && kill -INT "$sandbox_pid" 2>/dev/null && wait "$sandbox_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 guest=$PWD/.build/guest
 bash scripts/guest/build-guest.sh "$guest" >&2
-# The guest fills 3/4 of its RAM with data (so no method meets only zero pages), then waits.
+# The dump phase's guest fills 3/4 of its RAM with data (so no method meets only zero pages), then waits.
 cat >"$work/fill.c" <<'EOF'
-#include <stdlib.h>
-#include <string.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
     size_t n = (size_t)atol(argv[1]) << 20;
@@ -56,17 +51,5 @@ int main(int argc, char **argv) {
 }
 EOF
 cc -static -O2 -o "$work/fill" "$work/fill.c"
-truncate -s 64M "$work/disk.img"
-mkfs.ext4 -q -F "$work/disk.img"
-"$kanshi" sandbox run --log-level warning --disk "$work/disk.img" --guest "$guest" --memory "$memory" --timeout 3600 \
-    --add "$work/fill" -- "fill $((memory * 3 / 4))" >"$work/run.out" 2>&1 &
-sandbox_pid=$!
-for _ in $(seq 600); do
-    grep -q '^FILLED' "$work/run.out" && break
-    kill -0 "$sandbox_pid" 2>/dev/null || { cat "$work/run.out" >&2; echo "bench-memory: the sandbox ended early" >&2; exit 1; }
-    sleep 0.5
-done
-grep -q '^FILLED' "$work/run.out" || { echo "bench-memory: the guest did not fill its RAM" >&2; exit 1; }
-ram=$(sed -n "s/.*the guest's RAM is shared at \([^ ]*\).*/\1/p" "$work/run.out" | head -1)
-[ -n "$ram" ] || { echo "bench-memory: the sandbox did not share its RAM" >&2; cat "$work/run.out" >&2; exit 1; }
-python3 scripts/bench-memory.py --kanshi "$kanshi" --ram "$ram" --rounds "$rounds" --target "$target"
+cc -static -O2 -o "$work/churn" scripts/bench-memory/churn.c
+BENCH_WORK=$work python3 scripts/bench-memory.py --kanshi "$kanshi" --guest "$guest" --fill "$work/fill" --churn "$work/churn" "${args[@]}"

@@ -169,8 +169,13 @@ public final class MemoryWatch: @unchecked Sendable {
                         gap("pid \(p.pid): the \(size >> 20) MiB page at 0x\(String(page.virtual, radix: 16)) is larger than a journal record")
                         return
                     }
-                    // A copy first (the guest runs on; the journal's checksum must cover what it
-                    // stores), hashed; dropped again when the page is as it was.
+                    // Unchanged pages cost one hash of the live bytes. A changed one is copied (the
+                    // guest runs on; the journal's checksum must cover what it stores) and the copy hashed.
+                    let seen = XXH3_64bits(live.baseAddress, live.count)
+                    if let old = before[page.virtual], old == PageState(physical: physical, hash: seen, size: size) {
+                        now[page.virtual] = old
+                        return
+                    }
                     let at = pending.data.count
                     pending.data.append(contentsOf: live)
                     let (hash, entropy) = pending.data.withUnsafeBytes { all in

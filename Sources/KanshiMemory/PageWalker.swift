@@ -75,6 +75,15 @@ public struct PageWalker: Sendable {
         return f
     }
 
+    /// A leaf entry's flags, less what a table above it took away.
+    static func flags(_ e: UInt64, writable: Bool, user: Bool, executable: Bool) -> Flags {
+        var f = flags(e)
+        if !writable { f.remove(.writable) }
+        if !user { f.remove(.user) }
+        if !executable { f.remove(.executable) }
+        return f
+    }
+
     func shift(level: Int) -> UInt64 { 12 + 9 * UInt64(level - 1) }
 
     /// Translates `virtual` under the top-level table at physical `root` (a CR3 value; its
@@ -96,10 +105,7 @@ public struct PageWalker: Sendable {
             if level == 1 || (level <= 3 && e & Entry.hugePage != 0) {
                 let size: UInt64 = 1 << s
                 let physical = (e & Entry.address & ~(size - 1)) | (virtual & (size - 1))
-                var f = Self.flags(e)
-                if !writable { f.remove(.writable) }
-                if !user { f.remove(.user) }
-                if !executable { f.remove(.executable) }
+                let f = Self.flags(e, writable: writable, user: user, executable: executable)
                 guard memory.bytes(at: physical & ~(size - 1), count: 1) != nil else { return .outsideRAM(physical: physical, level: level) }
                 return .mapped(physical: physical, pageSize: size, flags: f)
             }
@@ -134,10 +140,7 @@ public struct PageWalker: Sendable {
             }
             let w = writable && e & Entry.writable != 0, u = user && e & Entry.user != 0, x = executable && e & Entry.noExecute == 0
             if level == 1 || (level <= 3 && e & Entry.hugePage != 0) {
-                var f = Self.flags(e)
-                if !w { f.remove(.writable) }
-                if !u { f.remove(.user) }
-                if !x { f.remove(.executable) }
+                let f = Self.flags(e, writable: w, user: u, executable: x)
                 let physical = e & Entry.address & ~(size - 1)
                 let state: Translation = memory.bytes(at: physical, count: 1) == nil
                     ? .outsideRAM(physical: physical, level: level) : .mapped(physical: physical, pageSize: size, flags: f)

@@ -4,6 +4,7 @@ import KanshiAnalysis
 import KanshiExt4
 import KanshiJournal
 import KanshiML
+import KanshiMemory
 import KanshiSandbox
 import KanshiSystem
 import KanshiVMSensor
@@ -35,7 +36,7 @@ enum SandboxWorkloads {
     static func run(name: String, seed: UInt64, dir: String, model: DetectorModel?, timeout: Double,
                     logger: Logger, stop: LockedFlag, quiet: Bool, tag: String, behaviourLog: String? = nil,
                     allCalls: Bool = true, companion: String? = nil, undo: Sandbox.Undo = .wholeDisk,
-                    processModel: DetectorModel? = nil) async throws -> WorkloadRun {
+                    processModel: DetectorModel? = nil, memoryDump: String? = nil) async throws -> WorkloadRun {
         let guest = try GuestImage(directory: SandboxLayout.guest(dir))
         let disk = try SandboxRun.freshVictimDisk(dir: dir, name: tag)
         let main = "kanshi workload \(name) --dir /mnt/corpus --seed \(seed)"
@@ -45,6 +46,10 @@ enum SandboxWorkloads {
         config.processModel = processModel
         config.timeoutSeconds = timeout
         config.undo = undo
+        if let memoryDump {
+            try? FileManager.default.removeItem(atPath: memoryDump)
+            config.memoryDump = memoryDump
+        }
         if let behaviourLog {
             let kernel = try VMSensorKernel.cached(guestDirectory: guest.directory, vmlinuz: guest.kernel)
             var sensor = VMSensor.Config(kernel: kernel, plugin: VMSensorPaths.plugin, logPath: behaviourLog)
@@ -159,9 +164,11 @@ struct Demo: AsyncParsableCommand {
             var r = try await SandboxWorkloads.run(name: name, seed: 1, dir: dir, model: m, timeout: timeout, logger: logger,
                                                    stop: stop, quiet: !verbose, tag: "demo-\(name)",
                                                    behaviourLog: mode == .process ? "\(dir)/runs/demo-\(name).behaviour.jsonl" : nil,
-                                                   allCalls: false, companion: withCompanion, undo: mode, processModel: pm)
+                                                   allCalls: false, companion: withCompanion, undo: mode, processModel: pm,
+                                                   memoryDump: isRansomware ? "\(dir)/runs/demo-\(name).lime" : nil)
             if stop.value { throw ExitCode(130) }
             SandboxRun.report(r.result, json: false, journal: r.journal)
+            Self.memoryAtTheAlert(r.result, guest: SandboxLayout.guest(dir))
             r.verify = try SandboxWorkloads.verify(disk: r.disk)
             if let v = r.verify {
                 let after = r.result.undo != nil ? " after the selective undo" : r.result.rollback != nil ? " after the rollback" : ""
@@ -171,6 +178,26 @@ struct Demo: AsyncParsableCommand {
         }
         Output.line("\n== summary")
         Self.table(runs)
+    }
+
+    /// What the memory dump taken at the alert shows: the blamed process, still in the guest's
+    /// task list, read from outside the guest.
+    static func memoryAtTheAlert(_ r: Sandbox.Result, guest: String) {
+        guard let dump = r.memoryDump, dump.moment == "alert" else { return }
+        let path = dump.written.path
+        do {
+            let view = try GuestMemorySource(image: path, guestDirectory: guest).kernelView()
+            let list = view.processes().processes
+            let users = list.filter { !$0.kernelThread }
+            var line = "memory at the alert: \(path) (\(Output.bytes(dump.written.ramBytes)), guest paused); its task list, read from outside the guest: \(users.count) processes"
+            if let root = r.detection?.process?.root ?? r.culprit?.pid {
+                let blamed = list.first { $0.pid == Int32(root) }
+                line += blamed.map { ", among them the blamed pid \($0.pid) (\($0.name))" } ?? ", the blamed pid \(root) no longer among them"
+            }
+            Output.line(line + "; kanshi sandbox ps --image \(path) lists them")
+        } catch {
+            Output.error("demo: the memory dump at the alert cannot be read: \(error)")
+        }
     }
 
     static func table(_ runs: [WorkloadRun]) {

@@ -11,7 +11,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox",
         abstract: "Run a command in a monitored VM whose disk goes through Kanshi; catch ransomware and undo it.",
-        subcommands: [SandboxBuild.self, SandboxRun.self, SandboxKernel.self, SandboxPS.self, SandboxMemory.self, SandboxDump.self])
+        subcommands: [SandboxBuild.self, SandboxRun.self, SandboxKernel.self, SandboxPS.self, SandboxMemory.self, SandboxDump.self, SandboxSymbols.self])
 }
 
 struct SandboxRun: AsyncParsableCommand {

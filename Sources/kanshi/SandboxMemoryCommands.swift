@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KanshiGuestKernel
 import KanshiMemory
 import KanshiSandbox
 import KanshiSystem
@@ -228,6 +229,54 @@ struct SandboxDump: ParsableCommand {
                                          "bytesPerSecond": w.bytesPerSecond, "paused": report.paused]))
         } else {
             Output.error("sandbox dump: \(w.path): \(Output.bytes(w.ramBytes)) of RAM in \(w.ranges) ranges, \(String(format: "%.2f s, %.2f GB/s", w.seconds, w.bytesPerSecond / 1e9)), \(report.paused ? "guest paused" : "live")")
+        }
+    }
+}
+
+struct SandboxSymbols: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "symbols",
+        abstract: "Write a Volatility 3 symbol table for the sandbox's guest kernel, from its vmlinuz alone.",
+        discussion: """
+            The table (ISF JSON, xz-compressed, as DIR/linux/<release>.json.xz) is made from \
+            what the VM sensor already reads from the kernel image: its BTF types and its \
+            kallsyms addresses, with the banner Volatility matches in the image. No debug \
+            package, no dwarf2json. Then: vol -f dump.lime -s DIR linux.pslist (dumps from \
+            kanshi sandbox run --memory-dump or kanshi sandbox dump).
+            """)
+
+    @Option(help: "Directory to write the symbol table under (DIR/linux/<release>.json.xz).")
+    var out: String
+
+    @Option(help: "Guest directory whose vmlinuz to read (default: the one kanshi sandbox build made).")
+    var guest: String?
+
+    @Option(help: "Sandbox directory (of kanshi sandbox build).")
+    var dir: String = SandboxLayout.defaultDirectory
+
+    @Flag(help: "Write plain JSON (.json) instead of xz.")
+    var uncompressed = false
+
+    @Flag(help: "Print the result as JSON.")
+    var json = false
+
+    func run() throws {
+        let vmlinuz = (guest ?? SandboxLayout.guest(dir)) + "/vmlinuz"
+        guard FileSystem.exists(vmlinuz) else { throw CLIError("sandbox symbols: \(vmlinuz) is missing: build the sandbox (kanshi sandbox build) or give --guest DIR") }
+        let start = FileSystem.monotonicNs()
+        let table: VolatilitySymbols
+        let path: String
+        do {
+            table = try VolatilitySymbols(vmlinuz: vmlinuz)
+            path = try table.write(toDirectory: out, compression: uncompressed ? .none : .xz)
+        } catch { throw CLIError("sandbox symbols: \(error)") }
+        let seconds = Double(FileSystem.monotonicNs() - start) / 1e9
+        if json {
+            Output.line(try Output.json(["path": path, "release": table.release, "userTypes": table.userTypes, "symbols": table.symbols,
+                                         "enums": table.enums, "seconds": seconds]))
+        } else {
+            Output.error("sandbox symbols: \(path): kernel \(table.release), \(table.userTypes) types, \(table.symbols) symbols, \(table.enums) enums (\(String(format: "%.1f s", seconds)))")
+            Output.error("sandbox symbols: use it with vol -f DUMP -s \(out) linux.pslist")
         }
     }
 }

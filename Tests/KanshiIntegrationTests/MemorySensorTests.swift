@@ -65,6 +65,32 @@ import Glibc
         return out
     }
 
+    /// Volatility 3's CLI from the venv scripts/setup.sh makes (.build/python); nil (the check
+    /// skipped, with a note) when it is missing, unless KANSHI_REQUIRE_PEERS=1, where that fails.
+    static func volatility() throws -> String? {
+        let vol = Paths.root.appendingPathComponent(".build/python/bin/vol").path
+        if FileManager.default.isExecutableFile(atPath: vol) { return vol }
+        if Tools.requireAll { throw Failure("\(vol) is missing: scripts/setup.sh installs Volatility 3 there") }
+        print("note: Volatility 3 is not installed (\(vol); scripts/setup.sh): its check is skipped")
+        return nil
+    }
+
+    /// One Volatility plugin's rows (its JSON renderer), with a cache of its own.
+    static func vol(_ vol: String, _ s: Scratch, dump: String, symbols: String, _ plugin: [String]) throws -> [[String: Any]] {
+        let r = try run([vol, "-q", "-r", "json", "-f", dump, "-s", symbols] + plugin, timeout: 600,
+                        environment: ["XDG_CACHE_HOME": s.file("vol-cache")])
+        try #require(r.ok, "vol \(plugin): \(r.stderr.suffix(2000))")
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]], "vol \(plugin): \(r.stdout.prefix(500))")
+        return rows
+    }
+
+    /// The sandbox's result object (pretty-printed JSON after the console), and its text.
+    static func result(_ stdout: String) throws -> (String, [String: Any]) {
+        let lines = stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        let json = lines.lastIndex(of: "{").map { lines[$0...].joined(separator: "\n") } ?? "{}"
+        return (json, try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]))
+    }
+
     static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
     static func pattern(_ text: String, count: Int) -> [UInt8] {
@@ -83,9 +109,7 @@ import Glibc
                          "--add", try Self.patternProgram(s), "--memory-dump", dump, "--json", "--", job], timeout: 300,
                         environment: SandboxTests.tmp(s))
         #expect(r.status == 0, "\(r.stdout.suffix(1500))\(r.stderr.suffix(800))")
-        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
-        let json = lines.lastIndex(of: "{").map { lines[$0...].joined(separator: "\n") } ?? "{}"
-        let o = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let (json, o) = try Self.result(r.stdout)
         let m = try #require(o["memoryDump"] as? [String: Any], "no memory dump in the result: \(json)")
         #expect(m["moment"] as? String == "job-end" && m["paused"] as? Bool == true)
         #expect(m["ramBytes"] as? Int == (512 << 20) - 0x60000)
@@ -101,6 +125,21 @@ import Glibc
         // Everything ps saw is still there at the dump but the job's shell and ps itself (they had ended).
         let missing = listed.filter { kanshi[$0.key] != $0.value && $0.value != "sh" && $0.value != "ps" }
         #expect(missing.isEmpty, "in the guest's ps, not in kanshi's: \(missing)")
+
+        // Volatility 3 on the same dump, with the symbol table kanshi wrote from the vmlinuz alone:
+        // linux.pslist lists exactly what kanshi's ps does; linux.lsof shows the file the program holds.
+        let symbols = s.file("symbols")
+        let sym = try run([Paths.kanshi, "sandbox", "symbols", "--out", symbols, "--guest", g])
+        try #require(sym.ok, "\(sym.stderr)")
+        if let vol = try Self.volatility() {
+            let pslist = try Self.vol(vol, s, dump: dump, symbols: symbols, ["linux.pslist"])
+            var listed: [Int32: String] = [:]
+            for row in pslist { if let pid = row["PID"] as? Int, let comm = row["COMM"] as? String { listed[Int32(pid)] = comm } }
+            #expect(listed == kanshi, "Volatility's linux.pslist and kanshi sandbox ps differ: only Volatility \(listed.filter { kanshi[$0.key] != $0.value }), only kanshi \(kanshi.filter { listed[$0.key] != $0.value })")
+            let lsof = try Self.vol(vol, s, dump: dump, symbols: symbols, ["linux.lsof", "--pid", "\(patternPid)"])
+            let paths = lsof.compactMap { $0["Path"] as? String }
+            #expect(paths.contains("/mnt/f"), "linux.lsof for the pattern program: \(paths)")
+        }
 
         // The pattern at its virtual address, through the process's page tables.
         let read = try run([Paths.kanshi, "sandbox", "memory", "--image", dump, "--guest", g, "--pid", "\(patternPid)",
@@ -199,9 +238,7 @@ import Glibc
                         timeout: 300, environment: SandboxTests.tmp(s))
         #expect(r.status == 0, "\(r.stdout.suffix(1500))\(r.stderr.suffix(800))")
         let (address, bytes, pid) = try #require(Self.patternLine(r.stdout), "no PATTERN-AT line: \(r.stdout.suffix(2000))")
-        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
-        let json = lines.lastIndex(of: "{").map { lines[$0...].joined(separator: "\n") } ?? "{}"
-        let o = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let (json, o) = try Self.result(r.stdout)
         let w = try #require(o["memoryWatch"] as? [String: Any], "no memoryWatch in the result: \(json)")
         #expect((w["processes"] as? [Int])?.contains(Int(pid)) == true, "\(w)")
         #expect((w["scans"] as? Int ?? 0) >= 8 && w["failure"] == nil, "\(w)")

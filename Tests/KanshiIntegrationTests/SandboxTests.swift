@@ -178,6 +178,8 @@ import Testing
             let parts = kept.split(separator: "/")
             #expect(parts.count == 2 && parts[0] == parts[1] && parts[0] != "0", "others kept: \(kept) in \(ransomware)")
             #expect(r.stdout.contains("victim files intact: 944 of 944 after the selective undo; bytes lost: 0"), "\(r.stdout.suffix(2000))")
+            // The memory dump taken at the alert holds the blamed process, found from outside the guest.
+            #expect(r.stdout.contains("memory at the alert: ") && r.stdout.contains("among them the blamed pid"), "\(r.stdout.suffix(2000))")
             // The runs' behaviour logs replayed offline name the same tree, and nothing in the benign run.
             let again = try run([Paths.kanshi, "behaviour", "detect", "--log", s.file("sandbox/runs/demo-inplace.behaviour.jsonl"),
                                  "--journal", s.file("sandbox/runs/demo-inplace.img.journal"), "--json"])
