@@ -129,7 +129,7 @@ let package = Package(
         .testTarget(name: "KanshiGuestKernelTests", dependencies: ["KanshiGuestKernel"]),
         .testTarget(name: "KanshiMemoryTests", dependencies: ["KanshiMemory", "KanshiSystem"]),
         .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
-        .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore", "KanshiTrace"]),
+        .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore", "KanshiTrace", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
             name: "KanshiBlockTests",

@@ -1,11 +1,12 @@
 import ArgumentParser
 import Foundation
+import KanshiAnalysis
 import KanshiJournal
 
 struct Journal: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect, verify and export journals.",
-        subcommands: [JournalInfo.self, JournalVerify.self, JournalExport.self])
+        subcommands: [JournalInfo.self, JournalVerify.self, JournalExport.self, JournalMemoryFeatures.self])
 }
 
 struct JournalInfo: ParsableCommand {
@@ -150,4 +151,50 @@ private func reportJSON(_ r: VerifyReport) -> [String: Any] {
     if let p = r.problem { out["problem"] = problem(p) }
     if let t = r.tornTail { out["tornTail"] = problem(t) }
     return out
+}
+
+struct JournalMemoryFeatures: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "memory-features",
+        abstract: "Memory-access features per window from the memory sensor's page records (sandbox run --memory-watch).",
+        discussion: """
+            Per window: pages written (a page stored again with new content), new (first seen) \
+            and gone, bytes written per second, executable pages written, the mean entropy of \
+            written pages (0..1) and how many were at least 7.5 bits per byte, and the number \
+            of processes. CSV with a header (window start in ns first), or JSON.
+            """)
+
+    @Argument(help: "Journal directory.")
+    var journal: String
+
+    @Option(help: "Window length in milliseconds.")
+    var windowMs: Int = 1000
+
+    @Option(help: "Only this guest process's pages.")
+    var pid: Int32?
+
+    @Flag(help: "Print JSON rows.")
+    var json = false
+
+    func validate() throws {
+        if windowMs < 1 || windowMs > 3_600_000 { throw ValidationError("--window-ms must be from 1 ms to an hour") }
+    }
+
+    func run() throws {
+        let t: FeatureTable
+        do { t = try MemoryWindows.table(journal: journal, windowNs: UInt64(windowMs) * 1_000_000, pid: pid) } catch {
+            throw CLIError("journal memory-features \(journal): \(error)")
+        }
+        if json {
+            Output.line(try Output.json((0..<t.rows).map { r -> [String: Any] in
+                var d: [String: Any] = ["windowStartNs": t.windowStart[r]]
+                for (name, v) in zip(t.names, t.row(r)) { d[name] = Double(v) }
+                return d
+            }))
+            return
+        }
+        Output.line((["window_start_ns"] + t.names).joined(separator: ","))
+        for r in 0..<t.rows { Output.line((["\(t.windowStart[r])"] + t.row(r).map { "\($0)" }).joined(separator: ",")) }
+        if t.rows == 0 { Output.error("journal memory-features: \(journal) holds no memory records (record them with sandbox run --memory-watch)") }
+    }
 }

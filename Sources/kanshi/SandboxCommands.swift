@@ -46,6 +46,8 @@ struct SandboxRun: AsyncParsableCommand {
             processes changed stays. --model then only watches. Without a process model, \
             --undo process blames the tree that destroyed most files when the disk detector \
             fires. When no tree can be blamed or the mount fails, the whole disk is rolled back.
+
+            The memory sensor: the guest's RAM is shared with kanshi through a file under             /dev/shm while it runs (kanshi sandbox ps, memory and dump read it from another             shell). --memory-dump FILE writes a LiME image of it when COMMAND ends (or at an             alert, a timeout, Ctrl-C), the guest paused for it; kanshi sandbox symbols writes             the Volatility 3 symbol table to read it with. --memory-watch PID|NAME journals             that process's pages whenever they change (every --memory-interval ms; kanshi             journal export --memory reads them).
             """)
 
     @Option(help: "The data disk image (ext4), changed in place (default: a fresh copy of the sandbox's victim disk, DIR/runs/<time>.img).")

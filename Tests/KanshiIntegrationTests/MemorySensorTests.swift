@@ -268,6 +268,11 @@ import Glibc
         let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
         #expect(rows.count == memoryRecords + 1)
         #expect(rows.contains { $0.contains(",\(pid),\(String(format: "0x%llx", address)),") && $0.contains(",rw-,") })
+        // Per-window memory features: the second pattern rewrote the whole 256 KiB buffer (64 pages).
+        let f = try run([Paths.kanshi, "journal", "memory-features", journal, "--pid", "\(pid)", "--json"])
+        let windows = (try? JSONSerialization.jsonObject(with: Data(f.stdout.utf8)) as? [[String: Any]]) ?? []
+        let written = windows.reduce(0.0) { $0 + ($1["mem_pages_written"] as? Double ?? 0) }
+        #expect(written >= 64, "\(f.stdout.prefix(2000))\(f.stderr)")
         try SandboxTests.nothingLeft(s)
     }
 

@@ -125,3 +125,35 @@ func makeRAM(_ s: Scratch, mib: UInt64 = 4, seed: UInt64 = 1) throws -> GuestRAM
         #expect(throws: MemoryError.self) { _ = try GuestRAM(path: s.file("missing")) }
     }
 }
+
+/// A full file system under the dump: a clear error naming the file, and no half image left.
+@Suite struct FullDiskTests {
+    @Test(.enabled(if: Host.isRoot && FileSystem.exists("/bin/mount"), "needs root to mount a small tmpfs"))
+    func aDumpOntoAFullFileSystemFailsCleanly() throws {
+        let s = Scratch("lime-full")
+        let mountPoint = s.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint]
+        try mount.run()
+        mount.waitUntilExit()
+        try #require(mount.terminationStatus == 0, "mount -t tmpfs failed")
+        defer {
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [mountPoint]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        let ram = try makeRAM(s, mib: 4)
+        let path = mountPoint + "/dump.lime"
+        #expect {
+            try LiME.write(ram, to: path)
+        } throws: { e in
+            guard case MemoryError.write(let p, let reason) = e else { return false }
+            return p == path && reason.contains("No space left on device")
+        }
+        #expect(!FileSystem.exists(path), "a half image was left behind")
+    }
+}

@@ -1,0 +1,66 @@
+import KanshiJournal
+
+/// Memory-access features per time window, from the memory sensor's page records in a journal
+/// (`sandbox run --memory-watch`), in the spirit of the RanSMAP dataset's memory columns:
+/// how many pages the watched processes wrote, how many of those were executable, how random
+/// the written pages were.
+///
+/// A page is *written* when a record stores new content for a virtual page the same process
+/// had before; a page seen for the first time is *new*; an unmapped one is *gone*. A window
+/// runs from a record's time rounded down to the window size; windows without records are left out.
+public enum MemoryWindows {
+    public static let names = [
+        "mem_pages_written", "mem_pages_new", "mem_pages_gone", "mem_bytes_written_per_s",
+        "mem_exec_pages_written", "mem_written_entropy", "mem_high_entropy_written", "mem_processes",
+    ]
+
+    /// Pages at least this random (normalized entropy; 7.5 bits per byte) count as encrypted or compressed.
+    public static let highEntropy: Float = 7.5 / 8
+    /// Bit of a record's page flags: executable (`PageWalker.Flags.executable`).
+    public static let executableFlag: UInt32 = 4
+
+    struct Counters {
+        var written = 0, new = 0, gone = 0, bytesWritten: UInt64 = 0, exec = 0, highEntropy = 0
+        var entropySum: Float = 0
+        var pids: Set<Int32> = []
+    }
+
+    struct PageKey: Hashable { var pid: Int32; var virtual: UInt64 }
+
+    /// The journal's memory records as windows of `windowNs` (optionally only process `pid`'s).
+    public static func table(journal: String, windowNs: UInt64 = 1_000_000_000, pid: Int32? = nil) throws -> FeatureTable {
+        precondition(windowNs > 0)
+        var windows: [UInt64: Counters] = [:]
+        var seen: Set<PageKey> = []
+        try JournalReader(directory: journal).forEachRecord { r in
+            guard let p = try MemoryRecords.decode(r), pid == nil || p.pid == pid else { return }
+            let start = p.timeNs - p.timeNs % windowNs
+            var c = windows[start] ?? Counters()
+            c.pids.insert(p.pid)
+            let key = PageKey(pid: p.pid, virtual: p.virtual)
+            if p.gone {
+                c.gone += 1
+                seen.remove(key)
+            } else if seen.insert(key).inserted {
+                c.new += 1
+            } else {
+                c.written += 1
+                c.bytesWritten += UInt64(p.size)
+                c.entropySum += p.entropy
+                if p.entropy >= highEntropy { c.highEntropy += 1 }
+                if p.flags & executableFlag != 0 { c.exec += 1 }
+            }
+            windows[start] = c
+        }
+        var values: [Float] = [], starts: [UInt64] = [], written: [UInt64] = []
+        let seconds = Float(windowNs) / 1e9
+        for start in windows.keys.sorted() {
+            let c = windows[start]!
+            values += [Float(c.written), Float(c.new), Float(c.gone), Float(c.bytesWritten) / seconds, Float(c.exec),
+                       c.written > 0 ? c.entropySum / Float(c.written) : 0, Float(c.highEntropy), Float(c.pids.count)]
+            starts.append(start)
+            written.append(c.bytesWritten)
+        }
+        return FeatureTable(names: names, values: values, windowStart: starts, writtenBytes: written)
+    }
+}
