@@ -1,3 +1,4 @@
+import Foundation
 import KanshiJournal
 
 /// Memory-access features per time window, from the memory sensor's page records in a journal
@@ -62,5 +63,24 @@ public enum MemoryWindows {
             written.append(c.bytesWritten)
         }
         return FeatureTable(names: names, values: values, windowStart: starts, writtenBytes: written)
+    }
+
+    /// The table as CSV: a header (`window_start_ns` then `names`), a row per window.
+    public static func csv(_ t: FeatureTable) -> String {
+        var out = (["window_start_ns"] + t.names).joined(separator: ",") + "\n"
+        for r in 0..<t.rows { out += (["\(t.windowStart[r])"] + t.row(r).map { "\($0)" }).joined(separator: ",") + "\n" }
+        return out
+    }
+
+    /// Writes the windows of the journal's memory records from `fromNs` on to `path` as CSV;
+    /// returns the number of windows.
+    @discardableResult
+    public static func export(journal: String, to path: String, fromNs: UInt64 = 0, windowNs: UInt64 = 1_000_000_000) throws -> Int {
+        var t = try table(journal: journal, windowNs: windowNs)
+        let keep = (0..<t.rows).filter { t.windowStart[$0] + windowNs > fromNs }
+        t = FeatureTable(names: t.names, values: keep.flatMap { Array(t.row($0)) }, windowStart: keep.map { t.windowStart[$0] },
+                         writtenBytes: keep.map { t.writtenBytes[$0] })
+        try Data(csv(t).utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        return t.rows
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KanshiAnalysis
 import KanshiJournal
+import KanshiMemory
 import KanshiSandbox
 import KanshiSystem
 import KanshiVMSensor
@@ -25,7 +26,9 @@ struct DatasetRecord: AsyncParsableCommand {
             OUT, e.g. with another --seed, are added to it), with the VM sensor's behaviour log of the run beside them \
             (behaviour.jsonl; --no-behaviour to leave it out). Folders kanshi-<workload> are labelled by \
             `kanshi train | evaluate | cross-validate` like RanSAP's families. Journals are kept \
-            beside the disks in the sandbox directory unless --discard-journals.
+            beside the disks in the sandbox directory unless --discard-journals. With \
+            --memory-watch kanshi the workloads' pages are journaled as they change and their \
+            memory-access features per second written as memory.csv.
             """)
 
     @Option(help: "Output directory.")
@@ -47,12 +50,20 @@ struct DatasetRecord: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo,
           help: "Watch each run with the VM sensor and keep its behaviour log (JSON lines, as kanshi trace writes) beside the run's CSV files, as behaviour.jsonl.")
     var behaviour = true
+    @Option(help: ArgumentHelp("Also watch these guest processes' pages (a pid or a name, repeatable; the workloads run as kanshi) and write memory-access features per second (kanshi journal memory-features) beside the run's CSV files, as memory.csv.", valueName: "pid|name"))
+    var memoryWatch: [String] = []
+    @Option(help: "With --memory-watch: milliseconds between scans.")
+    var memoryInterval: Int = 1000
     @Flag(help: "Log every guest system call in behaviour.jsonl (reads and writes with their sizes too), not only what the behaviour model needs (what kanshi demo watches).")
     var allCalls = false
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         if runs < 1 { throw ValidationError("--runs must be at least 1") }
+        if memoryInterval < 10 || memoryInterval > 3_600_000 { throw ValidationError("--memory-interval must be from 10 ms to an hour") }
+        for w in memoryWatch where w.isEmpty || w.count > 15 {
+            throw ValidationError("--memory-watch \(w): give a pid or a process name of 1 to 15 characters")
+        }
         if allCalls && !behaviour { throw ValidationError("--all-calls needs the behaviour log: drop --no-behaviour") }
         if let w = workloads {
             let known = Set(Dataset.kanshiWorkloads.map(\.0))
@@ -76,7 +87,8 @@ struct DatasetRecord: AsyncParsableCommand {
                 let log = behaviour ? "\(dir)/runs/record-\(name)-\(i).behaviour.jsonl" : nil
                 let r = try await SandboxWorkloads.run(name: name, seed: s, dir: dir, model: nil, timeout: timeout, logger: logger,
                                                        stop: stop, quiet: true, tag: "record-\(name)-\(i)", behaviourLog: log,
-                                                       allCalls: allCalls)
+                                                       allCalls: allCalls, memoryWatch: memoryWatch.map(MemoryWatch.Target.init),
+                                                       memoryIntervalMs: memoryInterval)
                 guard r.result.exitStatus == 0, let start = r.result.commandStartNs else {
                     throw CLIError("\(name) run \(i + 1) failed in the guest (status \(r.result.exitStatus.map(String.init) ?? "none")\(r.result.guestFailure.map { ": \($0)" } ?? ""))")
                 }
@@ -93,7 +105,13 @@ struct DatasetRecord: AsyncParsableCommand {
                     try FileManager.default.moveItem(atPath: log, toPath: target + "/behaviour.jsonl")
                     try? FileManager.default.removeItem(atPath: log + ".managed.json")
                 }
-                Output.line("\(target): \(summary.readRows) read rows, \(summary.writeRows) write rows, run \(String(format: "%.1f", r.result.runSeconds ?? 0)) s")
+                var memoryRows = ""
+                if !memoryWatch.isEmpty {
+                    if let f = r.result.memoryWatch?.failure { throw CLIError("\(name) run \(i + 1): the memory watch stopped: \(f)") }
+                    let n = try MemoryWindows.export(journal: r.journal, to: target + "/memory.csv", fromNs: start)
+                    memoryRows = ", \(n) memory windows"
+                }
+                Output.line("\(target): \(summary.readRows) read rows, \(summary.writeRows) write rows\(memoryRows), run \(String(format: "%.1f", r.result.runSeconds ?? 0)) s")
                 if discardJournals {
                     try? FileManager.default.removeItem(atPath: r.disk)
                     try? FileManager.default.removeItem(atPath: r.journal)

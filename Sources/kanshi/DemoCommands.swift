@@ -36,7 +36,8 @@ enum SandboxWorkloads {
     static func run(name: String, seed: UInt64, dir: String, model: DetectorModel?, timeout: Double,
                     logger: Logger, stop: LockedFlag, quiet: Bool, tag: String, behaviourLog: String? = nil,
                     allCalls: Bool = true, companion: String? = nil, undo: Sandbox.Undo = .wholeDisk,
-                    processModel: DetectorModel? = nil, memoryDump: String? = nil) async throws -> WorkloadRun {
+                    processModel: DetectorModel? = nil, memoryDump: String? = nil,
+                    memoryWatch: [MemoryWatch.Target] = [], memoryIntervalMs: Int = 1000) async throws -> WorkloadRun {
         let guest = try GuestImage(directory: SandboxLayout.guest(dir))
         let disk = try SandboxRun.freshVictimDisk(dir: dir, name: tag)
         let main = "kanshi workload \(name) --dir /mnt/corpus --seed \(seed)"
@@ -46,6 +47,8 @@ enum SandboxWorkloads {
         config.processModel = processModel
         config.timeoutSeconds = timeout
         config.undo = undo
+        config.memoryWatch = memoryWatch
+        config.memoryWatchIntervalMs = memoryIntervalMs
         if let memoryDump {
             try? FileManager.default.removeItem(atPath: memoryDump)
             config.memoryDump = memoryDump

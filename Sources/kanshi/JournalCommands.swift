@@ -193,8 +193,7 @@ struct JournalMemoryFeatures: ParsableCommand {
             }))
             return
         }
-        Output.line((["window_start_ns"] + t.names).joined(separator: ","))
-        for r in 0..<t.rows { Output.line((["\(t.windowStart[r])"] + t.row(r).map { "\($0)" }).joined(separator: ",")) }
+        print(MemoryWindows.csv(t), terminator: "")
         if t.rows == 0 { Output.error("journal memory-features: \(journal) holds no memory records (record them with sandbox run --memory-watch)") }
     }
 }

@@ -132,7 +132,7 @@ import Testing
     func datasetRecordRunsWorkloadsInTheGuest() throws {
         let s = Scratch("sandbox-record")
         let r = try run([Paths.kanshi, "dataset", "record", "--out", s.file("ds"), "--dir", s.file("sandbox"), "--runs", "1",
-                         "--workloads", "inplace,compress", "--corpus-mib", "8", "--discard-journals"], timeout: 850)
+                         "--workloads", "inplace,compress", "--corpus-mib", "8", "--discard-journals", "--memory-watch", "kanshi"], timeout: 850)
         #expect(r.ok, "\(r.stdout)\(r.stderr.suffix(3000))")
         for name in ["inplace", "compress"] {
             let run = s.file("ds/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-1")
@@ -148,6 +148,11 @@ import Testing
             let high = closes.filter { ($0["entropy"] as? Double ?? 0) > 7.5 }.count
             if name == "inplace" { #expect(high * 2 > closes.count, "\(name): \(high) of \(closes.count) closes with encrypted-looking data") }
             #expect(events.allSatisfy { $0["vm"] as? String == "sandbox" || $0["ev"] as? String == "dropped" })
+            // The workload's pages, watched: memory-access features per second beside the block rows.
+            let memory = ((try? String(contentsOfFile: run + "/memory.csv", encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(memory.first?.hasPrefix("window_start_ns,mem_pages_written,") == true && memory.count >= 2, "\(name): \(memory.prefix(3))")
+            let written = memory.dropFirst().compactMap { Double($0.split(separator: ",")[1]) }.reduce(0, +)
+            #expect(written > 0, "\(name): no page of the workload was seen changing: \(memory.prefix(5))")
         }
         // The ransomware run's writes look encrypted; the analysis reads both runs with their labels.
         let enc = try String(contentsOfFile: s.file("ds/kanshi-sandbox/kanshi-inplace/kanshi-inplace-1/ata_write.csv"), encoding: .utf8)
