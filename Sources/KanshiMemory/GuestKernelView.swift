@@ -69,7 +69,7 @@ public final class GuestKernelView: @unchecked Sendable {
     /// The `count` bytes at kernel virtual address `address` (runtime, after the slide), or nil
     /// when a page of them is not mapped or not in RAM.
     public func readKernel(_ address: UInt64, count: Int) -> [UInt8]? {
-        read(address, count: count, root: kernelRoot)
+        try? read(address, count: count, root: kernelRoot).get()
     }
 
     func kernelU64(_ address: UInt64) -> UInt64? {
@@ -80,19 +80,28 @@ public final class GuestKernelView: @unchecked Sendable {
         readKernel(address, count: 4).map { $0.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) } }
     }
 
-    /// Bytes under page table `root`, page by page; nil when any page is not there.
-    func read(_ address: UInt64, count: Int, root: UInt64) -> [UInt8]? {
+    /// Where a read through page tables stopped, and what the walk found there (`.mapped`: the
+    /// page's bytes run past the end of RAM).
+    struct Unreadable: Error {
+        var address: UInt64
+        var translation: PageWalker.Translation
+    }
+
+    /// Bytes under page table `root`, page by page: all of them, or where and why they end.
+    func read(_ address: UInt64, count: Int, root: UInt64) -> Result<[UInt8], Unreadable> {
         var out: [UInt8] = []
         out.reserveCapacity(count)
         var at = address
         while out.count < count {
-            guard case .mapped(let p, _, _) = walker.translate(at, root: root) else { return nil }
+            let t = walker.translate(at, root: root)
             let n = min(count - out.count, Int(Self.pageSize - (at & (Self.pageSize - 1))))
-            guard let b = memory.bytes(at: p, count: n) else { return nil }
+            guard case .mapped(let p, _, _) = t, let b = memory.bytes(at: p, count: n) else {
+                return .failure(Unreadable(address: at, translation: t))
+            }
             out.append(contentsOf: b)
             at &+= UInt64(n)
         }
-        return out
+        return .success(out)
     }
 
     // MARK: processes
@@ -183,29 +192,20 @@ public final class GuestKernelView: @unchecked Sendable {
         guard let root = process.pageTable else {
             throw .notMapped(pid: process.pid, address: address, why: "is in a kernel thread, which has no user memory")
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(count)
-        var at = address
-        while out.count < count {
-            let n = min(count - out.count, Int(Self.pageSize - (at & (Self.pageSize - 1))))
-            switch walker.translate(at, root: root) {
-            case .mapped(let p, _, _):
-                guard let b = memory.bytes(at: p, count: n) else {
-                    throw .notMapped(pid: process.pid, address: at, why: "maps to 0x\(String(p, radix: 16)), outside the guest's RAM")
-                }
-                out.append(contentsOf: b)
-            case .swapped(let e):
-                throw .notMapped(pid: process.pid, address: at, why: "is swapped out (entry 0x\(String(e, radix: 16)))")
-            case .protNone:
-                throw .notMapped(pid: process.pid, address: at, why: "is mapped with no access (PROT_NONE)")
-            case .notMapped:
-                throw .notMapped(pid: process.pid, address: at, why: "is not mapped (never touched, or not part of the process)")
-            case .outsideRAM(let p, let level):
-                throw .notMapped(pid: process.pid, address: at, why: "has a level-\(level) page table at 0x\(String(p, radix: 16)), outside the guest's RAM")
+        switch read(address, count: count, root: root) {
+        case .success(let bytes):
+            return bytes
+        case .failure(let stop):
+            let why: String
+            switch stop.translation {
+            case .mapped(let p, _, _): why = "maps to 0x\(String(p, radix: 16)), outside the guest's RAM"
+            case .swapped(let e): why = "is swapped out (entry 0x\(String(e, radix: 16)))"
+            case .protNone: why = "is mapped with no access (PROT_NONE)"
+            case .notMapped: why = "is not mapped (never touched, or not part of the process)"
+            case .outsideRAM(let p, let level): why = "has a level-\(level) page table at 0x\(String(p, radix: 16)), outside the guest's RAM"
             }
-            at &+= UInt64(n)
+            throw .notMapped(pid: process.pid, address: stop.address, why: why)
         }
-        return out
     }
 
     /// One run of pages with the same state and permissions, contiguous in virtual memory.

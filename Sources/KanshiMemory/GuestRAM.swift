@@ -66,12 +66,6 @@ public final class GuestRAM: PhysicalMemory, @unchecked Sendable {
          "-machine", "memory-backend=kanshi-ram"]
     }
 
-    /// QEMU arguments for RAM that is not shared through a file (when /dev/shm has no room):
-    /// a memfd the VM sensor's plugin still finds in QEMU's own mappings.
-    public static func memfdArguments(size: UInt64) -> [String] {
-        ["-object", "memory-backend-memfd,id=kanshi-ram,size=\(size >> 20)M,share=on", "-machine", "memory-backend=kanshi-ram"]
-    }
-
     public func bytes(at address: UInt64, count: Int) -> UnsafeRawBufferPointer? {
         guard count >= 0, Self.contains(ranges, address, count) else { return nil }
         return UnsafeRawBufferPointer(rebasing: memory.bytes[Int(address)..<Int(address) + count])

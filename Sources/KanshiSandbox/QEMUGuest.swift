@@ -102,25 +102,21 @@ public final class QEMUGuest: @unchecked Sendable {
         _ = wait(seconds: 5)
     }
 
-    /// Resumes the guest's CPUs (QMP `cont`).
-    public func resume() throws { try qmp("cont") }
-
     /// Sends one QMP command and waits for its reply.
     func qmp(_ command: String) throws {
         _ = try Self.qmp(path: qmpPath, command)
     }
 
-    /// Sends one QMP command (with `arguments`, a JSON object, if given) to the QMP socket at
-    /// `path` and returns its reply line ("" for `quit`, which has none). Another process may
+    /// Sends one QMP command to the QMP socket at `path` and returns its reply line ("" for `quit`, which has none). Another process may
     /// use it: `kanshi sandbox dump` pauses a running sandbox this way.
     @discardableResult
-    public static func qmp(path: String, _ command: String, arguments: String? = nil) throws -> String {
+    public static func qmp(path: String, _ command: String) throws -> String {
         let socket = try UnixStream(path: path)
         defer { socket.close() }
         _ = try socket.readLine()  // greeting
         try socket.write("{\"execute\":\"qmp_capabilities\"}\n")
         _ = try socket.readReply()
-        try socket.write("{\"execute\":\"\(command)\"" + (arguments.map { ",\"arguments\":" + $0 } ?? "") + "}\n")
+        try socket.write("{\"execute\":\"\(command)\"}\n")
         return command == "quit" ? "" : try socket.readReply()
     }
 

@@ -119,8 +119,7 @@ public final class Sandbox: @unchecked Sendable {
         /// After a selective undo: the files other processes changed on the disk since the
         /// command started, and how many of them read the same after the undo as before it.
         public var othersKept: (files: Int, same: Int)?
-        /// The guest's shared RAM file (nil: not shared, and `ramNotShared` says why).
-        public var sharedRAM: String?
+        /// Why the guest's RAM was not shared (nil: it was).
         public var ramNotShared: String?
         /// With `memoryDump`: what the dump did, or why it failed.
         public var memoryDump: MemoryDump.Report?
@@ -201,7 +200,7 @@ public final class Sandbox: @unchecked Sendable {
         }
         defer { watch?.stop() }
         let qmpPath = work + "/qmp.sock"
-        withState { self.ram = ram; self.qmpPath = qmpPath; result.sharedRAM = ram?.path }
+        withState { self.ram = ram; self.qmpPath = qmpPath }
         var sensor: VMSensor?
         if config.network { qemu.kernelArguments.append("kanshi.net=1") }
         if var s = config.vmSensor {
@@ -230,7 +229,6 @@ public final class Sandbox: @unchecked Sendable {
                                              vmlinuz: FileSystem.absolutePath(config.guest.kernel),
                                              guestDirectory: FileSystem.absolutePath(config.guest.directory),
                                              command: config.command, startedNs: FileSystem.nowNs())
-            watch?.start()
             do {
                 try description.write()
                 config.sharing?(description)
@@ -238,6 +236,7 @@ public final class Sandbox: @unchecked Sendable {
                 logger.warning("cannot describe the run for kanshi sandbox ps", metadata: ["path": "\(sidecar ?? "")", "why": "\(error)"])
             }
         }
+        watch?.start()
         if let sensor {
             sensor.start()
             guard sensor.waitForPlugin(seconds: 30) else {

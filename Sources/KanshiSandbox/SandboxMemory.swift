@@ -71,8 +71,7 @@ public enum MemoryDump {
     /// Writes a LiME image of `memory` to `path`. With `qmp` and not `live`, the guest is paused
     /// for it and resumed afterwards if it was running (also when writing fails: the guest never
     /// stays stopped because of a dump).
-    public static func take(memory: PhysicalMemory, to path: String, qmp: String?, live: Bool, moment: String,
-                            progress: (UInt64) -> Void = { _ in }) throws -> Report {
+    public static func take(memory: PhysicalMemory, to path: String, qmp: String?, live: Bool, moment: String) throws -> Report {
         var resume = false
         var paused = false
         if let qmp, !live {
@@ -82,7 +81,7 @@ public enum MemoryDump {
             paused = true
         }
         defer { if resume, let qmp { _ = try? QEMUGuest.qmp(path: qmp, "cont") } }
-        let written = try LiME.write(memory, to: path, progress: progress)
+        let written = try LiME.write(memory, to: path)
         return Report(written: written, paused: paused, moment: moment)
     }
 }

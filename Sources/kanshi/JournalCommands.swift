@@ -194,6 +194,8 @@ struct JournalMemoryFeatures: ParsableCommand {
             return
         }
         print(MemoryWindows.csv(t), terminator: "")
-        if t.rows == 0 { Output.error("journal memory-features: \(journal) holds no memory records (record them with sandbox run --memory-watch)") }
+        if t.rows == 0 {
+            Output.error("journal memory-features: no memory records\(pid.map { " of pid \($0)" } ?? "") in \(journal) (record them with sandbox run --memory-watch)")
+        }
     }
 }

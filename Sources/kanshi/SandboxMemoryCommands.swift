@@ -61,10 +61,10 @@ struct SandboxPS: ParsableCommand {
             let o: [String: Any] = [
                 "processes": list.processes.map { p -> [String: Any] in
                     var d: [String: Any] = ["pid": p.pid, "ppid": p.ppid, "name": p.name, "kernelThread": p.kernelThread,
-                                            "task": String(format: "0x%llx", p.task)]
+                                            "task": hexAddress(p.task)]
                     if let u = p.uid { d["uid"] = u }
                     if let s = p.startNs { d["startSeconds"] = Double(s) / 1e9 }
-                    if let t = p.pageTable { d["pageTable"] = String(format: "0x%llx", t) }
+                    if let t = p.pageTable { d["pageTable"] = hexAddress(t) }
                     return d
                 },
                 "gaps": list.gaps,
@@ -141,7 +141,7 @@ struct SandboxMemory: ParsableCommand {
                 } catch { throw CLIError("sandbox memory: cannot write \(out): \(error)") }
                 Output.error("sandbox memory: \(bytes.count) bytes of pid \(pid) at 0x\(String(address, radix: 16)) written to \(out)")
             } else if json {
-                Output.line(try Output.json(["pid": pid, "address": String(format: "0x%llx", address),
+                Output.line(try Output.json(["pid": pid, "address": hexAddress(address),
                                              "hex": bytes.map { String(format: "%02x", $0) }.joined()]))
             } else {
                 Output.line(HexDump.lines(bytes, address: address).joined(separator: "\n"))
@@ -152,9 +152,9 @@ struct SandboxMemory: ParsableCommand {
             let hits: [UInt64]
             do { hits = try view.find(Array(find.utf8), in: process) } catch { throw CLIError("sandbox memory: \(error)") }
             if json {
-                Output.line(try Output.json(["pid": pid, "pattern": find, "addresses": hits.map { String(format: "0x%llx", $0) }]))
+                Output.line(try Output.json(["pid": pid, "pattern": find, "addresses": hits.map { hexAddress($0) }]))
             } else {
-                for h in hits { Output.line(String(format: "0x%llx", h)) }
+                for h in hits { Output.line(hexAddress(h)) }
                 if hits.isEmpty { Output.error("sandbox memory: \"\(find)\" is not in the resident memory of pid \(pid)") }
             }
             return
@@ -163,7 +163,7 @@ struct SandboxMemory: ParsableCommand {
         do { runs = try view.memoryMap(process) } catch { throw CLIError("sandbox memory: \(error)") }
         if json {
             Output.line(try Output.json(["pid": pid, "name": process.name, "runs": runs.map { r -> [String: Any] in
-                ["start": String(format: "0x%llx", r.start), "end": String(format: "0x%llx", r.end), "state": r.state.rawValue,
+                ["start": hexAddress(r.start), "end": hexAddress(r.end), "state": r.state.rawValue,
                  "permissions": r.permissions, "bytes": r.end - r.start, "hugeBytes": r.hugeBytes]
             }]))
             return
@@ -179,6 +179,9 @@ struct SandboxMemory: ParsableCommand {
         Output.line("resident: \(Output.bytes(resident))")
     }
 }
+
+/// An address as the JSON output gives it: "0x7f...".
+func hexAddress(_ a: UInt64) -> String { "0x" + String(a, radix: 16) }
 
 /// Hex dump lines: address, 16 bytes, their printable characters.
 enum HexDump {

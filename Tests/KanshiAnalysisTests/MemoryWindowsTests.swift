@@ -44,4 +44,18 @@ import Testing
         let only8 = try MemoryWindows.table(journal: dir, pid: 8)
         #expect(only8.rows == 1 && only8.row(0)[only8.names.firstIndex(of: "mem_pages_new")!] == 1)
     }
+
+    @Test func aJournalWithoutMemoryRecordsHasNoWindowsAndAMissingOneIsAnError() throws {
+        let dir = NSTemporaryDirectory() + "kanshi-memwin-none-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let w = try JournalWriter(directory: dir, logger: logger)
+        _ = try w.appendNote("{\"event\":\"test\"}")
+        try w.close()
+        let t = try MemoryWindows.table(journal: dir)
+        #expect(t.rows == 0 && t.names == MemoryWindows.names)
+        #expect(MemoryWindows.csv(t) == "window_start_ns," + MemoryWindows.names.joined(separator: ",") + "\n")
+        #expect(throws: (any Error).self) { _ = try MemoryWindows.table(journal: dir + "-missing") }
+    }
 }

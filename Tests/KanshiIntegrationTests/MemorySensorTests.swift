@@ -273,6 +273,11 @@ import Glibc
         let windows = (try? JSONSerialization.jsonObject(with: Data(f.stdout.utf8)) as? [[String: Any]]) ?? []
         let written = windows.reduce(0.0) { $0 + ($1["mem_pages_written"] as? Double ?? 0) }
         #expect(written >= 64, "\(f.stdout.prefix(2000))\(f.stderr)")
+        // Asked for nothing to export, or features of a journal with no memory records: said so.
+        let nothing = try run([Paths.kanshi, "journal", "export", journal])
+        #expect(!nothing.ok && nothing.stderr.contains("--memory FILE"), "\(nothing.stderr)")
+        let other = try run([Paths.kanshi, "journal", "memory-features", journal, "--pid", "99999"])
+        #expect(other.ok && other.stderr.contains("no memory records of pid 99999"), "\(other.stdout)\(other.stderr)")
         try SandboxTests.nothingLeft(s)
     }
 
