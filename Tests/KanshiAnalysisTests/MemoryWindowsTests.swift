@@ -13,12 +13,17 @@ import Testing
         }
     }
 
-    @Test func pagesAreCountedAsNewWrittenOrGoneInTheirWindow() throws {
+    /// A fresh journal in a temporary directory (the caller removes it).
+    static func journal() throws -> (String, JournalWriter) {
         let dir = NSTemporaryDirectory() + "kanshi-memwin-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: dir) }
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let w = try JournalWriter(directory: dir, logger: logger)
+        return (dir, try JournalWriter(directory: dir, logger: logger))
+    }
+
+    @Test func pagesAreCountedAsNewWrittenOrGoneInTheirWindow() throws {
+        let (dir, w) = try Self.journal()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let s: UInt64 = 1_000_000_000, base: UInt64 = 50 * s
         // Window 0: two pages first seen (one executable), another process's page.
         try Self.page(w, pid: 7, virtual: 0x1000, flags: 1, entropy: 0.2, at: base + 100)
@@ -46,11 +51,8 @@ import Testing
     }
 
     @Test func aJournalWithoutMemoryRecordsHasNoWindowsAndAMissingOneIsAnError() throws {
-        let dir = NSTemporaryDirectory() + "kanshi-memwin-none-" + UUID().uuidString
+        let (dir, w) = try Self.journal()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let w = try JournalWriter(directory: dir, logger: logger)
         _ = try w.appendNote("{\"event\":\"test\"}")
         try w.close()
         let t = try MemoryWindows.table(journal: dir)
