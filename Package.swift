@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Private C shims: CPU intrinsics and anything variadic or macro-shaped.
@@ -113,11 +114,21 @@ let package = Package(
         .target(name: "KanshiGuestKernel", dependencies: ["KanshiSystem", "CZlib", "CLZ4", "CZstd", "CLZMA"]),
         // The memory sensor: the guest's shared RAM, LiME images, page-table walks, the kernel's task list.
         .target(name: "KanshiMemory", dependencies: ["KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiGuestKernel", "CKanshiShims", "CXXHash"]),
+        // Rules: conditions, sequences and counts over behaviour, block and verdict events; alerts and their sinks.
+        .target(
+            name: "KanshiRules",
+            dependencies: [
+                "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiTrace",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
                 "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4", "KanshiMount",
-                "KanshiWorkload", "KanshiTrace", "KanshiVMSensor", "KanshiGuestKernel", "KanshiMemory",
+                "KanshiWorkload", "KanshiTrace", "KanshiVMSensor", "KanshiGuestKernel", "KanshiMemory", "KanshiRules",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -130,6 +141,7 @@ let package = Package(
         .testTarget(name: "KanshiMemoryTests", dependencies: ["KanshiMemory", "KanshiSystem"]),
         .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore", "KanshiTrace", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "KanshiRulesTests", dependencies: ["KanshiRules", "KanshiTrace", "KanshiJournal", "KanshiCore"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
             name: "KanshiBlockTests",

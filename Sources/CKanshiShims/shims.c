@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <unistd.h>
+#include <syslog.h>
 #include "CKanshiShims.h"
 
 #include <string.h>
@@ -166,4 +167,10 @@ int ckanshi_set_thread_nice(int nice) {
 
 const void *ckanshi_memmem(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length) {
     return memmem(haystack, haystack_length, needle, needle_length);
+}
+
+void ckanshi_syslog(const char *ident, int priority, const char *message) {
+    openlog(ident, LOG_PID | LOG_NDELAY, LOG_USER);
+    syslog(priority, "%s", message);
+    closelog();
 }

@@ -20,6 +20,12 @@ public struct Run: Sendable {
     /// A short name: `setup/Family/run`.
     public var name: String
 
+    /// The run's memory-access features (`memory.csv`, from `kanshi dataset record --memory-watch`), if it has them.
+    public var memoryFeatures: String? {
+        let p = path + "/memory.csv"
+        return FileManager.default.fileExists(atPath: p) ? p : nil
+    }
+
     public func load() throws -> BlockTrace {
         switch source {
         case .ransap: try RanSAPReader.read(runDirectory: path)

@@ -72,6 +72,66 @@ public enum MemoryWindows {
         return out
     }
 
+    /// Reads a table written by `csv` / `export` (a run's `memory.csv`); errors name the file and line.
+    public static func read(csv path: String) throws -> FeatureTable {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw AnalysisError.missingFile(path) }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        if lines.last?.isEmpty == true { lines.removeLast() }
+        let expected = (["window_start_ns"] + names).joined(separator: ",")
+        guard let header = lines.first, header == expected else {
+            throw AnalysisError.malformed(file: path, line: 1, reason: "expected the header \(expected)")
+        }
+        var values: [Float] = [], starts: [UInt64] = [], written: [UInt64] = []
+        let bytesColumn = names.firstIndex(of: "mem_bytes_written_per_s")!
+        for (i, line) in lines.enumerated().dropFirst() {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+            guard fields.count == names.count + 1 else {
+                throw AnalysisError.malformed(file: path, line: i + 1, reason: "\(fields.count) fields, expected \(names.count + 1)")
+            }
+            guard let start = UInt64(fields[0]) else {
+                throw AnalysisError.malformed(file: path, line: i + 1, reason: "window_start_ns '\(fields[0])' is not a time in ns")
+            }
+            if let last = starts.last, start <= last {
+                throw AnalysisError.malformed(file: path, line: i + 1, reason: "window \(start) does not come after \(last)")
+            }
+            var row: [Float] = []
+            for (k, f) in fields.dropFirst().enumerated() {
+                guard let v = Float(f), v.isFinite, v >= 0 else {
+                    throw AnalysisError.malformed(file: path, line: i + 1, reason: "\(names[k]) '\(f)' is not a non-negative number")
+                }
+                row.append(v)
+            }
+            values += row
+            starts.append(start)
+            written.append(UInt64(row[bytesColumn]))
+        }
+        return FeatureTable(names: names, values: values, windowStart: starts, writtenBytes: written)
+    }
+
+    /// `block` with the memory columns added: each block window gets the memory window that had
+    /// ended by the block window's end (windows of `memoryWindowNs`, as `export` writes them), so
+    /// no row sees memory activity from after it; a memory window without records is all zeros.
+    public static func joined(_ block: FeatureTable, blockWindowNs: UInt64, memory: FeatureTable,
+                              memoryWindowNs: UInt64 = 1_000_000_000) -> FeatureTable {
+        precondition(blockWindowNs > 0 && memoryWindowNs > 0)
+        let byStart = Dictionary(uniqueKeysWithValues: memory.windowStart.enumerated().map { ($1, $0) })
+        let zeros = [Float](repeating: 0, count: memory.columns)
+        var values: [Float] = []
+        values.reserveCapacity(block.rows * (block.columns + memory.columns))
+        for r in 0..<block.rows {
+            values += block.row(r)
+            let end = block.windowStart[r] + blockWindowNs
+            let complete = end - end % memoryWindowNs
+            if complete >= memoryWindowNs, let m = byStart[complete - memoryWindowNs] {
+                values += memory.row(m)
+            } else {
+                values += zeros
+            }
+        }
+        return FeatureTable(names: block.names + memory.names, values: values, windowStart: block.windowStart,
+                            writtenBytes: block.writtenBytes)
+    }
+
     /// Writes the windows of the journal's memory records from `fromNs` on to `path` as CSV;
     /// returns the number of windows.
     @discardableResult

@@ -106,3 +106,16 @@ extension Host {
         Glibc.kill(pid, SIGKILL) == 0
     }
 }
+
+/// The system log (syslog(3), facility user).
+public enum SystemLog {
+    /// Levels of syslog(3), most serious first.
+    public enum Level: Int32, Sendable {
+        case emergency = 0, alert, critical, error, warning, notice, informational, debug
+    }
+
+    /// Sends `message` tagged `ident` at `level`.
+    public static func send(_ message: String, level: Level, ident: String = "kanshi") {
+        ckanshi_syslog(ident, level.rawValue, message)
+    }
+}

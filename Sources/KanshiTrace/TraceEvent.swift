@@ -8,6 +8,8 @@ public struct TraceEvent: Sendable {
     public enum Kind: String, Sendable {
         case open, close, read, write, dup, pipe, socket, connect, bind, accept, send, recv
         case rename, link, symlink, unlink, truncate, mmap, transfer, exec, spawn, thread, exit
+        /// A file's times set: flags "now" (to the present) or "set" (to given times, in reason).
+        case utime
         case managed, blocked, signal, dropped, notice
         /// Any other system call (the VM sensor with --all-calls): its name and raw arguments.
         case call

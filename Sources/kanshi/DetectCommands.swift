@@ -135,31 +135,38 @@ func score(_ model: DetectorModel, _ r: LoadedRun) throws -> RunResult {
     return res
 }
 
+/// The results as a JSON object: window metrics, each run's verdict, the misjudged runs.
+func summary(_ results: [RunResult], title: String) -> [String: Any] {
+    let total = results.reduce(Confusion()) { $0 + $1.confusion }
+    let delays = results.filter { $0.label == .ransomware }.compactMap(\.delayNs).sorted()
+    return [
+        "title": title,
+        "windows": ["precision": total.precision, "recall": total.recall, "f1": total.f1, "accuracy": total.accuracy,
+                    "tp": total.truePositive, "fp": total.falsePositive, "tn": total.trueNegative, "fn": total.falseNegative],
+        "runs": results.map { r -> [String: Any] in
+            var d: [String: Any] = ["name": r.name, "label": r.label.rawValue, "windows": r.windows,
+                                    "flagged": r.alertWindow != nil, "f1": r.confusion.f1, "accuracy": r.confusion.accuracy]
+            if let v = r.delayNs { d["delayNs"] = v }
+            if let v = r.bytesBeforeAlert { d["bytesBeforeAlert"] = v }
+            return d
+        },
+        "missedRansomwareRuns": results.filter { $0.label == .ransomware && $0.alertWindow == nil }.map(\.name),
+        "falseAlarmRuns": results.filter { $0.label == .benign && $0.alertWindow != nil }.map(\.name),
+        "medianDelayNs": (delays.isEmpty ? nil : delays[delays.count / 2]) as Any,
+    ]
+}
+
 func report(_ results: [RunResult], title: String, json: Bool) throws {
+    if json {
+        Output.line(try Output.json(summary(results, title: title)))
+        return
+    }
     let total = results.reduce(Confusion()) { $0 + $1.confusion }
     let flagged = results.filter { $0.alertWindow != nil }
     let missed = results.filter { $0.label == .ransomware && $0.alertWindow == nil }
     let falseAlarms = results.filter { $0.label == .benign && $0.alertWindow != nil }
     let delays = results.filter { $0.label == .ransomware }.compactMap(\.delayNs).sorted()
     let median = delays.isEmpty ? nil : delays[delays.count / 2]
-    if json {
-        let obj: [String: Any] = [
-            "title": title,
-            "windows": ["precision": total.precision, "recall": total.recall, "f1": total.f1, "accuracy": total.accuracy,
-                        "tp": total.truePositive, "fp": total.falsePositive, "tn": total.trueNegative, "fn": total.falseNegative],
-            "runs": results.map { r -> [String: Any] in
-                var d: [String: Any] = ["name": r.name, "label": r.label.rawValue, "windows": r.windows,
-                                        "flagged": r.alertWindow != nil, "f1": r.confusion.f1, "accuracy": r.confusion.accuracy]
-                if let v = r.delayNs { d["delayNs"] = v }
-                if let v = r.bytesBeforeAlert { d["bytesBeforeAlert"] = v }
-                return d
-            },
-            "missedRansomwareRuns": missed.map(\.name), "falseAlarmRuns": falseAlarms.map(\.name),
-            "medianDelayNs": median as Any,
-        ]
-        Output.line(try Output.json(obj))
-        return
-    }
     Output.line("== \(title)")
     Output.line(String(format: "windows: precision %.4f  recall %.4f  F1 %.4f  accuracy %.4f  (%d windows)",
                        total.precision, total.recall, total.f1, total.accuracy, total.total))
@@ -220,10 +227,21 @@ struct Evaluate: ParsableCommand {
     }
 }
 
+/// Whether cross-validation uses the memory sensor's features.
+enum MemoryColumns: String, ExpressibleByArgument, CaseIterable {
+    case off, on, compare
+}
+
 struct CrossValidate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cross-validate",
-        abstract: "k-fold cross-validation with folds grouped by run (a run is never in both training and test).")
+        abstract: "k-fold cross-validation with folds grouped by run (a run is never in both training and test).",
+        discussion: """
+            --memory on adds the memory sensor's features (memory.csv beside each run, from \
+            kanshi dataset record --memory-watch) to every window: the latest 1 s of the watched \
+            processes' page activity that had ended by the window's end. --memory compare runs \
+            the same folds without and with them and reports both.
+            """)
 
     @OptionGroup var data: DatasetOptions
     @OptionGroup var feat: FeatureOptions
@@ -233,6 +251,8 @@ struct CrossValidate: ParsableCommand {
     var folds: Int = 5
     @Option(help: "Seed of the fold assignment.")
     var seed: UInt64 = 42
+    @Option(help: "Memory-access features: off, on (every run needs a memory.csv) or compare (without, then with).")
+    var memory: MemoryColumns = .off
     @OptionGroup var rule: RuleOptions
     @Flag(help: "Print JSON.")
     var json = false
@@ -240,9 +260,41 @@ struct CrossValidate: ParsableCommand {
     func validate() throws { if folds < 2 { throw ValidationError("--folds must be at least 2") } }
 
     func run() throws {
-        let loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, names: feat.names, quiet: json)
+        var loaded = try loadRuns(try data.runs(), windowNs: feat.windowNs, names: feat.names, quiet: json)
         guard loaded.count >= folds else { throw CLIError("\(loaded.count) runs are too few for \(folds) folds") }
         let assignment = GroupedFolds.assign(labels: loaded.map(\.run.label), folds: folds, seed: seed)
+        let title = "\(folds)-fold grouped cross-validation, \(classifier.rawValue), \(feat.features.rawValue) features\(feat.dropFeatures.map { " less \($0)" } ?? "")\(feat.stacked ? ", stacked" : ""), \(feat.windowMs) ms windows"
+        if memory == .off {
+            try report(try folds(loaded, assignment), title: title, json: json)
+            return
+        }
+        let without = memory == .compare ? try folds(loaded, assignment) : nil
+        for i in loaded.indices {
+            guard let csv = loaded[i].run.memoryFeatures else {
+                throw CLIError("\(loaded[i].run.path): no memory.csv; record the dataset with kanshi dataset record --memory-watch kanshi")
+            }
+            loaded[i].table = MemoryWindows.joined(loaded[i].table, blockWindowNs: feat.windowNs, memory: try MemoryWindows.read(csv: csv))
+        }
+        let with = try folds(loaded, assignment)
+        let withTitle = title + ", with memory features"
+        guard let without else {
+            try report(with, title: withTitle, json: json)
+            return
+        }
+        if json {
+            Output.line(try Output.json(["without": summary(without, title: title), "with": summary(with, title: withTitle)]))
+            return
+        }
+        try report(without, title: title, json: false)
+        try report(with, title: withTitle, json: false)
+        let a = without.reduce(Confusion()) { $0 + $1.confusion }, b = with.reduce(Confusion()) { $0 + $1.confusion }
+        func wrong(_ r: [RunResult]) -> Int { r.filter { ($0.alertWindow != nil) != $0.label.isPositive }.count }
+        Output.line(String(format: "== memory features: window F1 %.4f -> %.4f, accuracy %.4f -> %.4f; runs misjudged %d -> %d of %d",
+                           a.f1, b.f1, a.accuracy, b.accuracy, wrong(without), wrong(with), with.count))
+    }
+
+    /// Every fold's test runs scored by a model trained on the other folds, sorted by name.
+    private func folds(_ loaded: [LoadedRun], _ assignment: [Int]) throws -> [RunResult] {
         var results: [RunResult] = []
         for f in 0..<folds {
             let train = loaded.indices.filter { assignment[$0] != f }, test = loaded.indices.filter { assignment[$0] == f }
@@ -254,8 +306,6 @@ struct CrossValidate: ParsableCommand {
             if !json { Output.error(String(format: "fold %d: %d test runs, window F1 %.4f", f + 1, test.count, c.f1)) }
             results += fold
         }
-        try report(results.sorted { $0.name < $1.name },
-                   title: "\(folds)-fold grouped cross-validation, \(classifier.rawValue), \(feat.features.rawValue) features\(feat.dropFeatures.map { " less \($0)" } ?? "")\(feat.stacked ? ", stacked" : ""), \(feat.windowMs) ms windows",
-                   json: json)
+        return results.sorted { $0.name < $1.name }
     }
 }

@@ -60,4 +60,61 @@ import Testing
         #expect(MemoryWindows.csv(t) == "window_start_ns," + MemoryWindows.names.joined(separator: ",") + "\n")
         #expect(throws: (any Error).self) { _ = try MemoryWindows.table(journal: dir + "-missing") }
     }
+
+    @Test func theCSVReadsBackAndJoinsOntoBlockWindowsWithoutLookingAhead() throws {
+        let (dir, w) = try Self.journal()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let s: UInt64 = 1_000_000_000, base: UInt64 = 50 * s
+        try Self.page(w, pid: 7, virtual: 0x1000, flags: 1, entropy: 0.2, at: base + 100)
+        try Self.page(w, pid: 7, virtual: 0x1000, flags: 1, entropy: 0.9, at: base + s + 100)
+        try Self.page(w, pid: 7, virtual: 0x2000, flags: 1, entropy: 0.9, at: base + s + 200)
+        try w.close()
+        let csv = dir + ".memory.csv"
+        defer { try? FileManager.default.removeItem(atPath: csv) }
+        #expect(try MemoryWindows.export(journal: dir, to: csv) == 2)
+        let m = try MemoryWindows.read(csv: csv)
+        let t = try MemoryWindows.table(journal: dir)
+        #expect(m.names == t.names && m.values == t.values && m.windowStart == t.windowStart && m.writtenBytes == t.writtenBytes)
+
+        // Block windows of 500 ms from base to base + 3.5 s, one column.
+        let ms500 = s / 2
+        let starts = (0..<7).map { base + UInt64($0) * ms500 }
+        let block = FeatureTable(names: ["x"], values: starts.map { Float($0 - base) }, windowStart: starts, writtenBytes: starts.map { _ in 0 })
+        let j = MemoryWindows.joined(block, blockWindowNs: ms500, memory: m)
+        #expect(j.names == ["x"] + MemoryWindows.names && j.rows == 7 && j.windowStart == starts)
+        let newColumn = j.names.firstIndex(of: "mem_pages_new")!, writtenColumn = j.names.firstIndex(of: "mem_pages_written")!
+        // A window sees the last whole memory second that had ended by its own end: the first
+        // (ending half-way through base's second) none; the next two base's second; then base + 1 s's.
+        let news = (0..<7).map { j.row($0)[j.row($0).startIndex + newColumn] }
+        let writes = (0..<7).map { j.row($0)[j.row($0).startIndex + writtenColumn] }
+        #expect(news == [0, 1, 1, 1, 1, 0, 0])
+        #expect(writes == [0, 0, 0, 1, 1, 0, 0])
+        #expect((0..<7).map { j.row($0).first! } == block.values)
+    }
+
+    @Test func aBadMemoryCSVIsRefusedNamingTheLine() throws {
+        let dir = NSTemporaryDirectory() + "kanshi-memcsv-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let header = "window_start_ns," + MemoryWindows.names.joined(separator: ",")
+        let row = { (start: String, v: String) in ([start] + MemoryWindows.names.map { _ in v }).joined(separator: ",") }
+        let cases: [(String, String)] = [
+            ("window_start_ns,x\n", ":1: expected the header"),
+            (header + "\n" + row("100", "1") + "\n1,2,3\n", ":3: 3 fields"),
+            (header + "\n" + row("soon", "1") + "\n", ":2: window_start_ns 'soon'"),
+            (header + "\n" + row("100", "-1") + "\n", ":2: mem_pages_written '-1'"),
+            (header + "\n" + row("200", "1") + "\n" + row("100", "1") + "\n", ":3: window 100 does not come after 200"),
+        ]
+        for (i, (text, message)) in cases.enumerated() {
+            let path = dir + "/bad-\(i).csv"
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            do {
+                _ = try MemoryWindows.read(csv: path)
+                Issue.record("\(path) was accepted")
+            } catch {
+                #expect("\(error)".contains(path + message), "\(error)")
+            }
+        }
+        #expect(throws: (any Error).self) { _ = try MemoryWindows.read(csv: dir + "/none.csv") }
+    }
 }

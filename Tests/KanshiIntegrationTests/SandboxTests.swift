@@ -160,6 +160,19 @@ import Testing
         #expect(entropies.filter { $0 > 0.95 }.count * 2 > entropies.count)
         let b = try run([Paths.kanshi, "bench", "features", "--dataset", s.file("ds"), "--rounds", "1", "--json"])
         #expect(b.ok, "\(b.stderr)")
+        // Cross-validation without and with the memory columns, on the same folds.
+        let cv = try run([Paths.kanshi, "cross-validate", "--dataset", s.file("ds"), "--folds", "2", "--memory", "compare",
+                          "--rule-horizon", "3", "--rule-fraction", "1", "--json"])
+        #expect(cv.ok, "\(cv.stderr)")
+        let both = try JSONSerialization.jsonObject(with: Data(cv.stdout.utf8)) as? [String: [String: Any]]
+        #expect((both?["without"]?["runs"] as? [Any])?.count == 2 && (both?["with"]?["runs"] as? [Any])?.count == 2, "\(cv.stdout)")
+        #expect((both?["with"]?["title"] as? String)?.hasSuffix("with memory features") == true)
+        // A run without memory.csv: refused, naming it.
+        let lacking = s.file("ds/kanshi-sandbox/kanshi-compress/kanshi-compress-1")
+        try FileManager.default.removeItem(atPath: lacking + "/memory.csv")
+        let refused = try run([Paths.kanshi, "cross-validate", "--dataset", s.file("ds"), "--folds", "2", "--memory", "on",
+                               "--rule-horizon", "3", "--rule-fraction", "1"])
+        #expect(!refused.ok && refused.stderr.contains(lacking + ": no memory.csv"), "\(refused.stderr)")
     }
 
     /// The quick start's own path: `kanshi demo` with its shipped detector (models/, nothing

@@ -49,4 +49,8 @@ int ckanshi_preallocate(int fd, int64_t offset, int64_t length);
 /// own). Returns 0 or the errno.
 int ckanshi_set_thread_nice(int nice);
 
+/// Sends one message to the system log (syslog(3) is variadic): facility user,
+/// `priority` a LOG_* level, the message as given (no format expansion), tagged `ident`.
+void ckanshi_syslog(const char *ident, int priority, const char *message);
+
 #endif

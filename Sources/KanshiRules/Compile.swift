@@ -1,0 +1,296 @@
+/// A compiled condition: the event, what the rules know, and the events bound by earlier
+/// steps of a sequence (in step order).
+typealias Predicate = (RuleEvent, RuleWorld, [RuleEvent]) -> Bool
+
+/// A macro as written: its condition and where.
+struct MacroSource {
+    var source: ConditionSource
+    var tree: Condition
+}
+
+/// Turns condition trees into predicates, resolving lists, macros and `$step.field` references.
+struct ConditionCompiler {
+    var lists: [String: [String]]
+    var macros: [String: MacroSource]
+    /// The sequence steps before the one being compiled (name → index), empty outside sequences.
+    var earlierSteps: [String: Int] = [:]
+    /// Steps of the sequence after the current one (a reference to them is an error that says so).
+    var laterSteps: Set<String> = []
+
+    func compile(_ c: Condition, _ src: ConditionSource, expanding: [String] = []) throws -> Predicate {
+        switch c {
+        case .constant(let b):
+            return { _, _, _ in b }
+        case .and(let a, let b):
+            let x = try compile(a, src, expanding: expanding), y = try compile(b, src, expanding: expanding)
+            return { e, w, s in x(e, w, s) && y(e, w, s) }
+        case .or(let a, let b):
+            let x = try compile(a, src, expanding: expanding), y = try compile(b, src, expanding: expanding)
+            return { e, w, s in x(e, w, s) || y(e, w, s) }
+        case .not(let a):
+            let x = try compile(a, src, expanding: expanding)
+            return { e, w, s in !x(e, w, s) }
+        case .name(let t):
+            if let m = macros[t.text] {
+                if expanding.contains(t.text) {
+                    throw src.error(t, "macro '\(t.text)' uses itself (\((expanding + [t.text]).joined(separator: " -> ")))")
+                }
+                return try compile(m.tree, m.source, expanding: expanding + [t.text])
+            }
+            if let f = Fields.all[t.text] {
+                guard case .flag(let g) = f.getter else {
+                    throw src.error(t, "'\(t.text)' is \(f.getter.typeName), not yes/no: compare it (\(t.text) = ...)")
+                }
+                return { e, w, _ in g(e, w) == true }
+            }
+            if lists[t.text] != nil { throw src.error(t, "'\(t.text)' is a list: use it after in (FIELD in \(t.text))") }
+            throw src.error(t, "unknown field or macro '\(t.text)'\(Self.suggestion(t.text))")
+        case .comparison(let field, let op, let values):
+            return try comparison(field, op, values, src)
+        }
+    }
+
+    static func suggestion(_ name: String) -> String {
+        let close = Fields.all.keys.filter { $0.hasPrefix(name.prefix(3)) || name.hasPrefix($0) }.sorted()
+        return close.isEmpty ? " (kanshi rules fields lists the fields)" : " (fields: \(close.prefix(6).joined(separator: ", ")))"
+    }
+
+    /// Text values of a comparison (references and literals), list names expanded after `in`.
+    private func textValues(_ values: [Condition.Value], op: Token, _ src: ConditionSource) throws -> [(String?, Reference?)] {
+        var out: [(String?, Reference?)] = []
+        for v in values {
+            switch v {
+            case .literal(let t):
+                if op.text == "in", t.kind == .word, let items = lists[t.text] {
+                    out += items.map { ($0, nil) }
+                } else if op.text == "in", t.kind == .word, values.count == 1 {
+                    throw src.error(t, "no list named '\(t.text)': write in (\(t.text)) for one value, or define the list")
+                } else {
+                    out.append((t.text, nil))
+                }
+            case .reference(let step, let field, let at):
+                out.append((nil, try reference(step, field, at, src)))
+            }
+        }
+        return out
+    }
+
+    /// `$step.field`: a field of an earlier step's event, or of the event itself (`$this.field`, index -1).
+    struct Reference {
+        var index: Int
+        var getter: Getter
+        func text(_ e: RuleEvent, _ bound: [RuleEvent], _ w: RuleWorld) -> String? {
+            Fields.text(getter, index < 0 ? e : bound[index], w)
+        }
+        func number(_ e: RuleEvent, _ bound: [RuleEvent], _ w: RuleWorld) -> Double? {
+            if case .number(let g) = getter { return g(index < 0 ? e : bound[index], w) }
+            return nil
+        }
+    }
+
+    private func reference(_ step: String, _ field: String, _ at: Token, _ src: ConditionSource) throws -> Reference {
+        if step == "this" {
+            guard let f = Fields.all[field] else { throw src.error(at, "$this.\(field): unknown field '\(field)'\(Self.suggestion(field))") }
+            return Reference(index: -1, getter: f.getter)
+        }
+        guard let index = earlierSteps[step] else {
+            if laterSteps.contains(step) { throw src.error(at, "$\(step).\(field): step '\(step)' comes later; a step can refer only to earlier ones") }
+            if earlierSteps.isEmpty && laterSteps.isEmpty { throw src.error(at, "$\(step).\(field): references are for the steps of a sequence") }
+            throw src.error(at, "$\(step).\(field): no earlier step named '\(step)' (steps: \(earlierSteps.keys.sorted().joined(separator: ", ")))")
+        }
+        guard let f = Fields.all[field] else { throw src.error(at, "$\(step).\(field): unknown field '\(field)'\(Self.suggestion(field))") }
+        return Reference(index: index, getter: f.getter)
+    }
+
+    private func comparison(_ field: Token, _ op: Token, _ values: [Condition.Value], _ src: ConditionSource) throws -> Predicate {
+        guard let f = Fields.all[field.text] else {
+            if macros[field.text] != nil { throw src.error(field, "'\(field.text)' is a macro, not a field: it cannot be compared") }
+            throw src.error(field, "unknown field '\(field.text)'\(Self.suggestion(field.text))")
+        }
+        if op.text == "exists" {
+            switch f.getter {
+            case .text(let g): return { e, w, _ in g(e, w) != nil }
+            case .number(let g): return { e, w, _ in g(e, w) != nil }
+            case .flag(let g): return { e, w, _ in g(e, w) != nil }
+            case .texts(let g): return { e, w, _ in g(e, w) != nil }
+            }
+        }
+        switch f.getter {
+        case .text(let g):
+            return try textComparison(g, field, op, try textValues(values, op: op, src), src)
+        case .texts(let g):
+            let vs = try textValues(values, op: op, src)
+            switch op.text {
+            case "contains", "in":
+                if vs.allSatisfy({ $0.1 == nil }) {
+                    let set = Set(vs.compactMap(\.0))
+                    return { e, w, _ in g(e, w)?.contains(where: set.contains) == true }
+                }
+                return { e, w, b in
+                    guard let list = g(e, w) else { return false }
+                    let want = vs.compactMap { $0.0 ?? $0.1!.text(e, b, w) }
+                    return list.contains(where: want.contains)
+                }
+            case "startswith", "endswith", "glob", "icontains":
+                // Any element matching: evaluate the text comparison on each element.
+                let test = try elementTest(op, vs, field, src)
+                return { e, w, b in g(e, w)?.contains(where: { test($0, e, w, b) }) == true }
+            default:
+                throw src.error(op, "\(field.text) is a list of text: use contains, in, startswith, endswith, icontains or glob")
+            }
+        case .number(let g):
+            var literals: [Double] = [], refs: [Reference] = []
+            for v in values {
+                switch v {
+                case .literal(let t):
+                    if op.text == "in", let items = lists[t.text] {
+                        for item in items {
+                            guard let d = Double(item) else { throw src.error(t, "list '\(t.text)' holds '\(item)', not a number: \(field.text) is a number") }
+                            literals.append(d)
+                        }
+                    } else {
+                        guard let d = Double(t.text) else { throw src.error(t, "'\(t.text)' is not a number: \(field.text) is a number") }
+                        literals.append(d)
+                    }
+                case .reference(let step, let name, let at):
+                    let r = try reference(step, name, at, src)
+                    guard case .number = r.getter else { throw src.error(at, "$\(step).\(name) is \(r.getter.typeName): \(field.text) is a number") }
+                    refs.append(r)
+                }
+            }
+            let cmp: (Double, Double) -> Bool
+            switch op.text {
+            case "=", "in": cmp = (==)
+            case "!=": cmp = (!=)
+            case "<": cmp = (<)
+            case "<=": cmp = (<=)
+            case ">": cmp = (>)
+            case ">=": cmp = (>=)
+            default: throw src.error(op, "\(field.text) is a number: compare it with = != < <= > >= or in")
+            }
+            if op.text != "in", values.count != 1 { throw src.error(op, "\(op.text) takes one value") }
+            if refs.isEmpty {
+                if literals.count == 1 {
+                    let c = literals[0]
+                    return { e, w, _ in g(e, w).map { cmp($0, c) } == true }
+                }
+                let set = Set(literals)
+                return { e, w, _ in g(e, w).map(set.contains) == true }
+            }
+            return { e, w, b in
+                guard let x = g(e, w) else { return false }
+                if literals.contains(where: { cmp(x, $0) }) { return true }
+                return refs.contains { r in r.number(e, b, w).map { cmp(x, $0) } == true }
+            }
+        case .flag(let g):
+            guard op.text == "=" || op.text == "!=", values.count == 1 else {
+                throw src.error(op, "\(field.text) is yes/no: use \(field.text), not \(field.text), or \(field.text) = true|false")
+            }
+            let want: Bool
+            switch values[0] {
+            case .literal(let t):
+                guard t.text == "true" || t.text == "false" else { throw src.error(t, "'\(t.text)': \(field.text) is yes/no (true or false)") }
+                want = t.text == "true"
+            case .reference(_, _, let at):
+                throw src.error(at, "\(field.text) is yes/no: compare it with true or false")
+            }
+            let equal = op.text == "="
+            return { e, w, _ in g(e, w).map { ($0 == want) == equal } == true }
+        }
+    }
+
+    /// A test of one text against the comparison's values (for list elements).
+    private func elementTest(_ op: Token, _ vs: [(String?, Reference?)], _ field: Token, _ src: ConditionSource)
+        throws -> (String, RuleEvent, RuleWorld, [RuleEvent]) -> Bool {
+        let match = try Self.textMatcher(op, field, src)
+        return { x, e, w, b in vs.contains { v in (v.0 ?? v.1!.text(e, b, w)).map { match(x, $0) } == true } }
+    }
+
+    static func textMatcher(_ op: Token, _ field: Token, _ src: ConditionSource) throws -> (String, String) -> Bool {
+        switch op.text {
+        case "=", "in": return (==)
+        case "!=": return (!=)
+        case "contains": return { $0.contains($1) }
+        case "icontains": return { $0.lowercased().contains($1.lowercased()) }
+        case "startswith": return { $0.hasPrefix($1) }
+        case "endswith": return { $0.hasSuffix($1) }
+        case "glob": return { Glob.matches($0, pattern: $1) }
+        default: throw src.error(op, "\(field.text) is text: compare it with = != in contains icontains startswith endswith glob exists, not \(op.text)")
+        }
+    }
+
+    private func textComparison(_ g: @escaping (RuleEvent, RuleWorld) -> String?, _ field: Token, _ op: Token,
+                                _ vs: [(String?, Reference?)], _ src: ConditionSource) throws -> Predicate {
+        let match = try Self.textMatcher(op, field, src)
+        if op.text != "in", vs.count != 1 { throw src.error(op, "\(op.text) takes one value") }
+        if vs.allSatisfy({ $0.1 == nil }) {
+            let constants = vs.compactMap(\.0)
+            if op.text == "in" {
+                let set = Set(constants)
+                return { e, w, _ in g(e, w).map(set.contains) == true }
+            }
+            let c = constants[0]
+            switch op.text {
+            case "=": return { e, w, _ in g(e, w) == c }
+            case "!=": return { e, w, _ in g(e, w).map { $0 != c } == true }
+            case "startswith": return { e, w, _ in g(e, w)?.hasPrefix(c) == true }
+            case "endswith": return { e, w, _ in g(e, w)?.hasSuffix(c) == true }
+            default: return { e, w, _ in g(e, w).map { match($0, c) } == true }
+            }
+        }
+        return { e, w, b in
+            guard let x = g(e, w) else { return false }
+            return vs.contains { v in (v.0 ?? v.1!.text(e, b, w)).map { match(x, $0) } == true }
+        }
+    }
+
+    /// The event kinds a condition can match (nil: any), for dispatching events only to the
+    /// rules that may match them.
+    func kinds(_ c: Condition, expanding: [String] = []) -> Set<String>? {
+        switch c {
+        case .and(let a, let b):
+            switch (kinds(a, expanding: expanding), kinds(b, expanding: expanding)) {
+            case (nil, nil): return nil
+            case (let x?, nil): return x
+            case (nil, let y?): return y
+            case (let x?, let y?): return x.intersection(y)
+            }
+        case .or(let a, let b):
+            guard let x = kinds(a, expanding: expanding), let y = kinds(b, expanding: expanding) else { return nil }
+            return x.union(y)
+        case .comparison(let f, let op, let values) where f.text == "ev" && (op.text == "=" || op.text == "in"):
+            var out: Set<String> = []
+            for v in values {
+                guard case .literal(let t) = v else { return nil }
+                if op.text == "in", let items = lists[t.text] { out.formUnion(items) } else { out.insert(t.text) }
+            }
+            return out
+        case .name(let t):
+            guard let m = macros[t.text], !expanding.contains(t.text) else { return nil }
+            return kinds(m.tree, expanding: expanding + [t.text])
+        default:
+            return nil
+        }
+    }
+}
+
+/// Shell-style patterns: `*` any run of characters (`/` too), `?` one character.
+enum Glob {
+    static func matches(_ text: String, pattern: String) -> Bool {
+        let t = Array(text.utf8), p = Array(pattern.utf8)
+        var ti = 0, pi = 0, star = -1, mark = 0
+        while ti < t.count {
+            if pi < p.count, p[pi] == UInt8(ascii: "?") || p[pi] == t[ti] {
+                ti += 1; pi += 1
+            } else if pi < p.count, p[pi] == UInt8(ascii: "*") {
+                star = pi; mark = ti; pi += 1
+            } else if star >= 0 {
+                pi = star + 1; mark += 1; ti = mark
+            } else {
+                return false
+            }
+        }
+        while pi < p.count, p[pi] == UInt8(ascii: "*") { pi += 1 }
+        return pi == p.count
+    }
+}
