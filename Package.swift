@@ -90,7 +90,7 @@ let package = Package(
             name: "KanshiSandbox",
             dependencies: [
                 "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiBlock", "KanshiHistory", "KanshiAnalysis", "KanshiML",
-                "KanshiVMSensor", "KanshiMount", "KanshiExt4", "KanshiTrace", "KanshiMemory",
+                "KanshiVMSensor", "KanshiMount", "KanshiExt4", "KanshiTrace", "KanshiMemory", "KanshiRules",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -141,7 +141,15 @@ let package = Package(
         .testTarget(name: "KanshiMemoryTests", dependencies: ["KanshiMemory", "KanshiSystem"]),
         .testTarget(name: "KanshiExt4Tests", dependencies: ["KanshiExt4", "KanshiSystem"]),
         .testTarget(name: "KanshiAnalysisTests", dependencies: ["KanshiAnalysis", "KanshiML", "KanshiJournal", "KanshiCore", "KanshiTrace", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "KanshiRulesTests", dependencies: ["KanshiRules", "KanshiTrace", "KanshiJournal", "KanshiCore"]),
+        .testTarget(
+            name: "KanshiRulesTests",
+            dependencies: [
+                "KanshiRules", "KanshiTrace", "KanshiJournal", "KanshiCore", "KanshiSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
             name: "KanshiBlockTests",

@@ -3,6 +3,8 @@
 public enum BuiltinRules {
     public static let yaml = #"""
     # Kanshi's built-in rules. Fields: kanshi rules fields. Format: README, "Rules".
+    # Actions: the ransomware rules pause the sandbox's guest and roll its disk back, and under
+    # kanshi trace kill the process tree; the others alert only.
 
     - list: package_managers
       items: [dpkg, apt, apt-get, aptitude, rpm, dnf, yum, pip, pip3, snapd, unattended-upgr, flatpak]
@@ -73,7 +75,7 @@ public enum BuiltinRules {
       severity: critical
       tags: [attack.impact, attack.t1486]
       output: "%proc.name (pid %pid, tree %proc.tree) overwrote %count files in %window with encrypted-looking data; the last: %path"
-      actions: [alert]
+      actions: [alert, pause, rollback, kill]
 
     - rule: file-copied-then-deleted
       desc: A file read, a new file written under its name plus an extension (random-looking where measured), then the original deleted.
@@ -110,6 +112,7 @@ public enum BuiltinRules {
       severity: critical
       tags: [attack.impact, attack.t1486, attack.t1485]
       output: "%proc.name (pid %pid, tree %proc.tree) wrote copies of %count files under a new extension and deleted the originals in %window; the last: %path"
+      actions: [alert, pause, rollback, kill]
 
     - rule: ransomware-mass-rename
       desc: One process tree renamed many files to their own name plus a new extension (a.docx -> a.docx.locked).
@@ -124,6 +127,7 @@ public enum BuiltinRules {
       severity: critical
       tags: [attack.impact, attack.t1486]
       output: "%proc.name (pid %pid, tree %proc.tree) renamed %count files to a new extension in %window; the last: %path -> %path2"
+      actions: [alert, pause, rollback, kill]
 
     # --- Exfiltration -------------------------------------------------------------------------
 

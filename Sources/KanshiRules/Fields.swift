@@ -101,6 +101,9 @@ public final class RuleWorld {
     }
 
     func argv(_ pid: Int32) -> [String]? { activity.processes[pid]?.argv }
+
+    /// The process tree `pid` belongs to (rooted as `proc.tree` is), root first.
+    public func tree(of pid: Int32) -> [Int32] { activity.tree(of: activity.blameRoot(of: pid)) }
     func name(_ pid: Int32) -> String? { argv(pid)?.first.map(Self.baseName) }
     func parent(_ pid: Int32) -> Int32? { activity.processes[pid]?.parent }
 

@@ -1,4 +1,5 @@
 import Foundation
+import KanshiJournal
 import KanshiSystem
 import KanshiTrace
 
@@ -31,12 +32,26 @@ public final class AlertFanout: @unchecked Sendable {
     }
 }
 
-/// Rules beside a sensor that writes a behaviour log (`kanshi trace`, the VM sensor): a thread
-/// follows the log as it is written and feeds the engine, so live alerts are those `kanshi rules
-/// check` gives on the finished log. Each alert goes to the sinks, then to `act` for its actions.
+/// What a live rule watch follows.
+public enum RuleSource: Sendable {
+    /// A behaviour log being written (`kanshi trace`, the VM sensor).
+    case log(String)
+    /// A journal being written (block records and notes).
+    case journal(String)
+
+    public var path: String {
+        switch self {
+        case .log(let p), .journal(let p): p
+        }
+    }
+}
+
+/// Rules beside a sensor: a thread follows its behaviour log or journal as it is written and
+/// feeds the engine, so live alerts are those `kanshi rules check` gives on the finished log or
+/// journal. Each alert goes to the sinks, then to `act` for its actions.
 public final class RuleWatch: @unchecked Sendable {
     public let engine: RuleEngine
-    public let log: String
+    public let source: RuleSource
     public let pollMs: Int
     private let fanout: AlertFanout
     private let act: (RuleAlert) -> Void
@@ -46,21 +61,25 @@ public final class RuleWatch: @unchecked Sendable {
     private var failureText: String?
     private let ended = DispatchSemaphore(value: 0)
 
-    public init(engine: RuleEngine, log: String, fanout: AlertFanout, pollMs: Int = 50, act: @escaping (RuleAlert) -> Void = { _ in }) {
+    public init(engine: RuleEngine, source: RuleSource, fanout: AlertFanout, pollMs: Int = 50, act: @escaping (RuleAlert) -> Void = { _ in }) {
         self.engine = engine
-        self.log = log
+        self.source = source
         self.fanout = fanout
         self.pollMs = pollMs
         self.act = act
     }
 
+    public convenience init(engine: RuleEngine, log: String, fanout: AlertFanout, pollMs: Int = 50, act: @escaping (RuleAlert) -> Void = { _ in }) {
+        self.init(engine: engine, source: .log(log), fanout: fanout, pollMs: pollMs, act: act)
+    }
+
     public func start() {
         Thread { [self] in
-            let tail = BehaviourLogTail(path: log)
             do {
+                let poll = try poller()
                 while true {
                     let last = lock.withLock { done }
-                    try tail.poll { e in
+                    try poll { e in
                         for a in engine.add(e) {
                             fanout.send(a)
                             lock.withLock { alertsSeen.append(a) }
@@ -77,14 +96,35 @@ public final class RuleWatch: @unchecked Sendable {
         }.start()
     }
 
-    /// Reads the log to its end one last time, stops, and returns every alert raised.
+    /// A function that hands over the events written since its last call.
+    private func poller() throws -> ((RuleEvent) throws -> Void) throws -> Void {
+        switch source {
+        case .log(let path):
+            let tail = BehaviourLogTail(path: path)
+            return { body in try tail.poll { try body(RuleEvent($0)) } }
+        case .journal(let path):
+            var tail: JournalTail?
+            return { body in
+                if tail == nil {
+                    guard FileManager.default.fileExists(atPath: path) else { return }
+                    tail = try JournalTail(directory: path)
+                }
+                _ = try tail?.poll { r in if let e = try RuleRun.event(r) { try body(e) } }
+            }
+        }
+    }
+
+    /// Reads the source to its end one last time, stops, and returns every alert raised (the
+    /// sinks stay open: their owner closes them).
     @discardableResult
     public func finish() -> [RuleAlert] {
         lock.withLock { done = true }
         ended.wait()
-        fanout.close()
         return lock.withLock { alertsSeen }
     }
+
+    /// Alerts raised so far.
+    public var alerts: [RuleAlert] { lock.withLock { alertsSeen } }
 
     /// Why the watch stopped early, if it did.
     public var failure: String? { lock.withLock { failureText } }

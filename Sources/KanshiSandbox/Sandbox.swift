@@ -7,6 +7,7 @@ import KanshiHistory
 import KanshiJournal
 import KanshiML
 import KanshiMemory
+import KanshiRules
 import KanshiSystem
 import KanshiTrace
 import KanshiVMSensor
@@ -59,6 +60,12 @@ public final class Sandbox: @unchecked Sendable {
         /// Guest processes whose pages go into the journal while they run (`MemoryWatch`).
         public var memoryWatch: [MemoryWatch.Target] = []
         public var memoryWatchIntervalMs = 1000
+        /// Rules run live on the VM sensor's behaviour log and on the journal as they are written
+        /// (`kanshi rules check` gives the same alerts on them afterwards). An alert goes to
+        /// `ruleSinks`; a rule with the pause action pauses the guest and ends the run, with the
+        /// rollback action the disk is rolled back too.
+        public var rules: RuleSet?
+        public var ruleSinks: AlertFanout?
         /// Told once the guest runs with its RAM shared: where other processes find it.
         public var sharing: (@Sendable (RunningSandbox) -> Void)?
         public init(guest: GuestImage, disk: String, journal: String, command: String) {
@@ -126,6 +133,11 @@ public final class Sandbox: @unchecked Sendable {
         public var memoryDumpFailure: String?
         /// With `memoryWatch`: what the watch did.
         public var memoryWatch: MemoryWatch.Stats?
+        /// With `rules`: every alert, the one that stopped the run (pause or rollback action), and
+        /// why a rule watch stopped early.
+        public var ruleAlerts: [RuleAlert] = []
+        public var ruleStop: RuleAlert?
+        public var ruleFailures: [String] = []
     }
 
     let config: Config
@@ -246,6 +258,17 @@ public final class Sandbox: @unchecked Sendable {
             }
         }
 
+        var ruleWatches: [RuleWatch] = []
+        if let rules = config.rules {
+            let fanout = config.ruleSinks ?? AlertFanout([], report: { _ in })
+            let sources: [RuleSource] = (config.vmSensor.map { [.log($0.logPath)] } ?? []) + [.journal(config.journal)]
+            for source in sources {
+                let engine = RuleEngine(rules, world: RuleWorld(protected: config.vmSensor?.behaviour.protect ?? []))
+                let w = RuleWatch(engine: engine, source: source, fanout: fanout) { [self] alert in self.ruleAlert(alert, guest: guest) }
+                w.start()
+                ruleWatches.append(w)
+            }
+        }
         // Each detector's thread signals `detectorDone` when it returns.
         let detectorDone = DispatchSemaphore(value: 0)
         var detectors = 0
@@ -292,7 +315,9 @@ public final class Sandbox: @unchecked Sendable {
             // them) and the sensor's log is complete.
             if config.undo == .process { stopGuestAndSensor() }
         }
-        if alert, config.rollback, let seq = withState({ jobStartSequence }) {
+        // A rule that stopped the run rolls back only when it asks to.
+        let rollbackWanted = withState { result.ruleStop.map { $0.actions.contains(.rollback) } ?? config.rollback }
+        if alert, rollbackWanted, let seq = withState({ jobStartSequence }) {
             var undone = false
             if config.undo == .process {
                 do { undone = try undoCulprit(disk: disk, jobStart: seq) } catch {
@@ -307,6 +332,11 @@ public final class Sandbox: @unchecked Sendable {
             }
         }
         stopGuestAndSensor()
+        for w in ruleWatches {
+            w.finish()
+            if let f = w.failure { withState { result.ruleFailures.append("\(w.source.path): \(f)") } }
+        }
+        if !ruleWatches.isEmpty { (config.ruleSinks)?.close() }
         if let watch {
             let stats = watch.stop()
             withState { result.memoryWatch = stats }
@@ -539,6 +569,18 @@ public final class Sandbox: @unchecked Sendable {
             }
         } catch {
             detectorFailed("the process detector stopped: \(error)")
+        }
+    }
+
+    /// A rule's alert during the run: kept; with pause or rollback, the guest pauses and the run ends.
+    private func ruleAlert(_ alert: RuleAlert, guest: QEMUGuest) {
+        withState { result.ruleAlerts.append(alert) }
+        guard alert.actions.contains(.pause) || alert.actions.contains(.rollback) else { return }
+        try? guest.pause()
+        withState {
+            guard !alerted else { return }
+            alerted = true
+            result.ruleStop = alert
         }
     }
 

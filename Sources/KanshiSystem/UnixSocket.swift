@@ -107,3 +107,45 @@ public final class UnixConnection: @unchecked Sendable {
 
     deinit { close() }
 }
+
+/// A Unix datagram socket bound at a path (removed when closed): what a local log daemon
+/// listens on, e.g. /dev/log.
+public final class DatagramReceiver: @unchecked Sendable {
+    // SAFETY: the descriptor is set once; `close` is idempotent and called by the owner.
+    private var fd: Int32
+    public let path: String
+
+    public init(path: String) throws(SystemError) {
+        let fd = try syscall("socket", path) { socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        self.fd = fd
+        self.path = path
+        do {
+            var addr = try UnixListener.address(path)
+            try syscall("bind", path) {
+                withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// One datagram as text, waiting up to `timeoutMs`; nil on time-out.
+    public func receive(timeoutMs: Int32) throws(SystemError) -> String? {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let n = try syscall("poll", path) { poll(&p, 1, timeoutMs) }
+        if n == 0 { return nil }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let got = try syscall("recv", path) { buffer.withUnsafeMutableBytes { Int32(recv(fd, $0.baseAddress, $0.count, 0)) } }
+        return String(decoding: buffer.prefix(Int(got)), as: UTF8.self)
+    }
+
+    public func close() {
+        guard fd >= 0 else { return }
+        Glibc.close(fd)
+        fd = -1
+        unlink(path)
+    }
+
+    deinit { close() }
+}

@@ -21,9 +21,12 @@ struct RulesFileOption: ParsableArguments {
     @Option(help: ArgumentHelp("Rules file (YAML); default: the built-in set.", valueName: "file"))
     var rules: String?
 
-    func load() throws -> RuleSet {
+    func load() throws -> RuleSet { try Self.load(rules) }
+
+    /// A rules file, or the built-in set for nil; a bad file is refused with FILE:LINE:COLUMN.
+    static func load(_ path: String?) throws -> RuleSet {
         do {
-            return try rules.map { try RuleSet.load(path: $0) } ?? RuleSet.builtin()
+            return try path.map { try RuleSet.load(path: $0) } ?? RuleSet.builtin()
         } catch let e as RuleError {
             throw CLIError("\(e)")
         }
@@ -39,8 +42,9 @@ struct AlertSinkOptions: ParsableArguments {
     @Flag(help: "Send each alert to the system log as well (facility user; level from the severity).")
     var syslog = false
 
-    func sinks(standardOutput: Bool) throws -> AlertFanout {
+    func sinks(standardOutput: Bool, standardError: Bool = false) throws -> AlertFanout {
         var s: [AlertSink] = standardOutput ? [StreamSink()] : []
+        if standardError { s.append(StreamSink(.standardError, name: "standard error")) }
         do {
             if let alerts { s.append(try FileSink(path: alerts)) }
             if let webhook { s.append(try WebhookSink(url: webhook)) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KanshiML
 import KanshiMemory
+import KanshiRules
 import KanshiSandbox
 import KanshiSystem
 import KanshiTrace
@@ -76,6 +77,10 @@ struct SandboxRun: AsyncParsableCommand {
 
     @Flag(help: "On an alert, only pause and stop the VM; do not roll the disk back.")
     var noRollback = false
+
+    @Option(help: ArgumentHelp("Rules (a file, or builtin) run live on the VM sensor's log and the journal; alerts as JSON lines on standard error (and --alerts, --webhook, --syslog). A rule with the pause action pauses the guest and ends the run; with rollback the disk is rolled back. Turns the VM sensor on (its log beside the disk unless --trace).", valueName: "file|builtin"))
+    var rules: String?
+    @OptionGroup var alertSinks: AlertSinkOptions
 
     @Option(help: "Process model (kanshi behaviour train; needs the VM sensor, --trace): it names the process tree doing ransomware-like damage and raises the alert; --model then only watches and its first alert is reported beside it.")
     var processModel: String?
@@ -230,7 +235,11 @@ struct SandboxRun: AsyncParsableCommand {
         config.memoryWatch = memoryWatch.map(MemoryWatch.Target.init)
         config.memoryWatchIntervalMs = memoryInterval
         config.sharing = { r in Output.error("sandbox: the guest's RAM is shared at \(r.ram) (kanshi sandbox ps|memory|dump --ram \(r.ram))") }
-        if trace != nil || !protect.isEmpty {
+        if let rules {
+            config.rules = try RulesFileOption.load(rules == "builtin" ? nil : rules)
+            config.ruleSinks = try alertSinks.sinks(standardOutput: false, standardError: !json)
+        }
+        if trace != nil || !protect.isEmpty || rules != nil {
             if accel == "kvm" {
                 if !protect.isEmpty { throw CLIError("sandbox: --protect needs the VM sensor, which needs TCG (its QEMU plugin hooks translated code): drop --accel kvm") }
                 Output.error("sandbox: the VM sensor needs TCG (its QEMU plugin hooks translated code); with --accel kvm the guest runs without it: no behaviour log, no managed set")
@@ -265,7 +274,7 @@ struct SandboxRun: AsyncParsableCommand {
             if !quiet && !json { Output.error(VMSensorReport.text(vm, log: s.logPath, managedSet: s.managedSetPath)) }
             if let e = vm.error { throw CLIError("sandbox: VM sensor: \(e)") }
         }
-        if result.detection != nil { throw ExitCode(3) }
+        if result.detection != nil || result.ruleStop != nil { throw ExitCode(3) }
         if result.interrupted { throw ExitCode(130) }
         if result.timedOut { throw ExitCode(124) }
         guard let status = result.exitStatus else { throw ExitCode(125) }
@@ -344,6 +353,12 @@ struct SandboxRun: AsyncParsableCommand {
             o["memoryWatch"] = m
         }
         if let f = r.ramNotShared { o["ramNotShared"] = f }
+        if !r.ruleAlerts.isEmpty || r.ruleStop != nil || !r.ruleFailures.isEmpty {
+            var rules: [String: Any] = ["alerts": r.ruleAlerts.compactMap { try? JSONSerialization.jsonObject(with: Data($0.json.utf8)) }]
+            if let s = r.ruleStop { rules["stoppedBy"] = s.rule }
+            if !r.ruleFailures.isEmpty { rules["failures"] = r.ruleFailures }
+            o["rules"] = rules
+        }
         if json {
             if let text = try? Output.json(o) { Output.line(text) }
             return
@@ -354,6 +369,12 @@ struct SandboxRun: AsyncParsableCommand {
         } else if let d = r.detection {
             Output.error("sandbox: ALERT at \(Output.time(d.alertNs)): ransomware-like activity (p=\(String(format: "%.2f", d.probability))), \(d.delayNs.map { String(format: "%.2f s", Double($0) / 1e9) + " after the first write" } ?? "before any write"), \(Output.bytes(d.bytesWrittenBeforeAlert)) written before it")
         }
+        if !r.ruleAlerts.isEmpty {
+            let by = Dictionary(grouping: r.ruleAlerts, by: { $0.rule }).mapValues { $0.count }
+            Output.error("sandbox: rules: \(r.ruleAlerts.count) alert(s): \(by.keys.sorted().map { "\($0) \(by[$0]!)" }.joined(separator: ", "))")
+        }
+        if let s = r.ruleStop { Output.error("sandbox: rule \(s.rule) (\(s.severity.rawValue)) paused the guest at \(Output.time(s.time)): \(s.output)") }
+        for f in r.ruleFailures { Output.error("sandbox: WARNING: rules stopped early on \(f)") }
         if let d = r.diskDetection {
             Output.error("sandbox: the disk detector (watching only) would have alerted at \(Output.time(d.alertNs)) (p=\(String(format: "%.2f", d.probability)))")
         }

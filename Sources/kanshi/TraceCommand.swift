@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import KanshiML
+import KanshiRules
+import KanshiSystem
 import KanshiTrace
 
 struct Trace: ParsableCommand {
@@ -11,9 +13,13 @@ struct Trace: ParsableCommand {
               kanshi trace --log run.jsonl -- make
               kanshi trace --protect /srv/secret --log run.jsonl -- python3 job.py
               kanshi trace --pid 1234 --log attached.jsonl
+              kanshi trace --rules builtin --alerts alerts.jsonl -- ./installer.sh
             The behaviour log is JSON lines (fields in README.md, "Syscall sensor"); the managed set \
             is saved beside it as LOG.managed.json and loaded again by the next run with the same log. \
-            A summary is printed to standard error at the end. x86_64 Linux only; needs ptrace.
+            A summary is printed to standard error at the end. x86_64 Linux only; needs ptrace. \
+            With --rules, rules follow the log as it is written (the same alerts kanshi rules check gives \
+            on the finished log): alerts go to standard error as JSON lines (and --alerts, --webhook, \
+            --syslog); a rule with the kill action kills the process, or its tree for rules keyed by tree.
             """)
 
     @Option(name: .long, help: "A confidential file or directory (repeatable). Readers become managed.")
@@ -38,6 +44,9 @@ struct Trace: ParsableCommand {
     var processModel: String?
     @Option(name: .long, help: "With --process-model: only files under this directory count (default: all).")
     var watch: String = "/"
+    @Option(name: .long, help: ArgumentHelp("Rules to run live on the log: a rules file, or builtin for the built-in set.", valueName: "file|builtin"))
+    var rules: String?
+    @OptionGroup var alertSinks: AlertSinkOptions
     @OptionGroup var global: GlobalOptions
     @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
     var command: [String] = []
@@ -82,6 +91,18 @@ struct Trace: ParsableCommand {
             do { return try ProcessGuardian(model: m, log: log, under: ManagedSet.normalize(watch)) } catch { throw CLIError("\(error)") }
         }
         guardian?.start()
+        let fanout = try rules.map { _ in try alertSinks.sinks(standardOutput: false, standardError: true) }
+        let ruleWatch = try rules.map { r -> RuleWatch in
+            let set = try RulesFileOption.load(r == "builtin" ? nil : r)
+            let engine = RuleEngine(set, world: RuleWorld(protected: options.protect))
+            return RuleWatch(engine: engine, log: log, fanout: fanout!) { alert in
+                guard alert.actions.contains(.kill), let pid = alert.pid else { return }
+                let victims = alert.key["proc.tree"] != nil ? engine.world.tree(of: pid) : [pid]
+                let killed = victims.filter { Host.killProcess($0) }
+                Output.error("trace: rule \(alert.rule) killed \(killed.map(String.init).joined(separator: " "))")
+            }
+        }
+        ruleWatch?.start()
         // Ctrl-C reaches the traced program (same process group); kanshi stays to finish the log.
         signal(SIGINT, SIG_IGN)
         let result: TraceResult
@@ -90,15 +111,24 @@ struct Trace: ParsableCommand {
         } catch {
             guardian?.finish()
             eventLog.close()
+            ruleWatch?.finish()
+            fanout?.close()
             throw CLIError("\(error)")
         }
         let alert = guardian?.finish()
         let writeErr = eventLog.close()
+        let ruleAlerts = ruleWatch?.finish() ?? []
+        fanout?.close()
         do { try result.managed.save(path: setPath) } catch { throw CLIError("\(error)") }
         if !quiet { Output.error(result.summary.text + "log: \(log)  managed set: \(setPath)") }
         if let summary { try result.summary.text.write(toFile: summary, atomically: true, encoding: .utf8) }
         if writeErr != 0 { throw CLIError("writing the log \(log) failed: \(String(cString: strerror(writeErr))) (errno \(writeErr))") }
         if let failure = guardian?.failure { Output.error("trace: WARNING: the process detector stopped: \(failure)") }
+        if let failure = ruleWatch?.failure { Output.error("trace: WARNING: the rules stopped: \(failure)") }
+        if let ruleWatch, !quiet {
+            let by = Dictionary(grouping: ruleAlerts, by: { $0.rule }).mapValues { $0.count }
+            Output.error("trace: rules: \(ruleAlerts.count) alert(s)\(by.isEmpty ? "" : ": " + by.keys.sorted().map { "\($0) \(by[$0]!)" }.joined(separator: ", ")) on \(ruleWatch.engine.stats.events) events")
+        }
         if let a = alert {
             Output.error("trace: ALERT: pid \(a.alert.root) (\(a.alert.argv.joined(separator: " "))) behaves like ransomware (p=\(String(format: "%.2f", a.alert.probability))): \(a.alert.destroyed) files that were there before it destroyed; killed its tree: \(a.killed.map(String.init).joined(separator: " "))")
             throw ExitCode(3)

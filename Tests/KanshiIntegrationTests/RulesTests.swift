@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+
+/// The built-in rules on the workloads: every simulated ransomware caught, no benign workload
+/// alerted on, under `kanshi trace` on the host and in the sandbox.
+struct RulesWorkloadTests {
+    static let ransomware = ["inplace", "copy-delete", "rename", "partial", "slow"]
+    static let benign = ["compress", "encrypt-one", "secure-delete", "database", "build", "copy-tree", "edit", "package-install", "save-big"]
+
+    static func alerts(_ path: String) -> [[String: Any]] {
+        ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n")
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    @Test(.timeLimit(.minutes(10)))
+    func onTheHostUnderTraceEveryRansomwareIsCaughtAndKilledAndNoBenignWorkloadAlerts() throws {
+        let s = Scratch("rules-host")
+        let corpus = s.file("corpus")
+        let b = try run([Paths.kanshi, "corpus", "build", "--dir", corpus, "--seed", "4", "--size-mib", "16"])
+        #expect(b.ok, "\(b.stderr)")
+        for w in Self.ransomware + Self.benign {
+            let dir = s.file("run-\(w)")
+            let cp = try run(["cp", "-a", corpus, dir])
+            #expect(cp.ok, "\(cp.stderr)")
+            let log = s.file("\(w).jsonl"), alerts = s.file("\(w).alerts.jsonl")
+            let r = try run([Paths.kanshi, "trace", "--quiet", "--rules", "builtin", "--alerts", alerts, "--log", log,
+                             "--", Paths.kanshi, "workload", w, "--dir", dir, "--seed", "2", "--rate-mib", "8"], timeout: 240)
+            let got = Self.alerts(alerts)
+            if Self.ransomware.contains(w) {
+                let rules = Set(got.compactMap { $0["rule"] as? String })
+                #expect(rules.contains { $0.hasPrefix("ransomware-") }, "\(w): \(rules) \(r.stderr.suffix(800))")
+                // The kill action: the workload did not finish its corpus.
+                #expect(r.stderr.contains("killed"), "\(w): \(r.stderr.suffix(800))")
+                // Offline on the finished log: the same alerts.
+                let check = try run([Paths.kanshi, "rules", "check", "--log", log, "--quiet"])
+                #expect(check.status == 3, "\(w): \(check.stderr)")
+                let offline = check.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+                #expect(offline.map { $0["rule"] as? String } == got.map { $0["rule"] as? String }, "\(w)")
+                #expect(offline.map { ($0["evidence"] as? [[String: Any]])?.count } == got.map { ($0["evidence"] as? [[String: Any]])?.count })
+            } else {
+                #expect(r.ok, "\(w): status \(r.status) \(r.stderr.suffix(800))")
+                #expect(got.isEmpty, "\(w): \(got.map { $0["output"] ?? "" })")
+            }
+        }
+    }
+
+    @Test(.enabled(if: SandboxTests.peers, "needs qemu-system-x86 and e2fsprogs"), .timeLimit(.minutes(15)))
+    func inTheSandboxEveryRansomwareIsCaughtAndPausedAndNoBenignWorkloadAlerts() throws {
+        let s = Scratch("rules-sandbox")
+        let sandbox = s.file("sandbox")
+        let b = try run([Paths.kanshi, "sandbox", "build", "--dir", sandbox, "--corpus-mib", "8", "--disk-mib", "64"], timeout: 600)
+        #expect(b.ok, "\(b.stderr.suffix(1500))")
+        for w in Self.ransomware + Self.benign {
+            let disk = s.file("\(w).img")
+            #expect(try run(["cp", "--sparse=always", sandbox + "/victim.img", disk]).ok)
+            let alerts = s.file("\(w).alerts.jsonl")
+            let r = try run([Paths.kanshi, "sandbox", "run", "--dir", sandbox, "--disk", disk, "--rules", "builtin", "--alerts", alerts,
+                             "--trace", s.file("\(w).jsonl"), "--",
+                             "kanshi", "workload", w, "--dir", "/mnt/corpus", "--seed", "2", "--rate-mib", "8"], timeout: 300)
+            let got = Self.alerts(alerts)
+            if Self.ransomware.contains(w) {
+                #expect(r.status == 3, "\(w): status \(r.status) \(r.stderr.suffix(1500))")
+                #expect(r.stderr.contains("paused the guest"), "\(w): \(r.stderr.suffix(1500))")
+                #expect(got.contains { ($0["rule"] as? String ?? "").hasPrefix("ransomware-") }, "\(w): \(got)")
+            } else {
+                #expect(r.ok, "\(w): status \(r.status) \(r.stderr.suffix(1500))")
+                #expect(got.isEmpty, "\(w): \(got.map { $0["output"] ?? "" })")
+            }
+        }
+    }
+
+    @Test func aBadRulesFileIsRefusedBeforeAnythingRuns() throws {
+        let s = Scratch("rules-bad")
+        let rules = s.file("bad.yaml")
+        try "- rule: x\n  condition: ev = open and pth = /etc\n".write(toFile: rules, atomically: true, encoding: .utf8)
+        let marker = s.file("ran")
+        let r = try run([Paths.kanshi, "trace", "--quiet", "--rules", rules, "--log", s.file("t.jsonl"), "--", "touch", marker])
+        #expect(r.status == 1 && r.stderr.contains("\(rules):2:28: unknown field 'pth'"), "\(r.status) \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: marker))
+        let v = try run([Paths.kanshi, "rules", "validate", rules])
+        #expect(v.status == 1 && v.stderr.contains("\(rules):2:28:"), "\(v.stderr)")
+        let c = try run([Paths.kanshi, "rules", "check", "--rules", rules, "--log", s.file("t.jsonl")])
+        #expect(c.status == 1 && c.stderr.contains("\(rules):2:28:"), "\(c.stderr)")
+        let neither = try run([Paths.kanshi, "rules", "check"])
+        #expect(neither.status == 64 && neither.stderr.contains("give --log FILE or --journal DIR"), "\(neither.stderr)")
+    }
+}
