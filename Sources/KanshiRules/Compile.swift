@@ -50,9 +50,25 @@ struct ConditionCompiler {
         }
     }
 
+    /// The fields a misspelt name may have meant (at most two edits away), or where to look.
     static func suggestion(_ name: String) -> String {
-        let close = Fields.all.keys.filter { $0.hasPrefix(name.prefix(3)) || name.hasPrefix($0) }.sorted()
-        return close.isEmpty ? " (kanshi rules fields lists the fields)" : " (fields: \(close.prefix(6).joined(separator: ", ")))"
+        let close = Fields.all.keys.filter { distance($0, name) <= min(2, max(1, name.count / 3)) }.sorted()
+        return close.isEmpty ? " (kanshi rules fields lists the fields)" : " (did you mean \(close.prefix(4).joined(separator: " or "))?)"
+    }
+
+    /// Edit distance (Levenshtein) between two short names.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let x = Array(a), y = Array(b)
+        if x.isEmpty || y.isEmpty { return max(x.count, y.count) }
+        var previous = Array(0...y.count)
+        for i in 1...x.count {
+            var row = [i] + [Int](repeating: 0, count: y.count)
+            for j in 1...y.count {
+                row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (x[i - 1] == y[j - 1] ? 0 : 1))
+            }
+            previous = row
+        }
+        return previous[y.count]
     }
 
     /// Text values of a comparison (references and literals), list names expanded after `in`.
@@ -106,6 +122,16 @@ struct ConditionCompiler {
         guard let f = Fields.all[field.text] else {
             if macros[field.text] != nil { throw src.error(field, "'\(field.text)' is a macro, not a field: it cannot be compared") }
             throw src.error(field, "unknown field '\(field.text)'\(Self.suggestion(field.text))")
+        }
+        // An event kind that does not exist would make the rule never match.
+        if field.text == "ev", op.text == "=" || op.text == "in" {
+            for v in values {
+                guard case .literal(let t) = v else { continue }
+                if op.text == "in", values.count == 1, t.kind == .word, lists[t.text] == nil { continue }  // `in NAME`: not a list, said below
+                for kind in (op.text == "in" ? lists[t.text] ?? [t.text] : [t.text]) where EventKinds.index[kind] == nil {
+                    throw src.error(t, "'\(kind)' is not an event kind (kinds: \(EventKinds.all.joined(separator: ", ")))")
+                }
+            }
         }
         if op.text == "exists" {
             switch f.getter {
@@ -210,7 +236,7 @@ struct ConditionCompiler {
         switch op.text {
         case "=", "in": return (==)
         case "!=": return (!=)
-        case "contains": return { $0.contains($1) }
+        case "contains": return { Text.contains($0, $1) }
         case "icontains": return { $0.lowercased().contains($1.lowercased()) }
         case "startswith": return { $0.hasPrefix($1) }
         case "endswith": return { $0.hasSuffix($1) }
@@ -234,6 +260,7 @@ struct ConditionCompiler {
             case "=": return { e, w, _ in g(e, w) == c }
             case "!=": return { e, w, _ in g(e, w).map { $0 != c } == true }
             case "startswith": return { e, w, _ in g(e, w)?.hasPrefix(c) == true }
+            case "contains": return { e, w, _ in g(e, w).map { Text.contains($0, c) } == true }
             case "endswith": return { e, w, _ in g(e, w)?.hasSuffix(c) == true }
             default: return { e, w, _ in g(e, w).map { match($0, c) } == true }
             }
@@ -277,20 +304,25 @@ struct ConditionCompiler {
 /// Shell-style patterns: `*` any run of characters (`/` too), `?` one character.
 enum Glob {
     static func matches(_ text: String, pattern: String) -> Bool {
-        let t = Array(text.utf8), p = Array(pattern.utf8)
-        var ti = 0, pi = 0, star = -1, mark = 0
+        var text = text, pattern = pattern
+        return text.withUTF8 { t in pattern.withUTF8 { p in match(t, p) } }
+    }
+
+    private static func match(_ t: UnsafeBufferPointer<UInt8>, _ p: UnsafeBufferPointer<UInt8>) -> Bool {
+        let star = UInt8(ascii: "*"), any = UInt8(ascii: "?")
+        var ti = 0, pi = 0, starAt = -1, mark = 0
         while ti < t.count {
-            if pi < p.count, p[pi] == UInt8(ascii: "?") || p[pi] == t[ti] {
+            if pi < p.count, p[pi] == any || p[pi] == t[ti] {
                 ti += 1; pi += 1
-            } else if pi < p.count, p[pi] == UInt8(ascii: "*") {
-                star = pi; mark = ti; pi += 1
-            } else if star >= 0 {
-                pi = star + 1; mark += 1; ti = mark
+            } else if pi < p.count, p[pi] == star {
+                starAt = pi; mark = ti; pi += 1
+            } else if starAt >= 0 {
+                pi = starAt + 1; mark += 1; ti = mark
             } else {
                 return false
             }
         }
-        while pi < p.count, p[pi] == UInt8(ascii: "*") { pi += 1 }
+        while pi < p.count, p[pi] == star { pi += 1 }
         return pi == p.count
     }
 }

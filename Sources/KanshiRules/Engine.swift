@@ -37,8 +37,10 @@ public final class RuleEngine {
     public let limits: Limits
     public private(set) var stats = Stats()
 
-    private var byKind: [String: [Int]] = [:]
-    private var anyKind: [Int] = []
+    /// The rules each event kind goes to (by `EventKinds` number), in rule order.
+    private var byKind: [[Int]]
+    private let shapes: [Rule.Shape]
+    private let silent: [Bool]
     private var sequences: [SequenceState]
     private var counts: [CountState]
 
@@ -50,16 +52,18 @@ public final class RuleEngine {
 
     /// Open sequences of one rule: `waiting[k][key]` waits for step k.
     struct SequenceState {
-        var waiting: [[String: Partial]]
+        var waiting: [[EventKey: Partial]]
         var open = 0
+        /// When expired sequences were last swept out (event time).
+        var lastSweepNs: UInt64 = 0
     }
 
-    struct CountEntry { var time: UInt64; var value: String?; var evidence: [Evidence]; var event: RuleEvent }
+    struct CountEntry { var time: UInt64; var value: String?; var evidence: [Evidence] }
 
     struct CountState {
-        var keys: [String: [CountEntry]] = [:]
+        var keys: [EventKey: [CountEntry]] = [:]
         /// When each key last fired: a key fires at most once per window.
-        var fired: [String: UInt64] = [:]
+        var fired: [EventKey: UInt64] = [:]
     }
 
     public init(_ ruleSet: RuleSet, world: RuleWorld = RuleWorld(), limits: Limits = Limits()) {
@@ -71,14 +75,23 @@ public final class RuleEngine {
             return SequenceState(waiting: [])
         }
         counts = ruleSet.rules.map { _ in CountState() }
+        shapes = ruleSet.rules.map(\.shape)
+        silent = ruleSet.rules.map(\.silent)
+        byKind = Array(repeating: [], count: EventKinds.all.count)
         for (i, r) in ruleSet.rules.enumerated() {
-            if let k = r.kinds { for kind in k { byKind[kind, default: []].append(i) } } else { anyKind.append(i) }
+            let mask = r.kinds.map(EventKinds.mask) ?? .max
+            for k in byKind.indices where mask & (UInt64(1) << UInt64(k)) != 0 { byKind[k].append(i) }
         }
     }
 
+    /// The event being looked at, reused from one behaviour event to the next (a sequence
+    /// that keeps it keeps a copy).
+    private let scratch = RuleEvent(TraceEvent(kind: .notice))
+
     /// Takes a behaviour event (the process table and managed files are updated first).
     public func add(_ e: TraceEvent) -> [RuleAlert] {
-        add(RuleEvent(e))
+        scratch.reuse(e)
+        return add(scratch)
     }
 
     /// Takes one event; returns the alerts it completes, in rule order.
@@ -92,17 +105,11 @@ public final class RuleEngine {
     }
 
     private func dispatch(_ e: RuleEvent, into alerts: inout [RuleAlert], depth: Int) {
-        let specific = byKind[e.kind] ?? []
-        if anyKind.isEmpty {
-            for i in specific { run(i, e, &alerts, depth) }
-        } else {
-            for i in (specific + anyKind).sorted() { run(i, e, &alerts, depth) }
-        }
+        for i in byKind[e.kindIndex] { run(i, e, &alerts, depth) }
     }
 
     private func run(_ i: Int, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
-        let r = ruleSet.rules[i]
-        switch r.shape {
+        switch shapes[i] {
         case .single(let p):
             stats.examined += 1
             if p(e, world, []) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
@@ -116,24 +123,36 @@ public final class RuleEngine {
     private func sequence(_ i: Int, _ s: SequenceSpec, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
         let last = s.steps.count - 1
         // Later steps first, so one event does not carry a sequence over two steps.
+        let bit = UInt64(1) << UInt64(e.kindIndex)
+        // Expired sequences go once a window of event time has passed (and when over the limit).
+        if e.time &- sequences[i].lastSweepNs > s.withinNs, sequences[i].open > 0 { prune(i, s, now: e.time) }
+        var shared: EventKey?
         for k in stride(from: last, through: 0, by: -1) {
             let step = s.steps[k]
+            guard step.kinds & bit != 0 else { continue }
             if k == 0 {
                 stats.examined += 1
                 guard step.predicate(e, world, []) else { continue }
-                let key = s.by.value(e, world) + "\u{2}" + step.join.value(e, world)
-                if let old = sequences[i].waiting[1][key], e.time &- old.startNs <= s.withinNs { continue }  // the earliest stays
-                if sequences[i].waiting[1].updateValue(Partial(bound: [e], startNs: e.time), forKey: key) == nil {
-                    sequences[i].open += 1
-                    stats.openSequences += 1
-                    if sequences[i].open > limits.openSequences { prune(i, s, now: e.time) }
-                } else {
+                var key = shared ?? s.by.key(e, world)
+                shared = key
+                step.join.add(e, world, to: &key)
+                if let at = sequences[i].waiting[1].index(forKey: key) {
+                    // The earliest stays, until it expires.
+                    guard e.time &- sequences[i].waiting[1].values[at].startNs > s.withinNs else { continue }
+                    sequences[i].waiting[1].values[at] = Partial(bound: [e.kept()], startNs: e.time)
                     stats.expiredSequences += 1
+                    continue
                 }
+                sequences[i].waiting[1][key] = Partial(bound: [e.kept()], startNs: e.time)
+                sequences[i].open += 1
+                stats.openSequences += 1
+                if sequences[i].open > limits.openSequences { prune(i, s, now: e.time) }
                 continue
             }
             guard !sequences[i].waiting[k].isEmpty else { continue }
-            let key = s.by.value(e, world) + "\u{2}" + step.join.value(e, world)
+            var key = shared ?? s.by.key(e, world)
+            shared = key
+            step.join.add(e, world, to: &key)
             guard let p = sequences[i].waiting[k][key] else { continue }
             if e.time &- p.startNs > s.withinNs {
                 sequences[i].waiting[k][key] = nil
@@ -145,7 +164,7 @@ public final class RuleEngine {
             stats.examined += 1
             guard step.predicate(e, world, p.bound) else { continue }
             sequences[i].waiting[k][key] = nil
-            p.bound.append(e)
+            p.bound.append(e.kept())
             if k == last {
                 sequences[i].open -= 1
                 stats.openSequences -= 1
@@ -163,28 +182,32 @@ public final class RuleEngine {
         }
     }
 
-    /// Drops expired open sequences of rule `i`, then the oldest half if still over the limit.
+    /// Drops expired open sequences of rule `i`, then (over the limit) the oldest down to half of it.
     private func prune(_ i: Int, _ s: SequenceSpec, now: UInt64) {
-        var all: [(Int, String, UInt64)] = []
-        for (k, w) in sequences[i].waiting.enumerated() {
-            for (key, p) in w {
-                if now &- p.startNs > s.withinNs {
-                    sequences[i].waiting[k][key] = nil
-                    stats.expiredSequences += 1
-                } else {
-                    all.append((k, key, p.startNs))
-                }
+        sequences[i].lastSweepNs = now
+        var kept = 0
+        for k in sequences[i].waiting.indices where !sequences[i].waiting[k].isEmpty {
+            let before = sequences[i].waiting[k].count
+            sequences[i].waiting[k] = sequences[i].waiting[k].filter { now &- $0.value.startNs <= s.withinNs }
+            stats.expiredSequences += before - sequences[i].waiting[k].count
+            kept += sequences[i].waiting[k].count
+        }
+        if kept > limits.openSequences {
+            var starts: [UInt64] = []
+            starts.reserveCapacity(kept)
+            for w in sequences[i].waiting { for p in w.values { starts.append(p.startNs) } }
+            starts.sort()
+            let cutoff = starts[kept - limits.openSequences / 2]
+            kept = 0
+            for k in sequences[i].waiting.indices where !sequences[i].waiting[k].isEmpty {
+                let before = sequences[i].waiting[k].count
+                sequences[i].waiting[k] = sequences[i].waiting[k].filter { $0.value.startNs >= cutoff }
+                stats.evictedSequences += before - sequences[i].waiting[k].count
+                kept += sequences[i].waiting[k].count
             }
         }
-        if all.count > limits.openSequences / 2 {
-            all.sort { $0.2 < $1.2 }
-            let drop = all.count - limits.openSequences / 2
-            for (k, key, _) in all.prefix(drop) { sequences[i].waiting[k][key] = nil }
-            stats.evictedSequences += drop
-            all.removeFirst(drop)
-        }
-        stats.openSequences += all.count - sequences[i].open
-        sequences[i].open = all.count
+        stats.openSequences += kept - sequences[i].open
+        sequences[i].open = kept
     }
 
     private static func evidence(_ e: RuleEvent) -> [Evidence] { e.source == .match ? e.evidence : [e.asEvidence] }
@@ -195,7 +218,7 @@ public final class RuleEngine {
         case .events(let p): guard p(e, world, []) else { return }
         case .matches(let rule): guard e.source == .match, e.rule == rule else { return }
         }
-        let key = c.by.value(e, world)
+        let key = c.by.key(e, world)
         let value = c.distinct.map { Fields.text($0.getter, e, world) ?? "" }
         var entries = counts[i].keys[key] ?? []
         if entries.isEmpty, counts[i].keys.count >= limits.countKeys { evictCountKeys(i, c, now: e.time) }
@@ -204,7 +227,7 @@ public final class RuleEngine {
             entries.removeAll { e.time &- $0.time > c.windowNs }
         }
         if let value, let old = entries.firstIndex(where: { $0.value == value }) { entries.remove(at: old) }
-        entries.append(CountEntry(time: e.time, value: value, evidence: Self.evidence(e), event: e))
+        entries.append(CountEntry(time: e.time, value: value, evidence: Self.evidence(e)))
         if entries.count >= c.threshold {
             if let f = counts[i].fired[key], e.time &- f <= c.windowNs {
                 // Alerted on this key within the window: quiet, the newest events kept for the next alert.
@@ -235,20 +258,15 @@ public final class RuleEngine {
 
     private func fire(_ i: Int, last: RuleEvent, steps: [RuleEvent], evidence: [Evidence], key: [String: String], count: Int?,
                       into alerts: inout [RuleAlert], depth: Int) {
-        let r = ruleSet.rules[i]
         var seen: Set<Evidence> = []
         let unique = evidence.filter { seen.insert($0).inserted }.sorted { ($0.time, $0.seq ?? 0, $0.offset ?? 0) < ($1.time, $1.seq ?? 0, $1.offset ?? 0) }
-        if r.silent {
+        if silent[i] {
             stats.matches += 1
             guard depth < 8 else { return }
-            var m = last
-            m.source = .match
-            m.kind = "match"
-            m.rule = r.name
-            m.evidence = unique
-            dispatch(m, into: &alerts, depth: depth + 1)
+            dispatch(RuleEvent(match: ruleSet.rules[i].name, last: last, evidence: unique), into: &alerts, depth: depth + 1)
             return
         }
+        let r = ruleSet.rules[i]
         var windowNs: UInt64?
         if case .count(let c) = r.shape { windowNs = c.windowNs }
         let output = r.output.render(last: last, steps: steps, count: count, windowNs: windowNs, world: world)

@@ -3,7 +3,8 @@ import KanshiTrace
 
 /// One thing the rules look at: a behaviour event (`kanshi trace`, the VM sensor), a block
 /// record or a note of a journal, or the match of a silent rule that other rules count.
-public struct RuleEvent: Sendable {
+/// A class: conditions, sequences and counts hand it around and keep it without copying it.
+public final class RuleEvent: @unchecked Sendable {
     public enum Source: String, Sendable { case behaviour, block, note, match }
 
     /// A block record's part.
@@ -17,7 +18,9 @@ public struct RuleEvent: Sendable {
     public var source: Source
     /// The event's kind (`ev`): a behaviour kind (open, rename...), block_read, block_write,
     /// block_trim, block_write_zeroes, block_flush, note or match.
-    public var kind: String
+    public var kind: String { EventKinds.all[kindIndex] }
+    /// `kind`'s number in `EventKinds.all` (for dispatching to rules).
+    public var kindIndex: Int
     public var seq: UInt64
     public var time: UInt64
     /// The behaviour event (behaviour events; a match carries its last event's).
@@ -33,20 +36,37 @@ public struct RuleEvent: Sendable {
     public var rule: String?
     public var evidence: [Evidence] = []
 
+    /// True for the engine's reused event: what keeps it must copy it (`kept`).
+    private var reused = false
+
     public init(_ e: TraceEvent) {
-        source = .behaviour; kind = e.kind.rawValue; seq = e.seq; time = e.time; trace = e
+        source = .behaviour; kindIndex = EventKinds.ordinal(e.kind); seq = e.seq; time = e.time; trace = e
     }
+
+    private init(copying o: RuleEvent) {
+        source = o.source; kindIndex = o.kindIndex; seq = o.seq; time = o.time; trace = o.trace; block = o.block
+        note = o.note; noteEvent = o.noteEvent; segment = o.segment; offset = o.offset; rule = o.rule; evidence = o.evidence
+    }
+
+    /// Makes this (the engine's reused event) the behaviour event `e`.
+    func reuse(_ e: TraceEvent) {
+        reused = true
+        kindIndex = EventKinds.ordinal(e.kind); seq = e.seq; time = e.time; trace = e
+    }
+
+    /// The event to keep beyond the current one: itself, or a copy of the reused one.
+    func kept() -> RuleEvent { reused ? RuleEvent(copying: self) : self }
 
     public init(block op: BlockEvent.Operation, lba: UInt64, length: UInt32, entropy: Double?, time: UInt64, seq: UInt64,
                 segment: UInt64, offset: UInt64) {
         source = .block
-        kind = Self.blockKind(op)
+        kindIndex = EventKinds.index[Self.blockKind(op)]!
         self.seq = seq; self.time = time; self.segment = segment; self.offset = offset
         block = Block(lba: lba, length: length, entropy: entropy)
     }
 
     public init(note json: String, event: String?, time: UInt64, seq: UInt64, segment: UInt64, offset: UInt64) {
-        source = .note; kind = "note"; self.seq = seq; self.time = time; self.segment = segment; self.offset = offset
+        source = .note; kindIndex = EventKinds.note; self.seq = seq; self.time = time; self.segment = segment; self.offset = offset
         note = json; noteEvent = event
     }
 
@@ -60,8 +80,67 @@ public struct RuleEvent: Sendable {
         }
     }
 
+    /// A silent rule's match, carrying the last event's fields.
+    init(match rule: String, last: RuleEvent, evidence: [Evidence]) {
+        source = .match; kindIndex = EventKinds.match
+        seq = last.seq; time = last.time; trace = last.trace; block = last.block; note = last.note; noteEvent = last.noteEvent
+        segment = last.segment; offset = last.offset
+        self.rule = rule
+        self.evidence = evidence
+    }
+
     /// The event as evidence: its `seq` (in its log or journal) and, in a journal, where.
     public var asEvidence: Evidence { Evidence(seq: seq, segment: segment, offset: offset, time: time, kind: kind) }
+}
+
+/// Every event kind a rule can name (`ev`), numbered.
+public enum EventKinds {
+    public static let all: [String] = TraceEvent.Kind.allCases.map(\.rawValue)
+        + BlockEvent.Operation.allCases.map(RuleEvent.blockKind) + ["note", "match"]
+    public static let index: [String: Int] = Dictionary(uniqueKeysWithValues: all.enumerated().map { ($1, $0) })
+    /// A behaviour kind's number (its place in `TraceEvent.Kind.allCases`, which `all` starts with).
+    @inline(__always)
+    static func ordinal(_ k: TraceEvent.Kind) -> Int {
+        switch k {
+        case .open: 0
+        case .close: 1
+        case .read: 2
+        case .write: 3
+        case .dup: 4
+        case .pipe: 5
+        case .socket: 6
+        case .connect: 7
+        case .bind: 8
+        case .accept: 9
+        case .send: 10
+        case .recv: 11
+        case .rename: 12
+        case .link: 13
+        case .symlink: 14
+        case .unlink: 15
+        case .truncate: 16
+        case .mmap: 17
+        case .transfer: 18
+        case .exec: 19
+        case .spawn: 20
+        case .thread: 21
+        case .exit: 22
+        case .utime: 23
+        case .managed: 24
+        case .blocked: 25
+        case .signal: 26
+        case .dropped: 27
+        case .notice: 28
+        case .call: 29
+        }
+    }
+    static let note = index["note"]!
+    static let match = index["match"]!
+
+    /// A set of kinds as bits (there are fewer than 64).
+    static func mask(_ kinds: Set<String>) -> UInt64 {
+        kinds.reduce(UInt64(0)) { $0 | (index[$1].map { UInt64(1) << UInt64($0) } ?? 0) }
+    }
 }
 
 /// One event behind an alert.
@@ -76,7 +155,21 @@ public struct Evidence: Sendable, Equatable, Hashable {
 /// What the rules know beside the events: the process table, the files that became managed,
 /// the protected (confidential) paths.
 public final class RuleWorld {
-    let activity = ProcessActivity(recordsFiles: false)
+    final class Process {
+        let pid: Int32
+        var parent: Int32?
+        var argv: [String] = []
+        var name: String?
+        var children: [Int32] = []
+        init(pid: Int32, parent: Int32?) { self.pid = pid; self.parent = parent }
+
+        func setArgv(_ a: [String]) {
+            argv = a
+            name = a.first.map(Text.baseName)
+        }
+    }
+
+    private(set) var processes: [Int32: Process] = [:]
     var managedFiles: Set<String> = []
     var managedProcesses: Set<Int32> = []
     let protectedPrefixes: [String]
@@ -85,12 +178,31 @@ public final class RuleWorld {
         protectedPrefixes = protected
     }
 
+    private func process(_ pid: Int32) -> Process {
+        if let p = processes[pid] { return p }
+        let p = Process(pid: pid, parent: nil)
+        processes[pid] = p
+        return p
+    }
+
+    /// Process starts and program changes (as `ProcessActivity` keeps them), and what became managed.
     func add(_ e: TraceEvent) {
         switch e.kind {
-        case .spawn, .exec: activity.add(e)
+        case .spawn:
+            guard let child = e.child, child != e.pid else { return }
+            let parent = process(e.pid)
+            let c = processes[child] ?? Process(pid: child, parent: e.pid)
+            processes[child] = c
+            if c.parent == nil { c.parent = e.pid }
+            // A fork runs its parent's program until it execs.
+            if c.argv.isEmpty { c.setArgv(e.argv ?? parent.argv) }
+            parent.children.append(child)
+        case .exec:
+            if e.ret == 0, let a = e.argv { process(e.pid).setArgv(a) }
         case .managed:
             if let p = e.path { managedFiles.insert(p) } else { managedProcesses.insert(e.pid) }
-        default: break
+        default:
+            break
         }
     }
 
@@ -100,12 +212,30 @@ public final class RuleWorld {
         return false
     }
 
-    func argv(_ pid: Int32) -> [String]? { activity.processes[pid]?.argv }
+    func argv(_ pid: Int32) -> [String]? { processes[pid]?.argv }
+    func name(_ pid: Int32) -> String? { processes[pid]?.name }
+    func parent(_ pid: Int32) -> Int32? { processes[pid]?.parent }
+
+    /// The root of the tree `pid` belongs to: its nearest chain of ancestors running the same
+    /// program (a program that forks workers is one tree), else itself.
+    func treeRoot(_ pid: Int32) -> Int32 {
+        guard var p = processes[pid], let program = p.argv.first else { return pid }
+        while let parent = p.parent, parent != p.pid, let pp = processes[parent], pp.argv.first == program { p = pp }
+        return p.pid
+    }
 
     /// The process tree `pid` belongs to (rooted as `proc.tree` is), root first.
-    public func tree(of pid: Int32) -> [Int32] { activity.tree(of: activity.blameRoot(of: pid)) }
-    func name(_ pid: Int32) -> String? { argv(pid)?.first.map(Self.baseName) }
-    func parent(_ pid: Int32) -> Int32? { activity.processes[pid]?.parent }
+    public func tree(of pid: Int32) -> [Int32] {
+        var out: [Int32] = []
+        var seen: Set<Int32> = []
+        var stack = [treeRoot(pid)]
+        while let p = stack.popLast() {
+            guard seen.insert(p).inserted else { continue }
+            out.append(p)
+            stack.append(contentsOf: (processes[p]?.children ?? []).reversed())
+        }
+        return out
+    }
 
     func ancestorNames(_ pid: Int32) -> [String] {
         var out: [String] = []
@@ -118,28 +248,65 @@ public final class RuleWorld {
         }
         return out
     }
+}
+
+/// Path and text helpers on UTF-8 bytes (the rules' hot path).
+enum Text {
+    static let slash = UInt8(ascii: "/"), dot = UInt8(ascii: ".")
 
     static func baseName(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
+        let u = path.utf8
+        guard let slash = u.lastIndex(of: Self.slash) else { return path }
+        return String(path[u.index(after: slash)...])
     }
 
     static func directory(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "" }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
+        let u = path.utf8
+        guard let slash = u.lastIndex(of: Self.slash) else { return "" }
+        return slash == u.startIndex ? "/" : String(path[..<slash])
     }
 
-    /// The path without the extension of its last component.
-    static func withoutExtension(_ path: String) -> String {
-        let ext = fileExtension(path)
-        return ext.isEmpty ? path : String(path.dropLast(ext.count + 1))
+    /// Where the extension of the last component starts (after its dot), if it has one.
+    private static func extensionStart(_ path: String) -> String.Index? {
+        let u = path.utf8
+        var i = u.endIndex
+        while i > u.startIndex {
+            let j = u.index(before: i)
+            let b = u[j]
+            if b == Self.slash { return nil }
+            if b == Self.dot {
+                // A leading dot (".bashrc") names the file, it is no extension.
+                if j == u.startIndex || u[u.index(before: j)] == Self.slash { return nil }
+                return i
+            }
+            i = j
+        }
+        return nil
     }
 
     /// The extension of the last component, without the dot ("" when none).
     static func fileExtension(_ path: String) -> String {
-        let name = baseName(path)
-        guard let dot = name.lastIndex(of: "."), dot != name.startIndex else { return "" }
-        return String(name[name.index(after: dot)...])
+        extensionStart(path).map { String(path[$0...]) } ?? ""
+    }
+
+    /// The path without the extension of its last component.
+    static func withoutExtension(_ path: String) -> String {
+        guard let start = extensionStart(path) else { return path }
+        return String(path[..<path.utf8.index(before: start)])
+    }
+
+    /// Whether `text` holds `part` (bytes compared).
+    static func contains(_ text: String, _ part: String) -> Bool {
+        if part.isEmpty { return true }
+        let t = text.utf8, p = part.utf8
+        guard t.count >= p.count, let first = p.first else { return false }
+        var i = t.startIndex
+        let lastStart = t.index(t.endIndex, offsetBy: -p.count)
+        while i <= lastStart {
+            if t[i] == first && t[i...].starts(with: p) { return true }
+            i = t.index(after: i)
+        }
+        return false
     }
 }
 
@@ -204,10 +371,10 @@ enum Fields {
             e.trace?.entropy ?? e.block?.entropy
         }
         for (p, g) in [("path", { (e: RuleEvent) in e.trace?.path }), ("path2", { (e: RuleEvent) in e.trace?.path2 })] {
-            text(p + ".name", "the last component of \(p)") { e, _ in g(e).map(RuleWorld.baseName) }
-            text(p + ".dir", "the directory of \(p)") { e, _ in g(e).map(RuleWorld.directory) }
-            text(p + ".ext", "the extension of \(p)'s last component, without the dot (empty: none)") { e, _ in g(e).map(RuleWorld.fileExtension) }
-            text(p + ".noext", "\(p) without its last extension (a.docx.enc: a.docx)") { e, _ in g(e).map(RuleWorld.withoutExtension) }
+            text(p + ".name", "the last component of \(p)") { e, _ in g(e).map(Text.baseName) }
+            text(p + ".dir", "the directory of \(p)") { e, _ in g(e).map(Text.directory) }
+            text(p + ".ext", "the extension of \(p)'s last component, without the dot (empty: none)") { e, _ in g(e).map(Text.fileExtension) }
+            text(p + ".noext", "\(p) without its last extension (a.docx.enc: a.docx)") { e, _ in g(e).map(Text.withoutExtension) }
         }
         text("proc.name", "the process's program name (last component of argv[0])") { e, w in pid(e).flatMap(w.name) }
         text("proc.exe", "the process's argv[0]") { e, w in pid(e).flatMap(w.argv)?.first }
@@ -216,7 +383,7 @@ enum Fields {
         text("proc.pname", "the parent's program name") { e, w in pid(e).flatMap(w.parent).flatMap(w.name) }
         texts("proc.anames", "the program names of every ancestor, nearest first") { e, w in pid(e).map(w.ancestorNames) }
         number("proc.tree", "the pid at the root of the process's tree (its nearest ancestors running the same program)") { e, w in
-            pid(e).map { Double(w.activity.blameRoot(of: $0)) }
+            pid(e).map { Double(w.treeRoot($0)) }
         }
         number("lba", "first sector (block records)") { e, _ in e.block.map { Double($0.lba) } }
         number("length", "bytes (block records)") { e, _ in e.block.map { Double($0.length) } }
@@ -231,6 +398,16 @@ enum Fields {
     static let keys: [String: [String]] = [
         "process": ["vm", "pid"], "tree": ["vm", "proc.tree"], "file": ["vm", "path"], "vm": ["vm"],
     ]
+
+    /// A field's value as part of a key (absent: `.none`).
+    static func keyPart(_ g: Getter, _ e: RuleEvent, _ w: RuleWorld) -> KeyPart {
+        switch g {
+        case .text(let f): return f(e, w).map(KeyPart.text) ?? .none
+        case .number(let f): return f(e, w).map(KeyPart.number) ?? .none
+        case .flag(let f): return f(e, w).map { .number($0 ? 1 : 0) } ?? .none
+        case .texts(let f): return f(e, w).map { .text($0.joined(separator: " ")) } ?? .none
+        }
+    }
 
     /// A field's value as text (keys, distinct values, output templates); nil when absent.
     static func text(_ g: Getter, _ e: RuleEvent, _ w: RuleWorld) -> String? {
@@ -254,5 +431,30 @@ public enum RuleFieldCatalog {
             let f = Fields.all[n]!
             return Entry(name: n, type: f.getter.typeName, help: f.help)
         }
+    }
+}
+
+/// One field's value in a key.
+enum KeyPart: Hashable {
+    case none
+    case text(String)
+    case number(Double)
+}
+
+/// The values of a rule's key fields: sequences and counts keep their state by it.
+struct EventKey: Hashable {
+    var a = KeyPart.none, b = KeyPart.none, c = KeyPart.none, d = KeyPart.none
+    var rest: [KeyPart] = []
+    var count = 0
+
+    mutating func append(_ p: KeyPart) {
+        switch count {
+        case 0: a = p
+        case 1: b = p
+        case 2: c = p
+        case 3: d = p
+        default: rest.append(p)
+        }
+        count += 1
     }
 }

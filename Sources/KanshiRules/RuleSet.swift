@@ -58,13 +58,15 @@ struct KeySpec {
     var names: [String]
     var getters: [Getter]
 
-    func value(_ e: RuleEvent, _ w: RuleWorld) -> String {
-        var s = ""
-        for (i, g) in getters.enumerated() {
-            if i > 0 { s += "\u{1}" }
-            s += Fields.text(g, e, w) ?? ""
-        }
-        return s
+    /// Adds the event's values of these fields to `key`.
+    func add(_ e: RuleEvent, _ w: RuleWorld, to key: inout EventKey) {
+        for g in getters { key.append(Fields.keyPart(g, e, w)) }
+    }
+
+    func key(_ e: RuleEvent, _ w: RuleWorld) -> EventKey {
+        var k = EventKey()
+        add(e, w, to: &k)
+        return k
     }
 
     func described(_ e: RuleEvent, _ w: RuleWorld) -> [String: String] {
@@ -80,6 +82,8 @@ struct SequenceSpec {
         var predicate: Predicate
         /// This step's join fields (after the sequence's own `by`).
         var join: KeySpec
+        /// The event kinds the step can match (all bits: any).
+        var kinds: UInt64
     }
     var by: KeySpec
     var steps: [Step]
@@ -410,7 +414,9 @@ struct RuleLoader {
                     throw error(st["by"] ?? item, "step '\(stepNames[i])' joins on \(join.names.count) field(s), earlier steps on \(n): every step's by: has as many fields")
                 }
                 joinCount = join.names.count
-                steps.append(.init(name: stepNames[i], predicate: excepted(p), join: join))
+                // Exceptions of a sequence are checked on its last step's event (the one completing a match).
+                let last = i == stepItems.count - 1
+                steps.append(.init(name: stepNames[i], predicate: last ? excepted(p) : p, join: join, kinds: k.map(EventKinds.mask) ?? .max))
                 if let k, let a = allKinds { allKinds = a.union(k) } else { allKinds = nil }
             }
             shape = .sequence(SequenceSpec(by: by, steps: steps, withinNs: within))
@@ -492,9 +498,8 @@ struct RuleLoader {
                 valueRows.append(v)
             }
             tests.append { e, w in
-                let actual = getters.map { $0(e, w) }
-                return valueRows.contains { row in
-                    row.indices.allSatisfy { i in actual[i].map { matchers[i]($0, row[i]) } == true }
+                valueRows.contains { row in
+                    row.indices.allSatisfy { i in getters[i](e, w).map { matchers[i]($0, row[i]) } == true }
                 }
             }
         }

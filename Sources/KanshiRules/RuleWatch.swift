@@ -101,7 +101,7 @@ public final class RuleWatch: @unchecked Sendable {
         switch source {
         case .log(let path):
             let tail = BehaviourLogTail(path: path)
-            return { body in try tail.poll { try body(RuleEvent($0)) } }
+            return { body in try tail.poll { try body(RuleEvent($0)) } }  // one event each: the engine may keep it
         case .journal(let path):
             var tail: JournalTail?
             return { body in

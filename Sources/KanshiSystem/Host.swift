@@ -119,3 +119,13 @@ public enum SystemLog {
         ckanshi_syslog(ident, level.rawValue, message)
     }
 }
+
+extension Host {
+    /// The calling process's resident memory (bytes), from /proc/self/statm; nil if unreadable.
+    public static var residentBytes: UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = UInt64(fields[1]) else { return nil }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}

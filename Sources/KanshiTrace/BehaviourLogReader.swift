@@ -9,27 +9,59 @@ public enum BehaviourLogReader {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TraceError.badLog(path: path, line: 0, reason: FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file")
         }
-        var lineNumber = 0
-        var start = data.startIndex
-        while start < data.endIndex {
-            let end = data[start...].firstIndex(of: UInt8(ascii: "\n"))
-            lineNumber += 1
-            let line = data[start..<(end ?? data.endIndex)]
-            start = end.map { $0 + 1 } ?? data.endIndex
-            if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) { continue }
-            let e: TraceEvent
-            do {
-                e = try event(fromJSON: Data(line))
-            } catch let TraceError.badLog(_, _, reason) {
-                if end == nil { break }  // the writer had not finished its last line
-                throw TraceError.badLog(path: path, line: lineNumber, reason: reason)
+        try data.withUnsafeBytes { (all: UnsafeRawBufferPointer) in
+            try forEachLine(all) { line, lineNumber, complete in
+                let e: TraceEvent
+                do {
+                    e = try event(bytes: line)
+                } catch let TraceError.badLog(_, _, reason) {
+                    if !complete { return }  // the writer had not finished its last line
+                    throw TraceError.badLog(path: path, line: lineNumber, reason: reason)
+                }
+                try body(e)
             }
-            try body(e)
         }
+    }
+
+    /// Calls `body` with each line of `bytes` that is not blank, its number (blank lines
+    /// counted, from `firstLine`) and whether it ended with a newline.
+    static func forEachLine(_ bytes: UnsafeRawBufferPointer, firstLine: Int = 1,
+                            _ body: (UnsafeRawBufferPointer, Int, Bool) throws -> Void) rethrows {
+        var start = 0
+        var number = firstLine - 1
+        let n = bytes.count
+        while start < n {
+            var end = start
+            while end < n, bytes[end] != 0x0a { end += 1 }
+            let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+            let complete = end < n
+            start = complete ? end + 1 : n
+            number += 1
+            if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) { continue }
+            try body(line, number, complete)
+        }
+    }
+
+    /// One line's bytes as an event: read directly when it is as the log writes it, else by the
+    /// general JSON reader (which names what is wrong).
+    static func event(bytes: UnsafeRawBufferPointer) throws -> TraceEvent {
+        if let e = BehaviourLogParser.event(bytes) { return e }
+        return try generalEvent(fromJSON: Data(bytes))
+    }
+
+    /// One line of the log (its bytes) as an event: read directly when it is as the log writes
+    /// it, else by the general JSON reader (which names what is wrong).
+    static func event(line: Data.SubSequence) throws -> TraceEvent {
+        try line.withUnsafeBytes { try event(bytes: $0) }
     }
 
     /// One JSON line of the log as an event.
     public static func event(fromJSON line: Data) throws -> TraceEvent {
+        try event(line: line[...])
+    }
+
+    /// The general JSON reader's way (any valid JSON object, in any layout).
+    static func generalEvent(fromJSON line: Data) throws -> TraceEvent {
         guard let o = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else {
             throw TraceError.badLog(path: "", line: 0, reason: "not a JSON object")
         }
@@ -81,18 +113,22 @@ public final class BehaviourLogTail {
         }
         guard let chunk = try handle?.readToEnd(), !chunk.isEmpty else { return }
         pending.append(chunk)
-        var start = pending.startIndex
-        while let nl = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
-            lineNumber += 1
-            let line = pending[start..<nl]
-            start = nl + 1
-            if line.isEmpty { continue }
-            let e: TraceEvent
-            do { e = try BehaviourLogReader.event(fromJSON: Data(line)) } catch let TraceError.badLog(_, _, reason) {
-                throw TraceError.badLog(path: path, line: lineNumber, reason: reason)
+        let used = try pending.withUnsafeBytes { (all: UnsafeRawBufferPointer) -> Int in
+            // Complete lines only: an unfinished one stays for the next poll.
+            guard let lastNewline = all.lastIndex(of: 0x0a) else { return 0 }
+            let complete = UnsafeRawBufferPointer(rebasing: all[..<(lastNewline + 1)])
+            var lines = 0
+            for b in complete where b == 0x0a { lines += 1 }
+            try BehaviourLogReader.forEachLine(complete, firstLine: lineNumber + 1) { line, number, _ in
+                let e: TraceEvent
+                do { e = try BehaviourLogReader.event(bytes: line) } catch let TraceError.badLog(_, _, reason) {
+                    throw TraceError.badLog(path: path, line: number, reason: reason)
+                }
+                try body(e)
             }
-            try body(e)
+            lineNumber += lines
+            return lastNewline + 1
         }
-        pending = Data(pending[start...])
+        pending.removeFirst(used)
     }
 }

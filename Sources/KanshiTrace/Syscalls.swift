@@ -18,6 +18,7 @@ enum SC {
     static let preadv2: Int64 = 327, pwritev2: Int64 = 328
     static let ioUringSetup: Int64 = 425, ioUringEnter: Int64 = 426, ioUringRegister: Int64 = 427
     static let clone3: Int64 = 435, openat2: Int64 = 437, prctl: Int64 = 157
+    static let utime: Int64 = 132, utimes: Int64 = 235, futimesat: Int64 = 261, utimensat: Int64 = 280
 
     static let names: [Int64: String] = [
         0: "read", 1: "write", 2: "open", 3: "close", 9: "mmap", 17: "pread64", 18: "pwrite64", 19: "readv",
@@ -29,7 +30,7 @@ enum SC {
         278: "vmsplice", 288: "accept4", 292: "dup3", 293: "pipe2", 295: "preadv", 296: "pwritev",
         299: "recvmmsg", 307: "sendmmsg", 311: "process_vm_writev", 316: "renameat2", 322: "execveat", 326: "copy_file_range",
         327: "preadv2", 328: "pwritev2", 425: "io_uring_setup", 426: "io_uring_enter", 427: "io_uring_register",
-        435: "clone3", 437: "openat2",
+        435: "clone3", 437: "openat2", 132: "utime", 235: "utimes", 261: "futimesat", 280: "utimensat",
     ]
 
     static func name(_ nr: Int64) -> String { names[nr] ?? "syscall_\(nr)" }
@@ -49,6 +50,7 @@ public struct FilterPolicy: Sendable {
         SC.execve, SC.execveat, SC.rename, SC.renameat, SC.renameat2, SC.link, SC.linkat,
         SC.symlink, SC.symlinkat, SC.unlink, SC.unlinkat, SC.rmdir, SC.truncate, SC.ftruncate,
         SC.sendfile, SC.splice, SC.tee, SC.vmsplice, SC.copyFileRange,
+        SC.utime, SC.utimes, SC.futimesat, SC.utimensat,
     ] + SC.sends + SC.recvs
     /// Added for managed processes: everything that moves data out of the process, and ptrace
     /// (a request that writes another process is refused at its stop).

@@ -5,7 +5,7 @@ import KanshiCore
 /// Built on the tracer thread (binary fields only); turned into a JSON line on the writer thread.
 public struct TraceEvent: Sendable {
     /// What happened.
-    public enum Kind: String, Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
         case open, close, read, write, dup, pipe, socket, connect, bind, accept, send, recv
         case rename, link, symlink, unlink, truncate, mmap, transfer, exec, spawn, thread, exit
         /// A file's times set: flags "now" (to the present) or "set" (to given times, in reason).

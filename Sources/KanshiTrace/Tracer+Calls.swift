@@ -42,6 +42,12 @@ extension Tracer {
             call.path = Ptrace.readString(tid, r.arg(0)); call.path2 = resolvePath(tid, -100, r.arg(1))
         case SC.symlinkat:
             call.path = Ptrace.readString(tid, r.arg(0)); call.path2 = resolvePath(tid, r.argFd(1), r.arg(2))
+        case SC.utime, SC.utimes:
+            call.path = resolvePath(tid, -100, r.arg(0)); call.times = fileTimes(tid, nr, r.arg(1))
+        case SC.futimesat, SC.utimensat:
+            // utimensat with no path (futimens) is about the descriptor itself.
+            call.path = r.arg(1) == 0 ? p.fds.name(r.argFd(0)) : resolvePath(tid, r.argFd(0), r.arg(1))
+            call.times = fileTimes(tid, nr, r.arg(2))
         case SC.unlink, SC.rmdir, SC.truncate: call.path = resolvePath(tid, -100, r.arg(0))
         case SC.unlinkat: call.path = resolvePath(tid, r.argFd(0), r.arg(1))
         case SC.connect, SC.bind: call.path2 = readSockaddr(tid, r.arg(1), r.arg(2))?.text
@@ -231,6 +237,9 @@ extension Tracer {
         case SC.unlink, SC.unlinkat, SC.rmdir:
             e.kind = .unlink; e.path = call.path
             if ret == 0, let path = call.path { summary.deleted(path) }
+        case SC.utime, SC.utimes, SC.futimesat, SC.utimensat:
+            e.kind = .utime; e.path = call.path
+            e.flags = call.times?.flags; e.reason = call.times?.reason
         case SC.truncate, SC.ftruncate:
             e.kind = .truncate
             if nr == SC.ftruncate { e.fd = r.argFd(0); e.path = p.fds.name(r.argFd(0)) } else { e.path = call.path }
@@ -253,6 +262,31 @@ extension Tracer {
     // MARK: reading arguments
 
     /// A path argument made absolute against the directory descriptor (or the cwd for AT_FDCWD).
+    /// What a utime-family call sets: "now" (no times, or UTIME_NOW/UTIME_OMIT for both) or
+    /// "set" with the modification time given (seconds since the epoch), read from the caller.
+    func fileTimes(_ tid: Int32, _ nr: Int64, _ addr: UInt64) -> (flags: String, reason: String?) {
+        guard addr != 0 else { return ("now", nil) }
+        // utime: struct utimbuf {actime, modtime}; utimes, futimesat: struct timeval[2];
+        // utimensat: struct timespec[2] (tv_nsec UTIME_NOW or UTIME_OMIT: not a time given).
+        let size = nr == SC.utime ? 16 : 32
+        guard let b = Ptrace.readBytes(tid, addr, size) else { return ("set", "times unreadable") }
+        func word(_ i: Int) -> Int64 { b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 8, as: Int64.self) } }
+        let mtime: Int64?
+        switch nr {
+        case SC.utime:
+            mtime = word(1)
+        case SC.utimensat:
+            let utimeNow: Int64 = (1 << 30) - 1, utimeOmit: Int64 = (1 << 30) - 2
+            let atimeGiven = word(1) != utimeNow && word(1) != utimeOmit
+            let mtimeGiven = word(3) != utimeNow && word(3) != utimeOmit
+            guard atimeGiven || mtimeGiven else { return ("now", nil) }
+            mtime = mtimeGiven ? word(2) : nil
+        default:
+            mtime = word(2)
+        }
+        return ("set", mtime.map { "mtime \($0)" } ?? "atime only")
+    }
+
     func resolvePath(_ tid: Int32, _ dirfd: Int32, _ addr: UInt64) -> String? {
         guard let s = Ptrace.readString(tid, addr) else { return nil }
         if s.hasPrefix("/") { return ManagedSet.normalize(s) }

@@ -56,6 +56,8 @@ struct PendingCall {
     var path: String? = nil
     var path2: String? = nil
     var argv: [String]? = nil
+    /// utime calls: "now" or "set", and the times set.
+    var times: (flags: String, reason: String?)? = nil
     /// The call was refused at entry; only the filter upgrade needed the exit stop.
     var denied = false
 }

@@ -69,6 +69,22 @@ struct RulesWorkloadTests {
         }
     }
 
+    /// The tracer logs utime calls (given times or now); the timestamp rule tells them apart.
+    @Test func forgedTimestampsAreCaughtOnTheHost() throws {
+        let s = Scratch("rules-utime")
+        let f = s.file("implant"), log = s.file("t.jsonl"), alerts = s.file("a.jsonl")
+        let r = try run([Paths.kanshi, "trace", "--quiet", "--rules", "builtin", "--alerts", alerts, "--log", log, "--",
+                         "sh", "-c", "touch \(f); touch \(f); touch -d '2019-03-01 10:00:00 UTC' \(f)"])
+        #expect(r.ok, "\(r.stderr)")
+        let events = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n")
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { $0["ev"] as? String == "utime" && $0["path"] as? String == f }
+        #expect(events.map { $0["flags"] as? String } == ["now", "now", "set"], "\(events)")
+        #expect(events.last?["reason"] as? String == "mtime 1551434400")
+        let got = Self.alerts(alerts)
+        #expect(got.map { $0["rule"] as? String } == ["timestamp-forged"], "\(got)")
+    }
+
     @Test func aBadRulesFileIsRefusedBeforeAnythingRuns() throws {
         let s = Scratch("rules-bad")
         let rules = s.file("bad.yaml")

@@ -160,12 +160,17 @@ import Testing
         #expect(entropies.filter { $0 > 0.95 }.count * 2 > entropies.count)
         let b = try run([Paths.kanshi, "bench", "features", "--dataset", s.file("ds"), "--rounds", "1", "--json"])
         #expect(b.ok, "\(b.stderr)")
-        // Cross-validation without and with the memory columns, on the same folds.
+        // Cross-validation without and with the memory columns, on the same folds (each run copied
+        // to a second one, so that each of the two folds trains on both labels).
+        for name in ["inplace", "compress"] {
+            let run = s.file("ds/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-1")
+            try FileManager.default.copyItem(atPath: run, toPath: s.file("ds/kanshi-sandbox/kanshi-\(name)/kanshi-\(name)-2"))
+        }
         let cv = try run([Paths.kanshi, "cross-validate", "--dataset", s.file("ds"), "--folds", "2", "--memory", "compare",
                           "--rule-horizon", "3", "--rule-fraction", "1", "--json"])
         #expect(cv.ok, "\(cv.stderr)")
         let both = try JSONSerialization.jsonObject(with: Data(cv.stdout.utf8)) as? [String: [String: Any]]
-        #expect((both?["without"]?["runs"] as? [Any])?.count == 2 && (both?["with"]?["runs"] as? [Any])?.count == 2, "\(cv.stdout)")
+        #expect((both?["without"]?["runs"] as? [Any])?.count == 4 && (both?["with"]?["runs"] as? [Any])?.count == 4, "\(cv.stdout)")
         #expect((both?["with"]?["title"] as? String)?.hasSuffix("with memory features") == true)
         // A run without memory.csv: refused, naming it.
         let lacking = s.file("ds/kanshi-sandbox/kanshi-compress/kanshi-compress-1")

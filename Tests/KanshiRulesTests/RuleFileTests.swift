@@ -41,6 +41,8 @@ import Testing
         ("- rule: a\n  condition: path\n", "test.yaml:2:14: 'path' is text, not yes/no"),
         ("- rule: a\n  condition: path = $read.path\n", "references are for the steps of a sequence"),
         ("- rule: a\n  condition: ev in nolist\n", "test.yaml:2:20: no list named 'nolist'"),
+        ("- rule: a\n  condition: ev = opn\n", "test.yaml:2:19: 'opn' is not an event kind"),
+        ("- list: k\n  items: [open, shut]\n- rule: a\n  condition: ev in (k)\n", "test.yaml:4:21: 'shut' is not an event kind"),
         // Macros and lists.
         ("- macro: m\n  condition: ev = open and m\n- rule: a\n  condition: m\n", "macro 'm' uses itself (m -> m)"),
         ("- macro: path\n  condition: ev = open\n", "test.yaml:1:10: 'path' is a field"),

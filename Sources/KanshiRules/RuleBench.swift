@@ -1,0 +1,62 @@
+import KanshiSystem
+import KanshiTrace
+
+/// The rules benchmark's parts (`kanshi bench rules`): a long event stream made from recorded
+/// logs, the engine's throughput on one core, and its memory as open sequences pile up.
+public enum RuleBench {
+    /// `events` repeated until there are `count`: each copy shifted in time past the one before,
+    /// with its pids moved out of the others' way, so copies never join.
+    public static func replicate(_ events: [TraceEvent], to count: Int) -> [TraceEvent] {
+        guard let first = events.first, let last = events.last, count > 0 else { return [] }
+        let span = last.time - first.time + 1_000_000_000
+        var out: [TraceEvent] = []
+        out.reserveCapacity(count)
+        var copy: UInt64 = 0
+        while out.count < count {
+            for var e in events {
+                if out.count == count { break }
+                e.time += span * copy
+                e.seq = UInt64(out.count + 1)
+                let shift = Int32(truncatingIfNeeded: copy * 65_536)
+                e.pid &+= shift; e.tid &+= shift
+                if let c = e.child { e.child = c &+ shift }
+                out.append(e)
+            }
+            copy += 1
+        }
+        return out
+    }
+
+    /// Seconds the engine takes over `events` (a fresh engine; events already parsed), and its stats.
+    public static func time(_ set: RuleSet, _ events: [TraceEvent]) -> (seconds: Double, stats: RuleEngine.Stats, alerts: Int) {
+        let engine = RuleEngine(set)
+        var alerts = 0
+        let t0 = FileSystem.monotonicNs()
+        for i in events.indices { alerts += engine.add(events[i]).count }
+        let t1 = FileSystem.monotonicNs()
+        return (Double(t1 - t0) / 1e9, engine.stats, alerts)
+    }
+
+    /// Resident memory as a sequence rule's open matches pile up: each event opens a sequence
+    /// (a read of a new path that nothing completes). Returns (events so far, open sequences,
+    /// evicted so far, resident bytes) at each of `marks`.
+    public static func openSequenceMemory(_ set: RuleSet, limits: RuleEngine.Limits, marks: [Int]) -> [(events: Int, open: Int, evicted: Int, resident: UInt64)] {
+        let engine = RuleEngine(set, limits: limits)
+        var out: [(Int, Int, Int, UInt64)] = [(0, 0, 0, Host.residentBytes ?? 0)]
+        var e = TraceEvent(kind: .open)
+        e.pid = 4242; e.tid = 4242; e.flags = "r"; e.ret = 3; e.call = "openat"
+        var n = 0
+        // All within the rules' windows (1 µs apart): nothing expires, so the limit is what bounds them.
+        for mark in marks.sorted() {
+            while n < mark {
+                n += 1
+                e.seq = UInt64(n)
+                e.time = 1_800_000_000_000_000_000 + UInt64(n) * 1000
+                e.path = "/data/dir\(n % 997)/file-\(n).dat"
+                _ = engine.add(e)
+            }
+            out.append((n, engine.stats.openSequences, engine.stats.evictedSequences, Host.residentBytes ?? 0))
+        }
+        return out
+    }
+}
