@@ -4,6 +4,7 @@ import KanshiBlock
 import KanshiCore
 import KanshiHistory
 import KanshiJournal
+import KanshiRules
 import KanshiSystem
 import Logging
 import NIOCore
@@ -60,9 +61,14 @@ struct DiskServe: AsyncParsableCommand {
     @Option(help: "Drop clients that have not finished the handshake within this many seconds.")
     var handshakeTimeout: Int64 = 30
 
+    @Option(help: ArgumentHelp("Rules (a file, or builtin) run on the journal as it is written: block records and notes (ev = block_write, lba, length, entropy...); alerts as JSON lines on standard error (and --alerts, --webhook, --syslog).", valueName: "file|builtin"))
+    var rules: String?
+    @OptionGroup var alertSinks: AlertSinkOptions
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+        if rules != nil && (journal == nil || at != nil) { throw ValidationError("--rules needs the journal being written: give --journal DIR (and no --at)") }
         if socket == nil && port == nil { throw ValidationError("give --socket PATH or --port N") }
         if socket != nil && port != nil { throw ValidationError("give either --socket or --port, not both") }
         if let port, !(0...65535).contains(port) { throw ValidationError("--port \(port) is not a TCP port (0-65535)") }
@@ -114,6 +120,12 @@ struct DiskServe: AsyncParsableCommand {
             disk!.note("{\"event\":\"serve-start\",\"image\":\"\(FileSystem.absolutePath(image).jsonEscaped)\",\"size\":\(disk!.size),\"readOnly\":\(readOnly),\"pid\":\(ProcessInfo.processInfo.processIdentifier)}")
         }
 
+        // Rules follow the journal as the server writes it.
+        let ruleSet = try rules.map { try RulesFileOption.load($0 == "builtin" ? nil : $0) }
+        let fanout = try ruleSet.map { _ in try alertSinks.sinks(standardOutput: false, standardError: true) }
+        let ruleWatch = ruleSet.map { RuleWatch(engine: RuleEngine($0), source: .journal(journal!), fanout: fanout!) }
+        ruleWatch?.start()
+
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 2)
         pool.start()
@@ -147,7 +159,14 @@ struct DiskServe: AsyncParsableCommand {
             try disk?.image.syncData()
             try writer?.close()
         } catch {
+            ruleWatch?.finish()
+            fanout?.close()
             throw CLIError("closing the journal failed: \(error)")
+        }
+        if let ruleWatch {
+            let alerts = ruleWatch.finish()
+            fanout?.close()
+            FileHandle.standardError.write(Data("kanshi: rules: \(alerts.count) alert(s) on \(ruleWatch.engine.stats.events) journal records\(ruleWatch.failure.map { "; stopped early: \($0)" } ?? "")\n".utf8))
         }
         if let socket { unlink(socket) }
     }

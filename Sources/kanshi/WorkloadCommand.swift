@@ -70,8 +70,10 @@ struct WorkloadCommand: ParsableCommand {
             if json {
                 Output.line(try Output.json(Workloads.all.map { ["name": $0.name, "class": $0.workloadClass.rawValue, "description": $0.summary] }))
             } else {
+                // Names in a column as wide as the longest one (scripts take the first word).
+                let width = Workloads.all.map(\.name.count).max() ?? 0
                 for w in Workloads.all {
-                    Output.line("\(w.name.padding(toLength: 14, withPad: " ", startingAt: 0)) \(w.workloadClass.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) \(w.summary)")
+                    Output.line("\(w.name.padding(toLength: max(14, width), withPad: " ", startingAt: 0)) \(w.workloadClass.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) \(w.summary)")
                 }
             }
             return

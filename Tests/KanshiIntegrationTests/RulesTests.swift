@@ -69,6 +69,49 @@ struct RulesWorkloadTests {
         }
     }
 
+    /// `kanshi disk serve --rules` follows its journal as it writes it: block records and notes.
+    @Test(.enabled(if: Tools.available("qemu-io"), "qemu-io is not installed (apt-get install qemu-utils)"))
+    func rulesFollowAJournalBeingWritten() throws {
+        let s = Scratch("rules-journal")
+        try makeImage(s.file("disk.img"), bytes: 8 << 20)
+        let rules = s.file("blocks.yaml"), alerts = s.file("alerts.jsonl")
+        try """
+            - rule: served
+              condition: ev = note and note.event = serve-start
+              severity: informational
+            - rule: random-writes
+              count:
+                condition: ev = block_write and entropy > 7.5
+                by: vm
+                distinct: lba
+                window: 10s
+                threshold: 4
+              severity: high
+              output: "%count random-looking writes, the last at sector %lba"
+            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        var random = [UInt8](repeating: 0, count: 4096)
+        for i in random.indices { random[i] = UInt8.random(in: 0...255) }
+        try Data(random).write(to: URL(fileURLWithPath: s.file("random.bin")))
+        let server = try KanshiServer(image: s.file("disk.img"), journal: s.file("j"), socket: s.file("nbd.sock"),
+                                      extra: ["--rules", rules, "--alerts", alerts])
+        // Plain writes first (no alert), then random ones at four places.
+        var commands = ["-c", "write -P 0x41 0 64k"]
+        for k in 0..<4 { commands += ["-c", "write -s \(s.file("random.bin")) \(1 << 20 + k * 8192) 4k"] }
+        let r = try run(["qemu-io", "-f", "raw", server.uri] + commands)
+        #expect(r.ok, "\(r.stderr)")
+        try server.stop()
+        let got = Self.alerts(alerts)
+        #expect(got.map { $0["rule"] as? String } == ["served", "random-writes"], "\(got) \(server.log.suffix(800))")
+        let evidence = got.last?["evidence"] as? [[String: Any]] ?? []
+        #expect(evidence.count == 4 && evidence.allSatisfy { $0["ev"] as? String == "block_write" && $0["offset"] != nil })
+        #expect((got.last?["output"] as? String)?.hasPrefix("4 random-looking writes, the last at sector 2096") == true, "\(got)")
+        // The same alerts from the finished journal.
+        let check = try run([Paths.kanshi, "rules", "check", "--rules", rules, "--journal", s.file("j"), "--quiet"])
+        #expect(check.status == 3 && check.stdout.split(separator: "\n").count == 2, "\(check.stdout) \(check.stderr)")
+        let refused = try run([Paths.kanshi, "disk", "serve", "--image", s.file("disk.img"), "--no-journal", "--socket", s.file("x.sock"), "--rules", "builtin"])
+        #expect(refused.status == 64 && refused.stderr.contains("--rules needs the journal being written"), "\(refused.stderr)")
+    }
+
     /// The tracer logs utime calls (given times or now); the timestamp rule tells them apart.
     @Test func forgedTimestampsAreCaughtOnTheHost() throws {
         let s = Scratch("rules-utime")

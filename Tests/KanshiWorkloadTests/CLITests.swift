@@ -1,4 +1,5 @@
 import Foundation
+import KanshiWorkload
 import Testing
 
 /// The `kanshi` binary next to the test bundle (built with the package).
@@ -55,6 +56,8 @@ struct CLITests {
         let lines = list.stdout.split(separator: "\n")
         #expect(lines.count == 14)
         #expect(lines.filter { $0.contains(" ransomware ") }.count == 5)
+        // Scripts take the first word of each line: every name whole.
+        #expect(lines.map { String($0.split(separator: " ")[0]) } == Workloads.all.map(\.name))
         #expect(try CLI.run(["workload", "--list"]).stdout == list.stdout)
 
         let edit = try CLI.run(["workload", "edit", "--dir", dir, "--count", "2", "--json"])
