@@ -129,6 +129,13 @@ public enum BuiltinRules {
       output: "%proc.name (pid %pid, tree %proc.tree) renamed %count files to a new extension in %window; the last: %path -> %path2"
       actions: [alert, pause, rollback, kill]
 
+    - rule: ransomware-detector-alert
+      desc: A ransomware detector (the disk's windows, or the process model on the behaviour log) raised its alert; journaled as a note, so rules see it live and in the journal afterwards.
+      condition: ev = note and note.event = detector-alert
+      severity: critical
+      tags: [attack.impact, attack.t1486]
+      output: "the %verdict.detector detector alerted (p %verdict.probability) on the window from %verdict.window; named: %verdict.pid %verdict.argv"
+
     # --- Exfiltration -------------------------------------------------------------------------
 
     - rule: exfiltration-by-managed-process

@@ -1,3 +1,4 @@
+import Foundation
 import KanshiCore
 import KanshiTrace
 
@@ -80,6 +81,12 @@ public final class RuleEvent: @unchecked Sendable {
         }
     }
 
+    /// A detector's alert, when this is its journal note.
+    var verdict: [String: Any]? {
+        guard noteEvent == "detector-alert", let note else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(note.utf8))) as? [String: Any]
+    }
+
     /// A silent rule's match, carrying the last event's fields.
     init(match rule: String, last: RuleEvent, evidence: [Evidence]) {
         source = .match; kindIndex = EventKinds.match
@@ -150,6 +157,10 @@ public struct Evidence: Sendable, Equatable, Hashable {
     public var offset: UInt64?
     public var time: UInt64
     public var kind: String
+
+    public init(seq: UInt64?, segment: UInt64? = nil, offset: UInt64? = nil, time: UInt64, kind: String) {
+        self.seq = seq; self.segment = segment; self.offset = offset; self.time = time; self.kind = kind
+    }
 }
 
 /// What the rules know beside the events: the process table, the files that became managed,
@@ -391,6 +402,11 @@ enum Fields {
         text("note", "a journal note's JSON text") { e, _ in e.note }
         text("note.event", "a journal note's \"event\" (serve-start, guest-job-start, rollback-end...)") { e, _ in e.noteEvent }
         text("rule", "the silent rule a match event comes from") { e, _ in e.rule }
+        text("verdict.detector", "a detector's alert (a journal note detector-alert): blocks or processes") { e, _ in e.verdict?["detector"] as? String }
+        number("verdict.probability", "a detector's alert: the probability of ransomware it gave") { e, _ in (e.verdict?["probability"] as? NSNumber)?.doubleValue }
+        number("verdict.pid", "the process detector's alert: the root of the tree it named") { e, _ in (e.verdict?["pid"] as? NSNumber)?.doubleValue }
+        number("verdict.window", "a detector's alert: the start of the window it fired on (ns)") { e, _ in (e.verdict?["windowStartNs"] as? NSNumber)?.doubleValue }
+        texts("verdict.argv", "the process detector's alert: the named tree's command line") { e, _ in e.verdict?["argv"] as? [String] }
         return f.mapValues { (getter: $0.0, help: $0.1) }
     }()
 
@@ -415,7 +431,7 @@ enum Fields {
         case .text(let f): return f(e, w)
         case .number(let f):
             guard let v = f(e, w) else { return nil }
-            return v == v.rounded() && abs(v) < 1e18 ? String(Int64(v)) : String(v)
+            return v == v.rounded() && abs(v) < 9.2e18 ? String(Int64(v)) : String(v)
         case .flag(let f): return f(e, w).map { $0 ? "true" : "false" }
         case .texts(let f): return f(e, w)?.joined(separator: " ")
         }

@@ -154,6 +154,8 @@ public final class Sandbox: @unchecked Sendable {
     private var ram: GuestRAM?
     private var qmpPath = ""
     private var dumpTaken = false
+    /// Appends a note to the run's journal (detector alerts go there, for rules and for the record).
+    private var journalNote: ((String) -> Void)?
 
     public init(config: Config, logger: Logger, console: @escaping @Sendable (String) -> Void) {
         self.config = config
@@ -174,6 +176,7 @@ public final class Sandbox: @unchecked Sendable {
             throw SandboxError.badDisk(path: config.disk, reason: "\(error)")
         }
         disk.note("{\"event\":\"serve-start\",\"image\":\"\(FileSystem.absolutePath(config.disk).jsonEscaped)\",\"size\":\(disk.size),\"readOnly\":false,\"sandbox\":true}")
+        withState { journalNote = { disk.note($0) } }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
@@ -505,6 +508,7 @@ public final class Sandbox: @unchecked Sendable {
                 do {
                     if let alert = try live.evaluate(sinceNs: start) {
                         if acting { try? guest.pause() }
+                        withState { journalNote }?(DetectorNote.blocks(probability: alert.probability, windowStartNs: alert.windowStartNs, acting: acting))
                         let now = FileSystem.nowNs()
                         let d = Detection(alertNs: now, probability: alert.probability,
                                           delayNs: firstWrite.map { now > $0 ? now - $0 : 0 }, bytesWrittenBeforeAlert: written)
@@ -557,6 +561,7 @@ public final class Sandbox: @unchecked Sendable {
             guard let alert = try watch.run(since: { withState { jobStartNs } }, now: { FileSystem.nowNs() },
                                             stop: { withState { finished || alerted } }, diskWrites: diskWrites) else { return }
             try? guest.pause()
+            withState { journalNote }?(DetectorNote.processes(alert))
             let now = FileSystem.nowNs()
             let first = alert.firstDestroyNs ?? alert.atNs
             _ = try? diskWrites()  // what the journal got since the last look
@@ -587,5 +592,18 @@ public final class Sandbox: @unchecked Sendable {
     private func detectorFailed(_ why: String) {
         logger.error("the live detector stopped", metadata: ["why": "\(why)"])
         withState { result.detectorFailure = why }
+    }
+}
+
+/// A detector's alert as a journal note (`"event":"detector-alert"`): rules see it as `ev = note`
+/// with the `verdict.*` fields, live and when the journal is checked afterwards.
+enum DetectorNote {
+    static func blocks(probability: Float, windowStartNs: UInt64, acting: Bool) -> String {
+        "{\"event\":\"detector-alert\",\"detector\":\"blocks\",\"probability\":\(probability),\"windowStartNs\":\(windowStartNs),\"acting\":\(acting)}"
+    }
+
+    static func processes(_ a: ProcessDetector.Alert) -> String {
+        let argv = a.argv.map { "\"\($0.jsonEscaped)\"" }.joined(separator: ",")
+        return "{\"event\":\"detector-alert\",\"detector\":\"processes\",\"probability\":\(a.probability),\"windowStartNs\":\(a.windowStartNs),\"pid\":\(a.root),\"argv\":[\(argv)],\"destroyed\":\(a.destroyed),\"acting\":true}"
     }
 }

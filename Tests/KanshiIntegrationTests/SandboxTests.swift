@@ -190,6 +190,11 @@ import Testing
         #expect(r.ok, "\(r.stdout.suffix(3000))\(r.stderr.suffix(3000))")
         let rows = r.stdout.split(separator: "\n").map(String.init)
         let ransomware = try #require(rows.last { $0.hasPrefix("inplace ") }, "\(r.stdout.suffix(2000))")
+        // The detector's alert is a note in the run's journal: the built-in rules see it there.
+        let notes = try run([Paths.kanshi, "rules", "check", "--journal", s.file("sandbox/runs/demo-inplace.img.journal"), "--quiet"])
+        #expect(notes.status == 3 && notes.stdout.contains("\"rule\":\"ransomware-detector-alert\""), "\(notes.stdout) \(notes.stderr)")
+        let none = try run([Paths.kanshi, "rules", "check", "--journal", s.file("sandbox/runs/demo-compress.img.journal"), "--quiet"])
+        #expect(none.status == 0 && none.stdout.isEmpty, "\(none.stdout) \(none.stderr)")
         let benign = try #require(rows.last { $0.hasPrefix("compress ") }, "\(r.stdout.suffix(2000))")
         #expect(ransomware.contains(" YES ") && ransomware.contains(" 944/944 ") && ransomware.contains(" 944/944   0 "), "\(ransomware)")
         #expect(benign.contains(" no ") && benign.contains(" 944/944 ") && benign.contains(" 944/944   0 "), "\(benign)")

@@ -106,6 +106,18 @@ import Testing
         #expect(run(["mv"]) { ("/d/f\($0).xlsx", "/e/f\($0).xlsx") }.isEmpty)
     }
 
+    @Test func aDetectorsAlertNoteIsAnAlertAndOtherNotesAreNot() throws {
+        let engine = RuleEngine(set)
+        let quiet = engine.add(RuleEvent(note: #"{"event":"serve-start","size":1}"#, event: "serve-start", time: 5, seq: 1, segment: 0, offset: 64))
+        let note = #"{"event":"detector-alert","detector":"processes","probability":0.97,"windowStartNs":1800000000000000000,"pid":114,"argv":["kanshi","workload","inplace"],"destroyed":12,"acting":true}"#
+        let alerts = engine.add(RuleEvent(note: note, event: "detector-alert", time: 9, seq: 7, segment: 0, offset: 4096))
+        #expect(quiet.isEmpty)
+        let a = try #require(alerts.first)
+        #expect(alerts.count == 1 && a.rule == "ransomware-detector-alert" && a.severity == .critical)
+        #expect(a.output == "the processes detector alerted (p 0.97) on the window from 1800000000000000000; named: 114 kanshi workload inplace")
+        #expect(a.evidence == [Evidence(seq: 7, segment: 0, offset: 4096, time: 9, kind: "note")])
+    }
+
     // MARK: Exfiltration
 
     @Test func aManagedProcessRefusedSendingFiresAnOrdinaryOneDoesNot() {
@@ -236,6 +248,7 @@ import Testing
         // The rules this suite fires; a new built-in rule needs a test beside these.
         let tested: Set<String> = [
             "ransomware-encrypts-files-in-place", "ransomware-writes-copies-and-deletes-originals", "ransomware-mass-rename",
+            "ransomware-detector-alert",
             "exfiltration-by-managed-process", "managed-process-network-connection", "credential-file-read", "persistence-cron",
             "persistence-service", "persistence-shell-startup", "persistence-ssh-authorized-keys", "log-wiped", "history-wiped",
             "timestamp-forged", "written-file-executed",
