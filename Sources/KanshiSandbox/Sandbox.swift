@@ -137,6 +137,8 @@ public final class Sandbox: @unchecked Sendable {
         /// why a rule watch stopped early.
         public var ruleAlerts: [RuleAlert] = []
         public var ruleStop: RuleAlert?
+        /// A rule's isolate action: which rule cut the guest's network (or why it could not).
+        public var ruleIsolated: String?
         public var ruleFailures: [String] = []
     }
 
@@ -156,6 +158,8 @@ public final class Sandbox: @unchecked Sendable {
     private var dumpTaken = false
     /// Appends a note to the run's journal (detector alerts go there, for rules and for the record).
     private var journalNote: ((String) -> Void)?
+    /// The VM sensor while it runs (a rule's isolate action cuts the guest's network through it).
+    private var runningSensor: VMSensor?
 
     public init(config: Config, logger: Logger, console: @escaping @Sendable (String) -> Void) {
         self.config = config
@@ -226,6 +230,7 @@ public final class Sandbox: @unchecked Sendable {
             let vm = try VMSensor(config: s)
             qemu.extraArguments += vm.qemuArguments
             sensor = vm
+            withState { runningSensor = vm }
         } else if config.network {
             qemu.extraArguments += ["-netdev", "user,id=kanshi-net", "-device", "virtio-net-pci,netdev=kanshi-net"]
         }
@@ -580,6 +585,12 @@ public final class Sandbox: @unchecked Sendable {
     /// A rule's alert during the run: kept; with pause or rollback, the guest pauses and the run ends.
     private func ruleAlert(_ alert: RuleAlert, guest: QEMUGuest) {
         withState { result.ruleAlerts.append(alert) }
+        if alert.actions.contains(.isolate), withState({ result.ruleIsolated == nil }) {
+            let why = "rule \(alert.rule)"
+            let cut = withState { runningSensor }?.isolate(why: why) ?? false
+            withState { result.ruleIsolated = cut ? why : "\(why) asked to isolate the guest, which has no network through the VM sensor (--net)" }
+            if cut { withState { journalNote }?("{\"event\":\"isolated\",\"rule\":\"\(alert.rule.jsonEscaped)\"}") }
+        }
         guard alert.actions.contains(.pause) || alert.actions.contains(.rollback) else { return }
         try? guest.pause()
         withState {

@@ -118,6 +118,8 @@ public final class VMSensor: @unchecked Sendable {
     // until `stop` has joined it.
     private var running = false
     private var failure: String?
+    /// Why the guest's network was cut (`isolate`), if it was: every frame is dropped from then on.
+    private var isolated: String?
     private let done = DispatchSemaphore(value: 0)
     private var thread: Thread?
 
@@ -247,6 +249,15 @@ public final class VMSensor: @unchecked Sendable {
         }
     }
 
+    /// Cuts the guest's network: every frame it sends from now on is dropped (and counted as such).
+    /// False when the guest has no network through the sensor (`Config.network`).
+    @discardableResult
+    public func isolate(why: String) -> Bool {
+        guard relay != nil else { return false }
+        lock.lock(); isolated = isolated ?? why; lock.unlock()
+        return true
+    }
+
     /// The relay's question for each frame. The plugin publishes a call at its entry, before the
     /// guest kernel can build the frame, so reading the ring first makes the frame's owner known.
     private func allow(_ frame: [UInt8]) -> Bool {
@@ -256,7 +267,11 @@ public final class VMSensor: @unchecked Sendable {
             lock.lock(); failure = "\(error)"; lock.unlock()
             return false  // fail closed
         }
-        lock.lock(); let failed = failure != nil; lock.unlock()
+        lock.lock(); let failed = failure != nil; let cut = isolated; lock.unlock()
+        if let cut {
+            behaviour.recordDrop(f, pid: nil, why: "the guest's network is cut: \(cut)", time: FileSystem.nowNs())
+            return false
+        }
         let blind = !config.behaviour.protect.isEmpty && !ring.stats.calibrated && f.kind != .link
         let decision: EgressDecision = failed ? .drop(pid: nil, why: "the VM sensor stopped reading the plugin's ring (fail closed)")
             : blind ? .drop(pid: nil, why: "the VM sensor has not found the guest kernel's system call entry yet, and paths are protected (fail closed)")

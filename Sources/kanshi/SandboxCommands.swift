@@ -356,6 +356,7 @@ struct SandboxRun: AsyncParsableCommand {
         if !r.ruleAlerts.isEmpty || r.ruleStop != nil || !r.ruleFailures.isEmpty {
             var rules: [String: Any] = ["alerts": r.ruleAlerts.compactMap { try? JSONSerialization.jsonObject(with: Data($0.json.utf8)) }]
             if let s = r.ruleStop { rules["stoppedBy"] = s.rule }
+            if let i = r.ruleIsolated { rules["isolated"] = i }
             if !r.ruleFailures.isEmpty { rules["failures"] = r.ruleFailures }
             o["rules"] = rules
         }
@@ -374,6 +375,7 @@ struct SandboxRun: AsyncParsableCommand {
             Output.error("sandbox: rules: \(r.ruleAlerts.count) alert(s): \(by.keys.sorted().map { "\($0) \(by[$0]!)" }.joined(separator: ", "))")
         }
         if let s = r.ruleStop { Output.error("sandbox: rule \(s.rule) (\(s.severity.rawValue)) paused the guest at \(Output.time(s.time)): \(s.output)") }
+        if let i = r.ruleIsolated { Output.error("sandbox: network cut: \(i)") }
         for f in r.ruleFailures { Output.error("sandbox: WARNING: rules stopped early on \(f)") }
         if let d = r.diskDetection {
             Output.error("sandbox: the disk detector (watching only) would have alerted at \(Output.time(d.alertNs)) (p=\(String(format: "%.2f", d.probability)))")

