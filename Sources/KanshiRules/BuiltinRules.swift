@@ -78,17 +78,16 @@ public enum BuiltinRules {
       actions: [alert, pause, rollback, kill]
 
     - rule: file-copied-then-deleted
-      desc: A file read, a new file written under its name plus an extension (random-looking where measured), then the original deleted.
+      desc: >
+        A new file written under an existing file's name plus an extension (random-looking where measured),
+        then that file deleted. (Writing the copy means its content was read: the read is not a step.)
       silent: true
       sequence:
         by: process
         within: 60s
         steps:
-          - name: read
-            condition: open_read and not system_path
-            by: path
           - name: copy
-            condition: open_create and path.ext != ""
+            condition: open_create and path.ext != "" and not system_path
             by: path.noext
           - name: written
             condition: ev = close and (not entropy exists or entropy >= 7.0)

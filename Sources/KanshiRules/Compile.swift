@@ -124,13 +124,23 @@ struct ConditionCompiler {
             throw src.error(field, "unknown field '\(field.text)'\(Self.suggestion(field.text))")
         }
         // An event kind that does not exist would make the rule never match.
-        if field.text == "ev", op.text == "=" || op.text == "in" {
+        if field.text == "ev", op.text == "=" || op.text == "in" || op.text == "!=" {
+            var mask: UInt64 = 0
+            var constant = true
             for v in values {
-                guard case .literal(let t) = v else { continue }
-                if op.text == "in", values.count == 1, t.kind == .word, lists[t.text] == nil { continue }  // `in NAME`: not a list, said below
-                for kind in (op.text == "in" ? lists[t.text] ?? [t.text] : [t.text]) where EventKinds.index[kind] == nil {
-                    throw src.error(t, "'\(kind)' is not an event kind (kinds: \(EventKinds.all.joined(separator: ", ")))")
+                guard case .literal(let t) = v else { constant = false; continue }
+                if op.text == "in", values.count == 1, t.kind == .word, lists[t.text] == nil { constant = false; continue }  // `in NAME`: not a list, said below
+                for kind in (op.text == "in" ? lists[t.text] ?? [t.text] : [t.text]) {
+                    guard let i = EventKinds.index[kind] else {
+                        throw src.error(t, "'\(kind)' is not an event kind (kinds: \(EventKinds.all.joined(separator: ", ")))")
+                    }
+                    mask |= UInt64(1) << UInt64(i)
                 }
+            }
+            // Kinds are numbered: one bit test instead of comparing names.
+            if constant {
+                if op.text == "!=" { return { e, _, _ in mask & (UInt64(1) << UInt64(e.kindIndex)) == 0 } }
+                return { e, _, _ in mask & (UInt64(1) << UInt64(e.kindIndex)) != 0 }
             }
         }
         if op.text == "exists" {

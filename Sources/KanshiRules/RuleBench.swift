@@ -37,14 +37,15 @@ public enum RuleBench {
         return (Double(t1 - t0) / 1e9, engine.stats, alerts)
     }
 
-    /// Resident memory as a sequence rule's open matches pile up: each event opens a sequence
-    /// (a read of a new path that nothing completes). Returns (events so far, open sequences,
+    /// Resident memory as sequence rules' open matches pile up: each event opens sequences (a new
+    /// file created that nothing completes: the built-in set's copy-then-delete and
+    /// written-then-run sequences each start on it). Returns (events so far, open sequences,
     /// evicted so far, resident bytes) at each of `marks`.
     public static func openSequenceMemory(_ set: RuleSet, limits: RuleEngine.Limits, marks: [Int]) -> [(events: Int, open: Int, evicted: Int, resident: UInt64)] {
         let engine = RuleEngine(set, limits: limits)
         var out: [(Int, Int, Int, UInt64)] = [(0, 0, 0, Host.residentBytes ?? 0)]
         var e = TraceEvent(kind: .open)
-        e.pid = 4242; e.tid = 4242; e.flags = "r"; e.ret = 3; e.call = "openat"
+        e.pid = 4242; e.tid = 4242; e.flags = "w,creat,trunc"; e.ret = 3; e.call = "openat"
         var n = 0
         // All within the rules' windows (1 µs apart): nothing expires, so the limit is what bounds them.
         for mark in marks.sorted() {

@@ -11,8 +11,8 @@ struct BenchRules: ParsableCommand {
         discussion: """
             The logs are read once; their events are repeated (shifted in time, pids moved apart) \
             to --events, then fed to a fresh engine each round on this thread. Then one engine takes \
-            reads of paths that nothing completes, opening a sequence per event, and resident \
-            memory is printed as they grow past the limit (--open-limit, the oldest evicted). \
+            creations of new files that nothing completes, each opening sequences, and resident \
+            memory is printed as they grow past the limit (--open-limit per rule, the oldest evicted). \
             scripts/bench-rules.sh records the logs and runs peers on the same log beside this.
             """)
 
