@@ -156,8 +156,9 @@ public enum BuiltinRules {
     - rule: credential-file-read
       desc: The password or sudo files, or a private SSH key, opened by a program that has no business with them.
       condition: >
-        opened and (path in (shadow_files) or (path glob "*/.ssh/id_*" and not path endswith .pub)
-        or path glob "*/.ssh/*_key" or path endswith /.aws/credentials or path endswith /.docker/config.json)
+        opened and (path in (shadow_files)
+        or (path contains /.ssh/ and ((path glob "*/.ssh/id_*" and not path endswith .pub) or path glob "*/.ssh/*_key"))
+        or path endswith /.aws/credentials or path endswith /.docker/config.json)
         and not proc.name in (credential_readers)
       severity: high
       tags: [attack.credential_access, attack.t1003.008, attack.t1552.004]
@@ -194,8 +195,8 @@ public enum BuiltinRules {
     - rule: persistence-shell-startup
       desc: A shell start-up file written (runs at every login or shell).
       condition: >
-        ((open_write and (path.name in (shell_startup_files) or path startswith /etc/profile.d/ or path in (/etc/profile, /etc/bash.bashrc, /etc/environment)))
-        or (changed_by_name and (path2.name in (shell_startup_files) or path2 startswith /etc/profile.d/)))
+        ((open_write and ((path contains /. and path.name in (shell_startup_files)) or path startswith /etc/profile.d/ or path in (/etc/profile, /etc/bash.bashrc, /etc/environment)))
+        or (changed_by_name and ((path2 contains /. and path2.name in (shell_startup_files)) or path2 startswith /etc/profile.d/)))
         and not from_package_manager
       severity: medium
       tags: [attack.persistence, attack.t1546.004]
@@ -222,7 +223,7 @@ public enum BuiltinRules {
     - rule: history-wiped
       desc: A command history deleted, emptied, linked to /dev/null, or overwritten by a program that is not its shell.
       condition: >
-        (path.name in (history_files) and ((ev = unlink and ret = 0) or (ev = truncate and ret = 0)
+        (path contains /. and path.name in (history_files) and ((ev = unlink and ret = 0) or (ev = truncate and ret = 0)
           or (opened and flags contains trunc and not proc.name in (shells))))
         or (ev = symlink and ret = 0 and path = /dev/null and path2.name in (history_files))
       severity: high

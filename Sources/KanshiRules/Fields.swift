@@ -204,12 +204,16 @@ public final class RuleWorld {
             let parent = process(e.pid)
             let c = processes[child] ?? Process(pid: child, parent: e.pid)
             processes[child] = c
+            ancestorCache[child] = nil
             if c.parent == nil { c.parent = e.pid }
             // A fork runs its parent's program until it execs.
             if c.argv.isEmpty { c.setArgv(e.argv ?? parent.argv) }
             parent.children.append(child)
         case .exec:
-            if e.ret == 0, let a = e.argv { process(e.pid).setArgv(a) }
+            if e.ret == 0, let a = e.argv {
+                process(e.pid).setArgv(a)
+                execs += 1
+            }
         case .managed:
             if let p = e.path { managedFiles.insert(p) } else { managedProcesses.insert(e.pid) }
         default:
@@ -248,7 +252,18 @@ public final class RuleWorld {
         return out
     }
 
+    /// Bumped by every exec: cached ancestor names older than it are made again.
+    private var execs = 0
+    private var ancestorCache: [Int32: (execs: Int, names: [String])] = [:]
+
     func ancestorNames(_ pid: Int32) -> [String] {
+        if let c = ancestorCache[pid], c.execs == execs { return c.names }
+        let names = computeAncestorNames(pid)
+        ancestorCache[pid] = (execs, names)
+        return names
+    }
+
+    private func computeAncestorNames(_ pid: Int32) -> [String] {
         var out: [String] = []
         var p = pid
         var steps = 0

@@ -11,7 +11,7 @@ struct RulesCommand: ParsableCommand {
             shapes: a condition on one event, a sequence of steps by the same key within a time span \
             (later steps can refer to earlier ones: $read.path), and a count or distinct count over a \
             window. Without --rules the built-in set is used (kanshi rules show prints it). The same \
-            rules run live: kanshi trace --rules.
+            rules run live: kanshi trace --rules, kanshi sandbox run --rules, kanshi disk serve --rules.
             """,
         subcommands: [RulesCheck.self, RulesValidate.self, RulesList.self, RulesFields.self, RulesShow.self])
 }
