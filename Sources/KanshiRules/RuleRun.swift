@@ -7,10 +7,11 @@ import KanshiTrace
 /// the same events in the same order.
 public enum RuleRun {
     /// Feeds every event of a behaviour log (JSON lines of `kanshi trace` or the VM sensor).
-    public static func run(log path: String, engine: RuleEngine, _ onAlert: (RuleAlert) throws -> Void) throws {
+    public static func run(log path: String, engine: RuleEngine, progress: () -> Void = {}, _ onAlert: (RuleAlert) throws -> Void) throws {
         do {
             try BehaviourLogReader.read(path: path) { e in
                 for a in engine.add(e) { try onAlert(a) }
+                progress()
             }
         } catch let e as TraceError {
             throw RulesRunError("\(e)")
@@ -18,7 +19,7 @@ public enum RuleRun {
     }
 
     /// Feeds every block record and note of a journal (block writes carry the mean entropy of their data).
-    public static func run(journal directory: String, engine: RuleEngine, _ onAlert: (RuleAlert) throws -> Void) throws {
+    public static func run(journal directory: String, engine: RuleEngine, progress: () -> Void = {}, _ onAlert: (RuleAlert) throws -> Void) throws {
         let reader: JournalReader
         do {
             reader = try JournalReader(directory: directory)
@@ -28,6 +29,7 @@ public enum RuleRun {
         try reader.forEachRecord { r in
             guard let e = try event(r) else { return }
             for a in engine.add(e) { try onAlert(a) }
+            progress()
         }
     }
 
