@@ -129,8 +129,8 @@ public enum BuiltinRules {
       actions: [alert, pause, rollback, kill]
 
     - rule: ransomware-detector-alert
-      desc: A ransomware detector (the disk's windows, or the process model on the behaviour log) raised its alert; journaled as a note, so rules see it live and in the journal afterwards.
-      condition: ev = note and note.event = detector-alert
+      desc: A ransomware detector (the disk's windows, or the process model on the behaviour log) raised the alert the sandbox acts on; journaled as a note, so rules see it live and in the journal afterwards. (A detector that only watches beside another journals its alerts too, with acting false.)
+      condition: ev = note and note.event = detector-alert and verdict.acting
       severity: critical
       tags: [attack.impact, attack.t1486]
       output: "the %verdict.detector detector alerted (p %verdict.probability) on the window from %verdict.window; named: %verdict.pid %verdict.argv"

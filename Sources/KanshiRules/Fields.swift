@@ -422,6 +422,7 @@ enum Fields {
         number("verdict.pid", "the process detector's alert: the root of the tree it named") { e, _ in (e.verdict?["pid"] as? NSNumber)?.doubleValue }
         number("verdict.window", "a detector's alert: the start of the window it fired on (ns)") { e, _ in (e.verdict?["windowStartNs"] as? NSNumber)?.doubleValue }
         texts("verdict.argv", "the process detector's alert: the named tree's command line") { e, _ in e.verdict?["argv"] as? [String] }
+        flag("verdict.acting", "a detector's alert: whether that detector acts on it (false: it only watched beside another)") { e, _ in e.verdict?["acting"] as? Bool }
         return f.mapValues { (getter: $0.0, help: $0.1) }
     }()
 

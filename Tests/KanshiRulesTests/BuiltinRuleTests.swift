@@ -109,6 +109,9 @@ import Testing
     @Test func aDetectorsAlertNoteIsAnAlertAndOtherNotesAreNot() throws {
         let engine = RuleEngine(set)
         let quiet = engine.add(RuleEvent(note: #"{"event":"serve-start","size":1}"#, event: "serve-start", time: 5, seq: 1, segment: 0, offset: 64))
+        // The disk detector only watching beside the process model: journaled, not an alert.
+        let watching = #"{"event":"detector-alert","detector":"blocks","probability":0.86,"windowStartNs":1800000000000000000,"acting":false}"#
+        #expect(engine.add(RuleEvent(note: watching, event: "detector-alert", time: 6, seq: 2, segment: 0, offset: 128)).isEmpty)
         let note = #"{"event":"detector-alert","detector":"processes","probability":0.97,"windowStartNs":1800000000000000000,"pid":114,"argv":["kanshi","workload","inplace"],"destroyed":12,"acting":true}"#
         let alerts = engine.add(RuleEvent(note: note, event: "detector-alert", time: 9, seq: 7, segment: 0, offset: 4096))
         #expect(quiet.isEmpty)
