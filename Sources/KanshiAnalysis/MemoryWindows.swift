@@ -72,8 +72,9 @@ public enum MemoryWindows {
         return out
     }
 
-    /// Reads a table written by `csv` / `export` (a run's `memory.csv`); errors name the file and line.
-    public static func read(csv path: String) throws -> FeatureTable {
+    /// Reads a table written by `csv` / `export` (a run's `memory.csv`) with windows of `windowNs`
+    /// (each start on a window boundary); errors name the file and line.
+    public static func read(csv path: String, windowNs: UInt64 = 1_000_000_000) throws -> FeatureTable {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw AnalysisError.missingFile(path) }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         if lines.last?.isEmpty == true { lines.removeLast() }
@@ -91,6 +92,9 @@ public enum MemoryWindows {
             guard let start = UInt64(fields[0]) else {
                 throw AnalysisError.malformed(file: path, line: i + 1, reason: "window_start_ns '\(fields[0])' is not a time in ns")
             }
+            guard start % windowNs == 0 else {
+                throw AnalysisError.malformed(file: path, line: i + 1, reason: "window \(start) does not start on a \(windowNs / 1_000_000) ms boundary (memory.csv has windows of that length)")
+            }
             if let last = starts.last, start <= last {
                 throw AnalysisError.malformed(file: path, line: i + 1, reason: "window \(start) does not come after \(last)")
             }
@@ -103,7 +107,7 @@ public enum MemoryWindows {
             }
             values += row
             starts.append(start)
-            written.append(UInt64(row[bytesColumn]))
+            written.append(UInt64(Double(row[bytesColumn]) * Double(windowNs) / 1e9))
         }
         return FeatureTable(names: names, values: values, windowStart: starts, writtenBytes: written)
     }

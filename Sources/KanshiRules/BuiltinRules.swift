@@ -27,7 +27,7 @@ public enum BuiltinRules {
     - list: toolchain
       items: [ld, ld.bfd, ld.gold, ld.lld, collect2, cc1, gcc, g++, clang, go, rustc, swift-frontend, swift-build, swiftc, javac]
     - list: time_keepers
-      items: [tar, cp, rsync, unzip, dpkg, apt, rpm, touch-by-make, make, git, install, mv]
+      items: [tar, cp, rsync, unzip, dpkg, apt, rpm, make, git, install, mv]
 
     - macro: opened
       condition: ev = open and ret >= 0
@@ -93,12 +93,8 @@ public enum BuiltinRules {
             condition: ev = close and (not entropy exists or entropy >= 7.0)
             by: path.noext
           - name: delete
-            condition: ev = unlink and ret = 0
+            condition: ev = unlink and ret = 0 and not proc.name in (compressors)
             by: path
-      exceptions:
-        - name: compressors
-          fields: proc.name
-          values: [gzip, gunzip, bzip2, xz, zstd, lz4, pigz, 7z, zip]
 
     - rule: ransomware-writes-copies-and-deletes-originals
       desc: One process tree replaced many files by encrypted-looking copies under a new extension and deleted the originals.

@@ -35,7 +35,13 @@ public final class RuleEngine {
     public let ruleSet: RuleSet
     public let world: RuleWorld
     public let limits: Limits
-    public private(set) var stats = Stats()
+    /// What the engine has done so far, with the sequences open now.
+    public var stats: Stats {
+        var s = counters
+        s.openSequences = sequences.reduce(0) { $0 + $1.open }
+        return s
+    }
+    private var counters = Stats()
 
     /// The rules each event kind goes to (by `EventKinds` number), in rule order.
     private var byKind: [[Int]]
@@ -53,9 +59,9 @@ public final class RuleEngine {
     /// Open sequences of one rule: `waiting[k][key]` waits for step k.
     struct SequenceState {
         var waiting: [[EventKey: Partial]]
-        var open = 0
         /// When expired sequences were last swept out (event time).
         var lastSweepNs: UInt64 = 0
+        var open: Int { waiting.reduce(0) { $0 + $1.count } }
     }
 
     struct CountEntry { var time: UInt64; var value: String?; var evidence: [Evidence] }
@@ -96,11 +102,11 @@ public final class RuleEngine {
 
     /// Takes one event; returns the alerts it completes, in rule order.
     public func add(_ e: RuleEvent) -> [RuleAlert] {
-        stats.events += 1
+        counters.events += 1
         if let t = e.trace, e.source == .behaviour { world.add(t) }
         var alerts: [RuleAlert] = []
         dispatch(e, into: &alerts, depth: 0)
-        stats.alerts += alerts.count
+        counters.alerts += alerts.count
         return alerts
     }
 
@@ -111,7 +117,7 @@ public final class RuleEngine {
     private func run(_ i: Int, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
         switch shapes[i] {
         case .single(let p):
-            stats.examined += 1
+            counters.examined += 1
             if p(e, world, []) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
         case .sequence(let s):
             sequence(i, s, e, &alerts, depth)
@@ -131,7 +137,7 @@ public final class RuleEngine {
             let step = s.steps[k]
             guard step.kinds & bit != 0 else { continue }
             if k == 0 {
-                stats.examined += 1
+                counters.examined += 1
                 guard step.predicate(e, world, []) else { continue }
                 var key = shared ?? s.by.key(e, world)
                 shared = key
@@ -140,12 +146,10 @@ public final class RuleEngine {
                     // The earliest stays, until it expires.
                     guard e.time &- sequences[i].waiting[1].values[at].startNs > s.withinNs else { continue }
                     sequences[i].waiting[1].values[at] = Partial(bound: [e.kept()], startNs: e.time)
-                    stats.expiredSequences += 1
+                    counters.expiredSequences += 1
                     continue
                 }
                 sequences[i].waiting[1][key] = Partial(bound: [e.kept()], startNs: e.time)
-                sequences[i].open += 1
-                stats.openSequences += 1
                 if sequences[i].open > limits.openSequences { prune(i, s, now: e.time) }
                 continue
             }
@@ -156,28 +160,20 @@ public final class RuleEngine {
             guard let p = sequences[i].waiting[k][key] else { continue }
             if e.time &- p.startNs > s.withinNs {
                 sequences[i].waiting[k][key] = nil
-                sequences[i].open -= 1
-                stats.openSequences -= 1
-                stats.expiredSequences += 1
+                counters.expiredSequences += 1
                 continue
             }
-            stats.examined += 1
+            counters.examined += 1
             guard step.predicate(e, world, p.bound) else { continue }
             sequences[i].waiting[k][key] = nil
             p.bound.append(e.kept())
             if k == last {
-                sequences[i].open -= 1
-                stats.openSequences -= 1
                 fire(i, last: e, steps: p.bound, evidence: p.bound.flatMap(Self.evidence), key: s.by.described(e, world), count: nil,
                      into: &alerts, depth: depth)
             } else if let old = sequences[i].waiting[k + 1][key], e.time &- old.startNs <= s.withinNs {
-                sequences[i].open -= 1  // one further on already: the earlier one stays
-                stats.openSequences -= 1
+                // One further on already: the earlier one stays, this one ends.
             } else {
-                if sequences[i].waiting[k + 1].updateValue(p, forKey: key) != nil {
-                    sequences[i].open -= 1
-                    stats.openSequences -= 1
-                }
+                sequences[i].waiting[k + 1][key] = p
             }
         }
     }
@@ -189,7 +185,7 @@ public final class RuleEngine {
         for k in sequences[i].waiting.indices where !sequences[i].waiting[k].isEmpty {
             let before = sequences[i].waiting[k].count
             sequences[i].waiting[k] = sequences[i].waiting[k].filter { now &- $0.value.startNs <= s.withinNs }
-            stats.expiredSequences += before - sequences[i].waiting[k].count
+            counters.expiredSequences += before - sequences[i].waiting[k].count
             kept += sequences[i].waiting[k].count
         }
         if kept > limits.openSequences {
@@ -198,22 +194,18 @@ public final class RuleEngine {
             for w in sequences[i].waiting { for p in w.values { starts.append(p.startNs) } }
             starts.sort()
             let cutoff = starts[kept - limits.openSequences / 2]
-            kept = 0
             for k in sequences[i].waiting.indices where !sequences[i].waiting[k].isEmpty {
                 let before = sequences[i].waiting[k].count
                 sequences[i].waiting[k] = sequences[i].waiting[k].filter { $0.value.startNs >= cutoff }
-                stats.evictedSequences += before - sequences[i].waiting[k].count
-                kept += sequences[i].waiting[k].count
+                counters.evictedSequences += before - sequences[i].waiting[k].count
             }
         }
-        stats.openSequences += kept - sequences[i].open
-        sequences[i].open = kept
     }
 
     private static func evidence(_ e: RuleEvent) -> [Evidence] { e.source == .match ? e.evidence : [e.asEvidence] }
 
     private func count(_ i: Int, _ c: CountSpec, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
-        stats.examined += 1
+        counters.examined += 1
         switch c.counted {
         case .events(let p): guard p(e, world, []) else { return }
         case .matches(let rule): guard e.source == .match, e.rule == rule else { return }
@@ -233,7 +225,7 @@ public final class RuleEngine {
                 // Alerted on this key within the window: quiet, the newest events kept for the next alert.
                 entries.removeFirst(entries.count - (c.threshold - 1))
                 counts[i].keys[key] = entries
-                stats.quietCounts += 1
+                counters.quietCounts += 1
                 return
             }
             counts[i].keys[key] = nil
@@ -253,7 +245,7 @@ public final class RuleEngine {
             let keep = counts[i].keys.sorted { ($0.value.last?.time ?? 0) > ($1.value.last?.time ?? 0) }.prefix(limits.countKeys / 2)
             counts[i].keys = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
         }
-        stats.evictedCountKeys += before - counts[i].keys.count
+        counters.evictedCountKeys += before - counts[i].keys.count
     }
 
     private func fire(_ i: Int, last: RuleEvent, steps: [RuleEvent], evidence: [Evidence], key: [String: String], count: Int?,
@@ -261,7 +253,7 @@ public final class RuleEngine {
         var seen: Set<Evidence> = []
         let unique = evidence.filter { seen.insert($0).inserted }.sorted { ($0.time, $0.seq ?? 0, $0.offset ?? 0) < ($1.time, $1.seq ?? 0, $1.offset ?? 0) }
         if silent[i] {
-            stats.matches += 1
+            counters.matches += 1
             guard depth < 8 else { return }
             dispatch(RuleEvent(match: ruleSet.rules[i].name, last: last, evidence: unique), into: &alerts, depth: depth + 1)
             return

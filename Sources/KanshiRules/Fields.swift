@@ -81,11 +81,11 @@ public final class RuleEvent: @unchecked Sendable {
         }
     }
 
-    /// A detector's alert, when this is its journal note.
-    var verdict: [String: Any]? {
+    /// A detector's alert, when this is its journal note (read once, for all its fields).
+    lazy var verdict: [String: Any]? = {
         guard noteEvent == "detector-alert", let note else { return nil }
         return (try? JSONSerialization.jsonObject(with: Data(note.utf8))) as? [String: Any]
-    }
+    }()
 
     /// A silent rule's match, carrying the last event's fields.
     init(match rule: String, last: RuleEvent, evidence: [Evidence]) {

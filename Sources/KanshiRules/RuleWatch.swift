@@ -9,7 +9,6 @@ public final class AlertFanout: @unchecked Sendable {
     private let report: (String) -> Void
     private var failed: Set<String> = []
     private let lock = NSLock()
-    public private(set) var sent = 0
 
     public init(_ sinks: [AlertSink], report: @escaping (String) -> Void) {
         self.sinks = sinks
@@ -18,7 +17,6 @@ public final class AlertFanout: @unchecked Sendable {
 
     public func send(_ a: RuleAlert) {
         lock.lock(); defer { lock.unlock() }
-        sent += 1
         for s in sinks {
             do { try s.send(a) } catch {
                 if failed.insert(s.name).inserted { report("alerts to \(s.name) failed: \(error)") }
@@ -122,9 +120,6 @@ public final class RuleWatch: @unchecked Sendable {
         ended.wait()
         return lock.withLock { alertsSeen }
     }
-
-    /// Alerts raised so far.
-    public var alerts: [RuleAlert] { lock.withLock { alertsSeen } }
 
     /// Why the watch stopped early, if it did.
     public var failure: String? { lock.withLock { failureText } }

@@ -11,19 +11,30 @@ public final class UnixListener: @unchecked Sendable {
     public let path: String
 
     public init(path: String) throws(SystemError) {
-        let fd = try syscall("socket", path) { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let fd = try UnixListener.bound(path, type: SOCK_STREAM)
         self.fd = fd
         self.path = path
         do {
-            var addr = try UnixListener.address(path)
-            try syscall("bind", path) {
-                withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-            }
             try syscall("listen", path) { listen(fd, 4) }
         } catch {
             Glibc.close(fd)
             throw error
         }
+    }
+
+    /// A Unix socket of `type` bound at `path` (its descriptor; closed again on failure).
+    static func bound(_ path: String, type: __socket_type) throws(SystemError) -> Int32 {
+        let fd = try syscall("socket", path) { socket(AF_UNIX, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        do {
+            var addr = try address(path)
+            try syscall("bind", path) {
+                withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return fd
     }
 
     static func address(_ path: String) throws(SystemError) -> sockaddr_un {
@@ -116,18 +127,8 @@ public final class DatagramReceiver: @unchecked Sendable {
     public let path: String
 
     public init(path: String) throws(SystemError) {
-        let fd = try syscall("socket", path) { socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
-        self.fd = fd
+        fd = try UnixListener.bound(path, type: SOCK_DGRAM)
         self.path = path
-        do {
-            var addr = try UnixListener.address(path)
-            try syscall("bind", path) {
-                withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-            }
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
     }
 
     /// One datagram as text, waiting up to `timeoutMs`; nil on time-out.

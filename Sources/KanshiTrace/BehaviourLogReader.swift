@@ -49,15 +49,9 @@ public enum BehaviourLogReader {
         return try generalEvent(fromJSON: Data(bytes))
     }
 
-    /// One line of the log (its bytes) as an event: read directly when it is as the log writes
-    /// it, else by the general JSON reader (which names what is wrong).
-    static func event(line: Data.SubSequence) throws -> TraceEvent {
-        try line.withUnsafeBytes { try event(bytes: $0) }
-    }
-
     /// One JSON line of the log as an event.
     public static func event(fromJSON line: Data) throws -> TraceEvent {
-        try event(line: line[...])
+        try line.withUnsafeBytes { try event(bytes: $0) }
     }
 
     /// The general JSON reader's way (any valid JSON object, in any layout).

@@ -93,14 +93,16 @@ struct RulesCheck: ParsableCommand {
         // Progress on a terminal, every 2 s of a long check.
         let terminal = isatty(2) != 0 && !quiet
         var nextProgress = start + 2_000_000_000
+        var seen = 0, alerts = 0
         do {
-            let send: (RuleAlert) -> Void = { a in byRule[a.rule, default: 0] += 1; fanout.send(a) }
+            let send: (RuleAlert) -> Void = { a in byRule[a.rule, default: 0] += 1; alerts += 1; fanout.send(a) }
             let progress: () -> Void = {
-                guard terminal, engine.stats.events % 65_536 == 0 else { return }
+                seen += 1
+                guard terminal, seen % 65_536 == 0 else { return }
                 let now = DispatchTime.now().uptimeNanoseconds
                 guard now >= nextProgress else { return }
                 nextProgress = now + 2_000_000_000
-                Output.error("rules: \(engine.stats.events) events, \(engine.stats.alerts) alert(s) so far")
+                Output.error("rules: \(seen) events, \(alerts) alert(s) so far")
             }
             if let log { try RuleRun.run(log: log, engine: engine, progress: progress, send) }
             if let journal { try RuleRun.run(journal: journal, engine: engine, progress: progress, send) }

@@ -100,10 +100,11 @@ import Testing
         let row = { (start: String, v: String) in ([start] + MemoryWindows.names.map { _ in v }).joined(separator: ",") }
         let cases: [(String, String)] = [
             ("window_start_ns,x\n", ":1: expected the header"),
-            (header + "\n" + row("100", "1") + "\n1,2,3\n", ":3: 3 fields"),
+            (header + "\n" + row("1000000000", "1") + "\n1,2,3\n", ":3: 3 fields"),
             (header + "\n" + row("soon", "1") + "\n", ":2: window_start_ns 'soon'"),
-            (header + "\n" + row("100", "-1") + "\n", ":2: mem_pages_written '-1'"),
-            (header + "\n" + row("200", "1") + "\n" + row("100", "1") + "\n", ":3: window 100 does not come after 200"),
+            (header + "\n" + row("1000000000", "-1") + "\n", ":2: mem_pages_written '-1'"),
+            (header + "\n" + row("2000000000", "1") + "\n" + row("1000000000", "1") + "\n", ":3: window 1000000000 does not come after 2000000000"),
+            (header + "\n" + row("1500000000", "1") + "\n", ":2: window 1500000000 does not start on a 1000 ms boundary"),
         ]
         for (i, (text, message)) in cases.enumerated() {
             let path = dir + "/bad-\(i).csv"

@@ -77,7 +77,7 @@ import Testing
         e.add(.open, pid: 300, path: "/etc/shadow", flags: "r", ret: 3)
         let log = Self.temporary("live") + ".jsonl"
         defer { try? FileManager.default.removeItem(atPath: log) }
-        FileManager.default.createFile(atPath: log, contents: nil)
+        #expect(FileManager.default.createFile(atPath: log, contents: nil))
         let received = Self.temporary("sink") + ".jsonl"
         defer { try? FileManager.default.removeItem(atPath: received) }
         let fanout = AlertFanout([try FileSink(path: received)], report: { Issue.record("\($0)") })
@@ -148,7 +148,8 @@ import Testing
                 head.headers.add(name: "Content-Length", value: "0")
                 head.headers.add(name: "Connection", value: "close")
                 context.write(wrapOutboundOut(.head(head)), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }
             }
         }
     }

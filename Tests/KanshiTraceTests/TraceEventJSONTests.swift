@@ -71,7 +71,7 @@ struct BehaviourLogParserTests {
             let fast = try #require(line.withUnsafeBytes { BehaviourLogParser.event($0) }, "\(e.json)")
             let general = try BehaviourLogReader.generalEvent(fromJSON: line)
             #expect(Self.same(fast, general), "\(e.json)")
-            #expect(Self.same(fast, e) || e.entropy != nil, "\(e.json)")
+            #expect(Self.same(fast, e), "\(e.json)")
         }
     }
 
