@@ -10,6 +10,7 @@
 #include <linux/seccomp.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -170,6 +171,33 @@ pid_t ckt_wait(pid_t pid, int *status) {
         if (errno != EINTR) return -errno;
     }
 }
+
+pid_t ckt_wait_interruptible(pid_t pid, int *status) {
+    pid_t r = waitpid(pid, status, __WALL | __WNOTHREAD);
+    return r >= 0 ? r : -errno;
+}
+
+static void ckt_wake_handler(int sig) { (void)sig; }
+
+int ckt_install_wake(int sig) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ckt_wake_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  /* no SA_RESTART: the blocked waitpid returns EINTR */
+    if (sigaction(sig, &sa, NULL) != 0) return -errno;
+    /* Threads may start with most signals blocked (Foundation's do): let this one through here. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+int ckt_wake_thread(unsigned long thread, int sig) {
+    return -pthread_kill((pthread_t)thread, sig);
+}
+
+unsigned long ckt_self_thread(void) { return (unsigned long)pthread_self(); }
 
 void ckt_quiet_sigchld(void) {
     struct sigaction sa;

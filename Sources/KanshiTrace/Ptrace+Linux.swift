@@ -38,6 +38,17 @@ enum Ptrace {
         return r > 0 ? (r, st) : nil
     }
 
+    enum Wait { case stop(Int32, Int32), woken, none }
+
+    /// waitpid for one tracee (or -1 for any) of this thread; `.woken` when a signal (see
+    /// `ckt_install_wake`) interrupted it, `.none` when there is nothing left to wait for.
+    static func waitOrWake(_ pid: Int32) -> Wait {
+        var st: Int32 = 0
+        let r = ckt_wait_interruptible(pid, &st)
+        if r > 0 { return .stop(r, st) }
+        return r == -EINTR ? .woken : .none
+    }
+
     /// waitpid without blocking: nil when no stop or exit is ready.
     static func poll(_ pid: Int32) -> (pid: Int32, status: Int32)? {
         var st: Int32 = 0

@@ -6,6 +6,7 @@ public struct TraceSummary: Sendable {
         public var argv: [String]
         public var exit: Int32?
         public var managed: String?
+        public var networkCut: String?
     }
     public struct Blocked: Sendable {
         public var pid: Int32
@@ -36,6 +37,7 @@ public struct TraceSummary: Sendable {
     public mutating func exec(pid: Int32, argv: [String]) { processes[pid]?.argv = argv }
     public mutating func setExit(pid: Int32, code: Int32) { processes[pid]?.exit = code }
     public mutating func managedProcess(pid: Int32, why: String) { processes[pid]?.managed = why }
+    public mutating func networkCut(pid: Int32, why: String) { processes[pid]?.networkCut = why }
     public mutating func opened(_ path: String, read: Bool, write: Bool) {
         if read { filesRead.insert(path) }
         if write { filesWritten.insert(path) }
@@ -58,6 +60,7 @@ public struct TraceSummary: Sendable {
             let exit = p.exit.map { "exit \($0)" } ?? "running"
             out += String(repeating: "  ", count: depth + 1) + "\(p.pid) \(p.argv.joined(separator: " ").prefix(120)) [\(exit)]"
             if let m = p.managed { out += " MANAGED: \(m)" }
+            if let c = p.networkCut { out += " NETWORK CUT: \(c)" }
             out += "\n"
             for c in children[p.pid] ?? [] where c.pid != p.pid { walk(c, depth + 1) }
         }

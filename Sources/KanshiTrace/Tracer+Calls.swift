@@ -8,6 +8,10 @@ extension Tracer {
     func onEntry(_ tid: Int32) {
         guard let r = Ptrace.regs(tid), let p = proc(tid) else { resume(tid); return }
         let nr = r.nr
+        if let cut = p.isolated, let refusal = networkCutCheck(tid, p, r) {
+            deny(tid, p, r, refusal, because: "network cut: \(cut)")
+            return
+        }
         if p.managed != nil, let refusal = egressCheck(tid, p, r) {
             deny(tid, p, r, refusal)
             return

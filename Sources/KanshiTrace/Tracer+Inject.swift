@@ -22,16 +22,17 @@ extension Tracer {
             // (SQPOLL, or io_uring_enter before it was denied): fail closed. Its mapping keeps it
             // alive after its descriptor is closed, so a mapped ring counts as a held one.
             var e = TraceEvent(kind: .blocked)
-            e.pid = p.pid; e.tid = tid; e.managed = true; e.blocked = true; e.fd = ring.fd
+            e.pid = p.pid; e.tid = tid; e.managed = p.managed != nil; e.blocked = true; e.fd = ring.fd
             e.path = "anon_inode:[io_uring]"
-            e.reason = "managed process holds an io_uring instance (\(ring.what)) that could send unseen; process killed (fail closed); managed because: \(p.managed?.why ?? "?")"
+            let because = p.managed.map { "managed because: \($0.why)" } ?? "network cut: \(p.isolated ?? "?")"
+            e.reason = "process holds an io_uring instance (\(ring.what)) that could send unseen; process killed (fail closed); \(because)"
             log.append(e)
             summary.blocked(pid: p.pid, exe: p.exe, call: "io_uring", why: e.reason!)
             kill(p.pid, SIGKILL)
         } else if results.first != 0 {
             var e = TraceEvent(kind: .notice)
-            e.pid = p.pid; e.tid = tid; e.managed = true; e.blocked = true
-            e.reason = "could not install the managed filter (result \(results.first.map { String($0) } ?? "none")); process killed (fail closed)"
+            e.pid = p.pid; e.tid = tid; e.managed = p.managed != nil; e.blocked = true
+            e.reason = "could not install the stricter filter (result \(results.first.map { String($0) } ?? "none")); process killed (fail closed)"
             log.append(e)
             kill(p.pid, SIGKILL)
         }

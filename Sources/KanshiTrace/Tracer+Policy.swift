@@ -25,6 +25,14 @@ extension Tracer {
     func makeManagedNow(_ pid: Int32, why: String) {
         guard let p = procs[pid], p.alive, p.managed == nil else { return }
         makeManaged(p, why: why, seq: 0)
+        installStricterFilterNow(p)
+    }
+
+    /// Interrupts the process's threads and installs the stricter filter (managed, or network
+    /// cut) at the first stop that allows it, before returning.
+    func installStricterFilterNow(_ p: Proc) {
+        let pid = p.pid
+        guard !p.upgraded else { return }
         let tids = threads.filter { $0.value == pid }.map(\.key).sorted()
         // A held new tracee is stopped already; it is upgraded when released.
         if tids.contains(where: { heldNew.contains($0) }) { return }
@@ -177,7 +185,7 @@ extension Tracer {
 
     /// Refuses the call at its seccomp stop: the call is skipped and returns -errno.
     /// `path` names what the call is about when its first argument is not a descriptor.
-    func deny(_ tid: Int32, _ p: Proc, _ r: ckt_regs, _ why: String, path: String? = nil, fdArgument: Bool = true) {
+    func deny(_ tid: Int32, _ p: Proc, _ r: ckt_regs, _ why: String, path: String? = nil, fdArgument: Bool = true, because: String? = nil) {
         var regs = r
         regs.orig_rax = UInt64.max
         regs.rax = UInt64(bitPattern: -Int64(options.denyErrno))
@@ -191,7 +199,7 @@ extension Tracer {
         }
         e.blocked = true
         e.ret = -Int64(options.denyErrno)
-        e.reason = "\(why); process managed because: \(p.managed?.why ?? "?")"
+        e.reason = "\(why); \(because ?? "process managed because: \(p.managed?.why ?? "?")")"
         log.append(e)
         summary.blocked(pid: p.pid, exe: p.exe, call: SC.name(r.nr), why: e.reason!)
         if needsUpgrade(tid) {

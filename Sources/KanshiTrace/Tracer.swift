@@ -39,6 +39,8 @@ final class Proc {
     var argv: [String]
     var fds: FdTable
     var managed: ManagedReason?
+    /// Why its network is cut (a rule's isolate action), if it is.
+    var isolated: String?
     /// The stricter seccomp filter is installed (inherited by its children).
     var upgraded = false
     var alive = true
@@ -89,6 +91,7 @@ public final class Tracer {
     var rootExit: Int32 = 0
     let baseFilter: [UInt8]
     let managedFilter: [UInt8]
+    let networkCuts = NetworkCutRequests()
 
     public init(options: TraceOptions, log: EventLog, managed: ManagedSet, logger: Logger) throws {
         guard ckt_supported() == 1 else { throw TraceError.unsupportedArchitecture }
@@ -120,10 +123,18 @@ public final class Tracer {
         case .spawn(let program, let arguments): try spawn(program, arguments)
         case .attach(let pid): try attach(pid)
         }
-        while !threads.isEmpty || !heldNew.isEmpty {
-            guard let (tid, status) = Ptrace.wait(-1) else { break }
-            handle(tid, status)
+        _ = ckt_install_wake(tracerWakeSignal)
+        networkCuts.lock.withLock { networkCuts.thread = UInt(ckt_self_thread()) }
+        defer { networkCuts.lock.withLock { networkCuts.thread = nil } }
+        loop: while !threads.isEmpty || !heldNew.isEmpty {
+            takeNetworkCuts()
+            switch Ptrace.waitOrWake(-1) {
+            case .stop(let tid, let status): handle(tid, status)
+            case .woken: continue
+            case .none: break loop
+            }
         }
+        takeNetworkCuts()  // a requester waiting now is answered
         summary.managedFiles = managedSet.files.values.map { ($0.path, $0.reason.why) }.sorted { $0.0 < $1.0 }
         summary.dropped = log.dropped
         return TraceResult(exitCode: rootExit, summary: summary, managed: managedSet)
@@ -236,7 +247,7 @@ public final class Tracer {
 
     func needsUpgrade(_ tid: Int32) -> Bool {
         guard let p = proc(tid) else { return false }
-        return p.managed != nil && !p.upgraded
+        return (p.managed != nil || p.isolated != nil) && !p.upgraded
     }
 
     /// Resumes a tracee; with PTRACE_SYSCALL when its exit stop is wanted.
@@ -285,6 +296,7 @@ public final class Tracer {
             let parent = procs[ppid]
             let p = Proc(pid: tid, parent: ppid, argv: parent?.argv ?? ["?"], fds: FdTable(pid: tid))
             if let m = parent?.managed { p.managed = m; p.upgraded = parent!.upgraded }
+            if let cut = parent?.isolated { p.isolated = cut; p.upgraded = parent!.upgraded }
             procs[tid] = p
             threads[tid] = tid
             summary.addProcess(pid: tid, parent: ppid, argv: p.argv)
@@ -317,6 +329,11 @@ public final class Tracer {
                 p.managed = ManagedReason(seq: m.seq, time: Clock.nowNs(), why: ManagedSet.childReason(parent: parent.pid, exe: parent.exe))
                 p.upgraded = parent.upgraded
                 managedSet.processes.append(.init(pid: child, exe: p.exe, reason: p.managed!))
+            }
+            if let cut = parent.isolated {
+                p.isolated = cut
+                p.upgraded = parent.upgraded
+                summary.networkCut(pid: child, why: cut)
             }
             procs[child] = p
             threads[child] = child

@@ -19,7 +19,9 @@ struct Trace: ParsableCommand {
             A summary is printed to standard error at the end. x86_64 Linux only; needs ptrace. \
             With --rules, rules follow the log as it is written (the same alerts kanshi rules check gives \
             on the finished log): alerts go to standard error as JSON lines (and --alerts, --webhook, \
-            --syslog); a rule with the kill action kills the process, or its tree for rules keyed by tree.
+            --syslog); a rule with the kill action kills the process, and one with the isolate action cuts its network \
+            (its Internet and packet sockets refused from its next call on; Unix sockets, pipes and files \
+            still work): the process's tree for rules keyed by tree, and in both cases what it starts later.
             """)
 
     @Option(name: .long, help: "A confidential file or directory (repeatable). Readers become managed.")
@@ -95,11 +97,9 @@ struct Trace: ParsableCommand {
         let ruleWatch = try rules.map { r -> RuleWatch in
             let set = try RulesFileOption.load(r == "builtin" ? nil : r)
             let engine = RuleEngine(set, world: RuleWorld(protected: options.protect))
+            let actions = TraceRuleActions(tracer: tracer, world: engine.world)
             return RuleWatch(engine: engine, log: log, fanout: fanout!) { alert in
-                guard alert.actions.contains(.kill), let pid = alert.pid else { return }
-                let victims = alert.key["proc.tree"] != nil ? engine.world.tree(of: pid) : [pid]
-                let killed = victims.filter { Host.killProcess($0) }
-                Output.error("trace: rule \(alert.rule) killed \(killed.map(String.init).joined(separator: " "))")
+                for line in actions.perform(alert) { Output.error("trace: \(line)") }
             }
         }
         ruleWatch?.start()

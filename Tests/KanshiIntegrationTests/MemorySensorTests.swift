@@ -172,7 +172,7 @@ import Glibc
         let s = Scratch("memory-live")
         let disk = try SandboxTests.disk(s)
         let out = s.file("run.out")
-        FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.kanshi)
@@ -299,7 +299,7 @@ import Glibc
         let missing = try run([Paths.kanshi, "sandbox", "ps", "--ram", s.file("kanshi-ram-none")])
         #expect(!missing.ok && missing.stderr.contains("not the shared RAM of a running sandbox"), "\(missing.stderr)")
         // --memory-dump onto an existing file is refused before the guest boots.
-        FileManager.default.createFile(atPath: s.file("exists.lime"), contents: Data("keep".utf8))
+        _ = FileManager.default.createFile(atPath: s.file("exists.lime"), contents: Data("keep".utf8))
         let disk = try SandboxTests.disk(s)
         let e = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--memory-dump", s.file("exists.lime"), "--", "true"])
         #expect(!e.ok && e.stderr.contains("already exists"), "\(e.stderr)")

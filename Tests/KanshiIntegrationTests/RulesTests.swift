@@ -144,6 +144,62 @@ struct RulesWorkloadTests {
         #expect(Self.alerts(s.file("a.jsonl")).map { $0["rule"] as? String } == ["trigger-touched"])
     }
 
+    /// Under `kanshi trace`, a rule with the isolate action cuts the process's network from its
+    /// next call on: what it sent before gets through, nothing after, by any call, nor from a
+    /// child it starts later; a Unix socket still works.
+    @Test(.timeLimit(.minutes(3)))
+    func isolateCutsAProcesssNetworkUnderTrace() throws {
+        let s = Scratch("rules-isolate-host")
+        let listener = try VMSensorTests.Listener(s)
+        let rules = s.file("isolate.yaml"), alerts = s.file("a.jsonl"), log = s.file("t.jsonl")
+        try """
+            - rule: trigger-touched
+              condition: ev = open and path.name = trigger
+              severity: high
+              actions: [alert, isolate]
+            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        let program = s.file("sender.py")
+        try """
+            import os, socket, subprocess, sys, time
+            port = int(sys.argv[1])
+            def attempt(name, f):
+                try: f(); print(name, 'sent', flush=True)
+                except OSError as e: print(name, 'refused', e.errno, flush=True)
+            tcp = socket.create_connection(('127.0.0.1', port)); tcp.sendall(b'EARLY-TCP')
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            local, other = socket.socketpair()
+            open(sys.argv[2], 'w').write('go')
+            time.sleep(1.5)
+            attempt('sendall', lambda: tcp.sendall(b'LATE-SENDALL'))
+            attempt('write', lambda: os.write(tcp.fileno(), b'LATE-WRITE'))
+            attempt('sendto', lambda: udp.sendto(b'LATE-UDP', ('127.0.0.1', port)))
+            attempt('connect', lambda: socket.create_connection(('::1', port)).sendall(b'LATE-IPV6'))
+            attempt('unix', lambda: local.sendall(b'local'))
+            child = "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).sendall(b'LATE-CHILD')"
+            print('child', subprocess.run([sys.executable, '-c', child, str(port)], stderr=subprocess.DEVNULL).returncode, flush=True)
+            """.write(toFile: program, atomically: true, encoding: .utf8)
+        let r = try run([Paths.kanshi, "trace", "--rules", rules, "--alerts", alerts, "--log", log, "--",
+                         "python3", program, "\(listener.port)", s.file("trigger")], timeout: 120)
+        #expect(r.ok, "\(r.stdout) \(r.stderr.suffix(1500))")
+        usleep(300_000)
+        let got = listener.received
+        #expect(got.contains("EARLY-TCP"), "the first send did not get through, so the test proves nothing: \(got)")
+        #expect(!got.contains("LATE"), "sent after the network was cut: \(got)")
+        for call in ["sendall", "write", "sendto", "connect"] {
+            #expect(r.stdout.contains("\(call) refused 1"), "\(call): \(r.stdout)")
+        }
+        #expect(r.stdout.contains("unix sent"), "\(r.stdout)")
+        #expect(r.stdout.contains("child 1"), "the child's connect should have failed: \(r.stdout)")
+        #expect(r.stderr.contains("rule trigger-touched cut the network of"), "\(r.stderr.suffix(800))")
+        #expect(r.stderr.contains("NETWORK CUT: rule trigger-touched"), "\(r.stderr.suffix(1500))")
+        let events = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n")
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(events.contains { $0["ev"] as? String == "notice" && $0["reason"] as? String == "network cut: rule trigger-touched" })
+        let refused = events.filter { $0["ev"] as? String == "blocked" }
+        #expect(refused.count >= 5 && refused.allSatisfy { ($0["reason"] as? String ?? "").hasSuffix("network cut: rule trigger-touched") }, "\(refused)")
+        #expect(Self.alerts(alerts).map { $0["rule"] as? String } == ["trigger-touched"])
+    }
+
     /// The tracer logs utime calls (given times or now); the timestamp rule tells them apart.
     @Test func forgedTimestampsAreCaughtOnTheHost() throws {
         let s = Scratch("rules-utime")

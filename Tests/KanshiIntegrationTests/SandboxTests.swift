@@ -108,7 +108,7 @@ import Testing
         let g = try Self.guest()
         let s = Scratch("sandbox-corrupt")
         let disk = s.file("disk.img")
-        FileManager.default.createFile(atPath: disk, contents: Data(randomBytes(16 << 20, seed: 4)))
+        _ = FileManager.default.createFile(atPath: disk, contents: Data(randomBytes(16 << 20, seed: 4)))
         let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "120", "--", "true"], timeout: 200,
                         environment: Self.tmp(s))
         #expect(r.status == 125, "\(r.stderr)")

@@ -51,7 +51,7 @@ struct AttachTests {
                 }
                 usleep(20_000)
             }
-            FileManager.default.createFile(atPath: go, contents: Data())
+            _ = FileManager.default.createFile(atPath: go, contents: Data())
         }.start()
         var o = TraceOptions()
         o.protect = [secret]

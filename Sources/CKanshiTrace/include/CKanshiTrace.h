@@ -61,6 +61,16 @@ pid_t ckt_wait(pid_t pid, int *status);
 /// signal (and wake) the tracer's other threads; waitpid is unaffected.
 void ckt_quiet_sigchld(void);
 
+/// Like ckt_wait, but a signal that interrupts the wait returns -EINTR (see ckt_install_wake).
+pid_t ckt_wait_interruptible(pid_t pid, int *status);
+/// Installs a handler that does nothing for `sig`, without SA_RESTART, and unblocks `sig` in
+/// the calling thread: sending `sig` to that thread blocked in ckt_wait_interruptible wakes it.
+int ckt_install_wake(int sig);
+/// Sends `sig` to the thread `thread` (a pthread_t) of this process.
+int ckt_wake_thread(unsigned long thread, int sig);
+/// This thread's pthread_t.
+unsigned long ckt_self_thread(void);
+
 /// Like ckt_wait with WNOHANG: 0 when nothing is ready yet.
 pid_t ckt_wait_nohang(pid_t pid, int *status);
 
