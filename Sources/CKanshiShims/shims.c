@@ -174,3 +174,7 @@ void ckanshi_syslog(const char *ident, int priority, const char *message) {
     syslog(priority, "%s", message);
     closelog();
 }
+
+uint64_t ckanshi_atomic_or64(void *p, uint64_t mask) {
+    return __atomic_fetch_or((uint64_t *)p, mask, __ATOMIC_SEQ_CST);
+}

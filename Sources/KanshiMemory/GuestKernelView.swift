@@ -72,6 +72,12 @@ public final class GuestKernelView: @unchecked Sendable {
         try? read(address, count: count, root: kernelRoot).get()
     }
 
+    /// The guest-physical address of kernel virtual address `address`, or nil when it is not mapped.
+    public func physical(ofKernel address: UInt64) -> UInt64? {
+        guard case .mapped(let p, _, _) = walker.translate(address, root: kernelRoot) else { return nil }
+        return p
+    }
+
     func kernelU64(_ address: UInt64) -> UInt64? {
         readKernel(address, count: 8).map { $0.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } }
     }

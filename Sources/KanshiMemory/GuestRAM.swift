@@ -15,6 +15,8 @@ public final class GuestRAM: PhysicalMemory, @unchecked Sendable {
     public let ranges: [Range<UInt64>]
     let memory: MappedMemory
     let file: SystemFile
+    /// The mapping can be written (the run that made the file; another process's view is read-only).
+    public let writable: Bool
 
     /// The pc machine's legacy window (VGA memory, option and BIOS ROMs): in the backing
     /// file but not RAM the guest can see.
@@ -36,6 +38,7 @@ public final class GuestRAM: PhysicalMemory, @unchecked Sendable {
         do {
             memory = try MappedMemory(path: path, size: Int(size), create: true)
             file = try SystemFile(path: path, mode: .readOnly)
+            writable = true
         } catch {
             try? FileSystem.remove(path)
             throw .cannotShare(path: path, reason: "\(error)")
@@ -49,6 +52,7 @@ public final class GuestRAM: PhysicalMemory, @unchecked Sendable {
         do {
             memory = try MappedMemory(readOnlyPath: path)
             file = try SystemFile(path: path, mode: .readOnly)
+            writable = false
         } catch {
             throw .cannotOpen(path: path, reason: "\(error)")
         }
@@ -64,6 +68,13 @@ public final class GuestRAM: PhysicalMemory, @unchecked Sendable {
     public var qemuArguments: [String] {
         ["-object", "memory-backend-file,id=kanshi-ram,size=\(size >> 20)M,mem-path=\(path),share=on",
          "-machine", "memory-backend=kanshi-ram"]
+    }
+
+    /// ORs `mask` into the 8 bytes at guest-physical `address` (aligned, in RAM) atomically and
+    /// returns what they held before; nil when the mapping is read-only or the address is not RAM.
+    public func setBits(_ mask: UInt64, at address: UInt64) -> UInt64? {
+        guard writable, address % 8 == 0, Self.contains(ranges, address, 8), let base = memory.bytes.baseAddress else { return nil }
+        return LibC.atomicOr(base + Int(address), mask)
     }
 
     public func bytes(at address: UInt64, count: Int) -> UnsafeRawBufferPointer? {

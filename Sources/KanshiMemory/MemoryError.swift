@@ -11,6 +11,7 @@ public enum MemoryError: Error, CustomStringConvertible, Equatable, Sendable {
     case kernelFacts(String)
     case noSuchProcess(Int32)
     case notMapped(pid: Int32, address: UInt64, why: String)
+    case cannotSignal(pid: Int32, why: String)
 
     public var description: String {
         switch self {
@@ -32,6 +33,8 @@ public enum MemoryError: Error, CustomStringConvertible, Equatable, Sendable {
             "the guest kernel's image lacks what the memory sensor needs: \(what)"
         case .noSuchProcess(let pid):
             "no process \(pid) in the guest's task list"
+        case .cannotSignal(let pid, let why):
+            "cannot signal guest process \(pid): \(why)"
         case .notMapped(let pid, let address, let why):
             "process \(pid): 0x\(String(address, radix: 16)) \(why)"
         }

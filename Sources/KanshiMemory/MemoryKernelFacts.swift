@@ -24,6 +24,8 @@ public struct MemoryKernelFacts: Codable, Sendable, Equatable {
     public struct TaskLayout: Codable, Sendable, Equatable {
         public var tasks: Int, pid: Int, tgid: Int, comm: Int, realParent: Int, mm: Int, flags: Int
         public var startTime: Int?, cred: Int?
+        /// `thread_info.flags` and `pending.signal`: where a signal is marked pending (kill from outside).
+        public var threadFlags: Int?, pendingSignal: Int?
     }
 
     /// Where the x86-64 kernel image is linked (its physical address 0 when not relocated).
@@ -58,7 +60,9 @@ public struct MemoryKernelFacts: Codable, Sendable, Equatable {
                            realParent: offset("task_struct", "real_parent") ?? 0, mm: offset("task_struct", "mm") ?? 0,
                            flags: offset("task_struct", "flags") ?? 0,
                            startTime: offset("task_struct", "start_time", required: false),
-                           cred: offset("task_struct", "cred", required: false))
+                           cred: offset("task_struct", "cred", required: false),
+                           threadFlags: offset("task_struct", "thread_info.flags", required: false),
+                           pendingSignal: offset("task_struct", "pending.signal", required: false))
         task = t
         mmPageTable = offset("mm_struct", "pgd") ?? 0
         credUID = offset("cred", "uid", required: false)
@@ -76,7 +80,7 @@ public struct MemoryKernelFacts: Codable, Sendable, Equatable {
 
     /// The facts of `vmlinuz`, kept in `guestDirectory/memory-kernel.json`.
     public static func cached(guestDirectory: String, vmlinuz: String) throws -> MemoryKernelFacts {
-        try KernelFactsCache.cached("memory-kernel.json", guestDirectory: guestDirectory, vmlinuz: vmlinuz, format: 1) {
+        try KernelFactsCache.cached("memory-kernel.json", guestDirectory: guestDirectory, vmlinuz: vmlinuz, format: 2) {
             let kernel: GuestKernel
             do { kernel = try GuestKernel(path: vmlinuz) } catch { throw MemoryError.kernelFacts("\(error)") }
             return try MemoryKernelFacts(kernel: kernel)

@@ -91,6 +91,9 @@ public final class QEMUGuest: @unchecked Sendable {
     /// Pauses the guest's CPUs (QMP `stop`): no more disk I/O is issued.
     public func pause() throws { try qmp("stop") }
 
+    /// Resumes the guest's CPUs (QMP `cont`).
+    public func resume() throws { try qmp("cont") }
+
     /// Ends QEMU: QMP `quit`, then SIGTERM, then SIGKILL.
     public func terminate() {
         guard process.isRunning else { return }

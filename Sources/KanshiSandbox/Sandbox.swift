@@ -139,6 +139,8 @@ public final class Sandbox: @unchecked Sendable {
         public var ruleStop: RuleAlert?
         /// A rule's isolate action: which rule cut the guest's network (or why it could not).
         public var ruleIsolated: String?
+        /// A rule's kill action: each guest process killed ("rule NAME: pid N (comm)"), or why not.
+        public var ruleKills: [String] = []
         public var ruleFailures: [String] = []
     }
 
@@ -272,7 +274,9 @@ public final class Sandbox: @unchecked Sendable {
             let sources: [RuleSource] = (config.vmSensor.map { [.log($0.logPath)] } ?? []) + [.journal(config.journal)]
             for source in sources {
                 let engine = RuleEngine(rules, world: RuleWorld(protected: config.vmSensor?.behaviour.protect ?? []))
-                let w = RuleWatch(engine: engine, source: source, fanout: fanout) { [self] alert in self.ruleAlert(alert, guest: guest) }
+                let w = RuleWatch(engine: engine, source: source, fanout: fanout) { [self] alert in
+                    self.ruleAlert(alert, guest: guest, world: engine.world)
+                }
                 w.start()
                 ruleWatches.append(w)
             }
@@ -582,21 +586,67 @@ public final class Sandbox: @unchecked Sendable {
         }
     }
 
-    /// A rule's alert during the run: kept; with pause or rollback, the guest pauses and the run ends.
-    private func ruleAlert(_ alert: RuleAlert, guest: QEMUGuest) {
+    /// A rule's alert during the run: kept; with pause or rollback, the guest pauses and the run
+    /// ends; with kill, the process (its tree for tree-keyed rules) is killed while the guest is paused.
+    private func ruleAlert(_ alert: RuleAlert, guest: QEMUGuest, world: RuleWorld) {
         withState { result.ruleAlerts.append(alert) }
+        let stops = alert.actions.contains(.pause) || alert.actions.contains(.rollback)
+        if alert.actions.contains(.kill), let pid = alert.pid {
+            let victims = alert.key["proc.tree"] != nil ? world.tree(of: pid) : [pid]
+            killInGuest(victims, rule: alert.rule, guest: guest, resume: !stops)
+        }
         if alert.actions.contains(.isolate), withState({ result.ruleIsolated == nil }) {
             let why = "rule \(alert.rule)"
             let cut = withState { runningSensor }?.isolate(why: why) ?? false
             withState { result.ruleIsolated = cut ? why : "\(why) asked to isolate the guest, which has no network through the VM sensor (--net)" }
             if cut { withState { journalNote }?("{\"event\":\"isolated\",\"rule\":\"\(alert.rule.jsonEscaped)\"}") }
         }
-        guard alert.actions.contains(.pause) || alert.actions.contains(.rollback) else { return }
+        guard stops else { return }
         try? guest.pause()
         withState {
             guard !alerted else { return }
             alerted = true
             result.ruleStop = alert
+        }
+    }
+
+    /// The guest kernel as seen in the shared RAM, found once (the kernel does not move).
+    private var kernelView: GuestKernelView?
+
+    /// Kills guest processes from outside (`GuestSignals`): pauses the guest, marks SIGKILL
+    /// pending for each, resumes it unless the run is ending; a journal note records it.
+    private func killInGuest(_ pids: [Int32], rule: String, guest: QEMUGuest, resume: Bool) {
+        var lines: [String] = [], killed: [Int32] = []
+        func failed(_ why: String) { lines.append("rule \(rule): \(why)") }
+        if let ram = withState({ ram }) {
+            do {
+                try guest.pause()
+                defer { if resume { try? guest.resume() } }
+                let view = try withState({ kernelView }) ?? {
+                    let facts = try MemoryKernelFacts.cached(guestDirectory: config.guest.directory, vmlinuz: config.guest.kernel)
+                    let v = try GuestKernelView(memory: ram, facts: facts)
+                    withState { kernelView = v }
+                    return v
+                }()
+                for pid in pids {
+                    do {
+                        let sent = try GuestSignals.kill(pid: pid, view: view, ram: ram)
+                        killed.append(pid)
+                        lines.append("rule \(rule): killed pid \(pid) (\(sent.process.name))")
+                    } catch {
+                        failed("\(error)")
+                    }
+                }
+            } catch {
+                failed("cannot kill \(pids.map(String.init).joined(separator: " ")): \(error)")
+            }
+        } else {
+            failed("cannot kill \(pids.map(String.init).joined(separator: " ")): the guest's RAM is not shared")
+        }
+        withState { result.ruleKills += lines }
+        for l in lines { logger.warning("\(l)") }
+        if !killed.isEmpty {
+            withState { journalNote }?("{\"event\":\"killed\",\"rule\":\"\(rule.jsonEscaped)\",\"pids\":[\(killed.map(String.init).joined(separator: ","))]}")
         }
     }
 

@@ -78,7 +78,7 @@ struct SandboxRun: AsyncParsableCommand {
     @Flag(help: "On an alert, only pause and stop the VM; do not roll the disk back.")
     var noRollback = false
 
-    @Option(help: ArgumentHelp("Rules (a file, or builtin) run live on the VM sensor's log and the journal; alerts as JSON lines on standard error (and --alerts, --webhook, --syslog). A rule with the pause action pauses the guest and ends the run; with rollback the disk is rolled back. Turns the VM sensor on (its log beside the disk unless --trace).", valueName: "file|builtin"))
+    @Option(help: ArgumentHelp("Rules (a file, or builtin) run live on the VM sensor's log and the journal; alerts as JSON lines on standard error (and --alerts, --webhook, --syslog). A rule with the pause action pauses the guest and ends the run; with rollback the disk is rolled back; with isolate the guest's network is cut (--net); with kill the guest process is killed from outside. Turns the VM sensor on (its log beside the disk unless --trace).", valueName: "file|builtin"))
     var rules: String?
     @OptionGroup var alertSinks: AlertSinkOptions
 
@@ -353,10 +353,11 @@ struct SandboxRun: AsyncParsableCommand {
             o["memoryWatch"] = m
         }
         if let f = r.ramNotShared { o["ramNotShared"] = f }
-        if !r.ruleAlerts.isEmpty || r.ruleStop != nil || !r.ruleFailures.isEmpty {
+        if !r.ruleAlerts.isEmpty || r.ruleStop != nil || !r.ruleFailures.isEmpty || !r.ruleKills.isEmpty {
             var rules: [String: Any] = ["alerts": r.ruleAlerts.compactMap { try? JSONSerialization.jsonObject(with: Data($0.json.utf8)) }]
             if let s = r.ruleStop { rules["stoppedBy"] = s.rule }
             if let i = r.ruleIsolated { rules["isolated"] = i }
+            if !r.ruleKills.isEmpty { rules["kills"] = r.ruleKills }
             if !r.ruleFailures.isEmpty { rules["failures"] = r.ruleFailures }
             o["rules"] = rules
         }
@@ -376,6 +377,7 @@ struct SandboxRun: AsyncParsableCommand {
         }
         if let s = r.ruleStop { Output.error("sandbox: rule \(s.rule) (\(s.severity.rawValue)) paused the guest at \(Output.time(s.time)): \(s.output)") }
         if let i = r.ruleIsolated { Output.error("sandbox: network cut: \(i)") }
+        for k in r.ruleKills { Output.error("sandbox: \(k)") }
         for f in r.ruleFailures { Output.error("sandbox: WARNING: rules stopped early on \(f)") }
         if let d = r.diskDetection {
             Output.error("sandbox: the disk detector (watching only) would have alerted at \(Output.time(d.alertNs)) (p=\(String(format: "%.2f", d.probability)))")

@@ -144,6 +144,46 @@ struct RulesWorkloadTests {
         #expect(Self.alerts(s.file("a.jsonl")).map { $0["rule"] as? String } == ["trigger-touched"])
     }
 
+    /// A rule with the kill action kills the guest process from outside (SIGKILL marked pending in
+    /// the guest kernel's own task state, written into the shared RAM while the guest is paused):
+    /// the loop it ran stops early, its parent sees status 137, the guest runs on.
+    @Test(.enabled(if: VMSensorTests.peers, VMSensorTests.why), .timeLimit(.minutes(10)))
+    func killEndsTheGuestProcess() throws {
+        let s = Scratch("rules-kill-guest")
+        let rules = s.file("kill.yaml")
+        try """
+            - rule: trigger-touched
+              condition: ev = open and path = /mnt/trigger
+              severity: high
+              actions: [alert, kill]
+            - rule: gone-read
+              condition: ev = open and path = /mnt/gone and proc.name = cat
+              severity: high
+              actions: [alert, kill]
+            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        // cat has exited by the time its rule fires: that kill is reported as not done.
+        let job = """
+            echo x > /mnt/gone; cat /mnt/gone > /dev/null; sleep 1
+            sh -c 'echo go > /mnt/trigger; i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo $i > /mnt/count; sleep 0.1; done; echo LOOP-FINISHED'
+            echo "LOOP-STATUS $?"; echo "COUNT $(cat /mnt/count)"; echo GUEST-RAN-ON
+            """
+        let r = try VMSensorTests.sandbox(s, guest: try SandboxTests.guest(), ["--rules", rules, "--alerts", s.file("a.jsonl")], job: job)
+        let out = r.result.stdout
+        #expect(r.result.status == 0, "\(out.suffix(2000))\(r.result.stderr.suffix(1000))")
+        #expect(out.contains("LOOP-STATUS 137") && !out.contains("LOOP-FINISHED"), "\(out.suffix(2000))")
+        #expect(out.contains("GUEST-RAN-ON"), "\(out.suffix(2000))")
+        let count = out.split(separator: "\n").first { $0.hasPrefix("COUNT ") }.flatMap { Int($0.dropFirst(6)) }
+        #expect((count ?? 100) < 60, "the loop ran \(count.map(String.init) ?? "?") of 100 rounds")
+        let kills = (r.json["rules"] as? [String: Any])?["kills"] as? [String] ?? []
+        #expect(kills.count == 2 && kills[0].hasPrefix("rule gone-read: cannot signal guest process ") && kills[0].hasSuffix("no process in the guest's task list (it has ended)")
+                && kills[1].hasPrefix("rule trigger-touched: killed pid "), "\(r.json["rules"] ?? "none")")
+        // The VM sensor saw the process end by SIGKILL.
+        let pid = (Self.alerts(s.file("a.jsonl")).last?["pid"] as? NSNumber)?.intValue
+        let exit = r.events.first { $0["ev"] as? String == "exit" && ($0["pid"] as? NSNumber)?.intValue == pid }
+        #expect(pid != nil && (exit?["ret"] as? NSNumber)?.intValue == 137 && exit?["flags"] as? String == "killed by signal 9",
+                "pid \(pid ?? -1): \(exit ?? [:])")
+    }
+
     /// Under `kanshi trace`, a rule with the isolate action cuts the process's network from its
     /// next call on: what it sent before gets through, nothing after, by any call, nor from a
     /// child it starts later; a Unix socket still works.

@@ -109,7 +109,7 @@ func makeRAM(_ s: Scratch, mib: UInt64 = 4, seed: UInt64 = 1) throws -> GuestRAM
 
     @Test func anEmptyOrMissingFileIsRefused() throws {
         let s = Scratch("lime-empty")
-        FileManager.default.createFile(atPath: s.file("empty.lime"), contents: Data())
+        _ = FileManager.default.createFile(atPath: s.file("empty.lime"), contents: Data())
         #expect(throws: MemoryError.self) { _ = try LiMEImage(path: s.file("empty.lime")) }
         #expect {
             _ = try LiMEImage(path: s.file("missing.lime"))

@@ -35,6 +35,10 @@ long ckanshi_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_
 /// occurrence of `needle` in `haystack`, or NULL.
 const void *ckanshi_memmem(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length);
 
+/// Atomically ORs `mask` into the 8 aligned bytes at `p` (a shared mapping another process also
+/// writes); returns the value before.
+uint64_t ckanshi_atomic_or64(void *p, uint64_t mask);
+
 /// syncfs(2): writes back the whole file system that holds `fd`. Returns 0 or the errno.
 int ckanshi_syncfs(int fd);
 

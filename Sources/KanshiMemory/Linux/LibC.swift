@@ -17,6 +17,11 @@ enum LibC {
     /// (before Linux 5.19 and for tmpfs), or one that cannot.
     static let noInKernelCopy: Set<Int32> = [EXDEV, EINVAL, EOPNOTSUPP, ENOSYS]
 
+    /// ORs `mask` into the aligned 8 bytes at `p` atomically; the value before.
+    static func atomicOr(_ p: UnsafeMutableRawPointer, _ mask: UInt64) -> UInt64 {
+        ckanshi_atomic_or64(p, mask)
+    }
+
     /// The offset of `needle` in `haystack` at or after `from` (memmem), or nil.
     static func find(_ needle: UnsafeRawBufferPointer, in haystack: UnsafeRawBufferPointer, from: Int) -> Int? {
         guard let base = haystack.baseAddress, let n = needle.baseAddress, from < haystack.count else { return nil }
