@@ -8,10 +8,25 @@ struct MacroSource {
     var tree: Condition
 }
 
+/// Each macro's place in an event's memo: a macro several rules use is evaluated once per event.
+final class MacroMemo {
+    private(set) var slots: [String: Int] = [:]
+    /// Macros past this many are evaluated each time.
+    static let limit = 64
+
+    func slot(_ name: String) -> Int? {
+        if let s = slots[name] { return s }
+        guard slots.count < Self.limit else { return nil }
+        slots[name] = slots.count
+        return slots[name]
+    }
+}
+
 /// Turns condition trees into predicates, resolving lists, macros and `$step.field` references.
 struct ConditionCompiler {
     var lists: [String: [String]]
     var macros: [String: MacroSource]
+    let memo = MacroMemo()
     /// The sequence steps before the one being compiled (name → index), empty outside sequences.
     var earlierSteps: [String: Int] = [:]
     /// Steps of the sequence after the current one (a reference to them is an error that says so).
@@ -35,7 +50,10 @@ struct ConditionCompiler {
                 if expanding.contains(t.text) {
                     throw src.error(t, "macro '\(t.text)' uses itself (\((expanding + [t.text]).joined(separator: " -> ")))")
                 }
-                return try compile(m.tree, m.source, expanding: expanding + [t.text])
+                let p = try compile(m.tree, m.source, expanding: expanding + [t.text])
+                // Its value is the same for every rule that tests it on an event, unless it refers to a step.
+                guard !refersToSteps(m.tree, expanding: expanding + [t.text]), let slot = memo.slot(t.text) else { return p }
+                return { e, w, s in e.memoized(slot) { p(e, w, s) } }
             }
             if let f = Fields.all[t.text] {
                 guard case .flag(let g) = f.getter else {
@@ -47,6 +65,20 @@ struct ConditionCompiler {
             throw src.error(t, "unknown field or macro '\(t.text)'\(Self.suggestion(t.text))")
         case .comparison(let field, let op, let values):
             return try comparison(field, op, values, src)
+        }
+    }
+
+    /// Whether a condition (with the macros it uses) refers to a sequence step's event.
+    private func refersToSteps(_ c: Condition, expanding: [String]) -> Bool {
+        switch c {
+        case .and(let a, let b), .or(let a, let b): return refersToSteps(a, expanding: expanding) || refersToSteps(b, expanding: expanding)
+        case .not(let a): return refersToSteps(a, expanding: expanding)
+        case .constant: return false
+        case .comparison(_, _, let values):
+            return values.contains { if case .reference = $0 { return true }; return false }
+        case .name(let t):
+            guard let m = macros[t.text], !expanding.contains(t.text) else { return false }
+            return refersToSteps(m.tree, expanding: expanding + [t.text])
         }
     }
 
@@ -261,6 +293,7 @@ struct ConditionCompiler {
         if op.text != "in", vs.count != 1 { throw src.error(op, "\(op.text) takes one value") }
         if vs.allSatisfy({ $0.1 == nil }) {
             let constants = vs.compactMap(\.0)
+            if let b = Fields.byteGetter(field.text), let fast = Self.byteComparison(b, op.text, constants) { return fast }
             if op.text == "in" {
                 let set = Set(constants)
                 return { e, w, _ in g(e, w).map(set.contains) == true }
@@ -278,6 +311,25 @@ struct ConditionCompiler {
         return { e, w, b in
             guard let x = g(e, w) else { return false }
             return vs.contains { v in (v.0 ?? v.1!.text(e, b, w)).map { match(x, $0) } == true }
+        }
+    }
+
+    /// A comparison of a text field with constants, on the field's bytes (nil: the operator has no byte form).
+    static func byteComparison(_ b: @escaping ByteGetter, _ op: String, _ constants: [String]) -> Predicate? {
+        if op == "in" {
+            let set = ByteSet(constants)
+            return { e, w, _ in b(e, w).map(set.contains) == true }
+        }
+        guard constants.count == 1 else { return nil }
+        let k = ByteConstant(constants[0])
+        switch op {
+        case "=": return { e, w, _ in b(e, w).map { Bytes.equal($0, k.bytes) } == true }
+        case "!=": return { e, w, _ in b(e, w).map { !Bytes.equal($0, k.bytes) } == true }
+        case "startswith": return { e, w, _ in b(e, w).map { Bytes.hasPrefix($0, k.bytes) } == true }
+        case "endswith": return { e, w, _ in b(e, w).map { Bytes.hasSuffix($0, k.bytes) } == true }
+        case "contains": return { e, w, _ in b(e, w).map { Bytes.contains($0, k.bytes) } == true }
+        case "glob": return { e, w, _ in b(e, w).map { Glob.matches($0, pattern: k.bytes) } == true }
+        default: return nil
         }
     }
 
@@ -316,6 +368,10 @@ enum Glob {
     static func matches(_ text: String, pattern: String) -> Bool {
         var text = text, pattern = pattern
         return text.withUTF8 { t in pattern.withUTF8 { p in match(t, p) } }
+    }
+
+    static func matches(_ text: UnsafeRawBufferPointer, pattern: UnsafeRawBufferPointer) -> Bool {
+        match(text.assumingMemoryBound(to: UInt8.self), pattern.assumingMemoryBound(to: UInt8.self))
     }
 
     private static func match(_ t: UnsafeBufferPointer<UInt8>, _ p: UnsafeBufferPointer<UInt8>) -> Bool {

@@ -43,9 +43,25 @@ public final class RuleEngine {
     }
     private var counters = Stats()
 
-    /// The rules each event kind goes to (by `EventKinds` number), in rule order.
-    private var byKind: [[Int]]
-    private let shapes: [Rule.Shape]
+    /// The rules each event kind goes to (by `EventKinds` number), in rule order: kind k's are
+    /// `kindRules[kindStart[k]..<kindStart[k + 1]]` (flat, read with no reference counting).
+    private let kindStart: UnsafeMutablePointer<Int>
+    private let kindRules: UnsafeMutablePointer<Int>
+    /// Each rule's shape, unpacked (the condition, or the sequence, or the count).
+    private final class Runner {
+        let single: Predicate?
+        let sequence: SequenceSpec?
+        let count: CountSpec?
+        init(_ shape: Rule.Shape) {
+            switch shape {
+            case .single(let p): single = p; sequence = nil; count = nil
+            case .sequence(let s): single = nil; sequence = s; count = nil
+            case .count(let c): single = nil; sequence = nil; count = c
+            }
+        }
+    }
+    private let runners: [Runner]
+    private let runnerRefs: UnsafeMutablePointer<Unmanaged<Runner>>
     private let silent: [Bool]
     private var sequences: [SequenceState]
     private var counts: [CountState]
@@ -81,13 +97,28 @@ public final class RuleEngine {
             return SequenceState(waiting: [])
         }
         counts = ruleSet.rules.map { _ in CountState() }
-        shapes = ruleSet.rules.map(\.shape)
+        runners = ruleSet.rules.map { Runner($0.shape) }
+        runnerRefs = .allocate(capacity: max(runners.count, 1))
+        runnerRefs.initialize(from: runners.map { Unmanaged.passUnretained($0) }, count: runners.count)
         silent = ruleSet.rules.map(\.silent)
-        byKind = Array(repeating: [], count: EventKinds.all.count)
+        var byKind: [[Int]] = Array(repeating: [], count: EventKinds.all.count)
         for (i, r) in ruleSet.rules.enumerated() {
             let mask = r.kinds.map(EventKinds.mask) ?? .max
             for k in byKind.indices where mask & (UInt64(1) << UInt64(k)) != 0 { byKind[k].append(i) }
         }
+        kindStart = .allocate(capacity: byKind.count + 1)
+        let flat = byKind.flatMap { $0 }
+        kindRules = .allocate(capacity: max(flat.count, 1))
+        kindRules.initialize(from: flat, count: flat.count)
+        var at = 0
+        for (k, list) in byKind.enumerated() { kindStart[k] = at; at += list.count }
+        kindStart[byKind.count] = at
+    }
+
+    deinit {
+        kindStart.deallocate()
+        kindRules.deallocate()
+        runnerRefs.deallocate()
     }
 
     /// The event being looked at, reused from one behaviour event to the next (a sequence
@@ -95,7 +126,7 @@ public final class RuleEngine {
     private let scratch = RuleEvent(TraceEvent(kind: .notice))
 
     /// Takes a behaviour event (the process table and managed files are updated first).
-    public func add(_ e: TraceEvent) -> [RuleAlert] {
+    public func add(_ e: consuming TraceEvent) -> [RuleAlert] {
         scratch.reuse(e)
         return add(scratch)
     }
@@ -103,7 +134,7 @@ public final class RuleEngine {
     /// Takes one event; returns the alerts it completes, in rule order.
     public func add(_ e: RuleEvent) -> [RuleAlert] {
         counters.events += 1
-        if let t = e.trace, e.source == .behaviour { world.add(t) }
+        if e.source == .behaviour { world.add(e) }
         var alerts: [RuleAlert] = []
         dispatch(e, into: &alerts, depth: 0)
         counters.alerts += alerts.count
@@ -111,17 +142,22 @@ public final class RuleEngine {
     }
 
     private func dispatch(_ e: RuleEvent, into alerts: inout [RuleAlert], depth: Int) {
-        for i in byKind[e.kindIndex] { run(i, e, &alerts, depth) }
+        var j = kindStart[e.kindIndex]
+        let end = kindStart[e.kindIndex + 1]
+        while j < end {
+            let i = kindRules[j]
+            runnerRefs[i]._withUnsafeGuaranteedRef { run(i, $0, e, &alerts, depth) }
+            j += 1
+        }
     }
 
-    private func run(_ i: Int, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
-        switch shapes[i] {
-        case .single(let p):
+    private func run(_ i: Int, _ r: Runner, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
+        if let p = r.single {
             counters.examined += 1
             if p(e, world, []) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
-        case .sequence(let s):
+        } else if let s = r.sequence {
             sequence(i, s, e, &alerts, depth)
-        case .count(let c):
+        } else if let c = r.count {
             count(i, c, e, &alerts, depth)
         }
     }
@@ -250,8 +286,15 @@ public final class RuleEngine {
 
     private func fire(_ i: Int, last: RuleEvent, steps: [RuleEvent], evidence: [Evidence], key: [String: String], count: Int?,
                       into alerts: inout [RuleAlert], depth: Int) {
-        var seen: Set<Evidence> = []
-        let unique = evidence.filter { seen.insert($0).inserted }.sorted { ($0.time, $0.seq ?? 0, $0.offset ?? 0) < ($1.time, $1.seq ?? 0, $1.offset ?? 0) }
+        // In order; the same event twice (one event in two steps or counted twice) once.
+        let sorted = evidence.count < 2 ? evidence : evidence.sorted { ($0.time, $0.seq ?? 0, $0.offset ?? 0) < ($1.time, $1.seq ?? 0, $1.offset ?? 0) }
+        var unique: [Evidence] = []
+        unique.reserveCapacity(sorted.count)
+        for x in sorted {
+            var j = unique.count - 1
+            while j >= 0, unique[j].time == x.time, unique[j] != x { j -= 1 }
+            if j < 0 || unique[j].time != x.time { unique.append(x) }
+        }
         if silent[i] {
             counters.matches += 1
             guard depth < 8 else { return }

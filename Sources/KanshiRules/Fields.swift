@@ -39,6 +39,43 @@ public final class RuleEvent: @unchecked Sendable {
 
     /// True for the engine's reused event: what keeps it must copy it (`kept`).
     private var reused = false
+    /// Changes with every event the reused one becomes (the byte slots filled for another are stale).
+    private(set) var epoch: UInt64 = 1
+    /// Text fields as bytes (see `EventBytes.swift`), allocated on first use.
+    private var slots: UnsafeMutablePointer<ByteSlot>?
+    var slotStorage: UnsafeMutablePointer<ByteSlot> {
+        if let slots { return slots }
+        let s = ByteSlots.allocate()
+        slots = s
+        return s
+    }
+    /// The copy of this (reused) event that sequences keep, made once per event.
+    private var keptCopy: RuleEvent?
+    private var keptEpoch: UInt64 = 0
+
+    /// Macros' values in this event (see `MacroMemo`): epoch << 1 | value.
+    private var memo: UnsafeMutablePointer<UInt64>?
+
+    deinit {
+        if let slots { ByteSlots.free(slots) }
+        memo?.deallocate()
+    }
+
+    /// Macro `slot`'s value in this event: `body` the first time.
+    @inline(__always)
+    func memoized(_ slot: Int, _ body: () -> Bool) -> Bool {
+        let m: UnsafeMutablePointer<UInt64>
+        if let memo { m = memo } else {
+            m = .allocate(capacity: MacroMemo.limit)
+            m.initialize(repeating: 0, count: MacroMemo.limit)
+            memo = m
+        }
+        let v = m[slot]
+        if v >> 1 == epoch { return v & 1 != 0 }
+        let r = body()
+        m[slot] = epoch << 1 | (r ? 1 : 0)
+        return r
+    }
 
     public init(_ e: TraceEvent) {
         source = .behaviour; kindIndex = EventKinds.ordinal(e.kind); seq = e.seq; time = e.time; trace = e
@@ -50,13 +87,21 @@ public final class RuleEvent: @unchecked Sendable {
     }
 
     /// Makes this (the engine's reused event) the behaviour event `e`.
-    func reuse(_ e: TraceEvent) {
+    func reuse(_ e: consuming TraceEvent) {
         reused = true
-        kindIndex = EventKinds.ordinal(e.kind); seq = e.seq; time = e.time; trace = e
+        epoch &+= 1
+        kindIndex = EventKinds.ordinal(e.kind); seq = e.seq; time = e.time; trace = consume e
     }
 
     /// The event to keep beyond the current one: itself, or a copy of the reused one.
-    func kept() -> RuleEvent { reused ? RuleEvent(copying: self) : self }
+    func kept() -> RuleEvent {
+        guard reused else { return self }
+        if keptEpoch == epoch, let k = keptCopy { return k }
+        let k = RuleEvent(copying: self)
+        keptCopy = k
+        keptEpoch = epoch
+        return k
+    }
 
     public init(block op: BlockEvent.Operation, lba: UInt64, length: UInt32, entropy: Double?, time: UInt64, seq: UInt64,
                 segment: UInt64, offset: UInt64) {
@@ -199,23 +244,40 @@ public final class RuleWorld {
     /// Process starts and program changes (as `ProcessActivity` keeps them), and what became managed.
     func add(_ e: TraceEvent) {
         switch e.kind {
+        case .spawn, .exec, .managed: add(e.kind, pid: e.pid, child: e.child, argv: e.argv, ret: e.ret, path: e.path)
+        default: break
+        }
+    }
+
+    /// A behaviour event's part in the table (read field by field: the event is not copied).
+    func add(_ e: RuleEvent) {
+        switch e.trace?.kind {
+        case .spawn?, .exec?, .managed?:
+            add(e.trace!.kind, pid: e.trace!.pid, child: e.trace!.child, argv: e.trace!.argv, ret: e.trace!.ret, path: e.trace!.path)
+        default:
+            break
+        }
+    }
+
+    private func add(_ kind: TraceEvent.Kind, pid: Int32, child: Int32?, argv: [String]?, ret: Int64?, path: String?) {
+        switch kind {
         case .spawn:
-            guard let child = e.child, child != e.pid else { return }
-            let parent = process(e.pid)
-            let c = processes[child] ?? Process(pid: child, parent: e.pid)
+            guard let child, child != pid else { return }
+            let parent = process(pid)
+            let c = processes[child] ?? Process(pid: child, parent: pid)
             processes[child] = c
             ancestorCache[child] = nil
-            if c.parent == nil { c.parent = e.pid }
+            if c.parent == nil { c.parent = pid }
             // A fork runs its parent's program until it execs.
-            if c.argv.isEmpty { c.setArgv(e.argv ?? parent.argv) }
+            if c.argv.isEmpty { c.setArgv(argv ?? parent.argv) }
             parent.children.append(child)
         case .exec:
-            if e.ret == 0, let a = e.argv {
-                process(e.pid).setArgv(a)
+            if ret == 0, let a = argv {
+                process(pid).setArgv(a)
                 execs += 1
             }
         case .managed:
-            if let p = e.path { managedFiles.insert(p) } else { managedProcesses.insert(e.pid) }
+            if let p = path { managedFiles.insert(p) } else { managedProcesses.insert(pid) }
         default:
             break
         }
@@ -385,13 +447,13 @@ enum Fields {
         texts("argv", "the command line (exec, spawn)") { e, _ in e.trace?.argv }
         text("cmdline", "the command line as one string (exec, spawn)") { e, _ in e.trace?.argv?.joined(separator: " ") }
         flag("managed", "the process had touched confidential data (managed) at the event") { e, w in
-            guard let t = e.trace else { return nil }
-            return t.managed || w.managedProcesses.contains(t.pid)
+            guard e.trace != nil else { return nil }
+            return e.trace!.managed || w.managedProcesses.contains(e.trace!.pid)
         }
         flag("blocked", "the sensor refused the call") { e, _ in e.trace?.blocked }
         flag("protected", "the event's path (or new path) is protected (--protect) or a managed file") { e, w in
-            guard let t = e.trace else { return nil }
-            return t.path.map(w.isProtected) == true || t.path2.map(w.isProtected) == true
+            guard e.trace != nil else { return nil }
+            return e.trace!.path.map(w.isProtected) == true || e.trace!.path2.map(w.isProtected) == true
         }
         number("entropy", "bits per byte (0-8) of the data written: through a closed file (VM sensor), or a block write") { e, _ in
             e.trace?.entropy ?? e.block?.entropy
@@ -426,6 +488,33 @@ enum Fields {
         return f.mapValues { (getter: $0.0, help: $0.1) }
     }()
 
+    /// The text fields' slots (every text field but `ev`, which is tested as bits, and the path
+    /// parts, which are slices of their path's).
+    static let slots: [String: Int] = {
+        let names = all.filter { n, f in
+            guard case .text = f.getter else { return false }
+            return n != "ev" && !(n.hasPrefix("path.") || n.hasPrefix("path2."))
+        }.keys.sorted()
+        return Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+    }()
+    static let slotCount = slots.count
+
+    /// A text field's bytes in an event (nil: it has none, the slow path tests it).
+    static func byteGetter(_ name: String) -> ByteGetter? {
+        for base in ["path", "path2"] where name.hasPrefix(base + ".") {
+            guard let b = byteGetter(base) else { return nil }
+            switch name.dropFirst(base.count + 1) {
+            case "name": return { e, w in b(e, w).map(Bytes.baseName) }
+            case "dir": return { e, w in b(e, w).map(Bytes.directory) }
+            case "ext": return { e, w in b(e, w).map(Bytes.fileExtension) }
+            case "noext": return { e, w in b(e, w).map(Bytes.withoutExtension) }
+            default: return nil
+            }
+        }
+        guard let slot = slots[name], case .text(let g)? = all[name]?.getter else { return nil }
+        return { e, w in e.bytes(slot, w, g) }
+    }
+
     /// Shorthands for `by`: a name or a list of fields.
     static let keys: [String: [String]] = [
         "process": ["vm", "pid"], "tree": ["vm", "proc.tree"], "file": ["vm", "path"], "vm": ["vm"],
@@ -434,7 +523,7 @@ enum Fields {
     /// A field's value as part of a key (absent: `.none`).
     static func keyPart(_ g: Getter, _ e: RuleEvent, _ w: RuleWorld) -> KeyPart {
         switch g {
-        case .text(let f): return f(e, w).map(KeyPart.text) ?? .none
+        case .text(let f): return f(e, w).map(KeyPart.text) ?? .none  // (see `KeyPart.text`)
         case .number(let f): return f(e, w).map(KeyPart.number) ?? .none
         case .flag(let f): return f(e, w).map { .number($0 ? 1 : 0) } ?? .none
         case .texts(let f): return f(e, w).map { .text($0.joined(separator: " ")) } ?? .none
@@ -466,11 +555,51 @@ public enum RuleFieldCatalog {
     }
 }
 
-/// One field's value in a key.
+/// One field's value in a key. Text carries its own 64-bit hash, made once from its bytes:
+/// dictionaries of open sequences hash that, not the string (String hashing is slow).
 enum KeyPart: Hashable {
     case none
-    case text(String)
+    case string(String, UInt64)
     case number(Double)
+
+    static func text(_ s: String) -> KeyPart {
+        var s = s
+        return .string(s, s.withUTF8 { Self.hash(UnsafeRawBufferPointer($0)) })
+    }
+
+    /// A fast 64-bit hash of bytes (8 at a time, multiply and rotate; not for adversaries: a
+    /// collision only costs a string comparison).
+    static func hash(_ b: UnsafeRawBufferPointer) -> UInt64 {
+        var h: UInt64 = 0x9e37_79b9_7f4a_7c15 ^ UInt64(b.count)
+        var i = 0
+        while i + 8 <= b.count {
+            h = (h ^ b.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xff51_afd7_ed55_8ccd
+            h = (h << 31) | (h >> 33)
+            i += 8
+        }
+        var tail: UInt64 = 0
+        var shift: UInt64 = 0
+        while i < b.count { tail |= UInt64(b[i]) << shift; shift += 8; i += 1 }
+        h = (h ^ tail) &* 0xc4ce_b9fe_1a85_ec53
+        return h ^ (h >> 29)
+    }
+
+    static func == (x: KeyPart, y: KeyPart) -> Bool {
+        switch (x, y) {
+        case (.none, .none): return true
+        case (.string(let a, let ha), .string(let b, let hb)): return ha == hb && a == b
+        case (.number(let a), .number(let b)): return a == b
+        default: return false
+        }
+    }
+
+    func hash(into h: inout Hasher) {
+        switch self {
+        case .none: h.combine(0 as UInt8)
+        case .string(_, let x): h.combine(x)
+        case .number(let d): h.combine(d)
+        }
+    }
 }
 
 /// The values of a rule's key fields: sequences and counts keep their state by it.

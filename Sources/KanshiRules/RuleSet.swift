@@ -76,30 +76,38 @@ struct KeySpec {
     }
 }
 
-struct SequenceSpec {
-    struct Step {
-        var name: String
-        var predicate: Predicate
+/// (Classes, not structs: the engine reads them for every event without copying their closures.)
+final class SequenceSpec {
+    final class Step {
+        let name: String
+        let predicate: Predicate
         /// This step's join fields (after the sequence's own `by`).
-        var join: KeySpec
+        let join: KeySpec
         /// The event kinds the step can match (all bits: any).
-        var kinds: UInt64
+        let kinds: UInt64
+        init(name: String, predicate: @escaping Predicate, join: KeySpec, kinds: UInt64) {
+            self.name = name; self.predicate = predicate; self.join = join; self.kinds = kinds
+        }
     }
-    var by: KeySpec
-    var steps: [Step]
-    var withinNs: UInt64
+    let by: KeySpec
+    let steps: [Step]
+    let withinNs: UInt64
+    init(by: KeySpec, steps: [Step], withinNs: UInt64) { self.by = by; self.steps = steps; self.withinNs = withinNs }
 }
 
-struct CountSpec {
+final class CountSpec {
     enum Counted {
         case events(Predicate)
         case matches(of: String)
     }
-    var counted: Counted
-    var by: KeySpec
-    var distinct: (name: String, getter: Getter)?
-    var windowNs: UInt64
-    var threshold: Int
+    let counted: Counted
+    let by: KeySpec
+    let distinct: (name: String, getter: Getter)?
+    let windowNs: UInt64
+    let threshold: Int
+    init(counted: Counted, by: KeySpec, distinct: (name: String, getter: Getter)?, windowNs: UInt64, threshold: Int) {
+        self.counted = counted; self.by = by; self.distinct = distinct; self.windowNs = windowNs; self.threshold = threshold
+    }
 }
 
 /// A rules file, read and compiled: every rule with its lists and macros resolved.

@@ -19,4 +19,46 @@ import Testing
         #expect(Text.contains("rw,creat,trunc", "creat") && !Text.contains("rw", "creat") && Text.contains("é€x", "€"))
         #expect(Glob.matches("/home/u/.ssh/id_rsa", pattern: "*/.ssh/id_*") && !Glob.matches("/x/id_rsa", pattern: "*/.ssh/id_*"))
     }
+
+    /// The conditions' fast path reads path parts as slices of the path's bytes: the same parts
+    /// the string functions give (output templates and keys use those).
+    @Test func byteSlicesOfPathsAreTheStringParts() {
+        let paths = ["/a/b.c", "x", "/", "", "/b", "b", "/a/b.tar.gz", "/a/.bashrc", ".bashrc", "/a.d/b", "/d/f.docx.enc", "/d/.x",
+                     "a.", "/a/b.", "/é/€.txt", "//x//y.z", "/a/b/"]
+        func text(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
+        for p in paths {
+            var copy = p
+            copy.withUTF8 { u in
+                let b = UnsafeRawBufferPointer(u)
+                #expect(text(Bytes.baseName(b)) == Text.baseName(p), "name of \(p)")
+                #expect(text(Bytes.directory(b)) == Text.directory(p), "dir of \(p)")
+                #expect(text(Bytes.fileExtension(b)) == Text.fileExtension(p), "ext of \(p)")
+                #expect(text(Bytes.withoutExtension(b)) == Text.withoutExtension(p), "noext of \(p)")
+                for part in ["/", ".", "b.", "€", "", "/a/b.tar.gz/"] {
+                    var q = part
+                    q.withUTF8 { v in
+                        let k = UnsafeRawBufferPointer(v)
+                        #expect(Bytes.contains(b, k) == Text.contains(p, part), "\(p) contains \(part)")
+                        #expect(Bytes.hasPrefix(b, k) == p.utf8.starts(with: part.utf8), "\(p) startswith \(part)")
+                        #expect(Bytes.hasSuffix(b, k) == p.utf8.reversed().starts(with: part.utf8.reversed()), "\(p) endswith \(part)")
+                    }
+                }
+            }
+        }
+        let set = ByteSet(["dpkg", "apt", "apt-get", "é"])
+        for (t, want) in [("apt", true), ("apt-get", true), ("ap", false), ("dpkg", true), ("é", true), ("", false), ("rpm", false)] {
+            var c = t
+            c.withUTF8 { #expect(set.contains(UnsafeRawBufferPointer($0)) == want, "\(t)") }
+        }
+    }
+
+    /// Keys hash their text once, from its bytes: equal texts hash equal, and a collision of the
+    /// 64-bit hash still compares the strings.
+    @Test func keyPartsCompareTheirTexts() {
+        #expect(KeyPart.text("/a/b") == KeyPart.text("/a/b") && KeyPart.text("/a/b") != KeyPart.text("/a/c"))
+        #expect(KeyPart.string("x", 1) != KeyPart.string("y", 1) && KeyPart.text("") != .none)
+        var seen: Set<UInt64> = []
+        for i in 0..<10_000 { seen.insert(Array("/data/file-\(i).dat".utf8).withUnsafeBytes { KeyPart.hash($0) }) }
+        #expect(seen.count == 10_000)
+    }
 }
