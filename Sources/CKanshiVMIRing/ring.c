@@ -11,6 +11,7 @@ int kvmi_model_needs(int abi, int64_t nr) {
         case 252: case 38: case 302: case 353: case 9: case 303: case 83: case 304: case 10: case 301:
         case 40: case 92: case 93: case 193: case 194: case 192: case 12: case 133: case 4: case 181:
         case 146: case 334: case 379: case 187: case 239: case 313: case 315: case 316: case 377:
+        case 30: case 271: case 299: case 320:
             return 1;
         default:
             return 0;
@@ -22,7 +23,7 @@ int kvmi_model_needs(int abi, int64_t nr) {
     case 299: case 59: case 322: case 57: case 58: case 56: case 435: case 60: case 231: case 82: case 264:
     case 316: case 86: case 265: case 88: case 266: case 87: case 263: case 84: case 76: case 77: case 9:
     case 80: case 81: case 1: case 18: case 20: case 296: case 328: case 40: case 275: case 276: case 278:
-    case 326:
+    case 326: case 132: case 235: case 261: case 280:
         return 1;
     default:
         return 0;

@@ -789,6 +789,11 @@ static void on_syscall(unsigned vcpu, void *udata) {
         uint64_t flags = 0;
         if (mem(v, e->args[s.open_how], &flags, 8)) add_item(rec, &size, KVMI_OPEN_HOW, 0, &flags, 8);
     }
+    if (s.times >= 0 && e->args[s.times] != 0 && s.times_size <= 32) {
+        uint8_t times[32];
+        if (mem(v, e->args[s.times], times, s.times_size)) add_item(rec, &size, KVMI_FILE_TIMES, 0, times, s.times_size);
+        else add_item(rec, &size, KVMI_FILE_TIMES, KVMI_ITEM_UNREADABLE, NULL, 0);
+    }
     if (s.wbuf >= 0 && e->args[s.wlen] > 0) {
         uint16_t entropy[2];
         if (written_entropy(v, e->args[s.wbuf], e->args[s.wlen], entropy)) add_item(rec, &size, KVMI_WRITE_ENTROPY, 0, entropy, sizeof entropy);

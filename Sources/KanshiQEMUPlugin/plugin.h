@@ -25,6 +25,9 @@ typedef struct kvmi_argspec {
     int8_t wbuf, wlen;
     /// The call does not come back (exit, sigreturn): no pending return.
     uint8_t no_return;
+    /// A utime-family call's times argument and its size in bytes (read at entry).
+    int8_t times;
+    uint8_t times_size;
 } kvmi_argspec;
 
 kvmi_argspec kvmi_spec(int abi, int64_t nr);

@@ -6,7 +6,8 @@
 
 #define NONE -1
 
-static const kvmi_argspec empty = {NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, 0};
+static const kvmi_argspec empty = {NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, NONE, 0, NONE, 0};
+
 
 static kvmi_argspec written(int8_t buf, int8_t len) {
     kvmi_argspec s = empty;
@@ -19,6 +20,13 @@ static kvmi_argspec spec(int8_t p1, int8_t p2) {
     kvmi_argspec s = empty;
     s.path1 = p1;
     s.path2 = p2;
+    return s;
+}
+
+static kvmi_argspec timed(int8_t path, int8_t times, uint8_t size) {
+    kvmi_argspec s = spec(path, NONE);
+    s.times = times;
+    s.times_size = size;
     return s;
 }
 
@@ -38,8 +46,16 @@ static kvmi_argspec x86_64_spec(int64_t nr) {
     case 87: case 76: case 90: case 92: case 94: case 133: case 166: case 137:
         return spec(0, NONE);  // open creat stat lstat access readlink chdir chroot mkdir rmdir unlink truncate chmod chown lchown mknod umount2 statfs
     case 257: case 262: case 332: case 269: case 439: case 267: case 258: case 263: case 268:
-    case 260: case 280: case 259: case 254:
-        return spec(1, NONE);  // openat newfstatat statx faccessat(2) readlinkat mkdirat unlinkat fchmodat fchownat utimensat mknodat inotify_add_watch
+    case 260: case 259: case 254:
+        return spec(1, NONE);  // openat newfstatat statx faccessat(2) readlinkat mkdirat unlinkat fchmodat fchownat mknodat inotify_add_watch
+    case 132:
+        return timed(0, 1, 16);  // utime: struct utimbuf
+    case 235:
+        return timed(0, 1, 32);  // utimes: struct timeval[2]
+    case 261:
+        return timed(1, 2, 32);  // futimesat: struct timeval[2]
+    case 280:
+        return timed(1, 2, 32);  // utimensat: struct timespec[2]
     case 437:
         s = spec(1, NONE); s.open_how = 2; return s;  // openat2
     case 59:
@@ -81,8 +97,16 @@ static kvmi_argspec i386_spec(int64_t nr) {
     case 193: case 61: case 99: case 52:
         return spec(0, NONE);  // open creat unlink chdir mknod chmod lchown access mkdir rmdir truncate readlink stat lstat stat64 lstat64 chown chown32 lchown32 truncate64 chroot statfs umount2
     case 295: case 300: case 301: case 305: case 306: case 307: case 296: case 297: case 298:
-    case 383: case 320: case 439:
-        return spec(1, NONE);  // openat fstatat64 unlinkat readlinkat fchmodat faccessat mkdirat mknodat fchownat statx utimensat faccessat2
+    case 383: case 439:
+        return spec(1, NONE);  // openat fstatat64 unlinkat readlinkat fchmodat faccessat mkdirat mknodat fchownat statx faccessat2
+    case 30:
+        return timed(0, 1, 8);  // utime: struct utimbuf (32-bit time_t)
+    case 271:
+        return timed(0, 1, 16);  // utimes: struct timeval[2] (32-bit)
+    case 299:
+        return timed(1, 2, 16);  // futimesat
+    case 320:
+        return timed(1, 2, 16);  // utimensat: struct timespec[2] (32-bit)
     case 437:
         s = spec(1, NONE); s.open_how = 2; return s;
     case 11:

@@ -113,6 +113,18 @@ public final class RuleEngine {
         var at = 0
         for (k, list) in byKind.enumerated() { kindStart[k] = at; at += list.count }
         kindStart[byKind.count] = at
+        // Steps whose full key names the same fields share a slot.
+        var slots: [String: Int] = [:]
+        keySlot = ruleSet.rules.map { r in
+            guard case .sequence(let s) = r.shape else { return [] }
+            return s.steps.map { step in
+                let id = (s.by.names + ["|"] + step.join.names).joined(separator: "\u{1}")
+                if let n = slots[id] { return n }
+                slots[id] = slots.count
+                return slots.count - 1
+            }
+        }
+        keyCache = Array(repeating: (0, EventKey()), count: slots.count)
     }
 
     deinit {
@@ -141,7 +153,24 @@ public final class RuleEngine {
         return alerts
     }
 
+    /// Full keys (the sequence's `by` and the step's join) computed for the event being
+    /// dispatched, shared by the steps and rules that key alike: `keySlot[rule][step]` is its
+    /// place in `keyCache`, valid while `keyGeneration` is the one it was made in.
+    private var keySlot: [[Int]] = []
+    private var keyCache: [(generation: UInt64, key: EventKey)] = []
+    private var keyGeneration: UInt64 = 0
+
+    private func fullKey(_ i: Int, _ k: Int, _ s: SequenceSpec, _ e: RuleEvent) -> EventKey {
+        let slot = keySlot[i][k]
+        if keyCache[slot].generation == keyGeneration { return keyCache[slot].key }
+        var key = s.by.key(e, world)
+        s.steps[k].join.add(e, world, to: &key)
+        keyCache[slot] = (keyGeneration, key)
+        return key
+    }
+
     private func dispatch(_ e: RuleEvent, into alerts: inout [RuleAlert], depth: Int) {
+        keyGeneration &+= 1
         var j = kindStart[e.kindIndex]
         let end = kindStart[e.kindIndex + 1]
         while j < end {
@@ -168,16 +197,13 @@ public final class RuleEngine {
         let bit = UInt64(1) << UInt64(e.kindIndex)
         // Expired sequences go once a window of event time has passed (and when over the limit).
         if e.time &- sequences[i].lastSweepNs > s.withinNs, sequences[i].open > 0 { prune(i, s, now: e.time) }
-        var shared: EventKey?
         for k in stride(from: last, through: 0, by: -1) {
             let step = s.steps[k]
             guard step.kinds & bit != 0 else { continue }
             if k == 0 {
                 counters.examined += 1
                 guard step.predicate(e, world, []) else { continue }
-                var key = shared ?? s.by.key(e, world)
-                shared = key
-                step.join.add(e, world, to: &key)
+                let key = fullKey(i, k, s, e)
                 if let at = sequences[i].waiting[1].index(forKey: key) {
                     // The earliest stays, until it expires.
                     guard e.time &- sequences[i].waiting[1].values[at].startNs > s.withinNs else { continue }
@@ -190,9 +216,7 @@ public final class RuleEngine {
                 continue
             }
             guard !sequences[i].waiting[k].isEmpty else { continue }
-            var key = shared ?? s.by.key(e, world)
-            shared = key
-            step.join.add(e, world, to: &key)
+            let key = fullKey(i, k, s, e)
             guard let p = sequences[i].waiting[k][key] else { continue }
             if e.time &- p.startNs > s.withinNs {
                 sequences[i].waiting[k][key] = nil
@@ -299,6 +323,7 @@ public final class RuleEngine {
             counters.matches += 1
             guard depth < 8 else { return }
             dispatch(RuleEvent(match: ruleSet.rules[i].name, last: last, evidence: unique), into: &alerts, depth: depth + 1)
+            keyGeneration &+= 1  // the keys cached were the match's, not this event's
             return
         }
         let r = ruleSet.rules[i]

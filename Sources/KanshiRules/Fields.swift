@@ -593,22 +593,35 @@ enum KeyPart: Hashable {
         }
     }
 
-    func hash(into h: inout Hasher) {
+    func hash(into h: inout Hasher) { h.combine(hash64) }
+
+    /// This part's 64-bit hash (a number by its bits; -0 and 0 alike).
+    var hash64: UInt64 {
         switch self {
-        case .none: h.combine(0 as UInt8)
-        case .string(_, let x): h.combine(x)
-        case .number(let d): h.combine(d)
+        case .none: 0x5bd1_e995
+        case .string(_, let x): x
+        case .number(let d): (d == 0 ? 0 : d).bitPattern &* 0xff51_afd7_ed55_8ccd
         }
     }
 }
 
-/// The values of a rule's key fields: sequences and counts keep their state by it.
+/// The values of a rule's key fields: sequences and counts keep their state by it. Its hash is
+/// mixed as parts are added (a dictionary hashes one word, not every part again).
 struct EventKey: Hashable {
     var a = KeyPart.none, b = KeyPart.none, c = KeyPart.none, d = KeyPart.none
     var rest: [KeyPart] = []
     var count = 0
+    private var mixed: UInt64 = 0x243f_6a88_85a3_08d3
+
+    static func == (x: EventKey, y: EventKey) -> Bool {
+        x.mixed == y.mixed && x.count == y.count && x.a == y.a && x.b == y.b && x.c == y.c && x.d == y.d && x.rest == y.rest
+    }
+
+    func hash(into h: inout Hasher) { h.combine(mixed) }
 
     mutating func append(_ p: KeyPart) {
+        mixed = (mixed ^ p.hash64) &* 0x9e37_79b9_7f4a_7c15
+        mixed ^= mixed >> 32
         switch count {
         case 0: a = p
         case 1: b = p

@@ -265,32 +265,16 @@ extension Tracer {
 
     // MARK: reading arguments
 
-    /// A path argument made absolute against the directory descriptor (or the cwd for AT_FDCWD).
     /// What a utime-family call sets: "now" (no times, or UTIME_NOW/UTIME_OMIT for both) or
     /// "set" with the modification time given (seconds since the epoch), read from the caller.
     func fileTimes(_ tid: Int32, _ nr: Int64, _ addr: UInt64) -> (flags: String, reason: String?) {
-        guard addr != 0 else { return ("now", nil) }
-        // utime: struct utimbuf {actime, modtime}; utimes, futimesat: struct timeval[2];
-        // utimensat: struct timespec[2] (tv_nsec UTIME_NOW or UTIME_OMIT: not a time given).
-        let size = nr == SC.utime ? 16 : 32
-        guard let b = Ptrace.readBytes(tid, addr, size) else { return ("set", "times unreadable") }
-        func word(_ i: Int) -> Int64 { b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 8, as: Int64.self) } }
-        let mtime: Int64?
-        switch nr {
-        case SC.utime:
-            mtime = word(1)
-        case SC.utimensat:
-            let utimeNow: Int64 = (1 << 30) - 1, utimeOmit: Int64 = (1 << 30) - 2
-            let atimeGiven = word(1) != utimeNow && word(1) != utimeOmit
-            let mtimeGiven = word(3) != utimeNow && word(3) != utimeOmit
-            guard atimeGiven || mtimeGiven else { return ("now", nil) }
-            mtime = mtimeGiven ? word(2) : nil
-        default:
-            mtime = word(2)
-        }
-        return ("set", mtime.map { "mtime \($0)" } ?? "atime only")
+        let call: FileTimes.Call = nr == SC.utime ? .utime : nr == SC.utimensat ? .utimensat : .utimes
+        guard addr != 0 else { return FileTimes.describe(call, bytes: nil) }
+        let b = Ptrace.readBytes(tid, addr, FileTimes.size(call, wordSize: 8))
+        return FileTimes.describe(call, bytes: b, unreadable: b == nil)
     }
 
+    /// A path argument made absolute against the directory descriptor (or the cwd for AT_FDCWD).
     func resolvePath(_ tid: Int32, _ dirfd: Int32, _ addr: UInt64) -> String? {
         guard let s = Ptrace.readString(tid, addr) else { return nil }
         if s.hasPrefix("/") { return ManagedSet.normalize(s) }

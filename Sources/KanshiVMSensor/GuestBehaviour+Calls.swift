@@ -15,6 +15,7 @@ enum GuestCalls {
     static let pipe2: Int64 = 293, preadv: Int64 = 295, pwritev: Int64 = 296, recvmmsg: Int64 = 299
     static let sendmmsg: Int64 = 307, renameat2: Int64 = 316, execveat: Int64 = 322, copyFileRange: Int64 = 326
     static let preadv2: Int64 = 327, pwritev2: Int64 = 328, clone3: Int64 = 435, openat2: Int64 = 437
+    static let utime: Int64 = 132, utimes: Int64 = 235, futimesat: Int64 = 261, utimensat: Int64 = 280
     static let reads: Numbers = [read, pread64, readv, preadv, preadv2]
     static let writes: Numbers = [write, pwrite64, writev, pwritev, pwritev2]
     /// Data from one descriptor to another; calls that name where their data goes.
@@ -236,6 +237,20 @@ extension GuestBehaviour {
             ev.kind = .unlink
             ev.path = p.resolve(text(.path1), dirfd: nr == GuestCalls.unlinkat ? int32(args[0]) : GuestProcess.atFdCwd)
             if ret == 0, let path = ev.path { summary.deleted(path) }
+        case GuestCalls.utime, GuestCalls.utimes, GuestCalls.futimesat, GuestCalls.utimensat:
+            ev.kind = .utime
+            let atCall = nr == GuestCalls.futimesat || nr == GuestCalls.utimensat
+            // utimensat with no path (futimens) is about the descriptor itself.
+            if atCall && args[1] == 0 {
+                ev.path = p.fds.fds[int32(args[0])]?.name
+            } else {
+                ev.path = p.resolve(text(.path1), dirfd: atCall ? int32(args[0]) : GuestProcess.atFdCwd)
+            }
+            let call: FileTimes.Call = nr == GuestCalls.utime ? .utime : nr == GuestCalls.utimensat ? .utimensat : .utimes
+            let times = items.first { $0.tag == .fileTimes }
+            let set = FileTimes.describe(call, bytes: times?.bytes, wordSize: e.i386 ? 4 : 8, unreadable: times?.unreadable == true)
+            ev.flags = set.flags
+            ev.reason = set.reason
         case GuestCalls.truncate, GuestCalls.ftruncate:
             ev.kind = .truncate
             ev.path = nr == GuestCalls.truncate ? p.resolve(text(.path1)) : p.fds.fds[int32(args[0])]?.name

@@ -15,7 +15,7 @@ public struct GuestIdentity: Sendable, Equatable {
 /// A string or structure the plugin read from guest memory for a call.
 public struct GuestItem: Sendable, Equatable {
     public enum Tag: UInt8, Sendable {
-        case path1 = 1, path2, sockaddr, argv, fdPair, cloneFlags, openHow, socketcall, writeEntropy
+        case path1 = 1, path2, sockaddr, argv, fdPair, cloneFlags, openHow, socketcall, writeEntropy, fileTimes
     }
     public var tag: Tag
     public var bytes: [UInt8]

@@ -256,6 +256,22 @@ struct RulesWorkloadTests {
         #expect(got.map { $0["rule"] as? String } == ["timestamp-forged"], "\(got)")
     }
 
+    /// The VM sensor reads a utime call's times from guest memory: the same fields as the host
+    /// tracer, so the timestamp rule tells `touch` from `touch -d` in the guest too.
+    @Test(.enabled(if: VMSensorTests.peers, VMSensorTests.why), .timeLimit(.minutes(10)))
+    func forgedTimestampsAreCaughtInTheGuest() throws {
+        let s = Scratch("rules-utime-guest")
+        let job = "touch /mnt/implant; touch /mnt/implant; touch -d '2019-03-01 10:00:00' /mnt/implant"
+        let r = try VMSensorTests.sandbox(s, guest: try SandboxTests.guest(), ["--rules", "builtin", "--alerts", s.file("a.jsonl")], job: job)
+        #expect(r.result.status == 0, "\(r.result.stdout.suffix(2000))\(r.result.stderr.suffix(1000))")
+        let events = r.events.filter { $0["ev"] as? String == "utime" && $0["path"] as? String == "/mnt/implant" }
+        let flags = events.map { $0["flags"] as? String ?? "?" }
+        #expect(flags.count >= 3 && flags.dropLast().allSatisfy { $0 == "now" } && flags.last == "set", "\(events)")
+        #expect(events.last?["reason"] as? String == "mtime 1551434400", "\(events)")
+        let got = Self.alerts(s.file("a.jsonl"))
+        #expect(got.map { $0["rule"] as? String } == ["timestamp-forged"], "\(got)")
+    }
+
     @Test func aBadRulesFileIsRefusedBeforeAnythingRuns() throws {
         let s = Scratch("rules-bad")
         let rules = s.file("bad.yaml")

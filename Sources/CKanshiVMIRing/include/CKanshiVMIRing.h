@@ -212,6 +212,9 @@ enum {
     /// write and pwrite64: the byte entropy of the buffer's first bytes (at most
     /// KVMI_ENTROPY_SAMPLE): uint16 thousandths of a bit per byte, then uint16 bytes sampled.
     KVMI_WRITE_ENTROPY = 9,
+    /// The times argument of utime (two words), utimes and futimesat (struct timeval[2]) or
+    /// utimensat (struct timespec[2]), as read at entry; no item when it is NULL (now).
+    KVMI_FILE_TIMES = 10,
 };
 
 /// The most bytes of a written buffer the plugin reads for its entropy.
