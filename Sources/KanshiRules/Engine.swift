@@ -272,29 +272,30 @@ public final class RuleEngine {
         }
         let key = c.by.key(e, world)
         let value = c.distinct.map { Fields.text($0.getter, e, world) ?? "" }
-        var entries = counts[i].keys[key] ?? []
-        if entries.isEmpty, counts[i].keys.count >= limits.countKeys { evictCountKeys(i, c, now: e.time) }
-        // The window: entries older than it go.
-        if let first = entries.first, e.time &- first.time > c.windowNs {
-            entries.removeAll { e.time &- $0.time > c.windowNs }
-        }
-        if let value, let old = entries.firstIndex(where: { $0.value == value }) { entries.remove(at: old) }
-        entries.append(CountEntry(time: e.time, value: value, evidence: Self.evidence(e)))
-        if entries.count >= c.threshold {
-            if let f = counts[i].fired[key], e.time &- f <= c.windowNs {
-                // Alerted on this key within the window: quiet, the newest events kept for the next alert.
-                entries.removeFirst(entries.count - (c.threshold - 1))
-                counts[i].keys[key] = entries
-                counters.quietCounts += 1
-                return
+        if counts[i].keys[key] == nil, counts[i].keys.count >= limits.countKeys { evictCountKeys(i, c, now: e.time) }
+        let entry = CountEntry(time: e.time, value: value, evidence: Self.evidence(e))
+        // The key's entries are changed where they are (a copy out of the dictionary would be copied again).
+        func add(_ entries: inout [CountEntry]) -> Int {
+            // The window: entries older than it go.
+            if let first = entries.first, e.time &- first.time > c.windowNs {
+                entries.removeAll { e.time &- $0.time > c.windowNs }
             }
-            counts[i].keys[key] = nil
-            counts[i].fired[key] = e.time
-            fire(i, last: e, steps: [e], evidence: entries.flatMap(\.evidence), key: c.by.described(e, world), count: entries.count,
-                 into: &alerts, depth: depth)
-        } else {
-            counts[i].keys[key] = entries
+            if let value, let old = entries.firstIndex(where: { $0.value == value }) { entries.remove(at: old) }
+            entries.append(entry)
+            return entries.count
         }
+        let n = add(&counts[i].keys[key, default: []])
+        guard n >= c.threshold else { return }
+        if let f = counts[i].fired[key], e.time &- f <= c.windowNs {
+            // Alerted on this key within the window: quiet, the newest events kept for the next alert.
+            counts[i].keys[key]!.removeFirst(n - (c.threshold - 1))
+            counters.quietCounts += 1
+            return
+        }
+        let entries = counts[i].keys.removeValue(forKey: key) ?? []
+        counts[i].fired[key] = e.time
+        fire(i, last: e, steps: [e], evidence: entries.flatMap(\.evidence), key: c.by.described(e, world), count: entries.count,
+             into: &alerts, depth: depth)
     }
 
     private func evictCountKeys(_ i: Int, _ c: CountSpec, now: UInt64) {

@@ -142,7 +142,7 @@ public final class RuleEvent: @unchecked Sendable {
     }
 
     /// The event as evidence: its `seq` (in its log or journal) and, in a journal, where.
-    public var asEvidence: Evidence { Evidence(seq: seq, segment: segment, offset: offset, time: time, kind: kind) }
+    public var asEvidence: Evidence { Evidence(seq: seq, segment: segment, offset: offset, time: time, kindIndex: kindIndex) }
 }
 
 /// Every event kind a rule can name (`ev`), numbered.
@@ -195,16 +195,23 @@ public enum EventKinds {
     }
 }
 
-/// One event behind an alert.
+/// One event behind an alert. (Plain data, no strings: sequences and counts copy many.)
 public struct Evidence: Sendable, Equatable, Hashable {
     public var seq: UInt64?
     public var segment: UInt64?
     public var offset: UInt64?
     public var time: UInt64
-    public var kind: String
+    /// The kind's number in `EventKinds.all`.
+    var kindIndex: Int
+    /// The event's kind (`ev`).
+    public var kind: String { EventKinds.all[kindIndex] }
 
     public init(seq: UInt64?, segment: UInt64? = nil, offset: UInt64? = nil, time: UInt64, kind: String) {
-        self.seq = seq; self.segment = segment; self.offset = offset; self.time = time; self.kind = kind
+        self.init(seq: seq, segment: segment, offset: offset, time: time, kindIndex: EventKinds.index[kind] ?? EventKinds.note)
+    }
+
+    init(seq: UInt64?, segment: UInt64?, offset: UInt64?, time: UInt64, kindIndex: Int) {
+        self.seq = seq; self.segment = segment; self.offset = offset; self.time = time; self.kindIndex = kindIndex
     }
 }
 
