@@ -90,18 +90,15 @@ extension Tracer {
     /// whose family cannot be read is taken for one (fail closed).
     private func networkSocket(_ p: Proc, _ fd: Int32) -> String? {
         if let info = p.fds.lookup(fd), info.kind != .socket { return nil }
-        let local = ckt_steal_fd(p.pid, fd)
-        if local == -EBADF { return nil }
-        guard local >= 0 else { return "socket fd \(fd) could not be inspected (errno \(-local)); refused, fail closed" }
-        var family: Int32 = 0, type: Int32 = 0, connected: Int32 = 0
-        var peer = [UInt8](repeating: 0, count: 128)
-        var peerLen: UInt32 = 128
-        let rc = ckt_socket_info(local, &family, &type, &peer, &peerLen, &connected)
-        Glibc.close(local)
-        if rc == -ENOTSOCK { return nil }
-        guard rc == 0 else { return "socket fd \(fd) could not be inspected (errno \(-rc)); refused, fail closed" }
-        guard Self.networkFamilies.contains(UInt64(family)) else { return nil }
-        let to = connected != 0 ? SocketAddress(bytes: Array(peer[0..<Int(peerLen)])).map { " to \($0)" } ?? "" : ""
-        return "\(SocketAddress.familyName(UInt64(family))) socket fd \(fd)\(to)"
+        switch inspectSocket(p, fd) {
+        case .none:
+            return nil
+        case .uninspectable(let why):
+            return why
+        case .socket(let family, _, let peer):
+            guard Self.networkFamilies.contains(UInt64(family)) else { return nil }
+            let to = peer.flatMap(SocketAddress.init(bytes:)).map { " to \($0)" } ?? ""
+            return "\(SocketAddress.familyName(UInt64(family))) socket fd \(fd)\(to)"
+        }
     }
 }

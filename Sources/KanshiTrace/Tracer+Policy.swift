@@ -132,16 +132,12 @@ extension Tracer {
     /// sockets carry the taint to their peer; Internet sockets to a non-local
     /// address are refused; anything that cannot be inspected is refused.
     private func socketCheck(_ tid: Int32, _ p: Proc, _ fd: Int32, explicit: SocketAddress?) -> String? {
-        let local = ckt_steal_fd(p.pid, fd)  // pidfd_open wants the thread-group leader
-        if local == -EBADF { return nil }
-        guard local >= 0 else { return "socket fd \(fd) could not be inspected (errno \(-local)); refused, fail closed" }
-        var family: Int32 = 0, type: Int32 = 0, connected: Int32 = 0
-        var peer = [UInt8](repeating: 0, count: 128)
-        var peerLen: UInt32 = 128
-        let rc = ckt_socket_info(local, &family, &type, &peer, &peerLen, &connected)
-        Glibc.close(local)
-        if rc == -ENOTSOCK { return nil }
-        guard rc == 0 else { return "socket fd \(fd) could not be inspected (errno \(-rc)); refused, fail closed" }
+        let family: Int32, type: Int32, peer: [UInt8]?
+        switch inspectSocket(p, fd) {
+        case .none: return nil
+        case .uninspectable(let why): return why
+        case .socket(let f, let t, let connectedPeer): family = f; type = t; peer = connectedPeer
+        }
         switch family {
         case 1:
             let ino = p.fds.lookup(fd)?.inode ?? 0
@@ -151,11 +147,34 @@ extension Tracer {
         case 16:
             return nil
         case 2, 10:
-            return inetCheck(fd, type: type, explicit: explicit,
-                             peer: connected != 0 ? Array(peer[0..<Int(peerLen)]) : nil)
+            return inetCheck(fd, type: type, explicit: explicit, peer: peer)
         default:
             return "send on a socket of family \(family) (not inspected; refused, fail closed)"
         }
+    }
+
+    enum SocketLook {
+        /// No descriptor, or not a socket.
+        case none
+        /// Could not be looked at (why, for a refusal: fail closed).
+        case uninspectable(String)
+        /// Its family, type and, when connected, its peer's address bytes.
+        case socket(family: Int32, type: Int32, peer: [UInt8]?)
+    }
+
+    /// Looks at a traced process's socket through a duplicate taken with pidfd_getfd.
+    func inspectSocket(_ p: Proc, _ fd: Int32) -> SocketLook {
+        let local = ckt_steal_fd(p.pid, fd)  // pidfd_open wants the thread-group leader
+        if local == -EBADF { return .none }
+        guard local >= 0 else { return .uninspectable("socket fd \(fd) could not be inspected (errno \(-local)); refused, fail closed") }
+        var family: Int32 = 0, type: Int32 = 0, connected: Int32 = 0
+        var peer = [UInt8](repeating: 0, count: 128)
+        var peerLen: UInt32 = 128
+        let rc = ckt_socket_info(local, &family, &type, &peer, &peerLen, &connected)
+        Glibc.close(local)
+        if rc == -ENOTSOCK { return .none }
+        guard rc == 0 else { return .uninspectable("socket fd \(fd) could not be inspected (errno \(-rc)); refused, fail closed") }
+        return .socket(family: family, type: type, peer: connected != 0 ? Array(peer[0..<Int(peerLen)]) : nil)
     }
 
     /// Where an Internet socket's data goes. A stream socket sends to its connected peer whatever

@@ -112,19 +112,27 @@ struct RulesWorkloadTests {
         #expect(refused.status == 64 && refused.stderr.contains("--rules needs the journal being written"), "\(refused.stderr)")
     }
 
+    /// A rules file (in the scratch directory) whose rule `trigger-touched` fires on `condition`
+    /// with `actions` beside alert, and the rules in `more`.
+    static func triggerRules(_ s: Scratch, condition: String = "ev = open and path = /mnt/trigger", actions: String, more: String = "") throws -> String {
+        let path = s.file("rules.yaml")
+        try """
+            - rule: trigger-touched
+              condition: \(condition)
+              severity: high
+              actions: [alert, \(actions)]
+
+            """.appending(more).write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     /// A rule with the isolate action cuts the sandbox guest's network: what it sent before gets
     /// through, nothing after.
     @Test(.enabled(if: VMSensorTests.peers, VMSensorTests.why), .timeLimit(.minutes(10)))
     func isolateCutsTheGuestsNetwork() throws {
         let s = Scratch("rules-isolate")
         let listener = try VMSensorTests.Listener(s)
-        let rules = s.file("isolate.yaml")
-        try """
-            - rule: trigger-touched
-              condition: ev = open and path = /mnt/trigger
-              severity: high
-              actions: [alert, isolate]
-            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        let rules = try Self.triggerRules(s, actions: "isolate")
         let port = listener.port
         let job = """
             echo BEFORE-11 > /mnt/before; echo AFTER-22 > /mnt/after
@@ -150,17 +158,12 @@ struct RulesWorkloadTests {
     @Test(.enabled(if: VMSensorTests.peers, VMSensorTests.why), .timeLimit(.minutes(10)))
     func killEndsTheGuestProcess() throws {
         let s = Scratch("rules-kill-guest")
-        let rules = s.file("kill.yaml")
-        try """
-            - rule: trigger-touched
-              condition: ev = open and path = /mnt/trigger
-              severity: high
-              actions: [alert, kill]
+        let rules = try Self.triggerRules(s, actions: "kill", more: """
             - rule: gone-read
               condition: ev = open and path = /mnt/gone and proc.name = cat
               severity: high
               actions: [alert, kill]
-            """.write(toFile: rules, atomically: true, encoding: .utf8)
+            """)
         // cat has exited by the time its rule fires: that kill is reported as not done.
         let job = """
             echo x > /mnt/gone; cat /mnt/gone > /dev/null; sleep 1
@@ -191,13 +194,8 @@ struct RulesWorkloadTests {
     func isolateCutsAProcesssNetworkUnderTrace() throws {
         let s = Scratch("rules-isolate-host")
         let listener = try VMSensorTests.Listener(s)
-        let rules = s.file("isolate.yaml"), alerts = s.file("a.jsonl"), log = s.file("t.jsonl")
-        try """
-            - rule: trigger-touched
-              condition: ev = open and path.name = trigger
-              severity: high
-              actions: [alert, isolate]
-            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        let rules = try Self.triggerRules(s, condition: "ev = open and path.name = trigger", actions: "isolate")
+        let alerts = s.file("a.jsonl"), log = s.file("t.jsonl")
         let program = s.file("sender.py")
         try """
             import os, socket, subprocess, sys, time
