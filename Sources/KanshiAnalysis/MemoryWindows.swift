@@ -13,7 +13,11 @@ public enum MemoryWindows {
     public static let names = [
         "mem_pages_written", "mem_pages_new", "mem_pages_gone", "mem_bytes_written_per_s",
         "mem_exec_pages_written", "mem_written_entropy", "mem_high_entropy_written", "mem_processes",
+        "mem_exec_samples", "mem_exec_pages",
     ]
+
+    /// A window of the VM sensor's execution samples (user code a timer interrupt stopped).
+    public typealias ExecutionWindow = (startNs: UInt64, samples: Int, pages: Int)
 
     /// Pages at least this random (normalized entropy; 7.5 bits per byte) count as encrypted or compressed.
     public static let highEntropy: Float = 7.5 / 8
@@ -28,8 +32,11 @@ public enum MemoryWindows {
 
     struct PageKey: Hashable { var pid: Int32; var virtual: UInt64 }
 
-    /// The journal's memory records as windows of `windowNs` (optionally only process `pid`'s).
-    public static func table(journal: String, windowNs: UInt64 = 1_000_000_000, pid: Int32? = nil) throws -> FeatureTable {
+    /// The journal's memory records as windows of `windowNs` (optionally only process `pid`'s),
+    /// with the VM sensor's execution samples of the same windows (`execution`, windows of
+    /// `windowNs`; a window with samples but no page record has zeros for the pages).
+    public static func table(journal: String, windowNs: UInt64 = 1_000_000_000, pid: Int32? = nil,
+                             execution: [ExecutionWindow] = []) throws -> FeatureTable {
         precondition(windowNs > 0)
         var windows: [UInt64: Counters] = [:]
         var seen: Set<PageKey> = []
@@ -53,12 +60,21 @@ public enum MemoryWindows {
             }
             windows[start] = c
         }
+        var executed: [UInt64: (samples: Int, pages: Int)] = [:]
+        for w in execution {
+            let start = w.startNs - w.startNs % windowNs
+            let old = executed[start] ?? (0, 0)
+            executed[start] = (old.samples + w.samples, old.pages + w.pages)
+            if windows[start] == nil { windows[start] = Counters() }
+        }
         var values: [Float] = [], starts: [UInt64] = [], written: [UInt64] = []
         let seconds = Float(windowNs) / 1e9
         for start in windows.keys.sorted() {
             let c = windows[start]!
+            let x = executed[start] ?? (0, 0)
             values += [Float(c.written), Float(c.new), Float(c.gone), Float(c.bytesWritten) / seconds, Float(c.exec),
-                       c.written > 0 ? c.entropySum / Float(c.written) : 0, Float(c.highEntropy), Float(c.pids.count)]
+                       c.written > 0 ? c.entropySum / Float(c.written) : 0, Float(c.highEntropy), Float(c.pids.count),
+                       Float(x.samples), Float(x.pages)]
             starts.append(start)
             written.append(c.bytesWritten)
         }
@@ -139,8 +155,9 @@ public enum MemoryWindows {
     /// Writes the windows of the journal's memory records from `fromNs` on to `path` as CSV;
     /// returns the number of windows.
     @discardableResult
-    public static func export(journal: String, to path: String, fromNs: UInt64 = 0, windowNs: UInt64 = 1_000_000_000) throws -> Int {
-        var t = try table(journal: journal, windowNs: windowNs)
+    public static func export(journal: String, to path: String, fromNs: UInt64 = 0, windowNs: UInt64 = 1_000_000_000,
+                              execution: [ExecutionWindow] = []) throws -> Int {
+        var t = try table(journal: journal, windowNs: windowNs, execution: execution)
         let keep = (0..<t.rows).filter { t.windowStart[$0] + windowNs > fromNs }
         t = FeatureTable(names: t.names, values: keep.flatMap { Array(t.row($0)) }, windowStart: keep.map { t.windowStart[$0] },
                          writtenBytes: keep.map { t.writtenBytes[$0] })

@@ -114,6 +114,8 @@ typedef struct pt_regs {
 
 typedef struct vcpu_state {
     struct qemu_plugin_register *rdi, *rsi, *rax, *rcx, *rsp, *gs_base, *cr3;
+    /// Timer interrupts taken in user mode since the last execution sample.
+    uint64_t exec_ticks;
     GByteArray *regbuf;
     GByteArray *membuf;
     /// This vCPU's counters in the ring header.
@@ -206,6 +208,9 @@ static struct {
     pthread_once_t ram_once;
     /// Direct reads that matched QEMU's; -1 once one did not (then only QEMU reads).
     int direct_trust;
+    /// exec=N: every Nth timer interrupt a vCPU takes in user mode samples the interrupted
+    /// instruction (0: none); timer: asm_sysvec_apic_timer_interrupt (link-time).
+    uint64_t exec_every, timer;
     vcpu_state *vcpus[MAX_VCPUS];
     pending table[PENDING_SLOTS];
     /// Per slot: 0 free, else a byte of its key's hash (odd), so a probe touches one cache
@@ -1036,6 +1041,29 @@ static void after_reset(qemu_plugin_id_t id) {
     qemu_plugin_register_atexit_cb(id, at_exit, NULL);
 }
 
+/// The local timer's interrupt entry: the CPU has just pushed the interrupted context (RIP at
+/// [rsp], CS at [rsp+8]). One that came from user mode is a sample of user code running: the
+/// instruction and the address space (CR3), every Nth per vCPU. A timer-driven profile, as perf
+/// takes one: no cost for the code between ticks.
+static void on_timer(unsigned int vcpu, void *udata) {
+    (void)udata;
+    vcpu_state *v = vcpu < MAX_VCPUS ? K.vcpus[vcpu] : NULL;
+    if (!v) return;
+    uint64_t frame[2];
+    if (!mem(v, reg(v, v->rsp), frame, sizeof frame) || (frame[1] & 3) != 3) return;
+    if (++v->exec_ticks < K.exec_every) return;
+    v->exec_ticks = 0;
+    kvmi_exec_sample s;
+    memset(&s, 0, sizeof s);
+    s.r.size = sizeof s;
+    s.r.type = KVMI_EXEC_SAMPLE;
+    s.r.time_ns = now_ns();
+    s.cr3 = reg(v, v->cr3) & CR3_MASK;
+    s.rip = frame[0];
+    s.vcpu = vcpu;
+    ring_push(&s, sizeof s);
+}
+
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     uint64_t va = qemu_plugin_tb_vaddr(tb);
     if (va < KERNEL_SPACE) return;  // user code is never instrumented
@@ -1058,6 +1086,9 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
             else if (link == K.fast32) kind = HOOK_FAST32;
             else if (link == K.int80) kind = HOOK_INT80;
             else if (link == K.do_exit) kind = HOOK_EXIT;
+            if (K.exec_every && K.timer && link == K.timer) {
+                qemu_plugin_register_vcpu_insn_exec_cb(insn, on_timer, QEMU_PLUGIN_CB_R_REGS, NULL);
+            }
             if (kind == HOOK_EXIT) {
                 qemu_plugin_register_vcpu_insn_exec_cb(insn, on_task_exit, QEMU_PLUGIN_CB_R_REGS, (void *)kind);
             } else if (kind) {
@@ -1216,6 +1247,8 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         else if (KEY("maxstr")) K.max_string = num > 4000 ? 4000 : (unsigned)num;
         else if (KEY("all")) K.all_calls = num != 0;
         else if (KEY("ram")) K.ram_size = num;
+        else if (KEY("exec")) K.exec_every = num;
+        else if (KEY("timer")) K.timer = num;
         else { qemu_plugin_outs("kanshi-vmi: unknown argument\n"); return -1; }
 #undef KEY
     }

@@ -76,9 +76,14 @@ public final class GuestBehaviour {
             e.vm = options.vm
             e.reason = "VM sensor: guest kernel found (KASLR slide 0x\(String(slide, radix: 16))); every system call is watched from here on"
             append(e)
+        case .execSample(let t, let pageTable, let ip, _):
+            execution.add(timeNs: t, pageTable: pageTable, ip: ip)
         case .pad: break
         }
     }
+
+    /// User code sampled while running (exec sampling), per window.
+    public internal(set) var execution = ExecutionSamples()
 
     /// Completes calls still waiting (the VM stopped) and returns the summary and the managed set.
     public func finish() -> (TraceSummary, ManagedSet) {

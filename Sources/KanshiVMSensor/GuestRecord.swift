@@ -73,6 +73,8 @@ public enum GuestRecord: Sendable {
     case taskExit(timeNs: UInt64, who: GuestIdentity, code: Int64)
     /// The plugin found the guest kernel's KASLR slide.
     case calibrated(timeNs: UInt64, slide: UInt64)
+    /// A sample of user code running (exec sampling): the address space (CR3) and the instruction.
+    case execSample(timeNs: UInt64, pageTable: UInt64, ip: UInt64, vcpu: UInt32)
     case pad
 }
 
@@ -120,6 +122,10 @@ extension GuestRecord {
             try need(MemoryLayout<kvmi_calibration>.size)
             let c = bytes.loadUnaligned(as: kvmi_calibration.self)
             return (.calibrated(timeNs: c.r.time_ns, slide: c.slide), size)
+        case Int32(KVMI_EXEC_SAMPLE):
+            try need(MemoryLayout<kvmi_exec_sample>.size)
+            let x = bytes.loadUnaligned(as: kvmi_exec_sample.self)
+            return (.execSample(timeNs: x.r.time_ns, pageTable: x.cr3, ip: x.rip, vcpu: x.vcpu), size)
         default:
             throw GuestRecordError(offset: offset, what: "unknown type \(type)")
         }

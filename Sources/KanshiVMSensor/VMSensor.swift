@@ -28,6 +28,9 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
     /// pcpu_hot.top_of_stack from 6.2): the plugin finds a call's pt_regs there, in memory,
     /// instead of reading a register at every entry and return. Nil: registers are read.
     public var topOfStack: UInt64?
+    /// asm_sysvec_apic_timer_interrupt: the local timer's interrupt entry, where the interrupted
+    /// user instruction is sampled (`execSampleEvery`). Nil: no execution samples.
+    public var timerInterrupt: UInt64?
 
     public init(release: String, entrySyscall64: UInt64, entrySignature: [UInt8], syscall64: UInt64, fastSyscall32: UInt64?,
                 int80: UInt64?, doExit: UInt64?, currentTask: UInt64, taskPid: Int, taskTgid: Int, taskComm: Int, taskRealParent: Int) {
@@ -38,7 +41,8 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
     }
 
     /// The plugin's arguments (after its path), for `-plugin PATH,ARGS`.
-    func pluginArguments(ring: String, allCalls: Bool, guestRAMBytes: UInt64? = nil) -> String {
+    func pluginArguments(ring: String, allCalls: Bool, guestRAMBytes: UInt64? = nil, execEvery: Int = 0) -> String {
+        // (execEvery: sample every Nth timer interrupt that came in user mode.)
         func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
         var a = ["ring=\(ring)", "entry=\(hex(entrySyscall64))", "sig=" + entrySignature.map { String(format: "%02x", $0) }.joined(),
                  "sys64=\(hex(syscall64))", "current_task=\(hex(currentTask))", "pid=\(taskPid)", "tgid=\(taskTgid)",
@@ -49,6 +53,7 @@ public struct VMSensorKernel: Codable, Sendable, Equatable {
         if let v = topOfStack { a.append("top_of_stack=\(hex(v))") }
         if allCalls { a.append("all=1") }
         if let v = guestRAMBytes { a.append("ram=\(v)") }
+        if execEvery > 0, let t = timerInterrupt { a.append("exec=\(execEvery)"); a.append("timer=\(hex(t))") }
         return a.joined(separator: ",")
     }
 }
@@ -76,6 +81,10 @@ public final class VMSensor: @unchecked Sendable {
         public var ramBackend: [String]?
         /// The guest's network through kanshi (user networking; frames of managed processes dropped).
         public var network: Network?
+        /// Sample user code running: the user instruction a guest timer interrupt stopped, every
+        /// Nth such interrupt of a vCPU (0: off; 1: every tick, the guest's HZ per busy vCPU).
+        /// The windows go to `Result.execution` and, as CSV, to LOG.exec.csv.
+        public var execSampleEvery = 0
         /// The guest's vCPUs: with too few host cores beside them, the reader writes the
         /// behaviour log itself instead of handing it to a thread of its own (`logWriter`).
         public var vcpus = 1
@@ -102,9 +111,14 @@ public final class VMSensor: @unchecked Sendable {
         public var framesSeen: UInt64 = 0
         public var framesDropped: UInt64 = 0
         public var droppedFlows: [String: UInt64] = [:]
+        /// User code sampled running (with `execSampleEvery`), per second.
+        public var execution = ExecutionSamples()
         /// A record kanshi could not decode (reading stopped there), or a log write error.
         public var error: String?
     }
+
+    /// Where the execution samples' windows go (CSV), beside the behaviour log.
+    public var executionPath: String { config.logPath + ".exec.csv" }
 
     let config: Config
     let ring: VMIRing
@@ -151,7 +165,8 @@ public final class VMSensor: @unchecked Sendable {
         if let mib {
             ram = config.ramBackend ?? ["-object", "memory-backend-memfd,id=kanshi-ram,size=\(mib)M,share=on", "-machine", "memory-backend=kanshi-ram"]
         }
-        let plugin = config.kernel.pluginArguments(ring: ring.path, allCalls: config.behaviour.allCalls, guestRAMBytes: ramBytes)
+        let plugin = config.kernel.pluginArguments(ring: ring.path, allCalls: config.behaviour.allCalls, guestRAMBytes: ramBytes,
+                                                   execEvery: config.execSampleEvery)
         return ram + ["-plugin", config.plugin + "," + plugin] + (relay?.qemuArguments ?? [])
     }
 
@@ -208,7 +223,13 @@ public final class VMSensor: @unchecked Sendable {
                             unreturned: behaviour.unreturned, egressAttempts: behaviour.egressAttempts,
                             framesSeen: relay?.framesSeen ?? 0, framesDropped: relay?.framesDropped ?? 0,
                             droppedFlows: behaviour.droppedFrames, error: nil)
+        result.execution = behaviour.execution
         model.unlock()
+        if config.execSampleEvery > 0 {
+            do { try result.execution.csv.write(toFile: executionPath, atomically: true, encoding: .utf8) } catch {
+                result.error = (result.error.map { $0 + "; " } ?? "") + "writing \(executionPath) failed: \(error)"
+            }
+        }
         lock.lock(); result.error = failure; lock.unlock()
         if let relayError { result.error = (result.error.map { $0 + "; " } ?? "") + "network relay: \(relayError)" }
         let writeError = log.close()

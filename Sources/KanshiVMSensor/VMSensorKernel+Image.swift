@@ -47,12 +47,13 @@ extension VMSensorKernel {
         } else if let hot = symbols.address(of: "pcpu_hot"), let at = try? btf.offset("pcpu_hot", "top_of_stack") {
             topOfStack = hot + UInt64(at)
         }
+        timerInterrupt = symbols.address(of: "asm_sysvec_apic_timer_interrupt")
     }
 
     /// The kernel facts for `vmlinuz`, kept in `guestDirectory/vm-sensor-kernel.json` and made
     /// again when the image changes (its size and modification time are the key).
     public static func cached(guestDirectory: String, vmlinuz: String) throws -> VMSensorKernel {
-        try KernelFactsCache.cached("vm-sensor-kernel.json", guestDirectory: guestDirectory, vmlinuz: vmlinuz, format: 2) {
+        try KernelFactsCache.cached("vm-sensor-kernel.json", guestDirectory: guestDirectory, vmlinuz: vmlinuz, format: 3) {
             let kernel: GuestKernel
             do { kernel = try GuestKernel(path: vmlinuz) } catch { throw VMSensorError.kernel("\(error)") }
             return try VMSensorKernel(kernel: kernel)

@@ -55,6 +55,10 @@ public enum VMSensorReport {
         if let pti = st.pageTableIsolation { o["pageTableIsolation"] = pti }
         o["guestMemory"] = st.guestMemory.rawValue
         if let used = st.stackTopUsed { o["stackTop"] = used }
+        if r.execution.total > 0 {
+            let w = r.execution.allWindows
+            o["execution"] = ["samples": r.execution.total, "windows": w.count, "pagesMax": w.map(\.pages).max() ?? 0] as [String: Any]
+        }
         if let e = r.error ?? st.error { o["error"] = e }
         return o
     }

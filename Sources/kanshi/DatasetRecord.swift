@@ -88,7 +88,7 @@ struct DatasetRecord: AsyncParsableCommand {
                 let r = try await SandboxWorkloads.run(name: name, seed: s, dir: dir, model: nil, timeout: timeout, logger: logger,
                                                        stop: stop, quiet: true, tag: "record-\(name)-\(i)", behaviourLog: log,
                                                        allCalls: allCalls, memoryWatch: memoryWatch.map(MemoryWatch.Target.init),
-                                                       memoryIntervalMs: memoryInterval)
+                                                       memoryIntervalMs: memoryInterval, execSample: memoryWatch.isEmpty ? 0 : 1)
                 guard r.result.exitStatus == 0, let start = r.result.commandStartNs else {
                     throw CLIError("\(name) run \(i + 1) failed in the guest (status \(r.result.exitStatus.map(String.init) ?? "none")\(r.result.guestFailure.map { ": \($0)" } ?? ""))")
                 }
@@ -108,7 +108,8 @@ struct DatasetRecord: AsyncParsableCommand {
                 var memoryRows = ""
                 if !memoryWatch.isEmpty {
                     if let f = r.result.memoryWatch?.failure { throw CLIError("\(name) run \(i + 1): the memory watch stopped: \(f)") }
-                    let n = try MemoryWindows.export(journal: r.journal, to: target + "/memory.csv", fromNs: start)
+                    let execution = (r.result.vmSensor?.execution.allWindows ?? []).map { (startNs: $0.startNs, samples: $0.samples, pages: $0.pages) }
+                    let n = try MemoryWindows.export(journal: r.journal, to: target + "/memory.csv", fromNs: start, execution: execution)
                     memoryRows = ", \(n) memory windows"
                 }
                 Output.line("\(target): \(summary.readRows) read rows, \(summary.writeRows) write rows\(memoryRows), run \(String(format: "%.1f", r.result.runSeconds ?? 0)) s")

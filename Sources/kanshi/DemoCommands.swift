@@ -37,7 +37,7 @@ enum SandboxWorkloads {
                     logger: Logger, stop: LockedFlag, quiet: Bool, tag: String, behaviourLog: String? = nil,
                     allCalls: Bool = true, companion: String? = nil, undo: Sandbox.Undo = .wholeDisk,
                     processModel: DetectorModel? = nil, memoryDump: String? = nil,
-                    memoryWatch: [MemoryWatch.Target] = [], memoryIntervalMs: Int = 1000) async throws -> WorkloadRun {
+                    memoryWatch: [MemoryWatch.Target] = [], memoryIntervalMs: Int = 1000, execSample: Int = 0) async throws -> WorkloadRun {
         let guest = try GuestImage(directory: SandboxLayout.guest(dir))
         let disk = try SandboxRun.freshVictimDisk(dir: dir, name: tag)
         let main = "kanshi workload \(name) --dir /mnt/corpus --seed \(seed)"
@@ -59,6 +59,7 @@ enum SandboxWorkloads {
             sensor.managedSetPath = behaviourLog + ".managed.json"
             sensor.behaviour.vm = "sandbox"
             sensor.behaviour.allCalls = allCalls  // every read and write too: what per-process features are made of
+            sensor.execSampleEvery = execSample
             config.vmSensor = sensor
         }
         let result = try await Sandbox(config: config, logger: logger) { line in

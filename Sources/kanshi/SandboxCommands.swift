@@ -100,6 +100,9 @@ struct SandboxRun: AsyncParsableCommand {
     @Flag(help: "Log every guest system call, as strace would (`call` events, reads and writes of every process; large logs).")
     var allCalls = false
 
+    @Option(help: ArgumentHelp("Sample user code running in the guest: the user instruction each Nth timer interrupt of a vCPU stopped (1: every tick, the guest kernel's HZ per busy vCPU); per second, the samples, the distinct code pages and the address spaces they fell in go to LOG.exec.csv. Needs the VM sensor (--trace LOG).", valueName: "N"))
+    var execSample: Int?
+
     @Option(help: ArgumentHelp("The VM sensor's ring between QEMU and kanshi: a power of two from 64K to 1G (K, M or G). When kanshi falls behind and it fills, the guest waits: no record is lost.", valueName: "size"))
     var ringSize: String = "32M"
 
@@ -165,6 +168,10 @@ struct SandboxRun: AsyncParsableCommand {
             throw ValidationError("--protect \(p): give an absolute path in the guest (the command runs in /mnt, the data disk)")
         }
         if allCalls && trace == nil && protect.isEmpty { throw ValidationError("--all-calls needs --trace LOG") }
+        if let n = execSample {
+            if n < 1 { throw ValidationError("--exec-sample must be at least 1, not \(n)") }
+            if trace == nil && protect.isEmpty { throw ValidationError("--exec-sample needs the VM sensor (--trace LOG)") }
+        }
         guard let u = Sandbox.Undo(rawValue: undo) else { throw ValidationError("--undo \(undo): give disk or process") }
         if u == .process && trace == nil && protect.isEmpty { throw ValidationError("--undo process needs the VM sensor (--trace LOG): it names the process to undo") }
         if processModel != nil && trace == nil && protect.isEmpty { throw ValidationError("--process-model needs the VM sensor (--trace LOG): it reads the behaviour log") }
@@ -252,6 +259,7 @@ struct SandboxRun: AsyncParsableCommand {
                     sensor.behaviour.vm = vmName
                     sensor.behaviour.protect = protect
                     sensor.behaviour.allCalls = allCalls
+                    sensor.execSampleEvery = execSample ?? 0
                     sensor.ringBytes = try Self.ringBytes(ringSize)
                     sensor.behaviour.failClosed = !allowUnattributed
                     config.vmSensor = sensor

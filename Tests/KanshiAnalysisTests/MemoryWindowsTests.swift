@@ -48,6 +48,14 @@ import Testing
         // One process only.
         let only8 = try MemoryWindows.table(journal: dir, pid: 8)
         #expect(only8.rows == 1 && only8.row(0)[only8.names.firstIndex(of: "mem_pages_new")!] == 1)
+        #expect(v(0, "mem_exec_samples") == 0 && v(0, "mem_exec_pages") == 0)
+        // With the VM sensor's execution samples: joined to the page windows; a window with
+        // samples and no page record (2) has zeros for the pages.
+        let x = try MemoryWindows.table(journal: dir, execution: [(base + 10, 250, 31), (base + 2 * s, 120, 9)])
+        func xv(_ row: Int, _ name: String) -> Float { x.row(row)[x.row(row).startIndex + x.names.firstIndex(of: name)!] }
+        #expect(x.windowStart == [base, base + s, base + 2 * s, base + 3 * s])
+        #expect(xv(0, "mem_exec_samples") == 250 && xv(0, "mem_exec_pages") == 31 && xv(0, "mem_pages_new") == 3)
+        #expect(xv(2, "mem_exec_samples") == 120 && xv(2, "mem_pages_new") == 0 && xv(3, "mem_exec_samples") == 0)
     }
 
     @Test func aJournalWithoutMemoryRecordsHasNoWindowsAndAMissingOneIsAnError() throws {

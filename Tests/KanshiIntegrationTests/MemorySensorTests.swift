@@ -281,6 +281,30 @@ import Glibc
         try SandboxTests.nothingLeft(s)
     }
 
+    /// Execution samples: the user instruction each guest timer interrupt stopped, per second.
+    /// A shell that counts for a while is sampled at about the guest's tick rate, in a few pages
+    /// of its code; bad values are refused before the guest boots.
+    @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))
+    func userCodeRunningIsSampledAtTheTimerTick() throws {
+        let g = try SandboxTests.guest()
+        let s = Scratch("memory-exec")
+        let log = s.file("t.jsonl")
+        let disk = try SandboxTests.disk(s)
+        let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--trace", log, "--exec-sample", "1", "--json",
+                         "--", "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done; sleep 2"], timeout: 300)
+        #expect(r.ok, "\(r.stderr.suffix(1500))")
+        let rows = ((try? String(contentsOfFile: log + ".exec.csv", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        #expect(rows.first == "window_start_ns,exec_samples,exec_pages,exec_spaces", "\(rows)")
+        let windows = rows.dropFirst().map { $0.split(separator: ",").compactMap { Int($0) } }
+        // The busiest second: about the tick rate (the Debian kernel's HZ is 250), in a handful of pages.
+        let busiest = windows.max { $0[1] < $1[1] } ?? []
+        #expect(busiest.count == 4 && busiest[1] >= 100 && busiest[1] <= 1100 && busiest[2] >= 1 && busiest[2] < busiest[1], "\(rows)")
+        let quiet = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--exec-sample", "0", "--trace", log, "--", "true"])
+        #expect(quiet.status == 64 && quiet.stderr.contains("--exec-sample must be at least 1"), "\(quiet.stderr)")
+        let noSensor = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--exec-sample", "5", "--", "true"])
+        #expect(noSensor.status == 64 && noSensor.stderr.contains("--exec-sample needs the VM sensor"), "\(noSensor.stderr)")
+    }
+
     @Test(.enabled(if: peers, why), .timeLimit(.minutes(5)))
     func memoryThatHoldsNoKnownKernelIsRefusedClearly() throws {
         let g = try SandboxTests.guest()

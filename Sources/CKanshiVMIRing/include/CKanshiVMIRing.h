@@ -115,6 +115,9 @@ enum {
     /// needs nothing read at its entry. One that never comes back is written as a KVMI_ENTRY
     /// when the thread's next call, its task's end or the plugin's end shows it will not.
     KVMI_CALL = 5,
+    /// User code running (exec=N: every Nth timer interrupt a vCPU takes in user mode): the
+    /// interrupted instruction and its page table (payload: kvmi_exec_sample).
+    KVMI_EXEC_SAMPLE = 6,
 };
 
 /// ABIs of an entry.
@@ -182,6 +185,15 @@ typedef struct kvmi_calibration {
     uint64_t slide;
     uint64_t entry;
 } kvmi_calibration;
+
+typedef struct kvmi_exec_sample {
+    kvmi_record r;
+    /// CR3 without its PCID bits: the process's top-level page table.
+    uint64_t cr3;
+    uint64_t rip;
+    uint32_t vcpu;
+    uint32_t reserved;
+} kvmi_exec_sample;
 
 /// An item after an entry or return: a string or structure from guest memory.
 /// `len` bytes follow the 4-byte item header, padded to 4 bytes.
