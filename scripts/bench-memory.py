@@ -101,6 +101,11 @@ def full_dump(a, work):
             for r in range(a.rounds):
                 for m in times:
                     path = os.path.join(target, f"{m}-{r}")
+                    if a.compact:
+                        # Before each method alike, untimed: free huge pages gathered (a target on a
+                        # tmpfs mounted huge=always otherwise waits for compaction at random).
+                        with open("/proc/sys/vm/compact_memory", "w") as c:
+                            c.write("1")
                     t = time.monotonic()
                     if m == "kanshi":
                         p = subprocess.run([a.kanshi, "sandbox", "dump", "--ram", ram, "--out", path, "--json"],
@@ -181,6 +186,7 @@ def main():
     ap.add_argument("--target", default="/dev/shm")
     ap.add_argument("--methods", default="kanshi dump-guest pmemsave cp")
     ap.add_argument("--phases", default="dump capture")
+    ap.add_argument("--compact", action="store_true")
     ap.add_argument("--interval", type=int, default=1000)
     ap.add_argument("--churn-mibps", type=float, default=16)
     ap.add_argument("--churn-buffer", type=int, default=64)

@@ -6,7 +6,9 @@
 #     watched (sandbox run --memory-watch, 1 s scans): the guest's slowdown
 #
 # Usage: scripts/bench-memory.sh [--rounds R] [--memory MIB] [--target DIR] [--phases "dump capture"]
-#                                [--churn-mibps N] [--churn-seconds S] [--kanshi PATH]
+#                                [--churn-mibps N] [--churn-seconds S] [--kanshi PATH] [--compact]
+#   --compact: compact memory (root) before each dump, untimed, for every method alike: with a
+#   target on a tmpfs mounted huge=always the dumps then get huge pages without waiting for them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d /opt/swift/usr/bin ] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -18,7 +20,8 @@ while [ $# -gt 0 ]; do
         --kanshi) kanshi=$2; shift 2 ;;
         --rounds|--memory|--target|--phases|--churn-mibps|--churn-seconds|--churn-buffer|--interval|--methods)
             args+=("$1" "$2"); shift 2 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --compact) args+=("$1"); shift ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "bench-memory: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
