@@ -278,6 +278,7 @@ public final class RuleWorld {
             // A fork runs its parent's program until it execs.
             if c.argv.isEmpty { c.setArgv(argv ?? parent.argv) }
             parent.children.append(child)
+            spawns += 1
         case .exec:
             if ret == 0, let a = argv {
                 process(pid).setArgv(a)
@@ -303,6 +304,18 @@ public final class RuleWorld {
     /// The root of the tree `pid` belongs to: its nearest chain of ancestors running the same
     /// program (a program that forks workers is one tree), else itself.
     func treeRoot(_ pid: Int32) -> Int32 {
+        if let c = rootCache[pid], c.execs == execs, c.spawns == spawns { return c.root }
+        let root = computeTreeRoot(pid)
+        rootCache[pid] = (execs, spawns, root)
+        return root
+    }
+
+    /// Bumped by every new process (a tree can gain an ancestor's link); with `execs`, when a
+    /// cached tree root is made again.
+    private var spawns = 0
+    private var rootCache: [Int32: (execs: Int, spawns: Int, root: Int32)] = [:]
+
+    private func computeTreeRoot(_ pid: Int32) -> Int32 {
         guard var p = processes[pid], let program = p.argv.first else { return pid }
         while let parent = p.parent, parent != p.pid, let pp = processes[parent], pp.argv.first == program { p = pp }
         return p.pid
