@@ -42,6 +42,10 @@ public final class ProcessDetector: @unchecked Sendable {
 
     public func add(_ e: TraceEvent) { windows.add(e) }
 
+    /// The highest probability any tree's window has had at a look so far, and whose (what a run
+    /// with no alert came closest to).
+    public private(set) var highest: (root: Int32, argv: [String], probability: Float)?
+
     /// Looks at the windows closed since the last call and at the open ones; the first window
     /// (oldest first) of a tree that destroyed files and reaches the threshold is the alert.
     /// Windows starting before `sinceNs` are not alerted on.
@@ -50,6 +54,9 @@ public final class ProcessDetector: @unchecked Sendable {
         let candidates = rows.filter { $0.destroyedTotal > 0 && $0.windowStart + windows.windowNs > sinceNs }
         guard !candidates.isEmpty else { return nil }
         let p = try detector.predict(ProcessWindows.table(candidates))
+        if let m = p.indices.max(by: { p[$0] < p[$1] }), p[m] > (highest?.probability ?? -1) {
+            highest = (candidates[m].root, windows.activity.processes[candidates[m].root]?.argv ?? [], p[m])
+        }
         guard let i = p.indices.first(where: { p[$0] >= threshold }) else { return nil }
         let r = candidates[i]
         return Alert(root: r.root, argv: windows.activity.processes[r.root]?.argv ?? [], probability: p[i], windowStartNs: r.windowStart,
@@ -162,6 +169,9 @@ public enum ProcessTraining {
         public var delaySeconds: Double?
         /// Closed windows: ransomware ones (as `tables` labels them) and how many of each kind the model called ransomware.
         public var positives = 0, truePositives = 0, negatives = 0, falsePositives = 0
+        /// The highest probability a tree reached at the replay's looks, and the threshold.
+        public var highest: (root: Int32, argv: [String], probability: Float)?
+        public var threshold: Float = 0
     }
 
     /// Replays a recorded run through a live detector, looking every `evaluateEveryNs` of log time.
@@ -179,6 +189,8 @@ public enum ProcessTraining {
         }, diskWrite: d.windows.addDiskWrite)
         if alert == nil { alert = try d.evaluate() }
         var out = Replay(run: run.name, label: run.label, alert: alert, namedTheWorkload: false)
+        out.highest = d.highest
+        out.threshold = d.threshold
         if let a = alert {
             out.namedTheWorkload = isWorkload(a.argv, run.workload)
             if run.label == .ransomware, out.namedTheWorkload, let first = a.firstDestroyNs {

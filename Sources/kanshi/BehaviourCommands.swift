@@ -161,7 +161,9 @@ struct BehaviourDetect: ParsableCommand {
         discussion: """
             Reads LOG (the VM sensor's or kanshi trace's JSON lines) as a live detector would, \
             looking every 200 ms of the log's time; with --journal, the disk's writes of the run too \
-            (the disk-level columns). Exit status 3 when a tree is named, 0 when none.
+            (the disk-level columns). Exit status 3 when a tree is named, 0 when none; then the tree \
+            that came closest is named with its highest probability (a live detector, which looks at \
+            its own instants, may have caught a window crossing the threshold between two of these looks).
             """)
 
     @Option(help: "The behaviour log (JSON lines).")
@@ -190,7 +192,8 @@ struct BehaviourDetect: ParsableCommand {
         let replay: ProcessTraining.Replay
         do { replay = try ProcessTraining.replay(run, model: m, under: under) } catch { throw CLIError("\(log): \(error)") }
         if json {
-            var o: [String: Any] = ["log": log, "events": events.count, "alert": replay.alert != nil]
+            var o: [String: Any] = ["log": log, "events": events.count, "alert": replay.alert != nil, "threshold": Double(replay.threshold)]
+            if let h = replay.highest { o["highest"] = ["root": h.root, "argv": h.argv, "probability": Double(h.probability)] as [String: Any] }
             if let a = replay.alert {
                 o["root"] = a.root; o["argv"] = a.argv; o["probability"] = Double(a.probability); o["destroyed"] = a.destroyed
                 o["at"] = Output.time(a.atNs); o["atNs"] = a.atNs
@@ -200,7 +203,10 @@ struct BehaviourDetect: ParsableCommand {
         } else if let a = replay.alert {
             Output.line("ALERT: pid \(a.root) (\(a.argv.joined(separator: " "))) at \(Output.time(a.atNs)), p=\(String(format: "%.2f", a.probability)): \(a.destroyed) files that were there before it destroyed\(a.firstDestroyNs.map { String(format: ", the first %.2f s earlier", Double(a.atNs &- $0) / 1e9) } ?? "")")
         } else {
-            Output.line("no process tree looks like ransomware in \(log) (\(events.count) events)")
+            let closest = replay.highest.map {
+                "; closest: pid \($0.root) (\($0.argv.joined(separator: " "))) at p=\(String(format: "%.2f", $0.probability)), the threshold \(String(format: "%.2f", replay.threshold))"
+            } ?? ""
+            Output.line("no process tree looks like ransomware in \(log) (\(events.count) events)\(closest)")
         }
         if replay.alert != nil { throw ExitCode(3) }
     }
