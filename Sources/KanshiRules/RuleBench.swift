@@ -41,6 +41,28 @@ public enum RuleBench {
         return (Double(t1 - t0) / 1e9, engine.stats, alerts)
     }
 
+    /// What each alerting rule costs: the engine's seconds over `events` with that rule alone (and
+    /// the silent rules whose matches it counts), less the seconds with no rule at all (the
+    /// engine's own cost: taking each event, the process table). Rounds: the median of each.
+    public static func perRule(_ set: RuleSet, _ events: [TraceEvent], rounds: Int = 3) -> (base: Double, rules: [(rule: String, seconds: Double)]) {
+        func median(_ s: RuleSet) -> Double {
+            let t = (0..<max(1, rounds)).map { _ in time(s, events).seconds }.sorted()
+            return t[t.count / 2]
+        }
+        var none = set
+        none.rules = []
+        let base = median(none)
+        var out: [(String, Double)] = []
+        for r in set.rules where !r.silent {
+            var alone = set
+            var feeds: [String] = []
+            if case .count(let c) = r.shape, case .matches(let silent) = c.counted { feeds = [silent] }
+            alone.rules = set.rules.filter { feeds.contains($0.name) } + [r]
+            out.append((r.name, max(0, median(alone) - base)))
+        }
+        return (base, out)
+    }
+
     /// Resident memory as sequence rules' open matches pile up: each event opens sequences (a new
     /// file created that nothing completes: the built-in set's copy-then-delete and
     /// written-then-run sequences each start on it). Returns (events so far, open sequences,

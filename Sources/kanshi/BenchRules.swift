@@ -27,6 +27,8 @@ struct BenchRules: ParsableCommand {
     var openLimit: Int = RuleEngine.Limits().openSequences
     @Option(help: "Events of the memory part (each opens a sequence).")
     var memoryEvents: Int = 2_000_000
+    @Flag(help: "Also time each alerting rule alone (with the silent rules it counts) over the same events: what each costs per event above the engine's own cost.")
+    var perRule = false
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -63,6 +65,7 @@ struct BenchRules: ParsableCommand {
         }
         let median = times.sorted()[times.count / 2]
         let s = last!.stats
+        let costs = perRule ? RuleBench.perRule(set, stream, rounds: rounds) : nil
         if json {
             Output.line(try Output.json([
                 "rules": set.rules.count, "origin": set.origin, "recordedEvents": recorded.count, "parseSeconds": parseSeconds,
@@ -72,6 +75,10 @@ struct BenchRules: ParsableCommand {
                 "openSequencesAtEnd": s.openSequences, "expired": s.expiredSequences, "evicted": s.evictedSequences,
                 "openLimitPerRule": openLimit,
                 "memory": memory.map { ["events": $0.events, "openSequences": $0.open, "evicted": $0.evicted, "residentBytes": $0.resident] },
+                "perRule": costs.map { c in
+                    ["baseNsPerEvent": c.base / Double(stream.count) * 1e9,
+                     "rules": c.rules.map { ["rule": $0.rule, "nsPerEvent": $0.seconds / Double(stream.count) * 1e9] }] as [String: Any]
+                } as Any,
             ]))
             return
         }
@@ -84,6 +91,13 @@ struct BenchRules: ParsableCommand {
         let base = memory.first?.resident ?? 0
         for m in memory {
             Output.line("  \(String(m.events).padding(toLength: 9, withPad: " ", startingAt: 0)) events: \(String(m.open).padding(toLength: 8, withPad: " ", startingAt: 0)) open, \(String(m.evicted).padding(toLength: 9, withPad: " ", startingAt: 0)) evicted, resident \(Output.bytes(m.resident)) (+\(Output.bytes(m.resident > base ? m.resident - base : 0)))")
+        }
+        if let c = costs {
+            let n = Double(stream.count)
+            Output.line(String(format: "each rule alone (medians of %d; with the silent rules it counts), ns per event above the engine's own %.0f ns:", rounds, c.base / n * 1e9))
+            for r in c.rules.sorted(by: { $0.seconds > $1.seconds }) {
+                Output.line("  \(r.rule.padding(toLength: 48, withPad: " ", startingAt: 0)) \(String(format: "%6.0f", r.seconds / n * 1e9))")
+            }
         }
     }
 }

@@ -62,3 +62,21 @@ import Testing
         #expect(seen.count == 10_000)
     }
 }
+
+@Suite struct RuleBenchTests {
+    /// `bench rules --per-rule`: each alerting rule timed alone (a count with the silent rule it
+    /// counts), every one of them, none of the silent ones on their own.
+    @Test func everyAlertingRuleIsTimedAlone() throws {
+        let set = try RuleSet.builtin()
+        let ev = Events()
+        ev.start(200, ["kanshi", "workload", "inplace"])
+        for i in 0..<50 {
+            ev.add(.open, pid: 200, path: "/data/f\(i).docx", flags: "rw", ret: 3)
+            ev.add(.close, pid: 200, path: "/data/f\(i).docx", ret: 0, entropy: 7.9)
+        }
+        let costs = RuleBench.perRule(set, RuleBench.replicate(ev.list, to: 2_000), rounds: 1)
+        #expect(costs.base > 0)
+        #expect(costs.rules.map(\.rule) == set.rules.filter { !$0.silent }.map(\.name))
+        #expect(costs.rules.allSatisfy { $0.seconds >= 0 })
+    }
+}
