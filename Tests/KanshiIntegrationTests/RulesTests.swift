@@ -207,7 +207,7 @@ struct RulesWorkloadTests {
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             local, other = socket.socketpair()
             open(sys.argv[2], 'w').write('go')
-            time.sleep(1.5)
+            time.sleep(3)
             attempt('sendall', lambda: tcp.sendall(b'LATE-SENDALL'))
             attempt('write', lambda: os.write(tcp.fileno(), b'LATE-WRITE'))
             attempt('sendto', lambda: udp.sendto(b'LATE-UDP', ('127.0.0.1', port)))
