@@ -293,20 +293,14 @@ struct ConditionCompiler {
         if op.text != "in", vs.count != 1 { throw src.error(op, "\(op.text) takes one value") }
         if vs.allSatisfy({ $0.1 == nil }) {
             let constants = vs.compactMap(\.0)
+            // Every text field but `ev` has bytes (and `ev` = / != / in is a bit test, above).
             if let b = Fields.byteGetter(field.text), let fast = Self.byteComparison(b, op.text, constants) { return fast }
             if op.text == "in" {
                 let set = Set(constants)
                 return { e, w, _ in g(e, w).map(set.contains) == true }
             }
             let c = constants[0]
-            switch op.text {
-            case "=": return { e, w, _ in g(e, w) == c }
-            case "!=": return { e, w, _ in g(e, w).map { $0 != c } == true }
-            case "startswith": return { e, w, _ in g(e, w)?.hasPrefix(c) == true }
-            case "contains": return { e, w, _ in g(e, w).map { Text.contains($0, c) } == true }
-            case "endswith": return { e, w, _ in g(e, w)?.hasSuffix(c) == true }
-            default: return { e, w, _ in g(e, w).map { match($0, c) } == true }
-            }
+            return { e, w, _ in g(e, w).map { match($0, c) } == true }
         }
         return { e, w, b in
             guard let x = g(e, w) else { return false }

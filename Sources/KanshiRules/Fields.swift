@@ -248,15 +248,8 @@ public final class RuleWorld {
         return p
     }
 
-    /// Process starts and program changes (as `ProcessActivity` keeps them), and what became managed.
-    func add(_ e: TraceEvent) {
-        switch e.kind {
-        case .spawn, .exec, .managed: add(e.kind, pid: e.pid, child: e.child, argv: e.argv, ret: e.ret, path: e.path)
-        default: break
-        }
-    }
-
-    /// A behaviour event's part in the table (read field by field: the event is not copied).
+    /// Process starts and program changes (as `ProcessActivity` keeps them), and what became
+    /// managed (read field by field: the event is not copied).
     func add(_ e: RuleEvent) {
         switch e.trace?.kind {
         case .spawn?, .exec?, .managed?:
@@ -321,6 +314,13 @@ public final class RuleWorld {
         return p.pid
     }
 
+    /// The processes an alert's actions (kill, isolate) act on: its process, or the whole tree
+    /// for rules keyed by tree.
+    public func processes(actedOnBy alert: RuleAlert) -> [Int32] {
+        guard let pid = alert.pid else { return [] }
+        return alert.key["proc.tree"] != nil ? tree(of: pid) : [pid]
+    }
+
     /// The process tree `pid` belongs to (rooted as `proc.tree` is), root first.
     public func tree(of pid: Int32) -> [Int32] {
         var out: [Int32] = []
@@ -358,63 +358,29 @@ public final class RuleWorld {
     }
 }
 
-/// Path and text helpers on UTF-8 bytes (the rules' hot path).
+/// Path parts and substring tests on strings (output templates, keys, the slow path): the
+/// byte functions of `Bytes` (the conditions' fast path) on the string's UTF-8, so both ways
+/// give the same parts. A slash or dot never splits a UTF-8 sequence, so every part is whole text.
 enum Text {
-    static let slash = UInt8(ascii: "/"), dot = UInt8(ascii: ".")
-
-    static func baseName(_ path: String) -> String {
-        let u = path.utf8
-        guard let slash = u.lastIndex(of: Self.slash) else { return path }
-        return String(path[u.index(after: slash)...])
+    private static func onBytes<R>(_ s: String, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        var s = s
+        return s.withUTF8 { body(UnsafeRawBufferPointer($0)) }
     }
 
-    static func directory(_ path: String) -> String {
-        let u = path.utf8
-        guard let slash = u.lastIndex(of: Self.slash) else { return "" }
-        return slash == u.startIndex ? "/" : String(path[..<slash])
+    private static func part(_ path: String, _ cut: (UnsafeRawBufferPointer) -> UnsafeRawBufferPointer) -> String {
+        onBytes(path) { String(decoding: cut($0), as: UTF8.self) }
     }
 
-    /// Where the extension of the last component starts (after its dot), if it has one.
-    private static func extensionStart(_ path: String) -> String.Index? {
-        let u = path.utf8
-        var i = u.endIndex
-        while i > u.startIndex {
-            let j = u.index(before: i)
-            let b = u[j]
-            if b == Self.slash { return nil }
-            if b == Self.dot {
-                // A leading dot (".bashrc") names the file, it is no extension.
-                if j == u.startIndex || u[u.index(before: j)] == Self.slash { return nil }
-                return i
-            }
-            i = j
-        }
-        return nil
-    }
-
+    static func baseName(_ path: String) -> String { part(path, Bytes.baseName) }
+    static func directory(_ path: String) -> String { part(path, Bytes.directory) }
     /// The extension of the last component, without the dot ("" when none).
-    static func fileExtension(_ path: String) -> String {
-        extensionStart(path).map { String(path[$0...]) } ?? ""
-    }
-
+    static func fileExtension(_ path: String) -> String { part(path, Bytes.fileExtension) }
     /// The path without the extension of its last component.
-    static func withoutExtension(_ path: String) -> String {
-        guard let start = extensionStart(path) else { return path }
-        return String(path[..<path.utf8.index(before: start)])
-    }
+    static func withoutExtension(_ path: String) -> String { part(path, Bytes.withoutExtension) }
 
     /// Whether `text` holds `part` (bytes compared).
     static func contains(_ text: String, _ part: String) -> Bool {
-        if part.isEmpty { return true }
-        let t = text.utf8, p = part.utf8
-        guard t.count >= p.count, let first = p.first else { return false }
-        var i = t.startIndex
-        let lastStart = t.index(t.endIndex, offsetBy: -p.count)
-        while i <= lastStart {
-            if t[i] == first && t[i...].starts(with: p) { return true }
-            i = t.index(after: i)
-        }
-        return false
+        onBytes(text) { t in onBytes(part) { Bytes.contains(t, $0) } }
     }
 }
 

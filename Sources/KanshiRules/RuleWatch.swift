@@ -77,8 +77,8 @@ public final class RuleWatch: @unchecked Sendable {
                 let poll = try poller()
                 while true {
                     let last = lock.withLock { done }
-                    try poll { e in
-                        for a in engine.add(e) {
+                    try poll { alerts in
+                        for a in alerts {
                             fanout.send(a)
                             lock.withLock { alertsSeen.append(a) }
                             act(a)
@@ -94,12 +94,14 @@ public final class RuleWatch: @unchecked Sendable {
         }.start()
     }
 
-    /// A function that hands over the events written since its last call.
-    private func poller() throws -> ((RuleEvent) throws -> Void) throws -> Void {
+    /// A function that feeds the engine the events written since its last call, and hands over
+    /// each event's alerts: the same calls `RuleRun` makes on a finished log or journal.
+    private func poller() throws -> (([RuleAlert]) throws -> Void) throws -> Void {
+        let engine = engine
         switch source {
         case .log(let path):
             let tail = BehaviourLogTail(path: path)
-            return { body in try tail.poll { try body(RuleEvent($0)) } }  // one event each: the engine may keep it
+            return { body in try tail.poll { try body(engine.add($0)) } }
         case .journal(let path):
             var tail: JournalTail?
             return { body in
@@ -107,7 +109,7 @@ public final class RuleWatch: @unchecked Sendable {
                     guard FileManager.default.fileExists(atPath: path) else { return }
                     tail = try JournalTail(directory: path)
                 }
-                _ = try tail?.poll { r in if let e = try RuleRun.event(r) { try body(e) } }
+                _ = try tail?.poll { r in if let e = try RuleRun.event(r) { try body(engine.add(e)) } }
             }
         }
     }

@@ -13,15 +13,9 @@ public struct TraceRuleActions {
         self.world = world
     }
 
-    /// The processes an alert's actions act on.
-    public func victims(_ alert: RuleAlert) -> [Int32] {
-        guard let pid = alert.pid else { return [] }
-        return alert.key["proc.tree"] != nil ? world.tree(of: pid) : [pid]
-    }
-
     /// Carries out the alert's actions; returns what was done, one line each, for the user.
     public func perform(_ alert: RuleAlert) -> [String] {
-        let targets = victims(alert)
+        let targets = world.processes(actedOnBy: alert)
         guard !targets.isEmpty else { return [] }
         var done: [String] = []
         if alert.actions.contains(.isolate) {

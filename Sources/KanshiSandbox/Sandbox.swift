@@ -155,6 +155,10 @@ public final class Sandbox: @unchecked Sendable {
     private var startedNs: UInt64 = 0
     private var finished = false
     private var alerted = false
+    /// Held while the guest is paused and resumed around a kill, and while it is paused for good
+    /// (an alert that ends the run): a kill never resumes a guest something paused to stop it.
+    private let guestControl = NSLock()
+    private var pausedForGood = false
     private var ram: GuestRAM?
     private var qmpPath = ""
     private var dumpTaken = false
@@ -516,7 +520,7 @@ public final class Sandbox: @unchecked Sendable {
                 early.removeAll()
                 do {
                     if let alert = try live.evaluate(sinceNs: start) {
-                        if acting { try? guest.pause() }
+                        if acting { pauseForGood(guest) }
                         withState { journalNote }?(DetectorNote.blocks(probability: alert.probability, windowStartNs: alert.windowStartNs, acting: acting))
                         let now = FileSystem.nowNs()
                         let d = Detection(alertNs: now, probability: alert.probability,
@@ -569,7 +573,7 @@ public final class Sandbox: @unchecked Sendable {
         do {
             guard let alert = try watch.run(since: { withState { jobStartNs } }, now: { FileSystem.nowNs() },
                                             stop: { withState { finished || alerted } }, diskWrites: diskWrites) else { return }
-            try? guest.pause()
+            pauseForGood(guest)
             withState { journalNote }?(DetectorNote.processes(alert))
             let now = FileSystem.nowNs()
             let first = alert.firstDestroyNs ?? alert.atNs
@@ -591,9 +595,9 @@ public final class Sandbox: @unchecked Sendable {
     private func ruleAlert(_ alert: RuleAlert, guest: QEMUGuest, world: RuleWorld) {
         withState { result.ruleAlerts.append(alert) }
         let stops = alert.actions.contains(.pause) || alert.actions.contains(.rollback)
-        if alert.actions.contains(.kill), let pid = alert.pid {
-            let victims = alert.key["proc.tree"] != nil ? world.tree(of: pid) : [pid]
-            killInGuest(victims, rule: alert.rule, guest: guest, resume: !stops)
+        if alert.actions.contains(.kill) {
+            let victims = world.processes(actedOnBy: alert)
+            if !victims.isEmpty { killInGuest(victims, rule: alert.rule, guest: guest, resume: !stops) }
         }
         if alert.actions.contains(.isolate), withState({ result.ruleIsolated == nil }) {
             let why = "rule \(alert.rule)"
@@ -602,11 +606,19 @@ public final class Sandbox: @unchecked Sendable {
             if cut { withState { journalNote }?("{\"event\":\"isolated\",\"rule\":\"\(alert.rule.jsonEscaped)\"}") }
         }
         guard stops else { return }
-        try? guest.pause()
+        pauseForGood(guest)
         withState {
             guard !alerted else { return }
             alerted = true
             result.ruleStop = alert
+        }
+    }
+
+    /// Pauses the guest for the rest of the run (an alert that ends it).
+    private func pauseForGood(_ guest: QEMUGuest) {
+        guestControl.withLock {
+            pausedForGood = true
+            try? guest.pause()
         }
     }
 
@@ -619,9 +631,11 @@ public final class Sandbox: @unchecked Sendable {
         var lines: [String] = [], killed: [Int32] = []
         func failed(_ why: String) { lines.append("rule \(rule): \(why)") }
         if let ram = withState({ ram }) {
+            guestControl.lock()
+            defer { guestControl.unlock() }
             do {
                 try guest.pause()
-                defer { if resume { try? guest.resume() } }
+                defer { if resume && !pausedForGood { try? guest.resume() } }
                 let view = try withState({ kernelView }) ?? {
                     let facts = try MemoryKernelFacts.cached(guestDirectory: config.guest.directory, vmlinuz: config.guest.kernel)
                     let v = try GuestKernelView(memory: ram, facts: facts)

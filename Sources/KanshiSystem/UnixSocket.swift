@@ -53,22 +53,29 @@ public final class UnixListener: @unchecked Sendable {
 
     /// Waits up to `timeoutMs` for a connection; nil on time-out.
     public func accept(timeoutMs: Int32) throws(SystemError) -> UnixConnection? {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let n = try syscall("poll", path) { poll(&p, 1, timeoutMs) }
-        if n == 0 { return nil }
+        guard try UnixListener.readable(fd, path, timeoutMs: timeoutMs) else { return nil }
         let c = try syscall("accept", path) { Glibc.accept(fd, nil, nil) }
         _ = fcntl(c, F_SETFD, FD_CLOEXEC)
         return UnixConnection(fd: c, name: path)
     }
 
-    public func close() {
+    public func close() { UnixListener.closeBound(&fd, path) }
+
+    deinit { close() }
+
+    /// Waits up to `timeoutMs` for `fd` (bound at `path`) to have something to read.
+    static func readable(_ fd: Int32, _ path: String, timeoutMs: Int32) throws(SystemError) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return try syscall("poll", path) { poll(&p, 1, timeoutMs) } > 0
+    }
+
+    /// Closes a socket bound at `path` (once) and removes its path.
+    static func closeBound(_ fd: inout Int32, _ path: String) {
         guard fd >= 0 else { return }
         Glibc.close(fd)
         fd = -1
         unlink(path)
     }
-
-    deinit { close() }
 }
 
 /// A connected Unix stream socket: whole reads and writes.
@@ -133,20 +140,13 @@ public final class DatagramReceiver: @unchecked Sendable {
 
     /// One datagram as text, waiting up to `timeoutMs`; nil on time-out.
     public func receive(timeoutMs: Int32) throws(SystemError) -> String? {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let n = try syscall("poll", path) { poll(&p, 1, timeoutMs) }
-        if n == 0 { return nil }
+        guard try UnixListener.readable(fd, path, timeoutMs: timeoutMs) else { return nil }
         var buffer = [UInt8](repeating: 0, count: 65536)
         let got = try syscall("recv", path) { buffer.withUnsafeMutableBytes { Int32(recv(fd, $0.baseAddress, $0.count, 0)) } }
         return String(decoding: buffer.prefix(Int(got)), as: UTF8.self)
     }
 
-    public func close() {
-        guard fd >= 0 else { return }
-        Glibc.close(fd)
-        fd = -1
-        unlink(path)
-    }
+    public func close() { UnixListener.closeBound(&fd, path) }
 
     deinit { close() }
 }

@@ -10,6 +10,16 @@ public enum FileTimes {
         case utimes
         /// utimensat: struct timespec[2].
         case utimensat
+
+        /// The call of x86_64 number `nr` (utime, utimes, futimesat, utimensat), else nil.
+        public init?(x86_64 nr: Int64) {
+            switch nr {
+            case SC.utime: self = .utime
+            case SC.utimes, SC.futimesat: self = .utimes
+            case SC.utimensat: self = .utimensat
+            default: return nil
+            }
+        }
     }
 
     /// utimensat's tv_nsec values that give no time.

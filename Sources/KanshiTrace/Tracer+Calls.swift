@@ -268,7 +268,7 @@ extension Tracer {
     /// What a utime-family call sets: "now" (no times, or UTIME_NOW/UTIME_OMIT for both) or
     /// "set" with the modification time given (seconds since the epoch), read from the caller.
     func fileTimes(_ tid: Int32, _ nr: Int64, _ addr: UInt64) -> (flags: String, reason: String?) {
-        let call: FileTimes.Call = nr == SC.utime ? .utime : nr == SC.utimensat ? .utimensat : .utimes
+        guard let call = FileTimes.Call(x86_64: nr) else { return ("set", "times unreadable") }
         guard addr != 0 else { return FileTimes.describe(call, bytes: nil) }
         let b = Ptrace.readBytes(tid, addr, FileTimes.size(call, wordSize: 8))
         return FileTimes.describe(call, bytes: b, unreadable: b == nil)

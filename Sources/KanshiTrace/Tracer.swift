@@ -300,6 +300,7 @@ public final class Tracer {
             procs[tid] = p
             threads[tid] = tid
             summary.addProcess(pid: tid, parent: ppid, argv: p.argv)
+            if let cut = p.isolated { summary.networkCut(pid: tid, why: cut) }
         }
         if needsUpgrade(tid) { upgrade(tid, at: .stop) }
         resume(tid)
@@ -333,11 +334,11 @@ public final class Tracer {
             if let cut = parent.isolated {
                 p.isolated = cut
                 p.upgraded = parent.upgraded
-                summary.networkCut(pid: child, why: cut)
             }
             procs[child] = p
             threads[child] = child
             summary.addProcess(pid: child, parent: parent.pid, argv: parent.argv)
+            if let cut = p.isolated { summary.networkCut(pid: child, why: cut) }
             var e = TraceEvent(kind: .spawn)
             e.pid = parent.pid; e.tid = tid; e.child = child
             e.call = event == Ptrace.eventVfork ? "vfork" : event == Ptrace.eventFork ? "fork" : "clone"

@@ -246,7 +246,7 @@ extension GuestBehaviour {
             } else {
                 ev.path = p.resolve(text(.path1), dirfd: atCall ? int32(args[0]) : GuestProcess.atFdCwd)
             }
-            let call: FileTimes.Call = nr == GuestCalls.utime ? .utime : nr == GuestCalls.utimensat ? .utimensat : .utimes
+            let call = FileTimes.Call(x86_64: nr) ?? .utimes  // (nr is one of the four here)
             let times = items.first { $0.tag == .fileTimes }
             let set = FileTimes.describe(call, bytes: times?.bytes, wordSize: e.i386 ? 4 : 8, unreadable: times?.unreadable == true)
             ev.flags = set.flags

@@ -48,7 +48,7 @@ final class Recorder {
 
     init(size: Int, initial: [UInt8]? = nil) throws {
         self.size = size
-        FileManager.default.createFile(atPath: dir.path + "/disk.img", contents: Data(initial ?? [UInt8](repeating: 0, count: size)))
+        _ = FileManager.default.createFile(atPath: dir.path + "/disk.img", contents: Data(initial ?? [UInt8](repeating: 0, count: size)))
         try open()
     }
 
@@ -148,7 +148,7 @@ final class Recorder {
         try FileManager.default.removeItem(atPath: r.journal + "/" + VersionIndex.fileName)
         try check()  // rebuilt
         // A damaged index file is rebuilt, not trusted.
-        FileManager.default.createFile(atPath: r.journal + "/" + VersionIndex.fileName, contents: Data(repeating: 0xAB, count: 500))
+        _ = FileManager.default.createFile(atPath: r.journal + "/" + VersionIndex.fileName, contents: Data(repeating: 0xAB, count: 500))
         try check()
         #expect(try JournalVerifier.verify(directory: r.journal).ok)
     }
@@ -211,7 +211,7 @@ final class Recorder {
         let r = try Recorder(size: size)
         let file = rng.bytes(40_000)
         let path = r.dir.path + "/evidence.bin"
-        FileManager.default.createFile(atPath: path, contents: Data(file))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(file))
         var padded = file
         padded += [UInt8](repeating: 0, count: 40_960 - file.count)
         // Written at 1 MiB, copied unaligned (sector 3 of a block) at 2 MiB + 1536, then the first copy overwritten.
@@ -236,7 +236,7 @@ final class Recorder {
         for e in index.entries { #expect(versions.versions[e.version].block != 768) }
         // A file never written is not found; a saved index gives the same answer.
         let other = r.dir.path + "/other.bin"
-        FileManager.default.createFile(atPath: other, contents: Data(rng.bytes(9000)))
+        _ = FileManager.default.createFile(atPath: other, contents: Data(rng.bytes(9000)))
         let again = try SectorHashIndex(versions: VersionIndex(journal: r.journal))
         #expect(again.entries.count == index.entries.count)
         #expect(try again.search(file: other).foundSectors == 0)
@@ -251,7 +251,7 @@ final class Recorder {
         initial.replaceSubrange(65536..<65536 + 8192, with: file)
         let r = try Recorder(size: size, initial: initial)
         let path = r.dir.path + "/old.bin"
-        FileManager.default.createFile(atPath: path, contents: Data(file))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(file))
         // Overwrite it (a ransomware-like in-place change): its base keeps the old content.
         let enc = rng.bytes(8192)
         try enc.withUnsafeBytes { try r.disk.write($0, at: 65536, fua: false, connection: 1) }

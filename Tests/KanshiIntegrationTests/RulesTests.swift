@@ -230,6 +230,8 @@ struct RulesWorkloadTests {
         #expect(r.stdout.contains("child 1"), "the child's connect should have failed: \(r.stdout)")
         #expect(r.stderr.contains("rule trigger-touched cut the network of"), "\(r.stderr.suffix(800))")
         #expect(r.stderr.contains("NETWORK CUT: rule trigger-touched"), "\(r.stderr.suffix(1500))")
+        // The child started after the cut is marked in the summary's process tree too.
+        #expect(r.stderr.components(separatedBy: "NETWORK CUT: rule trigger-touched").count - 1 >= 2, "\(r.stderr.suffix(1500))")
         let events = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n")
             .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(events.contains { $0["ev"] as? String == "notice" && $0["reason"] as? String == "network cut: rule trigger-touched" })
