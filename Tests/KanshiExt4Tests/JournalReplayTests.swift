@@ -35,7 +35,7 @@ struct JournalReplayTests {
         for n: UInt64 in [5000, 5001, 5002] { #expect(try block(after, n) == (try block(replayed, n)), "block \(n)") }
     }
 
-    @Test("an image copied while mounted reads like the recovered file system", .timeLimit(.minutes(3)),
+    @Test("an image copied while mounted reads like the recovered file system", .timeLimit(.minutes(10)),
           .enabled(if: LoopMount.available, LoopMount.reason))
     func snapshotWhileMounted() throws {
         let dir = TempDir()

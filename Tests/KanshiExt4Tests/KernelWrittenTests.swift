@@ -14,7 +14,7 @@ enum LoopMount {
 
 @Suite(.enabled(if: Tools.available && LoopMount.available, LoopMount.reason))
 struct KernelWrittenTests {
-    @Test("a file fragmented by the kernel allocator and a fallocated file", .timeLimit(.minutes(3)))
+    @Test("a file fragmented by the kernel allocator and a fallocated file", .timeLimit(.minutes(10)))
     func fragmentedByKernel() throws {
         let dir = TempDir()
         let img = dir.path + "/k.img", mnt = dir.path + "/mnt", out = dir.path + "/out"

@@ -190,7 +190,7 @@ struct RulesWorkloadTests {
     /// Under `kanshi trace`, a rule with the isolate action cuts the process's network from its
     /// next call on: what it sent before gets through, nothing after, by any call, nor from a
     /// child it starts later; a Unix socket still works.
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(10)))
     func isolateCutsAProcesssNetworkUnderTrace() throws {
         let s = Scratch("rules-isolate-host")
         let listener = try VMSensorTests.Listener(s)

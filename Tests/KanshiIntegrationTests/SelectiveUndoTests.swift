@@ -43,7 +43,7 @@ struct SelectiveUndoTests {
         (try? fs.read(path: path)).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    @Test(.enabled(if: MountCapability.usable, MountCapability.reason), .timeLimit(.minutes(3)))
+    @Test(.enabled(if: MountCapability.usable, MountCapability.reason), .timeLimit(.minutes(10)))
     func onlyTheNamedFilesGoBackAndOtherChangesStay() throws {
         let s = Scratch("undo")
         let (disk, writer) = try Self.disk(s)
@@ -90,7 +90,7 @@ struct SelectiveUndoTests {
     }
 
     /// Paths that are directories then or now are left alone with the reason, and nothing else moves.
-    @Test(.enabled(if: MountCapability.usable, MountCapability.reason), .timeLimit(.minutes(3)))
+    @Test(.enabled(if: MountCapability.usable, MountCapability.reason), .timeLimit(.minutes(10)))
     func directoriesAreLeftAloneWithTheReason() throws {
         let s = Scratch("undo-dirs")
         let (disk, writer) = try Self.disk(s)
