@@ -21,6 +21,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Private C shims: CPU intrinsics and anything variadic or macro-shaped.
@@ -127,11 +131,37 @@ let package = Package(
             // The engine's state is touched by one thread at a time (the watch's or the caller's);
             // dynamic exclusivity checks cost a sixth of its time per event.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
+        // The sensor's side of shipping: sends a journal and a behaviour log to `kanshi server` as they grow.
+        .target(
+            name: "KanshiShip",
+            dependencies: [
+                "KanshiCore", "KanshiSystem", "KanshiJournal",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The server: receives, verifies and keeps what sensors ship; runs the rules; serves the API and the dashboard.
+        .target(
+            name: "KanshiServer",
+            dependencies: [
+                "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiTrace", "KanshiRules", "KanshiShip",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
                 "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4", "KanshiMount",
                 "KanshiWorkload", "KanshiTrace", "KanshiVMSensor", "KanshiGuestKernel", "KanshiMemory", "KanshiRules",
+                "KanshiShip", "KanshiServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -153,6 +183,12 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
+        .testTarget(
+            name: "KanshiServerTests",
+            dependencies: ["KanshiServer", "KanshiShip", "KanshiJournal", "KanshiCore", "KanshiSystem", "KanshiRules", "KanshiTrace",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
             name: "KanshiBlockTests",

@@ -20,6 +20,8 @@ packages=(
     gcc-multilib
     # guest kernel images: LZ4, zstd and xz payloads; BTF oracles (pahole, bpftool)
     liblz4-dev libzstd-dev liblzma-dev lz4 dwarves bpftool
+    # the server's index (SQLite through GRDB); openssl makes the TLS tests' certificate
+    libsqlite3-dev openssl
     # Volatility 3 (a venv from PyPI, below) checks the symbol tables kanshi writes
     python3-venv
 )

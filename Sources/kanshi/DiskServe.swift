@@ -64,6 +64,7 @@ struct DiskServe: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Rules (a file, or builtin) run on the journal as it is written: block records and notes (ev = block_write, lba, length, entropy...); alerts as JSON lines on standard error (and --alerts, --webhook, --syslog).", valueName: "file|builtin"))
     var rules: String?
     @OptionGroup var alertSinks: AlertSinkOptions
+    @OptionGroup var shipping: ShipOptions
 
     @OptionGroup var global: GlobalOptions
 
@@ -75,6 +76,7 @@ struct DiskServe: AsyncParsableCommand {
         if journal == nil && !noJournal { throw ValidationError("give --journal DIR (or --no-journal to serve without recording)") }
         if journal != nil && noJournal { throw ValidationError("--journal and --no-journal contradict each other") }
         if segmentMiB < 1 { throw ValidationError("--segment-mib must be at least 1") }
+        if shipping.ship != nil && (journal == nil || at != nil) { throw ValidationError("--ship needs the journal being written: give --journal DIR (and no --at)") }
         if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
         if at != nil && journal == nil { throw ValidationError("--at needs --journal DIR (the journal to read the past from)") }
         if let at { _ = try parseTime(at, option: "--at") }
@@ -125,6 +127,7 @@ struct DiskServe: AsyncParsableCommand {
         let fanout = try ruleSet.map { _ in try alertSinks.sinks(standardOutput: false, standardError: true) }
         let ruleWatch = ruleSet.map { RuleWatch(engine: RuleEngine($0), source: .journal(journal!), fanout: fanout!) }
         ruleWatch?.start()
+        let shipper = try at == nil ? shipping.start(journal: journal, log: nil) : nil
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 2)
@@ -163,6 +166,7 @@ struct DiskServe: AsyncParsableCommand {
             fanout?.close()
             throw CLIError("closing the journal failed: \(error)")
         }
+        ShipOptions.finish(shipper)
         if let ruleWatch {
             let alerts = ruleWatch.finish()
             fanout?.close()

@@ -81,6 +81,7 @@ struct SandboxRun: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Rules (a file, or builtin) run live on the VM sensor's log and the journal; alerts as JSON lines on standard error (and --alerts, --webhook, --syslog). A rule with the pause action pauses the guest and ends the run; with rollback the disk is rolled back; with isolate the guest's network is cut (--net); with kill the guest process is killed from outside. Turns the VM sensor on (its log beside the disk unless --trace).", valueName: "file|builtin"))
     var rules: String?
     @OptionGroup var alertSinks: AlertSinkOptions
+    @OptionGroup var shipping: ShipOptions
 
     @Option(help: "Process model (kanshi behaviour train; needs the VM sensor, --trace): it names the process tree doing ransomware-like damage and raises the alert; --model then only watches and its first alert is reported beside it.")
     var processModel: String?
@@ -270,13 +271,16 @@ struct SandboxRun: AsyncParsableCommand {
                 }
             }
         }
+        let shipper = try shipping.start(journal: config.journal, log: config.vmSensor?.logPath)
         let result: Sandbox.Result
         do {
             result = try await Sandbox(config: config, logger: logger) { line in Output.line(line) }
                 .run(stopRequested: { stopped.value })
         } catch {
+            ShipOptions.finish(shipper)
             throw CLIError("sandbox: \(error)")
         }
+        ShipOptions.finish(shipper)
         Self.report(result, json: json, journal: config.journal)
         if let vm = result.vmSensor, let s = config.vmSensor {
             if !quiet && !json { Output.error(VMSensorReport.text(vm, log: s.logPath, managedSet: s.managedSetPath)) }

@@ -49,6 +49,7 @@ struct Trace: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Rules to run live on the log: a rules file, or builtin for the built-in set.", valueName: "file|builtin"))
     var rules: String?
     @OptionGroup var alertSinks: AlertSinkOptions
+    @OptionGroup var shipping: ShipOptions
     @OptionGroup var global: GlobalOptions
     @Argument(parsing: .captureForPassthrough, help: "-- PROGRAM [ARGS...]")
     var command: [String] = []
@@ -103,6 +104,7 @@ struct Trace: ParsableCommand {
             }
         }
         ruleWatch?.start()
+        let shipper = try shipping.start(journal: nil, log: log)
         // Ctrl-C reaches the traced program (same process group); kanshi stays to finish the log.
         signal(SIGINT, SIG_IGN)
         let result: TraceResult
@@ -113,10 +115,12 @@ struct Trace: ParsableCommand {
             eventLog.close()
             ruleWatch?.finish()
             fanout?.close()
+            ShipOptions.finish(shipper)
             throw CLIError("\(error)")
         }
         let alert = guardian?.finish()
         let writeErr = eventLog.close()
+        ShipOptions.finish(shipper)
         let ruleAlerts = ruleWatch?.finish() ?? []
         fanout?.close()
         do { try result.managed.save(path: setPath) } catch { throw CLIError("\(error)") }

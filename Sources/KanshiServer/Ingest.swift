@@ -1,0 +1,212 @@
+import Foundation
+import KanshiCore
+import KanshiJournal
+import KanshiRules
+import KanshiShip
+import KanshiSystem
+import KanshiTrace
+
+/// Why an upload was refused, as the HTTP status and answer it becomes. Nothing was stored.
+enum IngestRefusal: Error {
+    /// 409: the chunk does not start where the copy ends.
+    case conflict(String, ShipProtocol.Refusal)
+    /// 400: not what a journal or log holds there.
+    case malformed(String)
+    /// 500: the stored copy cannot take more (damaged by something other than the server).
+    case damaged(String)
+}
+
+/// One recording's stored copies and the rules that watch them. Calls are serialised by the
+/// lock: chunks of one recording are stored in order, recordings go in parallel.
+final class RecordingIngest: @unchecked Sendable {
+    let id: Int64
+    let sensor: String
+    let name: String
+    let directory: String
+    let lock = NSLock()
+    private let store: ServerStore
+    private let rules: RuleSet
+    private let onAlert: (ServerStore.StoredAlert) -> Void
+    private var replica: JournalReplica?
+    private var journalEngine: RuleEngine?
+    private var logFile: SystemFile?
+    private var logOffset: UInt64 = 0
+    private var logEngine: RuleEngine?
+
+    var journalDirectory: String { directory + "/journal" }
+    var logPath: String { directory + "/behaviour.jsonl" }
+
+    init(store: ServerStore, sensor: String, name: String, rules: RuleSet, onAlert: @escaping (ServerStore.StoredAlert) -> Void) throws {
+        self.store = store
+        self.sensor = sensor
+        self.name = name
+        self.rules = rules
+        self.onAlert = onAlert
+        directory = store.recordingDirectory(sensor: sensor, name: name)
+        id = try store.recordingID(sensor: sensor, name: name)
+    }
+
+    // MARK: journal
+
+    /// The copy, opened (and reconciled with the index) on first use.
+    private func openReplica() throws -> JournalReplica {
+        if let replica { return replica }
+        do {
+            if !FileSystem.isDirectory(directory) { try FileSystem.createDirectory(directory) }
+            let r = try JournalReplica(directory: journalDirectory)
+            try store.reconcileJournal(recording: id, replica: r)
+            replica = r
+            return r
+        } catch let e as ReplicaError {
+            throw IngestRefusal.damaged("\(sensor)/\(name): \(e)")
+        }
+    }
+
+    func journalHead() throws -> ShipProtocol.JournalHead {
+        lock.lock(); defer { lock.unlock() }
+        let r = try openReplica()
+        return .init(segment: r.position.segment, offset: r.position.offset, nextSequence: r.nextSequence)
+    }
+
+    /// Checks and stores a journal chunk, then runs the rules on its records.
+    func appendJournal(at: ShipPosition, _ bytes: [UInt8]) throws -> ShipProtocol.JournalHead {
+        lock.lock(); defer { lock.unlock() }
+        let r = try openReplica()
+        let engine = try primedJournalEngine()
+        var events: [RuleEvent] = []
+        let appended: JournalReplica.Appended
+        do {
+            appended = try bytes.withUnsafeBytes { b in
+                try r.append(at: at, b) { record in if let e = try RuleRun.event(record) { events.append(e) } }
+            }
+        } catch let ReplicaError.outOfOrder(expected, got) {
+            let head = ShipProtocol.JournalHead(segment: expected.segment, offset: expected.offset, nextSequence: r.nextSequence)
+            let why = got < expected ? "the server already has this chunk (its copy ends at \(expected))" : "a gap: the server's copy ends at \(expected), the chunk starts at \(got)"
+            throw IngestRefusal.conflict(why, .init(error: why, expected: head))
+        } catch let e as ReplicaError {
+            throw IngestRefusal.malformed("\(e)")
+        } catch let JournalError.corrupt(_, reason) {
+            throw IngestRefusal.malformed("a record cannot be read: \(reason)")
+        }
+        try store.noteJournal(recording: id, appended, at: at, bytes: bytes.count)
+        for e in events { for a in engine.add(e) { try keep(a, source: "journal") } }
+        return .init(segment: appended.next.segment, offset: appended.next.offset, nextSequence: r.nextSequence)
+    }
+
+    /// The journal's rules, fed everything stored before (after a restart, the alerts this
+    /// raises again are already kept and are not kept twice).
+    private func primedJournalEngine() throws -> RuleEngine {
+        if let journalEngine { return journalEngine }
+        let engine = RuleEngine(rules)
+        if FileSystem.exists(journalDirectory + "/" + JournalFormat.segmentName(1)) {
+            try RuleRun.run(journal: journalDirectory, engine: engine) { a in try keep(a, source: "journal") }
+        }
+        journalEngine = engine
+        return engine
+    }
+
+    // MARK: behaviour log
+
+    private func openLog() throws -> SystemFile {
+        if let logFile { return logFile }
+        if !FileSystem.isDirectory(directory) { try FileSystem.createDirectory(directory) }
+        let f = try SystemFile(path: logPath, mode: [.readWrite, .create])
+        // A chunk cut short by a crash before its sync was never acknowledged: keep whole lines only.
+        var size = try f.size()
+        if size > 0 {
+            var probe = [UInt8](repeating: 0, count: Int(min(size, 1 << 20)))
+            while size > 0 {
+                let from = size - UInt64(min(UInt64(probe.count), size))
+                let n = Int(size - from)
+                _ = try probe.withUnsafeMutableBytes { try f.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: from) }
+                if let nl = probe[0..<n].lastIndex(of: UInt8(ascii: "\n")) {
+                    size = from + UInt64(nl) + 1
+                    break
+                }
+                size = from
+            }
+            try f.truncate(to: size)
+        }
+        logOffset = size
+        logFile = f
+        return f
+    }
+
+    func logHead() throws -> ShipProtocol.LogHead {
+        lock.lock(); defer { lock.unlock() }
+        _ = try openLog()
+        return .init(offset: logOffset)
+    }
+
+    /// Checks that the chunk is whole lines of behaviour events, stores it, runs the rules on them.
+    func appendLog(at offset: UInt64, _ bytes: [UInt8]) throws -> ShipProtocol.LogHead {
+        lock.lock(); defer { lock.unlock() }
+        let f = try openLog()
+        guard offset == logOffset else {
+            let why = offset < logOffset ? "the server already has these lines (its copy ends at byte \(logOffset))"
+                                         : "a gap: the server's copy ends at byte \(logOffset), the chunk starts at \(offset)"
+            throw IngestRefusal.conflict(why, .init(error: why, expectedOffset: logOffset))
+        }
+        guard bytes.last == UInt8(ascii: "\n") else { throw IngestRefusal.malformed("the chunk does not end with a whole line") }
+        let engine = try primedLogEngine()
+        var events: [TraceEvent] = []
+        var line = 0
+        var start = 0
+        for (i, b) in bytes.enumerated() where b == UInt8(ascii: "\n") {
+            line += 1
+            defer { start = i + 1 }
+            if i == start { continue }
+            do {
+                events.append(try BehaviourLogReader.event(fromJSON: Data(bytes[start..<i])))
+            } catch let TraceError.badLog(_, _, reason) {
+                throw IngestRefusal.malformed("line \(line) of the chunk (byte \(offset + UInt64(start)) of the log): \(reason)")
+            }
+        }
+        try bytes.withUnsafeBytes { try f.write($0, at: offset) }
+        try f.syncData()
+        logOffset += UInt64(bytes.count)
+        try store.noteLog(recording: id, offset: logOffset, events: events.count,
+                          firstNs: events.first.map { $0.time }, lastNs: events.last.map { $0.time })
+        for e in events { for a in engine.add(e) { try keep(a, source: "log") } }
+        return .init(offset: logOffset)
+    }
+
+    private func primedLogEngine() throws -> RuleEngine {
+        if let logEngine { return logEngine }
+        let engine = RuleEngine(rules)
+        if logOffset > 0 { try RuleRun.run(log: logPath, engine: engine) { a in try keep(a, source: "log") } }
+        logEngine = engine
+        return engine
+    }
+
+    private func keep(_ a: RuleAlert, source: String) throws {
+        let json = a.json
+        if try store.addAlert(recording: id, source: source, rule: a.rule, severity: a.severity.rawValue, timeNs: a.time, json: json) {
+            onAlert(.init(id: 0, sensor: sensor, recording: name, source: source, rule: a.rule, severity: a.severity.rawValue, timeNs: a.time, alert: json))
+        }
+    }
+}
+
+/// Every recording's ingest, made on first use.
+final class IngestRegistry: @unchecked Sendable {
+    private let store: ServerStore
+    private let rules: RuleSet
+    private let onAlert: (ServerStore.StoredAlert) -> Void
+    private let lock = NSLock()
+    private var open: [String: RecordingIngest] = [:]
+
+    init(store: ServerStore, rules: RuleSet, onAlert: @escaping (ServerStore.StoredAlert) -> Void) {
+        self.store = store
+        self.rules = rules
+        self.onAlert = onAlert
+    }
+
+    func ingest(sensor: String, name: String) throws -> RecordingIngest {
+        lock.lock(); defer { lock.unlock() }
+        let key = sensor + "/" + name
+        if let i = open[key] { return i }
+        let i = try RecordingIngest(store: store, sensor: sensor, name: name, rules: rules, onAlert: onAlert)
+        open[key] = i
+        return i
+    }
+}
