@@ -30,7 +30,7 @@ public struct ServerOptions: Sendable {
 /// The server: sensors ship journals and behaviour logs to it (`ShipProtocol`), it checks every
 /// chunk against the hash chain before keeping it, runs the rules on what arrives and keeps the
 /// alerts; analysts read recordings and alerts through the API after logging in.
-public final class KanshiServer: Sendable {
+public final class AnalysisServer: Sendable {
     public let options: ServerOptions
     public let store: ServerStore
     let ingest: IngestRegistry

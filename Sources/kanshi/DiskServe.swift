@@ -128,6 +128,7 @@ struct DiskServe: AsyncParsableCommand {
         let ruleWatch = ruleSet.map { RuleWatch(engine: RuleEngine($0), source: .journal(journal!), fanout: fanout!) }
         ruleWatch?.start()
         let shipper = try at == nil ? shipping.start(journal: journal, log: nil) : nil
+        if let shipper { disk?.admission = { shipper.waitForRoom() } }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let pool = NIOThreadPool(numberOfThreads: 2)

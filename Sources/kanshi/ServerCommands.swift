@@ -63,9 +63,9 @@ struct ServerServe: AsyncParsableCommand {
         options.certificate = tlsCert
         options.key = tlsKey
         options.rules = try RulesFileOption.load(rules == "builtin" ? nil : rules)
-        let server: KanshiServer
+        let server: AnalysisServer
         do {
-            server = try KanshiServer(options: options)
+            server = try AnalysisServer(options: options)
         } catch {
             throw CLIError("\(error)")
         }
@@ -228,6 +228,8 @@ struct ShipOptions: ParsableArguments {
     var shipAs: String?
     @Option(help: ArgumentHelp("PEM certificate to trust for an https server with its own certificate.", valueName: "file"))
     var shipCa: String?
+    @Option(help: ArgumentHelp("Unacknowledged MiB past which the sensor slows its writes until the server catches up (disk serve).", valueName: "MiB"))
+    var shipBacklogMib: UInt64 = 1024
 
     /// A started shipper for a journal and/or log, or nil without --ship.
     func start(journal: String?, log: String?) throws -> Shipper? {
@@ -244,7 +246,9 @@ struct ShipOptions: ParsableArguments {
         let base = (journal ?? log).map { URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent } ?? "recording"
         let name = shipAs ?? String(base.map { ShipProtocol.validName(String($0)) ? $0 : "-" })
         do {
-            let s = try Shipper(options: .init(url: ship, token: token, recording: name, caFile: shipCa), journal: journal, log: log)
+            var o = Shipper.Options(url: ship, token: token, recording: name, caFile: shipCa)
+            o.maxBacklog = shipBacklogMib << 20
+            let s = try Shipper(options: o, journal: journal, log: log)
             s.start()
             Output.error("kanshi: shipping \([journal, log].compactMap { $0 }.joined(separator: " and ")) to \(ship) as \(name)")
             return s
@@ -257,6 +261,7 @@ struct ShipOptions: ParsableArguments {
         let st = s.finish(timeout: timeout)
         var line = "kanshi: shipped \(Output.bytes(st.bytesShipped)) in \(st.chunksShipped) chunk(s)"
         if st.backlog > 0 { line += "; \(Output.bytes(st.backlog)) NOT acknowledged yet (kept locally; ship again with the same --ship-as to finish)" }
+        if st.throttled > 0 { line += "; writes held back \(st.throttled) time(s) while the server caught up" }
         if st.failures > 0 { line += "; \(st.failures) failed attempt(s), last: \(st.lastError ?? "?")" }
         if let stopped = st.stopped { line += "; STOPPED: \(stopped)" }
         Output.error(line)

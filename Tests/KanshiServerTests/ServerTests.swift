@@ -30,7 +30,7 @@ let quiet: Logger = {
 
 /// A real server on a free loopback port, in this process.
 final class RunningServer: @unchecked Sendable {
-    let server: KanshiServer
+    let server: AnalysisServer
     let port: Int
     let task: Task<Void, Error>
     var url: String { "\(server.options.certificate == nil ? "http" : "https")://127.0.0.1:\(port)" }
@@ -39,7 +39,7 @@ final class RunningServer: @unchecked Sendable {
         var o = ServerOptions(data: data)
         o.port = 0
         configure(&o)
-        let s = try KanshiServer(options: o)
+        let s = try AnalysisServer(options: o)
         server = s
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         task = Task { try await s.run { continuation.yield($0) } }
@@ -274,6 +274,41 @@ func logLines(_ events: [(TraceEvent.Kind, String?)], firstSeq: UInt64 = 1) -> S
         await srv.stop()
     }
 
+    /// A sensor far ahead of an absent server is held back until the server takes its backlog.
+    @Test func aBacklogOverTheBoundHoldsTheSensorBack() async throws {
+        let data = TempDir(), sensor = TempDir()
+        // A port with nothing on it, for now.
+        let probe = try await RunningServer(data: data.path)
+        let port = probe.port
+        let token = try probe.server.store.addSensor("s")
+        await probe.stop()
+        let journal = sensor.path + "/j"
+        try makeJournal(journal, writes: 40)
+        var o = Shipper.Options(url: "http://127.0.0.1:\(port)", token: token, recording: "r")
+        o.maxBacklog = 64 << 10
+        o.firstPauseMs = 50
+        o.maxPauseMs = 200
+        o.answerSeconds = 2
+        let shipper = try Shipper(options: o, journal: journal, log: nil)
+        shipper.start()
+        for _ in 0..<200 where shipper.status.backlog == 0 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(shipper.status.backlog > o.maxBacklog)
+        let released = Locked(false)
+        let waiter = Thread {
+            shipper.waitForRoom()
+            released.set(true)
+        }
+        waiter.start()
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(!released.get(), "the sensor was not held back")
+        let srv = try await RunningServer(data: data.path) { $0.port = port }
+        for _ in 0..<600 where !released.get() { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(released.get(), "the sensor was never let go: \(shipper.status)")
+        let st = shipper.finish(timeout: 30)
+        #expect(st.throttled == 1 && st.backlog == 0, "\(st)")
+        await srv.stop()
+    }
+
     @Test func theAPINeedsALogin() async throws {
         let data = TempDir()
         let srv = try await RunningServer(data: data.path)
@@ -345,6 +380,14 @@ func logLines(_ events: [(TraceEvent.Kind, String?)], firstSeq: UInt64 = 1) -> S
         #expect(throws: ServerError.self) { try store.addSensor("ok") }
         #expect(throws: ServerError.self) { try ServerStore(directory: data.path + "/missing", create: false) }
     }
+}
+
+final class Locked<T>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    init(_ v: T) { value = v }
+    func get() -> T { lock.withLock { value } }
+    func set(_ v: T) { lock.withLock { value = v } }
 }
 
 /// More writes appended to an existing journal.
