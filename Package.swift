@@ -155,7 +155,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-            ]),
+            ],
+            // The dashboard's page and scripts; Dashboard/vendor/ is filled by scripts/vendor-js.sh.
+            resources: [.copy("Dashboard")]),
         .executableTarget(
             name: "kanshi",
             dependencies: [

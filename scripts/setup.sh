@@ -22,6 +22,8 @@ packages=(
     liblz4-dev libzstd-dev liblzma-dev lz4 dwarves bpftool
     # the server's index (SQLite through GRDB); openssl makes the TLS tests' certificate
     libsqlite3-dev openssl
+    # the dashboard: Chart.js (vendored into the build by scripts/vendor-js.sh); its tests drive Chromium
+    libjs-chart.js chromium
     # Volatility 3 (a venv from PyPI, below) checks the symbol tables kanshi writes
     python3-venv
 )
@@ -67,11 +69,14 @@ if [ "$(qemu_major)" = "" ] || [ "$(qemu_major)" -lt 10 ] \
     [ "$(qemu_major)" -ge 10 ] || { echo "setup: qemu-system-x86 from ${codename}-backports is older than 10" >&2; exit 1; }
 fi
 
+bash "$(dirname "${BASH_SOURCE[0]}")/vendor-js.sh"
+
 # Volatility 3 and jsonschema in a venv at .build/python (from PyPI): the guest kernel symbol
 # table tests validate against Volatility's own ISF schema; .build/python/bin/vol is its CLI.
+# Playwright drives Debian's Chromium in the dashboard's tests (no browser download).
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo_root/.build/python"
-python_pins=(volatility3==2.28.2 jsonschema==4.26.0)
+python_pins=(volatility3==2.28.2 jsonschema==4.26.0 playwright==1.65.3)
 python_ready() {
     [ -x "$venv/bin/python3" ] || return 1
     local pin

@@ -74,10 +74,17 @@ final class RecordingIngest: @unchecked Sendable {
         let r = try openReplica()
         let engine = try primedJournalEngine()
         var events: [RuleEvent] = []
+        var blocks: [ServerStore.BlockRow] = []
+        var notes: [ServerStore.NoteRow] = []
         let appended: JournalReplica.Appended
         do {
             appended = try bytes.withUnsafeBytes { b in
-                try r.append(at: at, b) { record in if let e = try RuleRun.event(record) { events.append(e) } }
+                try r.append(at: at, b) { record in
+                    if let e = try RuleRun.event(record) { events.append(e) }
+                    let (block, note) = try ServerStore.row(record)
+                    if let block { blocks.append(block) }
+                    if let note { notes.append(note) }
+                }
             }
         } catch let ReplicaError.outOfOrder(expected, got) {
             let head = ShipProtocol.JournalHead(segment: expected.segment, offset: expected.offset, nextSequence: r.nextSequence)
@@ -88,7 +95,7 @@ final class RecordingIngest: @unchecked Sendable {
         } catch let JournalError.corrupt(_, reason) {
             throw IngestRefusal.malformed("a record cannot be read: \(reason)")
         }
-        try store.noteJournal(recording: id, appended, at: at, bytes: bytes.count)
+        try store.noteJournal(recording: id, appended, at: at, bytes: bytes.count, blocks: blocks, notes: notes)
         for e in events { for a in engine.add(e) { try keep(a, source: "journal") } }
         return .init(segment: appended.next.segment, offset: appended.next.offset, nextSequence: r.nextSequence)
     }
@@ -149,7 +156,7 @@ final class RecordingIngest: @unchecked Sendable {
         }
         guard bytes.last == UInt8(ascii: "\n") else { throw IngestRefusal.malformed("the chunk does not end with a whole line") }
         let engine = try primedLogEngine()
-        var events: [TraceEvent] = []
+        var events: [(TraceEvent, String)] = []
         var line = 0
         var start = 0
         for (i, b) in bytes.enumerated() where b == UInt8(ascii: "\n") {
@@ -157,7 +164,8 @@ final class RecordingIngest: @unchecked Sendable {
             defer { start = i + 1 }
             if i == start { continue }
             do {
-                events.append(try BehaviourLogReader.event(fromJSON: Data(bytes[start..<i])))
+                let text = Data(bytes[start..<i])
+                events.append((try BehaviourLogReader.event(fromJSON: text), String(decoding: text, as: UTF8.self)))
             } catch let TraceError.badLog(_, _, reason) {
                 throw IngestRefusal.malformed("line \(line) of the chunk (byte \(offset + UInt64(start)) of the log): \(reason)")
             }
@@ -165,9 +173,8 @@ final class RecordingIngest: @unchecked Sendable {
         try bytes.withUnsafeBytes { try f.write($0, at: offset) }
         try f.syncData()
         logOffset += UInt64(bytes.count)
-        try store.noteLog(recording: id, offset: logOffset, events: events.count,
-                          firstNs: events.first.map { $0.time }, lastNs: events.last.map { $0.time })
-        for e in events { for a in engine.add(e) { try keep(a, source: "log") } }
+        try store.noteLog(recording: id, offset: logOffset, events: events)
+        for (e, _) in events { for a in engine.add(e) { try keep(a, source: "log") } }
         return .init(offset: logOffset)
     }
 

@@ -35,16 +35,13 @@ public final class AnalysisServer: Sendable {
     public let store: ServerStore
     let ingest: IngestRegistry
     let pool: NIOThreadPool
-    let alertFeed: AlertFeed
     static let sessionCookie = "kanshi_session"
 
     public init(options: ServerOptions) throws {
         self.options = options
         store = try ServerStore(directory: options.data)
         let rules = try options.rules ?? RuleSet.builtin()
-        let feed = AlertFeed()
-        alertFeed = feed
-        ingest = IngestRegistry(store: store, rules: rules) { feed.publish($0) }
+        ingest = IngestRegistry(store: store, rules: rules) { _ in }
         pool = NIOThreadPool(numberOfThreads: options.ingestThreads)
         if (options.certificate == nil) != (options.key == nil) {
             throw ServerError("--tls-cert and --tls-key go together (HTTPS needs both)")
@@ -151,6 +148,7 @@ public final class AnalysisServer: Sendable {
             }
             return try json(try store.alerts(recording: recording, after: after, limit: limit))
         }
+        addDashboard(to: router)
         return router
     }
 
@@ -256,14 +254,4 @@ func refusal(_ status: HTTPResponse.Status, _ message: String) -> Response {
 func json<T: Encodable>(_ value: T) throws -> Response {
     let data = try JSONEncoder().encode(value)
     return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
-}
-
-/// Alerts as they are kept, for pages waiting on new ones.
-final class AlertFeed: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var published = 0
-
-    func publish(_ a: ServerStore.StoredAlert) {
-        lock.withLock { published += 1 }
-    }
 }

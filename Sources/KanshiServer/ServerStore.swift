@@ -5,6 +5,7 @@ import GRDB
 import KanshiJournal
 import KanshiShip
 import KanshiSystem
+import KanshiTrace
 
 /// Why the server's store refused something: a bad name, a missing directory, an unknown user.
 public struct ServerError: Error, CustomStringConvertible, Sendable {
@@ -73,6 +74,7 @@ public final class ServerStore: Sendable {
                 CREATE INDEX alerts_by_recording ON alerts(recording, id);
                 """)
         }
+        indexMigration(&m)
         return m
     }
 
@@ -234,8 +236,10 @@ public final class ServerStore: Sendable {
     }
 
     /// Records what an accepted journal chunk changed (after it is durable in the copy).
-    func noteJournal(recording: Int64, _ a: JournalReplica.Appended, at: ShipPosition, bytes: Int) throws {
+    func noteJournal(recording: Int64, _ a: JournalReplica.Appended, at: ShipPosition, bytes: Int,
+                     blocks: [BlockRow] = [], notes: [NoteRow] = []) throws {
         try db.write { db in
+            try Self.insert(db, recording: recording, blocks: blocks, notes: notes)
             try db.execute(sql: """
                 UPDATE recordings SET journal_segment = ?, journal_offset = ?, journal_records = journal_records + ?,
                     journal_bytes = journal_bytes + ?, updated_ns = ?,
@@ -278,12 +282,14 @@ public final class ServerStore: Sendable {
         }
     }
 
-    func noteLog(recording: Int64, offset: UInt64, events: Int, firstNs: UInt64?, lastNs: UInt64?) throws {
+    func noteLog(recording: Int64, offset: UInt64, events: [(TraceEvent, String)]) throws {
+        let firstNs = events.first.map { $0.0.time }, lastNs = events.last.map { $0.0.time }
         try db.write { db in
+            try Self.insert(db, recording: recording, events: events)
             try db.execute(sql: """
                 UPDATE recordings SET log_offset = ?, log_events = log_events + ?, updated_ns = ?,
                     first_ns = COALESCE(first_ns, ?), last_ns = COALESCE(?, last_ns) WHERE id = ?
-                """, arguments: [Int64(offset), events, Int64(FileSystem.nowNs()), firstNs.map { Int64($0) }, lastNs.map { Int64($0) }, recording])
+                """, arguments: [Int64(offset), events.count, Int64(FileSystem.nowNs()), firstNs.map { Int64($0) }, lastNs.map { Int64($0) }, recording])
         }
     }
 
