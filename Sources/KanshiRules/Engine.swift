@@ -47,16 +47,20 @@ public final class RuleEngine {
     /// `kindRules[kindStart[k]..<kindStart[k + 1]]` (flat, read with no reference counting).
     private let kindStart: UnsafeMutablePointer<Int>
     private let kindRules: UnsafeMutablePointer<Int>
-    /// Each rule's shape, unpacked (the condition, or the sequence, or the count).
+    /// Each rule's shape, unpacked (the condition, or the sequence, or the count). Fields are
+    /// read in place by kind (not bound to optionals): no reference counted per rule and event.
     private final class Runner {
-        let single: Predicate?
+        enum Kind { case single, sequence, count }
+        let kind: Kind
+        /// The condition of a single-event rule (never called for the others).
+        let single: Predicate
         let sequence: SequenceSpec?
         let count: CountSpec?
         init(_ shape: Rule.Shape) {
             switch shape {
-            case .single(let p): single = p; sequence = nil; count = nil
-            case .sequence(let s): single = nil; sequence = s; count = nil
-            case .count(let c): single = nil; sequence = nil; count = c
+            case .single(let p): kind = .single; single = p; sequence = nil; count = nil
+            case .sequence(let s): kind = .sequence; single = { _, _, _ in false }; sequence = s; count = nil
+            case .count(let c): kind = .count; single = { _, _, _ in false }; sequence = nil; count = c
             }
         }
     }
@@ -197,13 +201,14 @@ public final class RuleEngine {
     }
 
     private func run(_ i: Int, _ r: Runner, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
-        if let p = r.single {
+        switch r.kind {
+        case .single:
             counters.examined += 1
-            if p(e, world, Bound()) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
-        } else if let s = r.sequence {
-            sequence(i, s, e, &alerts, depth)
-        } else if let c = r.count {
-            count(i, c, e, &alerts, depth)
+            if r.single(e, world, Bound()) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
+        case .sequence:
+            sequence(i, r.sequence.unsafelyUnwrapped, e, &alerts, depth)
+        case .count:
+            count(i, r.count.unsafelyUnwrapped, e, &alerts, depth)
         }
     }
 
