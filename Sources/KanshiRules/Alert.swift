@@ -53,13 +53,14 @@ struct OutputTemplate {
         self.parts = parts
     }
 
-    func render(last: RuleEvent, steps: [RuleEvent], count: Int?, windowNs: UInt64?, world: RuleWorld) -> String {
+    /// `steps`: each step's event, where kept (every step the output names is).
+    func render(last: RuleEvent, steps: [RuleEvent?], count: Int?, windowNs: UInt64?, world: RuleWorld) -> String {
         var out = ""
         for p in parts {
             switch p {
             case .text(let s): out += s
             case .field(let g): out += Fields.text(g, last, world) ?? "-"
-            case .stepField(let i, let g): out += i < steps.count ? Fields.text(g, steps[i], world) ?? "-" : "-"
+            case .stepField(let i, let g): out += i < steps.count ? steps[i].flatMap { Fields.text(g, $0, world) } ?? "-" : "-"
             case .count: out += count.map(String.init) ?? "-"
             case .window: out += windowNs.map { Self.duration($0) } ?? "-"
             }

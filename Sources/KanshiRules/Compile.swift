@@ -1,6 +1,48 @@
 /// A compiled condition: the event, what the rules know, and the events bound by earlier
 /// steps of a sequence (in step order).
-typealias Predicate = (RuleEvent, RuleWorld, [RuleEvent]) -> Bool
+typealias Predicate = (RuleEvent, RuleWorld, Bound) -> Bool
+
+/// One step of an open sequence, bound: its evidence, and its event when something reads the
+/// event's fields later (a later step's `$step.field`, the output's `%step.field`) or it is a
+/// match (whose evidence is a list). Other steps keep no event: nothing is copied for them.
+struct BoundStep {
+    var event: RuleEvent?
+    var evidence: Evidence
+
+    init(_ e: RuleEvent, keepEvent: Bool) {
+        event = keepEvent || e.source == .match ? e.kept() : nil
+        evidence = e.asEvidence
+    }
+
+    /// What the step adds to an alert's evidence.
+    var evidenceList: [Evidence] {
+        if let event, event.source == .match { return event.evidence }
+        return [evidence]
+    }
+}
+
+/// The steps an open sequence has bound, as its conditions read them (no array made per look).
+struct Bound {
+    /// The sequence's state (nil outside sequences).
+    let partial: UnsafePointer<Partial>?
+
+    init() { partial = nil }
+    init(_ p: UnsafePointer<Partial>) { partial = p }
+
+    /// Step `i`'s event (kept for every step a condition refers to).
+    subscript(i: Int) -> RuleEvent { (i == 0 ? partial!.pointee.first : partial!.pointee.rest[i - 1]).event! }
+}
+
+/// An open sequence: when its first step matched, and the steps bound so far.
+struct Partial {
+    var startNs: UInt64
+    var first: BoundStep
+    /// Steps after the first (none for a two-step sequence: no array allocated).
+    var rest: [BoundStep] = []
+
+    var count: Int { 1 + rest.count }
+    var steps: [BoundStep] { [first] + rest }
+}
 
 /// A macro as written: its condition and where.
 struct MacroSource {
@@ -82,6 +124,20 @@ struct ConditionCompiler {
         }
     }
 
+    /// The steps a condition (with the macros it uses) refers to (`$step.field`; not `$this`).
+    func stepReferences(_ c: Condition, expanding: [String] = []) -> Set<String> {
+        switch c {
+        case .and(let a, let b), .or(let a, let b): return stepReferences(a, expanding: expanding).union(stepReferences(b, expanding: expanding))
+        case .not(let a): return stepReferences(a, expanding: expanding)
+        case .constant: return []
+        case .comparison(_, _, let values):
+            return Set(values.compactMap { if case .reference(let step, _, _) = $0, step != "this" { return step }; return nil })
+        case .name(let t):
+            guard let m = macros[t.text], !expanding.contains(t.text) else { return [] }
+            return stepReferences(m.tree, expanding: expanding + [t.text])
+        }
+    }
+
     /// The fields a misspelt name may have meant (at most two edits away), or where to look.
     static func suggestion(_ name: String) -> String {
         let close = Fields.all.keys.filter { distance($0, name) <= min(2, max(1, name.count / 3)) }.sorted()
@@ -127,10 +183,10 @@ struct ConditionCompiler {
     struct Reference {
         var index: Int
         var getter: Getter
-        func text(_ e: RuleEvent, _ bound: [RuleEvent], _ w: RuleWorld) -> String? {
+        func text(_ e: RuleEvent, _ bound: Bound, _ w: RuleWorld) -> String? {
             Fields.text(getter, index < 0 ? e : bound[index], w)
         }
-        func number(_ e: RuleEvent, _ bound: [RuleEvent], _ w: RuleWorld) -> Double? {
+        func number(_ e: RuleEvent, _ bound: Bound, _ w: RuleWorld) -> Double? {
             if case .number(let g) = getter { return g(index < 0 ? e : bound[index], w) }
             return nil
         }
@@ -191,8 +247,9 @@ struct ConditionCompiler {
             switch op.text {
             case "contains", "in":
                 if vs.allSatisfy({ $0.1 == nil }) {
-                    let set = Set(vs.compactMap(\.0))
-                    return { e, w, _ in g(e, w)?.contains(where: set.contains) == true }
+                    // Compared one by one (a list's few texts: no string hashed per element).
+                    let want = Array(Set(vs.compactMap(\.0)))
+                    return { e, w, _ in g(e, w)?.contains(where: want.contains) == true }
                 }
                 return { e, w, b in
                     guard let list = g(e, w) else { return false }
@@ -240,7 +297,15 @@ struct ConditionCompiler {
             if refs.isEmpty {
                 if literals.count == 1 {
                     let c = literals[0]
-                    return { e, w, _ in g(e, w).map { cmp($0, c) } == true }
+                    // One closure per operator: the comparison inlined, not called through `cmp`.
+                    switch op.text {
+                    case "=", "in": return { e, w, _ in g(e, w).map { $0 == c } == true }
+                    case "!=": return { e, w, _ in g(e, w).map { $0 != c } == true }
+                    case "<": return { e, w, _ in g(e, w).map { $0 < c } == true }
+                    case "<=": return { e, w, _ in g(e, w).map { $0 <= c } == true }
+                    case ">": return { e, w, _ in g(e, w).map { $0 > c } == true }
+                    default: return { e, w, _ in g(e, w).map { $0 >= c } == true }
+                    }
                 }
                 let set = Set(literals)
                 return { e, w, _ in g(e, w).map(set.contains) == true }
@@ -269,7 +334,7 @@ struct ConditionCompiler {
 
     /// A test of one text against the comparison's values (for list elements).
     private func elementTest(_ op: Token, _ vs: [(String?, Reference?)], _ field: Token, _ src: ConditionSource)
-        throws -> (String, RuleEvent, RuleWorld, [RuleEvent]) -> Bool {
+        throws -> (String, RuleEvent, RuleWorld, Bound) -> Bool {
         let match = try Self.textMatcher(op, field, src)
         return { x, e, w, b in vs.contains { v in (v.0 ?? v.1!.text(e, b, w)).map { match(x, $0) } == true } }
     }

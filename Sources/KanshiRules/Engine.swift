@@ -47,16 +47,20 @@ public final class RuleEngine {
     /// `kindRules[kindStart[k]..<kindStart[k + 1]]` (flat, read with no reference counting).
     private let kindStart: UnsafeMutablePointer<Int>
     private let kindRules: UnsafeMutablePointer<Int>
-    /// Each rule's shape, unpacked (the condition, or the sequence, or the count).
+    /// Each rule's shape, unpacked (the condition, or the sequence, or the count). Fields are
+    /// read in place by kind (not bound to optionals): no reference counted per rule and event.
     private final class Runner {
-        let single: Predicate?
+        enum Kind { case single, sequence, count }
+        let kind: Kind
+        /// The condition of a single-event rule (never called for the others).
+        let single: Predicate
         let sequence: SequenceSpec?
         let count: CountSpec?
         init(_ shape: Rule.Shape) {
             switch shape {
-            case .single(let p): single = p; sequence = nil; count = nil
-            case .sequence(let s): single = nil; sequence = s; count = nil
-            case .count(let c): single = nil; sequence = nil; count = c
+            case .single(let p): kind = .single; single = p; sequence = nil; count = nil
+            case .sequence(let s): kind = .sequence; single = { _, _, _ in false }; sequence = s; count = nil
+            case .count(let c): kind = .count; single = { _, _, _ in false }; sequence = nil; count = c
             }
         }
     }
@@ -66,26 +70,25 @@ public final class RuleEngine {
     private var sequences: [SequenceState]
     private var counts: [CountState]
 
-    final class Partial {
-        var bound: [RuleEvent]
-        let startNs: UInt64
-        init(bound: [RuleEvent], startNs: UInt64) { self.bound = bound; self.startNs = startNs }
-    }
-
-    /// Open sequences of one rule: `waiting[k][key]` waits for step k.
+    /// Open sequences of one rule: `waiting[k]` holds, by key, those waiting for step k
+    /// (`waiting[0]` stays empty: a first step opens a sequence).
     struct SequenceState {
-        var waiting: [[EventKey: Partial]]
+        var waiting: [KeyTable<Partial>]
         /// When expired sequences were last swept out (event time).
         var lastSweepNs: UInt64 = 0
-        var open: Int { waiting.reduce(0) { $0 + $1.count } }
+        var open: Int {
+            var n = 0
+            for t in waiting { n += t.count }
+            return n
+        }
     }
 
     struct CountEntry { var time: UInt64; var value: String?; var evidence: [Evidence] }
 
     struct CountState {
-        var keys: [EventKey: [CountEntry]] = [:]
+        let keys = KeyTable<[CountEntry]>()
         /// When each key last fired: a key fires at most once per window.
-        var fired: [EventKey: UInt64] = [:]
+        let fired = KeyTable<UInt64>()
     }
 
     public init(_ ruleSet: RuleSet, world: RuleWorld = RuleWorld(), limits: Limits = Limits()) {
@@ -93,7 +96,7 @@ public final class RuleEngine {
         self.world = world
         self.limits = limits
         sequences = ruleSet.rules.map { r in
-            if case .sequence(let s) = r.shape { return SequenceState(waiting: Array(repeating: [:], count: s.steps.count)) }
+            if case .sequence(let s) = r.shape { return SequenceState(waiting: s.steps.map { _ in KeyTable<Partial>() }) }
             return SequenceState(waiting: [])
         }
         counts = ruleSet.rules.map { _ in CountState() }
@@ -124,13 +127,19 @@ public final class RuleEngine {
                 return slots.count - 1
             }
         }
-        keyCache = Array(repeating: (0, EventKey()), count: slots.count)
+        keyCache = .allocate(capacity: max(slots.count, 1))
+        for n in 0..<slots.count { (keyCache + n).initialize(to: KeySlot()) }  // each its own buffer
+        keySlotCount = slots.count
     }
 
     deinit {
         kindStart.deallocate()
         kindRules.deallocate()
         runnerRefs.deallocate()
+        for n in 0..<keySlotCount { keyCache[n].key.free() }
+        keyCache.deinitialize(count: keySlotCount)
+        keyCache.deallocate()
+        countKey.free()
     }
 
     /// The event being looked at, reused from one behaviour event to the next (a sequence
@@ -157,16 +166,27 @@ public final class RuleEngine {
     /// dispatched, shared by the steps and rules that key alike: `keySlot[rule][step]` is its
     /// place in `keyCache`, valid while `keyGeneration` is the one it was made in.
     private var keySlot: [[Int]] = []
-    private var keyCache: [(generation: UInt64, key: EventKey)] = []
+    private struct KeySlot {
+        var generation: UInt64 = 0
+        var key = KeyBuffer()
+    }
+    private let keyCache: UnsafeMutablePointer<KeySlot>
+    private let keySlotCount: Int
     private var keyGeneration: UInt64 = 0
+    /// A count's key, made again for each event counted.
+    private var countKey = KeyBuffer()
 
-    private func fullKey(_ i: Int, _ k: Int, _ s: SequenceSpec, _ e: RuleEvent) -> EventKey {
-        let slot = keySlot[i][k]
-        if keyCache[slot].generation == keyGeneration { return keyCache[slot].key }
-        var key = s.by.key(e, world)
-        s.steps[k].join.add(e, world, to: &key)
-        keyCache[slot] = (keyGeneration, key)
-        return key
+    /// The key's bytes stay valid until the next event is dispatched (a match's included):
+    /// what must outlive that copies them (`KeyTable.insert`).
+    private func fullKey(_ i: Int, _ k: Int, _ s: SequenceSpec, _ e: RuleEvent) -> KeyBuffer {
+        let slot = keyCache + keySlot[i][k]
+        if slot.pointee.generation == keyGeneration { return slot.pointee.key }
+        slot.pointee.key.removeAll()
+        s.by.append(e, world, to: &slot.pointee.key)
+        s.steps[k].join.append(e, world, to: &slot.pointee.key)
+        slot.pointee.key.finish()
+        slot.pointee.generation = keyGeneration
+        return slot.pointee.key
     }
 
     private func dispatch(_ e: RuleEvent, into alerts: inout [RuleAlert], depth: Int) {
@@ -181,13 +201,14 @@ public final class RuleEngine {
     }
 
     private func run(_ i: Int, _ r: Runner, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
-        if let p = r.single {
+        switch r.kind {
+        case .single:
             counters.examined += 1
-            if p(e, world, []) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
-        } else if let s = r.sequence {
-            sequence(i, s, e, &alerts, depth)
-        } else if let c = r.count {
-            count(i, c, e, &alerts, depth)
+            if r.single(e, world, Bound()) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
+        case .sequence:
+            sequence(i, r.sequence.unsafelyUnwrapped, e, &alerts, depth)
+        case .count:
+            count(i, r.count.unsafelyUnwrapped, e, &alerts, depth)
         }
     }
 
@@ -202,38 +223,53 @@ public final class RuleEngine {
             guard step.kinds & bit != 0 else { continue }
             if k == 0 {
                 counters.examined += 1
-                guard step.predicate(e, world, []) else { continue }
+                guard step.predicate(e, world, Bound()) else { continue }
                 let key = fullKey(i, k, s, e)
-                if let at = sequences[i].waiting[1].index(forKey: key) {
+                let first = sequences[i].waiting[1]
+                if let at = first.find(key) {
                     // The earliest stays, until it expires.
-                    guard e.time &- sequences[i].waiting[1].values[at].startNs > s.withinNs else { continue }
-                    sequences[i].waiting[1].values[at] = Partial(bound: [e.kept()], startNs: e.time)
+                    guard e.time &- first.values[at].startNs > s.withinNs else { continue }
+                    first.values[at] = Partial(startNs: e.time, first: BoundStep(e, keepEvent: step.keepsEvent))
                     counters.expiredSequences += 1
                     continue
                 }
-                sequences[i].waiting[1][key] = Partial(bound: [e.kept()], startNs: e.time)
+                first.insert(key, Partial(startNs: e.time, first: BoundStep(e, keepEvent: step.keepsEvent)))
                 if sequences[i].open > limits.openSequences { prune(i, s, now: e.time) }
                 continue
             }
-            guard !sequences[i].waiting[k].isEmpty else { continue }
+            let waiting = sequences[i].waiting[k]
+            guard !waiting.isEmpty else { continue }
             let key = fullKey(i, k, s, e)
-            guard let p = sequences[i].waiting[k][key] else { continue }
-            if e.time &- p.startNs > s.withinNs {
-                sequences[i].waiting[k][key] = nil
+            guard let at = waiting.find(key) else { continue }
+            if e.time &- waiting.values[at].startNs > s.withinNs {
+                waiting.remove(at)
                 counters.expiredSequences += 1
                 continue
             }
             counters.examined += 1
-            guard step.predicate(e, world, p.bound) else { continue }
-            sequences[i].waiting[k][key] = nil
-            p.bound.append(e.kept())
+            guard step.predicate(e, world, Bound(waiting.values + at)) else { continue }
+            var (owned, p) = waiting.take(at)
             if k == last {
-                fire(i, last: e, steps: p.bound, evidence: p.bound.flatMap(Self.evidence), key: s.by.described(e, world), count: nil,
+                owned.free()
+                var evidence: [Evidence] = []
+                evidence.reserveCapacity(s.steps.count)
+                evidence += p.first.evidenceList
+                for b in p.rest { evidence += b.evidenceList }
+                evidence += Self.evidence(e)
+                // Steps' events and key for the alert (a silent rule's match has neither).
+                let steps: [RuleEvent?] = silent[i] ? [] : [p.first.event] + p.rest.map(\.event) + [e]
+                fire(i, last: e, steps: steps, evidence: evidence, key: silent[i] ? [:] : s.by.described(e, world), count: nil,
                      into: &alerts, depth: depth)
-            } else if let old = sequences[i].waiting[k + 1][key], e.time &- old.startNs <= s.withinNs {
-                // One further on already: the earlier one stays, this one ends.
+                continue
+            }
+            p.rest.append(BoundStep(e, keepEvent: step.keepsEvent))
+            let next = sequences[i].waiting[k + 1]
+            if let old = next.find(key) {
+                owned.free()
+                // One further on already: the earlier one stays, this one ends (unless it expired).
+                if e.time &- next.values[old].startNs > s.withinNs { next.values[old] = p }
             } else {
-                sequences[i].waiting[k + 1][key] = p
+                next.insert(owned: owned, p)
             }
         }
     }
@@ -242,22 +278,18 @@ public final class RuleEngine {
     private func prune(_ i: Int, _ s: SequenceSpec, now: UInt64) {
         sequences[i].lastSweepNs = now
         var kept = 0
-        for k in sequences[i].waiting.indices where !sequences[i].waiting[k].isEmpty {
-            let before = sequences[i].waiting[k].count
-            sequences[i].waiting[k] = sequences[i].waiting[k].filter { now &- $0.value.startNs <= s.withinNs }
-            counters.expiredSequences += before - sequences[i].waiting[k].count
-            kept += sequences[i].waiting[k].count
+        for t in sequences[i].waiting where !t.isEmpty {
+            counters.expiredSequences += t.removeAll { now &- t.values[$0].startNs > s.withinNs }
+            kept += t.count
         }
         if kept > limits.openSequences {
             var starts: [UInt64] = []
             starts.reserveCapacity(kept)
-            for w in sequences[i].waiting { for p in w.values { starts.append(p.startNs) } }
+            for t in sequences[i].waiting { for n in 0..<t.count { starts.append(t.values[n].startNs) } }
             starts.sort()
             let cutoff = starts[kept - limits.openSequences / 2]
-            for k in sequences[i].waiting.indices where !sequences[i].waiting[k].isEmpty {
-                let before = sequences[i].waiting[k].count
-                sequences[i].waiting[k] = sequences[i].waiting[k].filter { $0.value.startNs >= cutoff }
-                counters.evictedSequences += before - sequences[i].waiting[k].count
+            for t in sequences[i].waiting where !t.isEmpty {
+                counters.evictedSequences += t.removeAll { t.values[$0].startNs < cutoff }
             }
         }
     }
@@ -267,59 +299,81 @@ public final class RuleEngine {
     private func count(_ i: Int, _ c: CountSpec, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
         counters.examined += 1
         switch c.counted {
-        case .events(let p): guard p(e, world, []) else { return }
+        case .events(let p): guard p(e, world, Bound()) else { return }
         case .matches(let rule): guard e.source == .match, e.rule == rule else { return }
         }
-        let key = c.by.key(e, world)
+        countKey.removeAll()
+        c.by.append(e, world, to: &countKey)
+        countKey.finish()
         let value = c.distinct.map { Fields.text($0.getter, e, world) ?? "" }
-        if counts[i].keys[key] == nil, counts[i].keys.count >= limits.countKeys { evictCountKeys(i, c, now: e.time) }
-        let entry = CountEntry(time: e.time, value: value, evidence: Self.evidence(e))
-        // The key's entries are changed where they are (a copy out of the dictionary would be copied again).
-        func add(_ entries: inout [CountEntry]) -> Int {
-            // The window: entries older than it go.
-            if let first = entries.first, e.time &- first.time > c.windowNs {
-                entries.removeAll { e.time &- $0.time > c.windowNs }
-            }
-            if let value, let old = entries.firstIndex(where: { $0.value == value }) { entries.remove(at: old) }
-            entries.append(entry)
-            return entries.count
+        let keys = counts[i].keys
+        var found = keys.find(countKey)
+        if found == nil, keys.count >= limits.countKeys { evictCountKeys(i, c, now: e.time) }
+        if found == nil { found = keys.insert(countKey, []) }
+        let at = found!
+        // The key's entries, changed where they are.
+        let entries = keys.values + at
+        // The window: entries older than it go.
+        if let first = entries.pointee.first, e.time &- first.time > c.windowNs {
+            entries.pointee.removeAll { e.time &- $0.time > c.windowNs }
         }
-        let n = add(&counts[i].keys[key, default: []])
+        if let value, let old = entries.pointee.firstIndex(where: { $0.value == value }) { entries.pointee.remove(at: old) }
+        entries.pointee.append(CountEntry(time: e.time, value: value, evidence: Self.evidence(e)))
+        let n = entries.pointee.count
         guard n >= c.threshold else { return }
-        if let f = counts[i].fired[key], e.time &- f <= c.windowNs {
+        let fired = counts[i].fired
+        if let f = fired.find(countKey), e.time &- fired.values[f] <= c.windowNs {
             // Alerted on this key within the window: quiet, the newest events kept for the next alert.
-            counts[i].keys[key]!.removeFirst(n - (c.threshold - 1))
+            entries.pointee.removeFirst(n - (c.threshold - 1))
             counters.quietCounts += 1
             return
         }
-        let entries = counts[i].keys.removeValue(forKey: key) ?? []
-        counts[i].fired[key] = e.time
-        fire(i, last: e, steps: [e], evidence: entries.flatMap(\.evidence), key: c.by.described(e, world), count: entries.count,
+        let (key, taken) = keys.take(at)
+        if let f = fired.find(countKey) {
+            fired.values[f] = e.time
+            key.free()
+        } else {
+            fired.insert(owned: key, e.time)
+        }
+        fire(i, last: e, steps: [e], evidence: taken.flatMap(\.evidence), key: silent[i] ? [:] : c.by.described(e, world), count: taken.count,
              into: &alerts, depth: depth)
     }
 
     private func evictCountKeys(_ i: Int, _ c: CountSpec, now: UInt64) {
-        let before = counts[i].keys.count
-        counts[i].keys = counts[i].keys.filter { now &- ($0.value.last?.time ?? 0) <= c.windowNs }
-        counts[i].fired = counts[i].fired.filter { now &- $0.value <= c.windowNs }
-        if counts[i].keys.count >= limits.countKeys {
-            let keep = counts[i].keys.sorted { ($0.value.last?.time ?? 0) > ($1.value.last?.time ?? 0) }.prefix(limits.countKeys / 2)
-            counts[i].keys = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
+        let keys = counts[i].keys, fired = counts[i].fired
+        let before = keys.count
+        func latest(_ n: Int) -> UInt64 { keys.values[n].last?.time ?? 0 }
+        keys.removeAll { now &- latest($0) > c.windowNs }
+        fired.removeAll { now &- fired.values[$0] > c.windowNs }
+        if keys.count >= limits.countKeys {
+            // The most recently counted half stays.
+            let newest = (0..<keys.count).sorted { latest($0) > latest($1) }.prefix(limits.countKeys / 2)
+            var keep = [Bool](repeating: false, count: keys.count)
+            for n in newest { keep[n] = true }
+            keys.removeAll { !keep[$0] }
         }
-        counters.evictedCountKeys += before - counts[i].keys.count
+        counters.evictedCountKeys += before - keys.count
     }
 
-    private func fire(_ i: Int, last: RuleEvent, steps: [RuleEvent], evidence: [Evidence], key: [String: String], count: Int?,
+    private func fire(_ i: Int, last: RuleEvent, steps: [RuleEvent?], evidence: consuming [Evidence], key: [String: String], count: Int?,
                       into alerts: inout [RuleAlert], depth: Int) {
         // In order; the same event twice (one event in two steps or counted twice) once.
-        let sorted = evidence.count < 2 ? evidence : evidence.sorted { ($0.time, $0.seq ?? 0, $0.offset ?? 0) < ($1.time, $1.seq ?? 0, $1.offset ?? 0) }
-        var unique: [Evidence] = []
-        unique.reserveCapacity(sorted.count)
-        for x in sorted {
-            var j = unique.count - 1
+        func before(_ a: Evidence, _ b: Evidence) -> Bool { (a.time, a.seq ?? 0, a.offset ?? 0) < (b.time, b.seq ?? 0, b.offset ?? 0) }
+        var unique = evidence
+        // (Usually in order already: then the stable sort would change nothing.)
+        if unique.count > 1, unique.indices.dropFirst().contains(where: { before(unique[$0], unique[$0 - 1]) }) { unique.sort(by: before) }
+        // Duplicates out, in place: each kept unless an equal one of the same time was kept.
+        var kept = 0
+        for r in unique.indices {
+            let x = unique[r]
+            var j = kept - 1
             while j >= 0, unique[j].time == x.time, unique[j] != x { j -= 1 }
-            if j < 0 || unique[j].time != x.time { unique.append(x) }
+            if j < 0 || unique[j].time != x.time {
+                unique[kept] = x
+                kept += 1
+            }
         }
+        unique.removeLast(unique.count - kept)
         if silent[i] {
             counters.matches += 1
             guard depth < 8 else { return }

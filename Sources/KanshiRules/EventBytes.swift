@@ -1,3 +1,5 @@
+import Glibc
+
 /// The conditions' fast path: text fields as bytes, with no string made or retained per test.
 /// Each text field has a slot in the event; the first test of the field in an event copies its
 /// UTF-8 into the slot's buffer (kept and reused from event to event), later tests read it.
@@ -63,21 +65,20 @@ final class ByteConstant: @unchecked Sendable {
     deinit { UnsafeMutableRawPointer(mutating: bytes.baseAddress)?.deallocate() }
 }
 
-/// A set of texts tested on bytes: by length, then bytes.
+/// A set of texts tested on bytes: by length (an array's index, no hashing), then bytes.
 final class ByteSet: @unchecked Sendable {
-    private let byLength: [Int: [ByteConstant]]
-    private let maxLength: Int
+    private let byLength: [[ByteConstant]]
 
     init(_ texts: some Sequence<String>) {
-        var m: [Int: [ByteConstant]] = [:]
-        for t in Set(texts) { m[t.utf8.count, default: []].append(ByteConstant(t)) }
+        let unique = Set(texts)
+        var m = [[ByteConstant]](repeating: [], count: (unique.map(\.utf8.count).max() ?? -1) + 1)
+        for t in unique { m[t.utf8.count].append(ByteConstant(t)) }
         byLength = m
-        maxLength = m.keys.max() ?? -1
     }
 
     func contains(_ b: UnsafeRawBufferPointer) -> Bool {
-        guard b.count <= maxLength, let candidates = byLength[b.count] else { return false }
-        for c in candidates where Bytes.equal(b, c.bytes) { return true }
+        guard b.count < byLength.count else { return false }
+        for c in byLength[b.count] where Bytes.equal(b, c.bytes) { return true }
         return false
     }
 }
@@ -108,11 +109,18 @@ enum Bytes {
     static func contains(_ a: UnsafeRawBufferPointer, _ p: UnsafeRawBufferPointer) -> Bool {
         guard p.count > 0 else { return true }
         guard a.count >= p.count, let ab = a.baseAddress, let pb = p.baseAddress else { return false }
-        let first = pb.load(as: UInt8.self), last = a.count - p.count
-        var i = 0
-        while i <= last {
-            if ab.load(fromByteOffset: i, as: UInt8.self) == first && same(ab + i, pb, p.count) { return true }
-            i += 1
+        // One byte of the needle is looked for with the C library's memchr (vectorised), the
+        // rest compared where it is found: a byte other than the slash, paths' commonest.
+        var j = 0
+        while j < p.count - 1, pb.load(fromByteOffset: j, as: UInt8.self) == slash { j += 1 }
+        let byte = Int32(pb.load(fromByteOffset: j, as: UInt8.self))
+        let lastStart = a.count - p.count
+        var start = 0
+        while start <= lastStart {
+            guard let hit = memchr(ab + start + j, byte, lastStart - start + 1) else { return false }
+            let at = UnsafeRawPointer(hit) - ab - j
+            if same(ab + at, pb, p.count) { return true }
+            start = at + 1
         }
         return false
     }

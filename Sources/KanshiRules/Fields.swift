@@ -39,6 +39,8 @@ public final class RuleEvent: @unchecked Sendable {
 
     /// True for the engine's reused event: what keeps it must copy it (`kept`).
     private var reused = false
+    /// Whether this is the engine's reused event (its byte slots are kept from event to event).
+    var isReused: Bool { reused }
     /// Changes with every event the reused one becomes (the byte slots filled for another are stale).
     private(set) var epoch: UInt64 = 1
     /// Text fields as bytes (see `EventBytes.swift`), allocated on first use.

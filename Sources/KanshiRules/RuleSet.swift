@@ -57,6 +57,19 @@ public struct Rule: @unchecked Sendable {
 struct KeySpec {
     var names: [String]
     var getters: [Getter]
+    /// The fields as they add themselves to a key's bytes (the engine's tables).
+    let fields: [KeyField]
+
+    init(names: [String], getters: [Getter]) {
+        self.names = names
+        self.getters = getters
+        fields = zip(names, getters).map { KeyField($0, $1) }
+    }
+
+    /// Appends the event's values of these fields to `key`'s bytes.
+    func append(_ e: RuleEvent, _ w: RuleWorld, to key: inout KeyBuffer) {
+        for f in fields { f.append(e, w, to: &key) }
+    }
 
     /// Adds the event's values of these fields to `key`.
     func add(_ e: RuleEvent, _ w: RuleWorld, to key: inout EventKey) {
@@ -85,6 +98,9 @@ final class SequenceSpec {
         let join: KeySpec
         /// The event kinds the step can match (all bits: any).
         let kinds: UInt64
+        /// Whether an open sequence keeps this step's event (a later step's condition or the
+        /// output reads its fields); else only its evidence. Set once, when the rule is read.
+        var keepsEvent = false
         init(name: String, predicate: @escaping Predicate, join: KeySpec, kinds: UInt64) {
             self.name = name; self.predicate = predicate; self.join = join; self.kinds = kinds
         }
@@ -342,10 +358,16 @@ struct RuleLoader {
     }
 
     private func condition(_ n: Node, _ compiler: ConditionCompiler) throws -> (Predicate, Set<String>?) {
+        let (p, k, _) = try conditionReferring(n, compiler)
+        return (p, k)
+    }
+
+    /// A condition, its kinds, and the sequence steps it refers to.
+    private func conditionReferring(_ n: Node, _ compiler: ConditionCompiler) throws -> (Predicate, Set<String>?, Set<String>) {
         let src = try conditionSource(n)
         var p = try ConditionParser(src)
         let tree = try p.parse()
-        return (try compiler.compile(tree, src), compiler.kinds(tree))
+        return (try compiler.compile(tree, src), compiler.kinds(tree), compiler.stepReferences(tree))
     }
 
     private func rule(_ node: Node, _ m: Node.Mapping, _ compiler: ConditionCompiler) throws -> Rule {
@@ -409,6 +431,7 @@ struct RuleLoader {
             var steps: [SequenceSpec.Step] = []
             var allKinds: Set<String>? = []
             var joinCount: Int?
+            var referenced: Set<String> = []
             for (i, item) in stepItems.enumerated() {
                 guard case .mapping(let st) = item else { continue }
                 try allowed(st, ["name", "condition", "by"])
@@ -416,7 +439,8 @@ struct RuleLoader {
                 var stepCompiler = compiler
                 stepCompiler.earlierSteps = Dictionary(uniqueKeysWithValues: stepNames.prefix(i).enumerated().map { ($1, $0) })
                 stepCompiler.laterSteps = Set(stepNames.dropFirst(i))
-                let (p, k) = try condition(c, stepCompiler)
+                let (p, k, refs) = try conditionReferring(c, stepCompiler)
+                referenced.formUnion(refs)
                 let join = try keySpec(st["by"], what: "by")
                 if let n = joinCount, n != join.names.count {
                     throw error(st["by"] ?? item, "step '\(stepNames[i])' joins on \(join.names.count) field(s), earlier steps on \(n): every step's by: has as many fields")
@@ -427,6 +451,7 @@ struct RuleLoader {
                 steps.append(.init(name: stepNames[i], predicate: last ? excepted(p) : p, join: join, kinds: k.map(EventKinds.mask) ?? .max))
                 if let k, let a = allKinds { allKinds = a.union(k) } else { allKinds = nil }
             }
+            for s in steps where referenced.contains(s.name) { s.keepsEvent = true }
             shape = .sequence(SequenceSpec(by: by, steps: steps, withinNs: within))
             kinds = allKinds
         default:
@@ -461,6 +486,9 @@ struct RuleLoader {
         }
         let output = try m["output"].map { try OutputTemplate(string($0, what: "output"), at: position($0), steps: stepNames, isCount: shapes[0] == "count") }
             ?? OutputTemplate.standard(shape: shapes[0])
+        if case .sequence(let s) = shape {
+            for p in output.parts { if case .stepField(let i, _) = p { s.steps[i].keepsEvent = true } }
+        }
         return Rule(name: name, description: try m["desc"].map { try string($0, what: "desc") } ?? "", severity: severity, tags: tags,
                     actions: actions, silent: silent, position: position(m["rule"]), output: output, shape: shape, kinds: kinds)
     }

@@ -20,6 +20,21 @@ import Testing
         #expect(Glob.matches("/home/u/.ssh/id_rsa", pattern: "*/.ssh/id_*") && !Glob.matches("/x/id_rsa", pattern: "*/.ssh/id_*"))
     }
 
+    /// `contains` looks for one byte of the needle (not a slash) and compares the rest there:
+    /// it finds what comparing at every place finds.
+    @Test func containsFindsWhatComparingAtEveryPlaceFinds() {
+        let texts = ["/home/u/.ssh/id_rsa", "/", "//", "/./", "a/.b", "rw,creat,trunc", "", "/.config/systemd/user/x.service",
+                     "xx/.", "/.x/./", "////.", "é/€.txt", "/a/b.c/"]
+        let needles = ["/.", "/.ssh/", "/", "//", ".", "creat", "/.config/systemd/user/", "x/", "./", "/./", "///", "€.", "c/"]
+        for t in texts {
+            for n in needles {
+                let a = Array(t.utf8), b = Array(n.utf8)
+                let everywhere = a.count >= b.count && (0...(a.count - b.count)).contains { Array(a[$0..<($0 + b.count)]) == b }
+                #expect(Text.contains(t, n) == everywhere, "\(t) contains \(n)")
+            }
+        }
+    }
+
     /// The conditions' fast path reads path parts as slices of the path's bytes: the same parts
     /// the string functions give (output templates and keys use those).
     @Test func byteSlicesOfPathsAreTheStringParts() {

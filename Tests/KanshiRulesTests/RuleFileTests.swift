@@ -216,6 +216,34 @@ import Testing
         #expect(e.alerts(set).map(\.rule) == ["copy-then-delete", "renamed-longer"])
     }
 
+    /// An open sequence keeps the events its later steps and its output read (the first step's
+    /// here, through the move from step to step), and only the evidence of the others.
+    @Test func aLaterStepReadsTheFirstStepsEventAndTheOutputTheMiddleOnes() throws {
+        let set = try Rules.parse("""
+            - rule: read-write-send
+              sequence:
+                within: 1m
+                steps:
+                  - name: read
+                    condition: ev = open and flags = r
+                  - name: write
+                    condition: ev = open and flags startswith w and path != $read.path
+                  - name: send
+                    condition: ev = send and addr contains $read.path.name
+              output: "sent %addr after reading %read.path and writing %write.path (pid %write.pid), %send.ev"
+            """)
+        let e = Events()
+        e.start(10, ["x"])
+        let r = e.add(.open, pid: 10, path: "/d/key", flags: "r", ret: 3)
+        e.add(.open, pid: 10, path: "/d/key", flags: "w", ret: 3)      // the same path: not the write step
+        let w = e.add(.open, pid: 10, path: "/d/out", flags: "w", ret: 3)
+        e.add(.send, pid: 10, ret: 5, addr: "host:other")               // not the read file's name: no
+        let s = e.add(.send, pid: 10, ret: 5, addr: "host:key")
+        let a = e.alerts(set)
+        #expect(a.map(\.output) == ["sent host:key after reading /d/key and writing /d/out (pid 10), send"])
+        #expect(a.first?.evidence.compactMap(\.seq) == [r, w, s])
+    }
+
     @Test func aCountFiresAtItsThresholdOncePerWindowAndDistinctCountsValues() throws {
         let set = try Rules.parse("""
             - rule: many-deletes
