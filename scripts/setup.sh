@@ -21,7 +21,7 @@ packages=(
     # guest kernel images: LZ4, zstd and xz payloads; BTF oracles (pahole, bpftool)
     liblz4-dev libzstd-dev liblzma-dev lz4 dwarves bpftool
     # the server's index (SQLite through GRDB); openssl makes the TLS tests' certificate
-    libsqlite3-dev openssl
+    libsqlite3-dev openssl curl
     # the dashboard: Chart.js (vendored into the build by scripts/vendor-js.sh); its tests drive Chromium
     libjs-chart.js chromium
     # Volatility 3 (a venv from PyPI, below) checks the symbol tables kanshi writes

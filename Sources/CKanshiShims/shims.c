@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 #include <syslog.h>
+#include <malloc.h>
 #include "CKanshiShims.h"
 
 #include <string.h>
@@ -177,4 +178,8 @@ void ckanshi_syslog(const char *ident, int priority, const char *message) {
 
 uint64_t ckanshi_atomic_or64(void *p, uint64_t mask) {
     return __atomic_fetch_or((uint64_t *)p, mask, __ATOMIC_SEQ_CST);
+}
+
+int ckanshi_malloc_tune(int mmap_threshold, int arenas) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_ARENA_MAX, arenas) == 1;
 }

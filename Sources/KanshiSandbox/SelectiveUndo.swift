@@ -38,6 +38,8 @@ public struct UndoReport: Sendable {
 public enum SelectiveUndo {
     /// The connection id the undo's writes carry in the journal.
     public static let connection: UInt32 = 0xFFFF_FF01
+    /// Paths listed in the `undo-end` note, at most, of each kind.
+    static let notedPaths = 10_000
 
     /// Restores `paths` (absolute within the file system, e.g. /corpus/a.txt) of `disk` to `point`.
     /// The disk must not be in use by anything else (the VM stopped).
@@ -78,7 +80,10 @@ public enum SelectiveUndo {
             failure = failure ?? SandboxError.undoFailed("cannot unmount \(mountPoint): \(error)")
         }
         try disk.sync()
-        _ = try journal.appendNote("{\"event\":\"undo-end\",\"to\":\"\(point)\",\"restored\":\(report.restored.count),\"removed\":\(report.removed.count),\"bytes\":\(report.bytesRestored)}")
+        // The paths too (the first `notedPaths` of each), so a reader of the journal (the server's
+        // dashboard) can say which files were put back.
+        func list(_ paths: [String]) -> String { "[" + paths.prefix(Self.notedPaths).map { "\"\($0.jsonEscaped)\"" }.joined(separator: ",") + "]" }
+        _ = try journal.appendNote("{\"event\":\"undo-end\",\"to\":\"\(point)\",\"restored\":\(report.restored.count),\"removed\":\(report.removed.count),\"bytes\":\(report.bytesRestored),\"restoredPaths\":\(list(report.restored)),\"removedPaths\":\(list(report.removed))}")
         try journal.sync()
         if let failure { throw failure }
         return report

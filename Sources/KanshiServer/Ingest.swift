@@ -1,6 +1,7 @@
 import Foundation
 import KanshiCore
 import KanshiJournal
+import KanshiML
 import KanshiRules
 import KanshiShip
 import KanshiSystem
@@ -26,21 +27,30 @@ final class RecordingIngest: @unchecked Sendable {
     let lock = NSLock()
     private let store: ServerStore
     private let rules: RuleSet
+    private let detectors: Detectors
     private let onAlert: (ServerStore.StoredAlert) -> Void
     private var replica: JournalReplica?
     private var journalEngine: RuleEngine?
     private var logFile: SystemFile?
     private var logOffset: UInt64 = 0
     private var logEngine: RuleEngine?
+    /// The disk detector on the journal's block records, the process detector on the log's events;
+    /// each alerts once per recording.
+    private var diskDetector: LiveDetector?
+    private var diskAlerted = false
+    private var processDetector: ProcessDetector?
+    private var processAlerted = false
 
     var journalDirectory: String { directory + "/journal" }
     var logPath: String { directory + "/behaviour.jsonl" }
 
-    init(store: ServerStore, sensor: String, name: String, rules: RuleSet, onAlert: @escaping (ServerStore.StoredAlert) -> Void) throws {
+    init(store: ServerStore, sensor: String, name: String, rules: RuleSet, detectors: Detectors,
+         onAlert: @escaping (ServerStore.StoredAlert) -> Void) throws {
         self.store = store
         self.sensor = sensor
         self.name = name
         self.rules = rules
+        self.detectors = detectors
         self.onAlert = onAlert
         directory = store.recordingDirectory(sensor: sensor, name: name)
         id = try store.recordingID(sensor: sensor, name: name)
@@ -74,6 +84,7 @@ final class RecordingIngest: @unchecked Sendable {
         let r = try openReplica()
         let engine = try primedJournalEngine()
         var events: [RuleEvent] = []
+        var blockEvents: [BlockEvent] = []
         var blocks: [ServerStore.BlockRow] = []
         var notes: [ServerStore.NoteRow] = []
         let appended: JournalReplica.Appended
@@ -81,6 +92,7 @@ final class RecordingIngest: @unchecked Sendable {
             appended = try bytes.withUnsafeBytes { b in
                 try r.append(at: at, b) { record in
                     if let e = try RuleRun.event(record) { events.append(e) }
+                    if diskDetector != nil, let (b, _) = try BlockRecords.decode(record) { blockEvents.append(b) }
                     let (block, note) = try ServerStore.row(record)
                     if let block { blocks.append(block) }
                     if let note { notes.append(note) }
@@ -97,6 +109,10 @@ final class RecordingIngest: @unchecked Sendable {
         }
         try store.noteJournal(recording: id, appended, at: at, bytes: bytes.count, blocks: blocks, notes: notes)
         for e in events { for a in engine.add(e) { try keep(a, source: "journal") } }
+        if let d = diskDetector {
+            for b in blockEvents { d.append(b) }
+            try evaluateDisk(d)
+        }
         return .init(segment: appended.next.segment, offset: appended.next.offset, nextSequence: r.nextSequence)
     }
 
@@ -105,11 +121,45 @@ final class RecordingIngest: @unchecked Sendable {
     private func primedJournalEngine() throws -> RuleEngine {
         if let journalEngine { return journalEngine }
         let engine = RuleEngine(rules)
+        let detector = try detectors.disk.map { try LiveDetector(model: $0) }
         if FileSystem.exists(journalDirectory + "/" + JournalFormat.segmentName(1)) {
-            try RuleRun.run(journal: journalDirectory, engine: engine) { a in try keep(a, source: "journal") }
+            try JournalReader(directory: journalDirectory).forEachRecord { r in
+                if let e = try RuleRun.event(r) { for a in engine.add(e) { try keep(a, source: "journal") } }
+                if let detector, let (b, _) = try BlockRecords.decode(r) { detector.append(b) }
+            }
+            if let detector { try evaluateDisk(detector) }
         }
         journalEngine = engine
+        diskDetector = detector
         return engine
+    }
+
+    /// The disk detector's verdict so far; its first alert is kept.
+    private func evaluateDisk(_ d: LiveDetector) throws {
+        guard !diskAlerted, let a = try d.evaluate(sinceNs: 0) else { return }
+        diskAlerted = true
+        let p = String(format: "%.2f", a.probability)
+        try keepDetector(rule: "disk-detector", source: "journal", timeNs: a.windowStartNs,
+                         output: "the disk detector finds ransomware-like block activity (p=\(p)) in the window from \(a.windowStartNs)",
+                         extra: "\"detector\":\"blocks\",\"probability\":\(p),\"window\":\(a.window)")
+    }
+
+    private func evaluateProcesses(_ d: ProcessDetector) throws {
+        guard !processAlerted, let a = try d.evaluate() else { return }
+        processAlerted = true
+        let p = String(format: "%.2f", a.probability)
+        let argv = a.argv.joined(separator: " ")
+        try keepDetector(rule: "process-detector", source: "log", timeNs: a.atNs,
+                         output: "the process detector finds pid \(a.root) (\(argv)) ransomware-like (p=\(p)): \(a.destroyed) files that were there before it destroyed",
+                         extra: "\"detector\":\"processes\",\"probability\":\(p),\"pid\":\(a.root),\"destroyed\":\(a.destroyed)")
+    }
+
+    /// A detector's alert in the shape of a rule's (rule, severity, time, output, evidence).
+    private func keepDetector(rule: String, source: String, timeNs: UInt64, output: String, extra: String) throws {
+        let json = "{\"rule\":\"\(rule)\",\"severity\":\"critical\",\"time\":\(timeNs),\"tags\":[\"detector\"],\"key\":{},\"output\":\"\(output.jsonEscaped)\",\"actions\":[\"alert\"],\"evidence\":[],\(extra)}"
+        if try store.addAlert(recording: id, source: source, rule: rule, severity: "critical", timeNs: timeNs, json: json) {
+            onAlert(.init(id: 0, sensor: sensor, recording: name, source: source, rule: rule, severity: "critical", timeNs: timeNs, alert: json))
+        }
     }
 
     // MARK: behaviour log
@@ -175,14 +225,30 @@ final class RecordingIngest: @unchecked Sendable {
         logOffset += UInt64(bytes.count)
         try store.noteLog(recording: id, offset: logOffset, events: events)
         for (e, _) in events { for a in engine.add(e) { try keep(a, source: "log") } }
+        if let d = processDetector {
+            for (e, _) in events { d.add(e) }
+            try evaluateProcesses(d)
+        }
         return .init(offset: logOffset)
     }
 
     private func primedLogEngine() throws -> RuleEngine {
         if let logEngine { return logEngine }
         let engine = RuleEngine(rules)
-        if logOffset > 0 { try RuleRun.run(log: logPath, engine: engine) { a in try keep(a, source: "log") } }
+        let detector = try detectors.process.map { try ProcessDetector(model: $0, under: detectors.processPrefix) }
+        if logOffset > 0 {
+            do {
+                try BehaviourLogReader.read(path: logPath) { e in
+                    for a in engine.add(e) { try keep(a, source: "log") }
+                    detector?.add(e)
+                }
+            } catch let e as TraceError {
+                throw IngestRefusal.damaged("\(sensor)/\(name): the stored log: \(e)")
+            }
+            if let detector { try evaluateProcesses(detector) }
+        }
         logEngine = engine
+        processDetector = detector
         return engine
     }
 
@@ -194,17 +260,33 @@ final class RecordingIngest: @unchecked Sendable {
     }
 }
 
+/// The detectors' models the server runs on what arrives (none, one or both).
+public struct Detectors: Sendable {
+    /// On block records (kanshi train; models/sandbox-detector.json).
+    public var disk: DetectorModel?
+    /// On behaviour events (kanshi behaviour train; models/process-detector.json).
+    public var process: DetectorModel?
+    /// Only files under this directory count for the process detector (the sandbox's guest mounts its disk here).
+    public var processPrefix = ProcessTraining.guestPrefix
+    public init(disk: DetectorModel? = nil, process: DetectorModel? = nil) {
+        self.disk = disk
+        self.process = process
+    }
+}
+
 /// Every recording's ingest, made on first use.
 final class IngestRegistry: @unchecked Sendable {
     private let store: ServerStore
     private let rules: RuleSet
+    private let detectors: Detectors
     private let onAlert: (ServerStore.StoredAlert) -> Void
     private let lock = NSLock()
     private var open: [String: RecordingIngest] = [:]
 
-    init(store: ServerStore, rules: RuleSet, onAlert: @escaping (ServerStore.StoredAlert) -> Void) {
+    init(store: ServerStore, rules: RuleSet, detectors: Detectors, onAlert: @escaping (ServerStore.StoredAlert) -> Void) {
         self.store = store
         self.rules = rules
+        self.detectors = detectors
         self.onAlert = onAlert
     }
 
@@ -212,7 +294,7 @@ final class IngestRegistry: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         let key = sensor + "/" + name
         if let i = open[key] { return i }
-        let i = try RecordingIngest(store: store, sensor: sensor, name: name, rules: rules, onAlert: onAlert)
+        let i = try RecordingIngest(store: store, sensor: sensor, name: name, rules: rules, detectors: detectors, onAlert: onAlert)
         open[key] = i
         return i
     }

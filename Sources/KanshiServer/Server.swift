@@ -21,6 +21,8 @@ public struct ServerOptions: Sendable {
     public var key: String?
     /// The rules run on what arrives (the built-in set by default).
     public var rules: RuleSet?
+    /// The detectors run on what arrives.
+    public var detectors = Detectors()
     /// Threads that check and store chunks (each ends in a sync, so more than the cores help).
     public var ingestThreads = 8
 
@@ -41,7 +43,7 @@ public final class AnalysisServer: Sendable {
         self.options = options
         store = try ServerStore(directory: options.data)
         let rules = try options.rules ?? RuleSet.builtin()
-        ingest = IngestRegistry(store: store, rules: rules) { _ in }
+        ingest = IngestRegistry(store: store, rules: rules, detectors: options.detectors) { _ in }
         pool = NIOThreadPool(numberOfThreads: options.ingestThreads)
         if (options.certificate == nil) != (options.key == nil) {
             throw ServerError("--tls-cert and --tls-key go together (HTTPS needs both)")
@@ -50,6 +52,7 @@ public final class AnalysisServer: Sendable {
 
     /// Serves until the task is cancelled or the process gets SIGINT/SIGTERM; `onListening` gets the port.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        ProcessMemory.returnLargeBuffers()
         pool.start()
         var server: HTTPServerBuilder = .http1()
         if let cert = options.certificate, let key = options.key {

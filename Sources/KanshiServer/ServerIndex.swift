@@ -266,6 +266,8 @@ extension ServerStore {
         public var firstNs: UInt64
         public var lastNs: UInt64
         public var managed: Bool
+        /// Put back afterwards: by a selective undo (its note lists the file) or a whole-disk rollback.
+        public var restored: String?
     }
 
     public func changedFiles(recording: Int64, limit: Int = 500) throws -> [ChangedFile] {
@@ -279,7 +281,7 @@ extension ServerStore {
                 AND path IS NOT NULL ORDER BY seq LIMIT 200000
                 """, arguments: [recording]) {
                 let path: String = r["path"], ev: String = r["ev"], pid = Int32(r["pid"] as Int64), t = UInt64(r["time_ns"] as Int64)
-                var f = out[path] ?? ChangedFile(path: path, how: [], pids: [], firstNs: t, lastNs: t, managed: false)
+                var f = out[path] ?? ChangedFile(path: path, how: [], pids: [], firstNs: t, lastNs: t, managed: false, restored: nil)
                 let how = ev == "close" ? "written" : ev == "open" ? "opened for writing"
                     : ev == "rename" ? "renamed to \((r["path2"] as String?) ?? "?")" : ev == "unlink" ? "removed" : ev
                 if !f.how.contains(how) { f.how.append(how) }
@@ -287,6 +289,23 @@ extension ServerStore {
                 f.lastNs = t
                 f.managed = f.managed || (r["managed"] as Int64) != 0
                 out[path] = f
+            }
+            // What the journal's notes say was put back. Undo paths are the disk's own (the guest
+            // mounts it elsewhere): a file matches a path it ends with.
+            for r in try Row.fetchAll(db, sql: """
+                SELECT time_ns, json FROM notes WHERE recording = ? AND (instr(json, '"undo-end"') > 0 OR instr(json, '"rollback-end"') > 0) ORDER BY seq
+                """, arguments: [recording]) {
+                let t = UInt64(r["time_ns"] as Int64)
+                guard let o = (try? JSONSerialization.jsonObject(with: Data((r["json"] as String).utf8))) as? [String: Any] else { continue }
+                if o["event"] as? String == "rollback-end" {
+                    for (k, f) in out where f.lastNs <= t { out[k]!.restored = "disk rolled back to \(o["to"] ?? "?")" }
+                } else {
+                    let restored = (o["restoredPaths"] as? [String]) ?? [], removed = (o["removedPaths"] as? [String]) ?? []
+                    for (k, f) in out where f.lastNs <= t {
+                        if restored.contains(where: { !$0.isEmpty && k.hasSuffix($0) }) { out[k]!.restored = "restored by the undo" }
+                        else if removed.contains(where: { !$0.isEmpty && k.hasSuffix($0) }) { out[k]!.restored = "removed by the undo (it was new)" }
+                    }
+                }
             }
             return Array(out.values.sorted { $0.firstNs < $1.firstNs }.prefix(limit))
         }

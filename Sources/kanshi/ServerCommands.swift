@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KanshiML
 import KanshiServer
 import KanshiShip
 import KanshiSystem
@@ -42,6 +43,12 @@ struct ServerServe: AsyncParsableCommand {
     var tlsKey: String?
     @Option(help: ArgumentHelp("Rules run on what arrives (a file, or builtin).", valueName: "file|builtin"))
     var rules = "builtin"
+    @Option(help: ArgumentHelp("Disk detector run on arriving block records: a model file (kanshi train), shipped (models/sandbox-detector.json of the checkout) or none.", valueName: "file|shipped|none"))
+    var model = "shipped"
+    @Option(help: ArgumentHelp("Process detector run on arriving behaviour events: a model file (kanshi behaviour train), shipped (models/process-detector.json) or none.", valueName: "file|shipped|none"))
+    var processModel = "shipped"
+    @Option(help: ArgumentHelp("Only files under this directory count for the process detector.", valueName: "dir"))
+    var processPrefix = ProcessTraining.guestPrefix
 
     func validate() throws {
         _ = try Self.parse(listen: listen)
@@ -57,12 +64,32 @@ struct ServerServe: AsyncParsableCommand {
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
+    /// A detector's model: a file, the checkout's shipped one (skipped with a note when this kanshi
+    /// is not in a checkout), or none.
+    static func model(_ choice: String, shipped: String, use: DetectorModel.Use, option: String) throws -> DetectorModel? {
+        if choice == "none" { return nil }
+        let path: String
+        if choice == "shipped" {
+            guard let p = try? ShippedModels.path(shipped) else {
+                Output.error("kanshi: \(option): the shipped \(shipped) is not found from this kanshi; running without that detector")
+                return nil
+            }
+            path = p
+        } else {
+            path = choice
+        }
+        do { return try DetectorModel.load(from: path, for: use) } catch { throw CLIError("\(option) \(path): \(error)") }
+    }
+
     func run() async throws {
         var options = ServerOptions(data: data.data)
         (options.host, options.port) = try Self.parse(listen: listen)
         options.certificate = tlsCert
         options.key = tlsKey
         options.rules = try RulesFileOption.load(rules == "builtin" ? nil : rules)
+        options.detectors.disk = try Self.model(model, shipped: ShippedModels.disk, use: .blocks, option: "--model")
+        options.detectors.process = try Self.model(processModel, shipped: ShippedModels.process, use: .processes, option: "--process-model")
+        options.detectors.processPrefix = processPrefix
         let server: AnalysisServer
         do {
             server = try AnalysisServer(options: options)
@@ -70,10 +97,11 @@ struct ServerServe: AsyncParsableCommand {
             throw CLIError("\(error)")
         }
         let scheme = tlsCert == nil ? "http" : "https", host = options.host
+        let detectors = [options.detectors.disk.map { _ in "disk" }, options.detectors.process.map { _ in "process" }].compactMap { $0 }.joined(separator: ", ")
         let sensors = (try? server.store.sensors().count) ?? 0
         do {
             try await server.run { port in
-                Output.line("kanshi: server at \(scheme)://\(host):\(port) data \(server.store.directory) (\(sensors) sensor token(s))")
+                Output.line("kanshi: server at \(scheme)://\(host):\(port) data \(server.store.directory) (\(sensors) sensor token(s); rules \(rules); detectors: \(detectors.isEmpty ? "none" : detectors))")
             }
         } catch {
             throw CLIError("server stopped: \(error)")
@@ -265,5 +293,60 @@ struct ShipOptions: ParsableArguments {
         if st.failures > 0 { line += "; \(st.failures) failed attempt(s), last: \(st.lastError ?? "?")" }
         if let stopped = st.stopped { line += "; STOPPED: \(stopped)" }
         Output.error(line)
+    }
+}
+
+struct BenchShip: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ship",
+        abstract: "Many sensors shipping at full speed to a running kanshi server; MB/s ingested beside writing the same bytes to local disk.",
+        discussion: """
+            scripts/bench-server.sh runs this against a server it kills with -9 and restarts meanwhile, \
+            then checks that every acknowledged byte is stored and verifies, and samples the server's memory.
+            Each sensor writes 256 KiB block records into its own journal as fast as its shipper lets it \
+            (back-pressure holds it while the server is behind or down) for --seconds, then ships the rest.
+            """)
+
+    @Option(help: ArgumentHelp("The server (http://HOST:PORT).", valueName: "url"))
+    var server: String
+    @Option(help: ArgumentHelp("File with one sensor token per line (one sensor per token).", valueName: "file"))
+    var tokens: String
+    @Option(help: ArgumentHelp("Where the sensors' journals go (and the local-disk baseline's copy).", valueName: "dir"))
+    var dir: String
+    @Option(help: "Seconds the sensors write.")
+    var seconds: Double = 120
+    @Option(help: ArgumentHelp("Unacknowledged MiB per sensor before it is held back.", valueName: "MiB"))
+    var backlogMib: UInt64 = 32
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        guard let text = try? String(contentsOfFile: tokens, encoding: .utf8) else { throw CLIError("--tokens \(tokens): cannot be read") }
+        let list = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !list.isEmpty else { throw CLIError("--tokens \(tokens): no tokens in it") }
+        var o = ShipBench.Options(url: server, tokens: list, directory: dir + "/sensors", seconds: seconds)
+        o.maxBacklog = backlogMib << 20
+        let r: ShipBench.Result
+        do {
+            r = try ShipBench.run(o) { Output.error("bench ship: \($0)") }
+        } catch { throw CLIError("bench ship: \(error)") }
+        let local = try ShipBench.localDiskBaseline(journals: r.sensors.map(\.journal), into: dir + "/local-copy")
+        try? FileManager.default.removeItem(atPath: dir + "/local-copy")
+        let ingest = Double(r.acknowledged) / r.seconds / 1e6, disk = Double(local.bytes) / local.seconds / 1e6
+        if json {
+            Output.line(try Output.json([
+                "sensors": r.sensors.count, "seconds": r.seconds, "writtenBytes": r.written, "acknowledgedBytes": r.acknowledged,
+                "unacknowledgedBytes": r.unacknowledged, "ingestMBps": ingest, "localDiskMBps": disk, "ratio": ingest / disk,
+                "failedAttempts": r.failures, "chunksResent": r.resent, "heldBack": r.throttled,
+                "journals": r.sensors.map(\.journal), "stopped": r.sensors.compactMap(\.status.stopped)]))
+        } else {
+            Output.line("""
+                sensors: \(r.sensors.count), \(String(format: "%.1f", r.seconds)) s from the first write to the last acknowledgement
+                written: \(Output.bytes(r.written)) of block data; journals acknowledged by the server: \(Output.bytes(r.acknowledged)); unacknowledged: \(Output.bytes(r.unacknowledged))
+                ingested: \(String(format: "%.1f", ingest)) MB/s; the same bytes to local disk (4 MiB writes, each synced): \(String(format: "%.1f", disk)) MB/s; ratio \(String(format: "%.2f", ingest / disk))
+                failed attempts (server down): \(r.failures); chunks the server already had: \(r.resent); sensors held back: \(r.throttled) time(s)
+                """)
+        }
+        if r.unacknowledged > 0 || r.sensors.contains(where: { $0.status.stopped != nil }) { throw ExitCode(1) }
     }
 }

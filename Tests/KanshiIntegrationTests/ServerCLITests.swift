@@ -9,10 +9,10 @@ final class ServerProcess {
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// Starts on `port` (0: a free one, read back from what the server prints).
-    init(data: String, port: Int = 0, log: String) throws {
+    init(data: String, port: Int = 0, extra: [String] = [], log: String) throws {
         logPath = log
         process.executableURL = URL(fileURLWithPath: Paths.kanshi)
-        process.arguments = ["server", "--data", data, "--listen", "127.0.0.1:\(port)"]
+        process.arguments = ["server", "--data", data, "--listen", "127.0.0.1:\(port)"] + extra
         if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         h.seekToEndOfFile()
@@ -89,6 +89,36 @@ final class ServerProcess {
         try Data(bytes).write(to: URL(fileURLWithPath: seg))
         let bad = try run([Paths.kanshi, "server", "verify", "--data", data])
         #expect(bad.status == 1 && bad.stdout.contains("vm1/disk1: FAILED") && bad.stdout.contains("segment-0000000000000002"), "\(bad.stdout)")
+    }
+
+    /// The rules and the process detector run on a behaviour log as it arrives: a ransomware
+    /// workload traced on the host raises both; a benign one, neither.
+    @Test(.timeLimit(.minutes(10)))
+    func rulesAndDetectorsRunOnArrival() throws {
+        let s = Scratch("server-detect")
+        let data = s.file("srv")
+        let token = try run([Paths.kanshi, "server", "token", "add", "host1", "--data", data])
+        try token.stdout.write(toFile: s.file("t"), atomically: true, encoding: .utf8)
+        #expect(try run([Paths.kanshi, "server", "user", "add", "a", "--data", data], input: Data("password1\n".utf8)).ok)
+        #expect(try run([Paths.kanshi, "corpus", "build", "--dir", s.file("corpus"), "--seed", "4", "--size-mib", "4"]).ok)
+        let server = try ServerProcess(data: data, extra: ["--process-prefix", s.file("run")], log: s.file("server.log"))
+        #expect(String(decoding: FileManager.default.contents(atPath: s.file("server.log")) ?? Data(), as: UTF8.self).contains("detectors: disk, process"))
+        for workload in ["inplace", "compress"] {
+            try? FileManager.default.removeItem(atPath: s.file("run"))
+            try FileManager.default.copyItem(atPath: s.file("corpus"), toPath: s.file("run"))
+            let log = s.file("\(workload).jsonl")
+            _ = try run([Paths.kanshi, "trace", "--quiet", "--log", log, "--", Paths.kanshi, "workload", workload, "--dir", s.file("run"), "--seed", "2", "--rate-mib", "8"])
+            let up = try run([Paths.kanshi, "server", "upload", "--log", log, "--ship", server.url, "--ship-token-file", s.file("t"), "--ship-as", workload])
+            #expect(up.ok, "\(up.stderr)")
+        }
+        #expect(try run(["curl", "-s", "-c", s.file("c"), "-H", "Content-Type: application/json", "-d", #"{"user":"a","password":"password1"}"#,
+                         server.url + "/api/login"]).ok)
+        let list = try run(["curl", "-s", "-b", s.file("c"), server.url + "/api/alerts?limit=1000"])
+        let alerts = (try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]) ?? []
+        let by = Dictionary(grouping: alerts, by: { $0["recording"] as? String ?? "?" }).mapValues { Set($0.compactMap { $0["rule"] as? String }) }
+        #expect(by["inplace"]?.contains("ransomware-encrypts-files-in-place") == true, "\(by)")
+        #expect(by["inplace"]?.contains("process-detector") == true, "\(by)")
+        #expect(by["compress"] == nil, "the benign workload raised \(by["compress"] ?? [])")
     }
 
     @Test func badServerInputsAreNamed() throws {

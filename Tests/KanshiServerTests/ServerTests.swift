@@ -367,6 +367,37 @@ func logLines(_ events: [(TraceEvent.Kind, String?)], firstSeq: UInt64 = 1) -> S
         #expect(try ServerVerifier.verify(store: srv.server.store).allSatisfy(\.ok))
     }
 
+    /// The files a recording's processes changed, and which the journal's notes say were put back.
+    @Test func changedFilesAndWhatWasPutBack() async throws {
+        let data = TempDir(), sensor = TempDir()
+        let srv = try await RunningServer(data: data.path)
+        defer { Task { await srv.stop() } }
+        let token = try srv.server.store.addSensor("vm")
+        let journal = sensor.path + "/j", log = sensor.path + "/l.jsonl"
+        var lines = ""
+        for (i, (path, flags)) in [("/mnt/Data/a.docx", "rw"), ("/mnt/Data/b.txt", "w"), ("/mnt/Data/c.txt", "r"), ("/mnt/Data/new.locked", "w")].enumerated() {
+            var e = TraceEvent(kind: .open)
+            e.seq = UInt64(i + 1); e.time = 1_800_000_000_000_000_000 + UInt64(i) * 1_000_000; e.pid = 7; e.tid = 7
+            e.path = path; e.flags = flags; e.ret = 3; e.call = "openat"
+            lines += e.json + "\n"
+        }
+        try lines.write(toFile: log, atomically: true, encoding: .utf8)
+        let w = try JournalWriter(directory: journal, logger: quiet)
+        _ = try w.appendNote(#"{"event":"undo-end","to":"seq:1","restored":1,"removed":1,"bytes":10,"restoredPaths":["/Data/a.docx"],"removedPaths":["/Data/new.locked"]}"#,
+                             timeNs: 1_800_000_000_100_000_000)
+        try w.close()
+        let shipper = try Shipper(options: .init(url: srv.url, token: token, recording: "r"), journal: journal, log: log)
+        shipper.start()
+        #expect(shipper.finish(timeout: 30).backlog == 0)
+        let r = try #require(try srv.server.store.recording(sensor: "vm", name: "r"))
+        let files = Dictionary(uniqueKeysWithValues: try srv.server.store.changedFiles(recording: r.id).map { ($0.path, $0) })
+        #expect(Set(files.keys) == ["/mnt/Data/a.docx", "/mnt/Data/b.txt", "/mnt/Data/new.locked"], "a file only read is not changed: \(files.keys)")
+        #expect(files["/mnt/Data/a.docx"]?.restored == "restored by the undo")
+        #expect(files["/mnt/Data/new.locked"]?.restored == "removed by the undo (it was new)")
+        #expect(files["/mnt/Data/b.txt"]?.restored == nil)
+        #expect(files["/mnt/Data/a.docx"]?.how == ["opened for writing"] && files["/mnt/Data/a.docx"]?.pids == [7])
+    }
+
     @Test func badShipperSettingsAreNamed() throws {
         #expect(throws: ShipError.self) { try Shipper(options: .init(url: "ftp://x", token: "t", recording: "r"), journal: "/j", log: nil) }
         #expect(throws: ShipError.self) { try Shipper(options: .init(url: "http://x:1", token: "", recording: "r"), journal: "/j", log: nil) }

@@ -58,3 +58,7 @@ int ckanshi_set_thread_nice(int nice);
 void ckanshi_syslog(const char *ident, int priority, const char *message);
 
 #endif
+
+/// mallopt(M_MMAP_THRESHOLD, bytes) and mallopt(M_ARENA_MAX, arenas) (glibc's malloc.h; the
+/// constants are macros Swift does not import). Returns 1 when both were accepted.
+int ckanshi_malloc_tune(int mmap_threshold, int arenas);

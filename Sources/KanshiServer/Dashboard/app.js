@@ -220,7 +220,7 @@ function renderFiles(list) {
   const q = $("#files-filter").value;
   $("#files tbody").replaceChildren(...files.filter(f => f.path.includes(q)).map(f => h("tr", {},
     h("td", {}, f.path), h("td", {}, f.how.join(", ")), h("td", {}, f.pids.join(" ")), h("td", {}, time(f.firstNs)), h("td", {}, time(f.lastNs)),
-    h("td", { class: f.managed ? "managed" : "" }, f.managed ? "yes" : ""))));
+    h("td", { class: f.managed ? "managed" : "" }, f.managed ? "yes" : ""), h("td", { class: f.restored ? "restored" : "" }, f.restored || ""))));
 }
 
 function addAlertRow(a) {
