@@ -95,9 +95,13 @@ public final class JournaledDisk: BlockBackend {
 
     private let bases: BaseRecorder?
 
-    /// Called before each change is journaled; may block (back-pressure: a shipper too far
-    /// behind holds writes here rather than let its backlog grow without bound). Set before serving.
+    /// Called before each client's change is journaled; may block (back-pressure: a shipper too far
+    /// behind holds writes here rather than let its backlog grow without bound). Kanshi's own
+    /// repairs (rollback, undo: connections from `firstRepairConnection` up) are never held.
+    /// Set before serving.
     nonisolated(unsafe) public var admission: (() -> Void)?
+    /// Connection numbers Kanshi's own repairs write with (`rollbackConnection`, the selective undo's).
+    public static let firstRepairConnection: UInt32 = 0xFFFF_FF00
 
     /// Buffers reused for base records (guarded by `bases.serializeFirstWrites`),
     /// so first writes do not fault in fresh memory each time.
@@ -132,7 +136,7 @@ public final class JournaledDisk: BlockBackend {
     /// time), then writes them to the image in order.
     private func write(_ batch: [(data: UnsafeRawBufferPointer, offset: UInt64)], fua: Bool, connection: UInt32) throws {
         guard !isReadOnly else { throw BlockError.readOnly }
-        admission?()
+        if connection < Self.firstRepairConnection { admission?() }
         if journal != nil {
             let now = FileSystem.nowNs()
             // All the records' metadata in one buffer, so one pointer covers it.

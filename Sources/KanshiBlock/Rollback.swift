@@ -21,7 +21,7 @@ public struct RollbackReport: Sendable {
 
 extension JournaledDisk {
     /// Connection id recorded on the writes of a rollback.
-    public static let rollbackConnection: UInt32 = 0xFFFF_FF00
+    public static let rollbackConnection: UInt32 = firstRepairConnection
 
     /// Reverts the disk in place to how it was at `point`: every block
     /// changed after it is rewritten with its content then. The rewrites go

@@ -65,6 +65,8 @@ public final class Sandbox: @unchecked Sendable {
         /// `ruleSinks`; a rule with the pause action pauses the guest and ends the run, with the
         /// rollback action the disk is rolled back too.
         public var rules: RuleSet?
+        /// Called before each disk write is journaled; may block (a shipper too far behind the server).
+        public var admission: (@Sendable () -> Void)?
         public var ruleSinks: AlertFanout?
         /// Told once the guest runs with its RAM shared: where other processes find it.
         public var sharing: (@Sendable (RunningSandbox) -> Void)?
@@ -185,6 +187,7 @@ public final class Sandbox: @unchecked Sendable {
         do { disk = try JournaledDisk(imagePath: config.disk, journal: writer, readOnly: false) } catch {
             throw SandboxError.badDisk(path: config.disk, reason: "\(error)")
         }
+        disk.admission = config.admission
         disk.note("{\"event\":\"serve-start\",\"image\":\"\(FileSystem.absolutePath(config.disk).jsonEscaped)\",\"size\":\(disk.size),\"readOnly\":false,\"sandbox\":true}")
         withState { journalNote = { disk.note($0) } }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

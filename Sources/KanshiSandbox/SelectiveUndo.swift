@@ -37,7 +37,7 @@ public struct UndoReport: Sendable {
 /// that did not exist then are removed. Every other file keeps its present content.
 public enum SelectiveUndo {
     /// The connection id the undo's writes carry in the journal.
-    public static let connection: UInt32 = 0xFFFF_FF01
+    public static let connection: UInt32 = JournaledDisk.firstRepairConnection + 1
     /// Paths listed in the `undo-end` note, at most, of each kind.
     static let notedPaths = 10_000
 

@@ -272,6 +272,7 @@ struct SandboxRun: AsyncParsableCommand {
             }
         }
         let shipper = try shipping.start(journal: config.journal, log: config.vmSensor?.logPath)
+        if let shipper { config.admission = { shipper.waitForRoom() } }
         let result: Sandbox.Result
         do {
             result = try await Sandbox(config: config, logger: logger) { line in Output.line(line) }

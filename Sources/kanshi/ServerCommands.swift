@@ -256,7 +256,7 @@ struct ShipOptions: ParsableArguments {
     var shipAs: String?
     @Option(help: ArgumentHelp("PEM certificate to trust for an https server with its own certificate.", valueName: "file"))
     var shipCa: String?
-    @Option(help: ArgumentHelp("Unacknowledged MiB past which the sensor slows its writes until the server catches up (disk serve).", valueName: "MiB"))
+    @Option(help: ArgumentHelp("Unacknowledged MiB past which the sensor holds its disk writes until the server catches up (disk serve, sandbox run).", valueName: "MiB"))
     var shipBacklogMib: UInt64 = 1024
 
     /// A started shipper for a journal and/or log, or nil without --ship.

@@ -60,9 +60,9 @@ import Testing
             try? FileManager.default.createDirectory(atPath: keep, withIntermediateDirectories: true)
             try? FileManager.default.copyItem(atPath: out, toPath: keep + "/dashboard")
         }
-        let text = (try? String(contentsOfFile: out + "/result.json", encoding: .utf8)) ?? "{}"
-        let r = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-                             "\(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).suffix(2000))")
+        let text = try #require(try? String(contentsOfFile: out + "/result.json", encoding: .utf8),
+                                "the browser script stopped early: \(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).suffix(2000))")
+        let r = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
 
         #expect((r["errors"] as? [String])?.isEmpty == true, "page errors: \(r["errors"] ?? "")")
         #expect((r["wrongPassword"] as? String)?.contains("wrong user or password") == true)
@@ -75,6 +75,7 @@ import Testing
         #expect((r["gadf"] as? [String] ?? []).contains("write-bytes"), "\(r["gadf"] ?? "")")
         #expect((r["drillRange"] as? String)?.contains("LBA") == true && !(r["drillOps"] as? [String] ?? []).isEmpty, "\(r)")
         #expect((r["filteredOps"] as? [String]) == ["read"], "\(r["filteredOps"] ?? "")")
+        #expect((r["gadfDrill"] as? String)?.isEmpty == false && (r["gadfDrillRows"] as? Int ?? 0) > 0, "GADF click: \(r["gadfDrill"] ?? "none")")
 
         // The sandbox's alert: on the open page within 2 s of the server keeping it.
         #expect(r["alertRule"] as? String == "timestamp-forged", "\(r)")
@@ -90,6 +91,7 @@ import Testing
         let first = r["eventsFirst"] as? [Int] ?? [], second = r["eventsSecond"] as? [Int] ?? []
         #expect(first.count == 100 && !second.isEmpty && second.first! > first.last!, "paging: \(first.suffix(3)) then \(second.prefix(3))")
         #expect((r["filteredKinds"] as? [String]) == ["utime"], "\(r["filteredKinds"] ?? "")")
+        #expect(r["alertsShownNoMatch"] as? Int == 0 && r["alertsShownMatch"] as? Int == 1, "alerts filter: \(r["alertsShownNoMatch"] ?? "") / \(r["alertsShownMatch"] ?? "")")
         let hit = r["evidenceRow"] as? [String] ?? []
         #expect(hit.count == 1 && hit[0].contains("utime") && hit[0].contains("/mnt/implant"), "evidence #\(r["evidenceSeq"] ?? ""): \(hit)")
 

@@ -28,6 +28,17 @@ let quiet: Logger = {
     return l
 }()
 
+/// Runs the in-process servers' tasks on threads of their own: the tests around them (and other
+/// suites') block the shared cooperative pool, which would stall a server running on it.
+final class ServerThreads: TaskExecutor, @unchecked Sendable {
+    static let shared = ServerThreads()
+    private let queue = DispatchQueue(label: "kanshi.test.server", attributes: .concurrent)
+    func enqueue(_ job: consuming ExecutorJob) {
+        let j = UnownedJob(job)
+        queue.async { j.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
 /// A real server on a free loopback port, in this process.
 final class RunningServer: @unchecked Sendable {
     let server: AnalysisServer
@@ -42,7 +53,7 @@ final class RunningServer: @unchecked Sendable {
         let s = try AnalysisServer(options: o)
         server = s
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        task = Task { try await s.run { continuation.yield($0) } }
+        task = Task(executorPreference: ServerThreads.shared) { try await s.run { continuation.yield($0) } }
         var it = ports.makeAsyncIterator()
         port = await it.next() ?? 0
     }

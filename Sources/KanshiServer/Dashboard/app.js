@@ -124,11 +124,13 @@ async function openRecording(sensor, name) {
     load("notes")]);
   drawTimeline(timeline);
   drawHeatmap(heat);
-  await drawGADF();
+  await drawGADF(timeline);
   renderProcesses(procs);
   renderFiles(files);
   $("#alerts tbody").replaceChildren(); for (const a of alerts) addAlertRow(a);
+  filterRows("alerts");
   renderNotes(notes);
+  filterRows("notes");
   await Promise.all([page("events"), page("blocks")]);
 }
 
@@ -173,13 +175,22 @@ function drawHeatmap(m) {
   });
 }
 
-async function drawGADF() {
+const GADF_BINS = 64;
+async function drawGADF(extent) {
   const box = $("#gadf"); box.replaceChildren();
   const names = REPORT ? Object.keys(REPORT.gadf).sort() : await api(base() + "/gadf");
   if (!names.length) box.append(h("p", {}, "No series varies over this recording."));
+  // A pixel (i, j) relates intervals i and j of the series: a click shows what happened from one to the other.
+  const click = e => {
+    const r = e.target.getBoundingClientRect();
+    const i = Math.floor((e.clientY - r.top) / r.height * GADF_BINS), j = Math.floor((e.clientX - r.left) / r.width * GADF_BINS);
+    const step = (extent.toNs - extent.fromNs) / GADF_BINS;
+    drill("time", extent.fromNs + Math.min(i, j) * step, extent.fromNs + (Math.max(i, j) + 1) * step);
+  };
   for (const s of names) {
-    const src = REPORT ? REPORT.gadf[s] : base() + "/gadf/" + s + ".bmp?size=64";
-    box.append(h("figure", { "data-series": s }, h("img", { src, alt: "GADF of " + s }), h("figcaption", {}, s)));
+    const src = REPORT ? REPORT.gadf[s] : base() + "/gadf/" + s + ".bmp?size=" + GADF_BINS;
+    box.append(h("figure", { "data-series": s }, h("img", { src, alt: "GADF of " + s, title: "click: the records between the two intervals", onclick: click }),
+      h("figcaption", {}, s)));
   }
 }
 
@@ -229,6 +240,12 @@ function addAlertRow(a) {
   $("#alerts tbody").append(h("tr", { "data-rule": a.rule },
     h("td", {}, time(a.timeNs)), h("td", {}, a.rule), h("td", { class: "sev-" + a.severity }, a.severity), h("td", {}, a.source),
     h("td", {}, alert.output), h("td", {}, evidence)));
+}
+
+// The alerts and notes tables are whole (a recording has few): a filter hides the rows without the text.
+function filterRows(table) {
+  const q = $("#" + table + "-filter").value.toLowerCase();
+  for (const tr of $("#" + table + " tbody").children) tr.hidden = q !== "" && !tr.textContent.toLowerCase().includes(q);
 }
 
 function showEvidence(source, seq) {
@@ -317,6 +334,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#login-form").addEventListener("submit", login);
   $("#list-filter").addEventListener("input", renderList);
   $("#files-filter").addEventListener("input", () => renderFiles());
+  $("#alerts-filter").addEventListener("input", () => filterRows("alerts"));
+  $("#notes-filter").addEventListener("input", () => filterRows("notes"));
   $("#home").addEventListener("click", e => { e.preventDefault(); if (!REPORT) { current = null; location.hash = ""; showList(); } });
   $("#logout").addEventListener("click", async () => { await fetch("/api/logout", { method: "POST" }); location.hash = ""; show("login"); });
   wireTable("events"); wireTable("blocks");

@@ -108,6 +108,12 @@ def main():
             page.wait_for_timeout(500)
             result["drillRange"] = page.inner_text("#blocks-range")
             result["drillOps"] = page.eval_on_selector_all("#blocks tbody tr td:nth-child(3)", "tds => tds.map(t => t.textContent)")
+        # A click on a GADF image shows the records between its two intervals.
+        if page.locator('#gadf figure[data-series="write-bytes"] img').count():
+            page.click('#gadf figure[data-series="write-bytes"] img', position={"x": 5, "y": 150})
+            page.wait_for_timeout(500)
+            result["gadfDrill"] = page.inner_text("#blocks-range")
+            result["gadfDrillRows"] = page.locator("#blocks tbody tr").count()
         # A filter on the block records: reads only.
         page.click('#blocks-filter .clear')
         page.select_option('#blocks-filter select[name="op"]', "read")
@@ -155,6 +161,11 @@ def main():
         page.click('#events-filter button[type="submit"]')
         page.wait_for_timeout(500)
         result["filteredKinds"] = sorted(set(page.eval_on_selector_all("#events tbody tr td:nth-child(3)", "tds => tds.map(t => t.textContent)")))
+        # The alerts table's filter.
+        page.fill("#alerts-filter", "no such alert")
+        result["alertsShownNoMatch"] = page.locator("#alerts tbody tr:not([hidden])").count()
+        page.fill("#alerts-filter", "timestamp")
+        result["alertsShownMatch"] = page.locator("#alerts tbody tr:not([hidden])").count()
         # Drill-down from the alert's evidence to the event behind it.
         evidence = page.locator("#alerts a.evidence").last
         seq = int(evidence.get_attribute("data-seq"))
