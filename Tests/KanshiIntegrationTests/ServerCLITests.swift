@@ -121,6 +121,23 @@ final class ServerProcess {
         #expect(by["compress"] == nil, "the benign workload raised \(by["compress"] ?? [])")
     }
 
+    /// `kanshi trace --ship`: the behaviour log arrives whole while the program runs.
+    @Test(.timeLimit(.minutes(5)))
+    func aTraceShipsItsLog() throws {
+        let s = Scratch("server-trace")
+        let data = s.file("srv")
+        let token = try run([Paths.kanshi, "server", "token", "add", "host2", "--data", data])
+        try token.stdout.write(toFile: s.file("t"), atomically: true, encoding: .utf8)
+        let server = try ServerProcess(data: data, log: s.file("server.log"))
+        let log = s.file("run.jsonl")
+        let r = try run([Paths.kanshi, "trace", "--quiet", "--log", log, "--ship", server.url, "--ship-token-file", s.file("t"), "--ship-as", "traced",
+                         "--", "sh", "-c", "for i in 1 2 3; do cat /etc/hostname > /dev/null; sleep 0.3; done"])
+        #expect(r.ok && r.stderr.contains("kanshi: shipped") && !r.stderr.contains("NOT acknowledged"), "\(r.stderr)")
+        let stored = FileManager.default.contents(atPath: data + "/recordings/host2/traced/behaviour.jsonl")
+        #expect(stored != nil && stored == FileManager.default.contents(atPath: log), "the server's copy differs from the log")
+        #expect(String(decoding: stored ?? Data(), as: UTF8.self).contains("/etc/hostname"))
+    }
+
     @Test func badServerInputsAreNamed() throws {
         let s = Scratch("server-bad")
         var r = try run([Paths.kanshi, "server", "token", "add", "bad name", "--data", s.file("srv")])
