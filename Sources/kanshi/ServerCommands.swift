@@ -11,14 +11,17 @@ struct ServerCommand: AsyncParsableCommand {
         abstract: "Collect what sensors ship: verified journal copies, behaviour logs, alerts; an HTTP API for analysts.",
         discussion: """
             Quick start:
-              kanshi server token add lab-vm --data srv          # prints the sensor's token once
-              kanshi server user add alice --data srv            # password from standard input
+              kanshi server token add lab-vm --data srv > lab-vm.token
+              echo 'a long password' | kanshi server user add alice --data srv
               kanshi server --data srv --listen 127.0.0.1:8470 &
-              kanshi disk serve --image d.img --journal j --port 10809 --ship http://127.0.0.1:8470 --ship-token-file lab-vm.token
+              kanshi disk serve --image d.img --journal j --port 10809 \\
+                  --ship http://127.0.0.1:8470 --ship-token-file lab-vm.token
               kanshi server verify --data srv
-            Every chunk a sensor ships is checked against the journal's checksums and hash chain before \
-            it is kept, and made durable before it is acknowledged; the rules (built-in set, or --rules) \
-            run on what arrives and the alerts are kept. See README.md, "Server".
+            The token is printed once (the server keeps its hash); the password is read from \
+            standard input. Every chunk a sensor ships is checked against the journal's checksums \
+            and hash chain before it is kept, and made durable before it is acknowledged; the rules \
+            and detectors run on what arrives and the alerts are kept. The dashboard is at \
+            http://ADDR:PORT/ (log in as the user). See README.md, "kanshi server".
             """,
         subcommands: [ServerServe.self, ServerToken.self, ServerUser.self, ServerVerify.self, ServerUpload.self],
         defaultSubcommand: ServerServe.self)
