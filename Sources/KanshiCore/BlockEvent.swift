@@ -35,4 +35,9 @@ public struct BlockEvent: Sendable, Equatable {
     }
 
     public static let sectorSize: UInt64 = 512
+
+    /// The mean entropy of the written data in bits per byte (0-8), nil when none was measured.
+    public var meanEntropyBits: Double? {
+        entropies.isEmpty ? nil : Double(entropies.reduce(0, +)) / Double(entropies.count) * 8
+    }
 }

@@ -64,26 +64,8 @@ public enum JournalChunks {
         }
         var records = 0
         var sealed = false
-        var header = [UInt8](repeating: 0, count: JournalFormat.recordHeaderLength)
-        while at + UInt64(JournalFormat.recordHeaderLength) <= size, records == 0 || out.count < limit {
-            _ = try header.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: at) } }
-            let h = header.withUnsafeBytes { RecordHeader($0) }
-            guard h.plausibleLength else {
-                if h.totalLength == 0 { break }  // not written yet
-                throw JournalError.corrupt(location: .init(segmentPath: path, offset: at, sequence: nil), reason: "record length \(h.totalLength) is impossible")
-            }
-            guard at + UInt64(h.totalLength) <= size else { break }  // still being written
-            let start = out.count
-            out += [UInt8](repeating: 0, count: h.totalLength)
-            _ = try out.withUnsafeMutableBytes { b in
-                try wrap { try file.read(into: UnsafeMutableRawBufferPointer(rebasing: b[start...]), at: at) }
-            }
-            guard out.withUnsafeBytes({ h.checksumMatches(UnsafeRawBufferPointer(rebasing: $0[start...])) }) else {
-                out.removeSubrange(start...)
-                // At the end this is a record being written; with more after it, damage.
-                if at + UInt64(h.totalLength) + UInt64(JournalFormat.stagedBlock) > size { break }
-                throw JournalError.corrupt(location: .init(segmentPath: path, offset: at, sequence: h.sequence), reason: "record checksum mismatch")
-            }
+        while records == 0 || out.count < limit, let (h, record) = try GrowingSegment.wholeRecord(file, path: path, at: at, size: size) {
+            out += record
             records += 1
             at += UInt64(h.totalLength)
             if h.kindRaw == RecordKind.seal.rawValue { sealed = true; break }
@@ -132,11 +114,6 @@ public enum JournalChunks {
         }
         return out
     }
-}
-
-extension JournalFormat {
-    /// The block a staged writer rewrites as it fills: a bad checksum this close to the end is a record being written.
-    static let stagedBlock = 4096
 }
 
 /// Why a shipped chunk was refused. Nothing of it was stored.
@@ -319,11 +296,18 @@ public final class JournalReplica {
         // Checked: now store and sync.
         let path = directory + "/" + JournalFormat.segmentName(at.segment)
         if at.offset == 0 {
-            file = try wrap { try SystemFile(path: path, mode: [.readWrite, .create, .exclusive]) }
+            // Nothing of this segment was acknowledged: whatever a failed attempt left goes.
+            file = try wrap { try SystemFile(path: path, mode: [.readWrite, .create, .truncate]) }
         }
         guard let file else { throw ReplicaError.damaged("\(path) is not open") }
-        try wrap { try file.write(bytes, at: at.offset) }
-        try wrap { try file.syncData() }
+        do {
+            try wrap { try file.write(bytes, at: at.offset) }
+            try wrap { try file.syncData() }
+        } catch {
+            // What reached the file past the copy's end was not acknowledged: cut it.
+            try? file.truncate(to: at.offset)
+            throw error
+        }
         if at.offset == 0 { try wrap { try FileSystem.syncDirectory(directory) } }
         nextSequence = sequence
         result.records = records.count

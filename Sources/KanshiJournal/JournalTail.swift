@@ -1,6 +1,36 @@
 import KanshiCore
 import KanshiSystem
 
+/// Reading a segment that may still be written.
+enum GrowingSegment {
+    /// The whole record at `offset` (its header and payload) with its header decoded; nil while it
+    /// is still being written: not all there yet, or a checksum that fails within the block a
+    /// staged writer rewrites as it fills. A record that cannot be one, or a checksum that fails
+    /// with more written after it, is damage.
+    static func wholeRecord(_ file: SystemFile, path: String, at offset: UInt64, size: UInt64) throws -> (RecordHeader, [UInt8])? {
+        guard offset + UInt64(JournalFormat.recordHeaderLength) <= size else { return nil }
+        var header = [UInt8](repeating: 0, count: JournalFormat.recordHeaderLength)
+        let n = try header.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
+        guard n == header.count else { return nil }
+        let h = header.withUnsafeBytes { RecordHeader($0) }
+        guard h.plausibleLength else {
+            if h.totalLength == 0 { return nil }  // not written yet
+            throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record length \(h.totalLength) is impossible")
+        }
+        guard offset + UInt64(h.totalLength) <= size else { return nil }
+        var record = [UInt8](repeating: 0, count: h.totalLength)
+        _ = try record.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
+        guard record.withUnsafeBytes({ h.checksumMatches($0) }) else {
+            if offset + UInt64(h.totalLength) + UInt64(stagedBlock) > size { return nil }
+            throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: h.sequence), reason: "record checksum mismatch")
+        }
+        return (h, record)
+    }
+
+    /// The block a staged writer rewrites as it fills.
+    static let stagedBlock = 4096
+}
+
 /// Follows a journal that may still be written: each `poll` hands over the
 /// complete records appended since the last one, in order. Checks record
 /// checksums and sequence numbers (the hash chain is `verify`'s job); stops
@@ -49,25 +79,8 @@ public final class JournalTail {
             let file = try wrap { try SystemFile(path: path, mode: .readOnly) }
             let size = try wrap { try file.size() }
             var sealed = false
-            var header = [UInt8](repeating: 0, count: JournalFormat.recordHeaderLength)
-            while offset + UInt64(JournalFormat.recordHeaderLength) <= size {
-                let n = try header.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
-                guard n == header.count else { break }
-                let h = header.withUnsafeBytes { RecordHeader($0) }
+            while let (h, record) = try GrowingSegment.wholeRecord(file, path: path, at: offset, size: size) {
                 let total = h.totalLength
-                guard h.plausibleLength else {
-                    if total == 0 { break }  // not written yet
-                    throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record length \(total) is impossible")
-                }
-                guard offset + UInt64(total) <= size else { break }  // still being written
-                var record = [UInt8](repeating: 0, count: total)
-                _ = try record.withUnsafeMutableBytes { b in try wrap { try file.read(into: b, at: offset) } }
-                // A checksum mismatch at the very end is a record being written (a staged
-                // writer rewrites the journal's last 4 KiB block as it fills); elsewhere it is damage.
-                guard record.withUnsafeBytes({ h.checksumMatches($0) }) else {
-                    if offset + UInt64(total) + 4096 > size { break }
-                    throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: nil), reason: "record checksum mismatch")
-                }
                 let (kindRaw, flags, seq, time) = (h.kindRaw, h.flags, h.sequence, h.timeNs)
                 if let expected = nextSequence, seq != expected {
                     throw JournalError.corrupt(location: .init(segmentPath: path, offset: offset, sequence: seq),

@@ -3,14 +3,14 @@ import Foundation
 /// A value guarded by a lock. Unlike `Mutex`, its critical sections may
 /// touch non-Sendable values of the caller (buffers being appended), which
 /// never escape the call.
-final class Locked<Value>: @unchecked Sendable {
+public final class Locked<Value>: @unchecked Sendable {
     // SAFETY: `value` is only touched inside `withLock`, under `lock`.
     private var value: Value
     private let lock = NSLock()
 
-    init(_ value: Value) { self.value = value }
+    public init(_ value: Value) { self.value = value }
 
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+    public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
         lock.lock()
         defer { lock.unlock() }
         return try body(&value)

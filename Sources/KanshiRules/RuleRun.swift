@@ -41,8 +41,12 @@ public enum RuleRun {
             return RuleEvent(note: text, event: o?["event"] as? String, time: r.timeNs, seq: r.sequence, segment: r.segment, offset: r.offset)
         }
         guard let (b, _) = try BlockRecords.decode(r) else { return nil }
-        let entropy: Double? = b.entropies.isEmpty ? nil : Double(b.entropies.reduce(0, +)) / Double(b.entropies.count) * 8
-        return RuleEvent(block: b.operation, lba: b.lba, length: b.length, entropy: entropy, time: b.timeNs, seq: r.sequence,
-                         segment: r.segment, offset: r.offset)
+        return event(b, of: r)
+    }
+
+    /// A block record already decoded, as a rule event.
+    public static func event(_ b: BlockEvent, of r: JournalRecord) -> RuleEvent {
+        RuleEvent(block: b.operation, lba: b.lba, length: b.length, entropy: b.meanEntropyBits, time: b.timeNs, seq: r.sequence,
+                  segment: r.segment, offset: r.offset)
     }
 }

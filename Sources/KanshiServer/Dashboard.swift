@@ -46,17 +46,16 @@ extension AnalysisServer {
         }
         router.get(RouterPath(base + "/blocks")) { [self] req, ctx in
             let r = try await readable(req, ctx)
-            let q = req.uri.queryParameters
-            return try rows(try store.blocks(recording: r.id, after: q.get("after", as: UInt64.self) ?? 0, limit: int(req, "limit", 100, 1...1000),
-                                             op: q.get("op"), fromNs: q.get("from", as: UInt64.self), toNs: q.get("to", as: UInt64.self),
-                                             lbaFrom: q.get("lbaFrom", as: UInt64.self), lbaTo: q.get("lbaTo", as: UInt64.self)))
+            return try rows(try store.blocks(recording: r.id, after: number(req, "after") ?? 0, limit: int(req, "limit", 100, 1...1000),
+                                             op: req.uri.queryParameters.get("op"), fromNs: number(req, "from"), toNs: number(req, "to"),
+                                             lbaFrom: number(req, "lbaFrom"), lbaTo: number(req, "lbaTo")))
         }
         router.get(RouterPath(base + "/events")) { [self] req, ctx in
             let r = try await readable(req, ctx)
             let q = req.uri.queryParameters
-            return try rows(try store.events(recording: r.id, after: q.get("after", as: UInt64.self) ?? 0, limit: int(req, "limit", 100, 1...1000),
-                                             ev: q.get("ev"), pid: q.get("pid", as: Int32.self), path: q.get("path"),
-                                             fromNs: q.get("from", as: UInt64.self), toNs: q.get("to", as: UInt64.self), managedOnly: q.get("managed") == "1"))
+            return try rows(try store.events(recording: r.id, after: number(req, "after") ?? 0, limit: int(req, "limit", 100, 1...1000),
+                                             ev: q.get("ev"), pid: number(req, "pid"), path: q.get("path"),
+                                             fromNs: number(req, "from"), toNs: number(req, "to"), managedOnly: q.get("managed") == "1"))
         }
         router.get(RouterPath(base + "/processes")) { [self] req, ctx in
             let r = try await readable(req, ctx)
@@ -99,6 +98,13 @@ extension AnalysisServer {
         return r
     }
 
+    /// A number given as `name=` (nil when absent); anything else there is a 400, never ignored.
+    func number<T: FixedWidthInteger>(_ req: Request, _ name: String) throws -> T? {
+        guard let text = req.uri.queryParameters.get(name) else { return nil }
+        guard let v = T(text) else { throw APIError(.badRequest, "\(name)=\(text): expected a whole number in \(T.min)...\(T.max)") }
+        return v
+    }
+
     func int(_ req: Request, _ name: String, _ fallback: Int, _ allowed: ClosedRange<Int>) throws -> Int {
         guard let text = req.uri.queryParameters.get(name) else { return fallback }
         guard let v = Int(text), allowed.contains(v) else { throw APIError(.badRequest, "\(name)=\(text): expected a number in \(allowed.lowerBound)...\(allowed.upperBound)") }
@@ -108,8 +114,8 @@ extension AnalysisServer {
     /// The time range asked for (`from`, `to` in ns), the whole recording by default.
     func range(_ req: Request, _ r: ServerStore.Recording) throws -> (UInt64, UInt64) {
         let e = try store.extent(recording: r.id)
-        let from = req.uri.queryParameters.get("from", as: UInt64.self) ?? e.fromNs ?? 0
-        let to = req.uri.queryParameters.get("to", as: UInt64.self) ?? e.toNs ?? from
+        let from: UInt64 = try number(req, "from") ?? e.fromNs ?? 0
+        let to: UInt64 = try number(req, "to") ?? e.toNs ?? from
         guard to >= from else { throw APIError(.badRequest, "to (\(to)) is before from (\(from))") }
         return (from, to)
     }

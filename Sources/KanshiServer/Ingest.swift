@@ -28,7 +28,6 @@ final class RecordingIngest: @unchecked Sendable {
     private let store: ServerStore
     private let rules: RuleSet
     private let detectors: Detectors
-    private let onAlert: (ServerStore.StoredAlert) -> Void
     private var replica: JournalReplica?
     private var journalEngine: RuleEngine?
     private var logFile: SystemFile?
@@ -44,14 +43,12 @@ final class RecordingIngest: @unchecked Sendable {
     var journalDirectory: String { directory + "/journal" }
     var logPath: String { directory + "/behaviour.jsonl" }
 
-    init(store: ServerStore, sensor: String, name: String, rules: RuleSet, detectors: Detectors,
-         onAlert: @escaping (ServerStore.StoredAlert) -> Void) throws {
+    init(store: ServerStore, sensor: String, name: String, rules: RuleSet, detectors: Detectors) throws {
         self.store = store
         self.sensor = sensor
         self.name = name
         self.rules = rules
         self.detectors = detectors
-        self.onAlert = onAlert
         directory = store.recordingDirectory(sensor: sensor, name: name)
         id = try store.recordingID(sensor: sensor, name: name)
     }
@@ -83,20 +80,11 @@ final class RecordingIngest: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         let r = try openReplica()
         let engine = try primedJournalEngine()
-        var events: [RuleEvent] = []
-        var blockEvents: [BlockEvent] = []
-        var blocks: [ServerStore.BlockRow] = []
-        var notes: [ServerStore.NoteRow] = []
+        var decoded: [ServerStore.DecodedRecord] = []
         let appended: JournalReplica.Appended
         do {
             appended = try bytes.withUnsafeBytes { b in
-                try r.append(at: at, b) { record in
-                    if let e = try RuleRun.event(record) { events.append(e) }
-                    if diskDetector != nil, let (b, _) = try BlockRecords.decode(record) { blockEvents.append(b) }
-                    let (block, note) = try ServerStore.row(record)
-                    if let block { blocks.append(block) }
-                    if let note { notes.append(note) }
-                }
+                try r.append(at: at, b) { record in decoded.append(try ServerStore.decode(record)) }
             }
         } catch let ReplicaError.outOfOrder(expected, got) {
             let head = ShipProtocol.JournalHead(segment: expected.segment, offset: expected.offset, nextSequence: r.nextSequence)
@@ -107,12 +95,10 @@ final class RecordingIngest: @unchecked Sendable {
         } catch let JournalError.corrupt(_, reason) {
             throw IngestRefusal.malformed("a record cannot be read: \(reason)")
         }
-        try store.noteJournal(recording: id, appended, at: at, bytes: bytes.count, blocks: blocks, notes: notes)
-        for e in events { for a in engine.add(e) { try keep(a, source: "journal") } }
-        if let d = diskDetector {
-            for b in blockEvents { d.append(b) }
-            try evaluateDisk(d)
-        }
+        try store.noteJournal(recording: id, appended, at: at, bytes: bytes.count,
+                              blocks: decoded.compactMap(\.row), notes: decoded.compactMap(\.note))
+        for d in decoded { try feedJournal(d, engine: engine, detector: diskDetector) }
+        if let diskDetector { try evaluateDisk(diskDetector) }
         return .init(segment: appended.next.segment, offset: appended.next.offset, nextSequence: r.nextSequence)
     }
 
@@ -124,14 +110,19 @@ final class RecordingIngest: @unchecked Sendable {
         let detector = try detectors.disk.map { try LiveDetector(model: $0) }
         if FileSystem.exists(journalDirectory + "/" + JournalFormat.segmentName(1)) {
             try JournalReader(directory: journalDirectory).forEachRecord { r in
-                if let e = try RuleRun.event(r) { for a in engine.add(e) { try keep(a, source: "journal") } }
-                if let detector, let (b, _) = try BlockRecords.decode(r) { detector.append(b) }
+                try feedJournal(try ServerStore.decode(r), engine: engine, detector: detector)
             }
             if let detector { try evaluateDisk(detector) }
         }
         journalEngine = engine
         diskDetector = detector
         return engine
+    }
+
+    /// One record to the journal's rules (alerts kept) and to the disk detector.
+    private func feedJournal(_ d: ServerStore.DecodedRecord, engine: RuleEngine, detector: LiveDetector?) throws {
+        if let e = d.rule { for a in engine.add(e) { try keep(a, source: "journal") } }
+        if let detector, let b = d.block { detector.append(b) }
     }
 
     /// The disk detector's verdict so far; its first alert is kept.
@@ -157,9 +148,7 @@ final class RecordingIngest: @unchecked Sendable {
     /// A detector's alert in the shape of a rule's (rule, severity, time, output, evidence).
     private func keepDetector(rule: String, source: String, timeNs: UInt64, output: String, extra: String) throws {
         let json = "{\"rule\":\"\(rule)\",\"severity\":\"critical\",\"time\":\(timeNs),\"tags\":[\"detector\"],\"key\":{},\"output\":\"\(output.jsonEscaped)\",\"actions\":[\"alert\"],\"evidence\":[],\(extra)}"
-        if try store.addAlert(recording: id, source: source, rule: rule, severity: "critical", timeNs: timeNs, json: json) {
-            onAlert(.init(id: 0, sensor: sensor, recording: name, source: source, rule: rule, severity: "critical", timeNs: timeNs, alert: json))
-        }
+        try store.addAlert(recording: id, source: source, rule: rule, severity: "critical", timeNs: timeNs, json: json)
     }
 
     // MARK: behaviour log
@@ -207,21 +196,21 @@ final class RecordingIngest: @unchecked Sendable {
         guard bytes.last == UInt8(ascii: "\n") else { throw IngestRefusal.malformed("the chunk does not end with a whole line") }
         let engine = try primedLogEngine()
         var events: [(TraceEvent, String)] = []
-        var line = 0
-        var start = 0
-        for (i, b) in bytes.enumerated() where b == UInt8(ascii: "\n") {
-            line += 1
-            defer { start = i + 1 }
-            if i == start { continue }
-            do {
-                let text = Data(bytes[start..<i])
-                events.append((try BehaviourLogReader.event(fromJSON: text), String(decoding: text, as: UTF8.self)))
-            } catch let TraceError.badLog(_, _, reason) {
-                throw IngestRefusal.malformed("line \(line) of the chunk (byte \(offset + UInt64(start)) of the log): \(reason)")
+        do {
+            try bytes.withUnsafeBytes { b in
+                try BehaviourLogReader.events(inLines: b) { e, line in events.append((e, String(decoding: line, as: UTF8.self))) }
             }
+        } catch let TraceError.badLog(_, line, reason) {
+            throw IngestRefusal.malformed("line \(line) of the chunk (the log's byte \(offset) on): \(reason)")
         }
-        try bytes.withUnsafeBytes { try f.write($0, at: offset) }
-        try f.syncData()
+        do {
+            try bytes.withUnsafeBytes { try f.write($0, at: offset) }
+            try f.syncData()
+        } catch {
+            // Whatever reached the file past the copy's end was not acknowledged: cut it.
+            try? f.truncate(to: offset)
+            throw error
+        }
         logOffset += UInt64(bytes.count)
         try store.noteLog(recording: id, offset: logOffset, events: events)
         for (e, _) in events { for a in engine.add(e) { try keep(a, source: "log") } }
@@ -253,10 +242,7 @@ final class RecordingIngest: @unchecked Sendable {
     }
 
     private func keep(_ a: RuleAlert, source: String) throws {
-        let json = a.json
-        if try store.addAlert(recording: id, source: source, rule: a.rule, severity: a.severity.rawValue, timeNs: a.time, json: json) {
-            onAlert(.init(id: 0, sensor: sensor, recording: name, source: source, rule: a.rule, severity: a.severity.rawValue, timeNs: a.time, alert: json))
-        }
+        try store.addAlert(recording: id, source: source, rule: a.rule, severity: a.severity.rawValue, timeNs: a.time, json: a.json)
     }
 }
 
@@ -279,22 +265,20 @@ final class IngestRegistry: @unchecked Sendable {
     private let store: ServerStore
     private let rules: RuleSet
     private let detectors: Detectors
-    private let onAlert: (ServerStore.StoredAlert) -> Void
     private let lock = NSLock()
     private var open: [String: RecordingIngest] = [:]
 
-    init(store: ServerStore, rules: RuleSet, detectors: Detectors, onAlert: @escaping (ServerStore.StoredAlert) -> Void) {
+    init(store: ServerStore, rules: RuleSet, detectors: Detectors) {
         self.store = store
         self.rules = rules
         self.detectors = detectors
-        self.onAlert = onAlert
     }
 
     func ingest(sensor: String, name: String) throws -> RecordingIngest {
         lock.lock(); defer { lock.unlock() }
         let key = sensor + "/" + name
         if let i = open[key] { return i }
-        let i = try RecordingIngest(store: store, sensor: sensor, name: name, rules: rules, detectors: detectors, onAlert: onAlert)
+        let i = try RecordingIngest(store: store, sensor: sensor, name: name, rules: rules, detectors: detectors)
         open[key] = i
         return i
     }

@@ -43,7 +43,7 @@ public final class AnalysisServer: Sendable {
         self.options = options
         store = try ServerStore(directory: options.data)
         let rules = try options.rules ?? RuleSet.builtin()
-        ingest = IngestRegistry(store: store, rules: rules, detectors: options.detectors) { _ in }
+        ingest = IngestRegistry(store: store, rules: rules, detectors: options.detectors)
         pool = NIOThreadPool(numberOfThreads: options.ingestThreads)
         if (options.certificate == nil) != (options.key == nil) {
             throw ServerError("--tls-cert and --tls-key go together (HTTPS needs both)")
@@ -134,20 +134,21 @@ public final class AnalysisServer: Sendable {
             _ = try await user(req)
             return try json(try store.recordings())
         }
-        router.get("/api/recordings/:sensor/:name") { [self] req, ctx in
-            _ = try await user(req)
-            let (sensor, name) = try names(ctx)
-            guard let r = try store.recording(sensor: sensor, name: name) else { return refusal(.notFound, "no recording \(sensor)/\(name)") }
-            return try json(r)
-        }
+        router.get("/api/recordings/:sensor/:name") { [self] req, ctx in try json(try await readable(req, ctx)) }
         router.get("/api/alerts") { [self] req, _ in
             _ = try await user(req)
-            let after = req.uri.queryParameters.get("after", as: Int64.self) ?? 0
-            let limit = min(req.uri.queryParameters.get("limit", as: Int.self) ?? 100, 1000)
+            let after: Int64 = try number(req, "after") ?? 0
+            let limit = try int(req, "limit", 100, 1...1000)
             var recording: Int64?
-            if let s = req.uri.queryParameters.get("sensor"), let n = req.uri.queryParameters.get("recording") {
+            let q = req.uri.queryParameters
+            switch (q.get("sensor"), q.get("recording")) {
+            case (nil, nil):
+                break
+            case (let s?, let n?):
                 guard let r = try store.recording(sensor: s, name: n) else { return refusal(.notFound, "no recording \(s)/\(n)") }
                 recording = r.id
+            default:
+                return refusal(.badRequest, "give both sensor= and recording=, or neither")
             }
             return try json(try store.alerts(recording: recording, after: after, limit: limit))
         }

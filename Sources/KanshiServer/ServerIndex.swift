@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import KanshiCore
 import KanshiJournal
+import KanshiRules
 import KanshiTrace
 
 /// What the dashboard asks of a recording, answered from rows the server writes as chunks arrive
@@ -36,12 +37,23 @@ extension ServerStore {
         var seq: UInt64, timeNs: UInt64, json: String
     }
 
-    static func row(_ r: JournalRecord) throws -> (BlockRow?, NoteRow?) {
+    /// One journal record decoded once, as the rules, the disk detector and the index each take it.
+    struct DecodedRecord {
+        var rule: RuleEvent?
+        var block: BlockEvent?
+        var row: BlockRow?
+        var note: NoteRow?
+    }
+
+    static func decode(_ r: JournalRecord) throws -> DecodedRecord {
         if r.kind == .note {
-            return (nil, NoteRow(seq: r.sequence, timeNs: r.timeNs, json: String(decoding: r.payload, as: UTF8.self)))
+            return DecodedRecord(rule: try RuleRun.event(r), note: NoteRow(seq: r.sequence, timeNs: r.timeNs, json: String(decoding: r.payload, as: UTF8.self)))
         }
-        guard let (b, _) = try BlockRecords.decode(r) else { return (nil, nil) }
-        let entropy: Double? = b.entropies.isEmpty ? nil : Double(b.entropies.reduce(0, +)) / Double(b.entropies.count) * 8
+        guard let (b, _) = try BlockRecords.decode(r) else { return DecodedRecord() }
+        return DecodedRecord(rule: RuleRun.event(b, of: r), block: b, row: row(b, of: r))
+    }
+
+    static func row(_ b: BlockEvent, of r: JournalRecord) -> BlockRow {
         let op: String
         switch b.operation {
         case .read: op = "read"
@@ -50,7 +62,7 @@ extension ServerStore {
         case .writeZeroes: op = "zero"
         case .flush: op = "flush"
         }
-        return (BlockRow(seq: r.sequence, timeNs: b.timeNs, op: op, lba: b.lba, length: b.length, entropy: entropy, segment: r.segment, offset: r.offset), nil)
+        return BlockRow(seq: r.sequence, timeNs: b.timeNs, op: op, lba: b.lba, length: b.length, entropy: b.meanEntropyBits, segment: r.segment, offset: r.offset)
     }
 
     static func insert(_ db: Database, recording: Int64, blocks: [BlockRow], notes: [NoteRow]) throws {

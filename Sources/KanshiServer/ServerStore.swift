@@ -83,10 +83,7 @@ public final class ServerStore: Sendable {
     /// Makes a sensor and its token; the token is shown once (only its hash is kept).
     public func addSensor(_ name: String) throws -> String {
         guard ShipProtocol.validName(name) else { throw ServerError("sensor name \"\(name)\": use 1 to 100 letters, digits, '.', '-' or '_'") }
-        var secret = [UInt8](repeating: 0, count: 32)
-        var rng = SystemRandomNumberGenerator()
-        for i in secret.indices { secret[i] = UInt8.random(in: .min ... .max, using: &rng) }
-        let token = "ks1." + hex(secret)
+        let token = "ks1." + Self.randomBytes(32).hex
         do {
             try db.write { db in
                 try db.execute(sql: "INSERT INTO sensors(name, token_sha256, created_ns) VALUES (?, ?, ?)",
@@ -122,9 +119,7 @@ public final class ServerStore: Sendable {
     public func addUser(_ name: String, password: String) throws {
         guard ShipProtocol.validName(name) else { throw ServerError("user name \"\(name)\": use 1 to 100 letters, digits, '.', '-' or '_'") }
         guard password.utf8.count >= 8 else { throw ServerError("password for \(name): at least 8 characters") }
-        var salt = [UInt8](repeating: 0, count: 16)
-        var rng = SystemRandomNumberGenerator()
-        for i in salt.indices { salt[i] = UInt8.random(in: .min ... .max, using: &rng) }
+        let salt = Self.randomBytes(16)
         let hash = try Self.passwordHash(password, salt: salt, rounds: Self.passwordRounds)
         try db.write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO users(name, salt, hash, rounds, created_ns) VALUES (?, ?, ?, ?, ?)",
@@ -146,10 +141,7 @@ public final class ServerStore: Sendable {
         let given = try Self.passwordHash(password, salt: salt, rounds: rounds)
         // Constant-time comparison.
         guard given.count == stored.count, zip(given, stored).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0 else { return nil }
-        var secret = [UInt8](repeating: 0, count: 32)
-        var rng = SystemRandomNumberGenerator()
-        for i in secret.indices { secret[i] = UInt8.random(in: .min ... .max, using: &rng) }
-        let token = hex(secret)
+        let token = Self.randomBytes(32).hex
         let now = FileSystem.nowNs()
         try db.write { db in
             try db.execute(sql: "DELETE FROM sessions WHERE expires_ns < ?", arguments: [Int64(now)])
@@ -248,10 +240,10 @@ public final class ServerStore: Sendable {
                                  a.firstTimeNs.map { Int64($0) }, a.lastTimeNs.map { Int64($0) }, recording])
             if let c = a.checkpoint {
                 try db.execute(sql: "UPDATE recordings SET checkpoint_segment = ?, checkpoint_offset = ?, checkpoint_hash = ? WHERE id = ?",
-                               arguments: [Int64(at.segment), Int64(c.offset), hex(c.hash), recording])
+                               arguments: [Int64(at.segment), Int64(c.offset), c.hash.hex, recording])
             }
             if let s = a.sealHash {
-                try db.execute(sql: "INSERT OR REPLACE INTO segments(recording, idx, hash) VALUES (?, ?, ?)", arguments: [recording, Int64(at.segment), hex(s)])
+                try db.execute(sql: "INSERT OR REPLACE INTO segments(recording, idx, hash) VALUES (?, ?, ?)", arguments: [recording, Int64(at.segment), s.hex])
             }
         }
     }
@@ -269,7 +261,7 @@ public final class ServerStore: Sendable {
                 let size = try f.size()
                 var tail = [UInt8](repeating: 0, count: 32)
                 _ = try tail.withUnsafeMutableBytes { try f.read(into: $0, at: size - 32) }
-                missing.append((index, hex(tail)))
+                missing.append((index, tail.hex))
             }
             index += 1
         }
@@ -335,16 +327,11 @@ public final class ServerStore: Sendable {
 
     // MARK: helpers
 
-    static func sha256(_ s: String) -> String { hex(Array(SHA256.hash(data: Array(s.utf8)))) }
-}
-
-func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes {
-        out.append(digits[Int(b >> 4)])
-        out.append(digits[Int(b & 15)])
+    /// Bytes from the system's cryptographic random source (tokens, session ids, salts).
+    static func randomBytes(_ n: Int) -> [UInt8] {
+        var rng = SystemRandomNumberGenerator()
+        return (0..<n).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
     }
-    return String(decoding: out, as: UTF8.self)
+
+    static func sha256(_ s: String) -> String { Array(SHA256.hash(data: Array(s.utf8))).hex }
 }

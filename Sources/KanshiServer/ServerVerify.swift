@@ -63,8 +63,8 @@ public enum ServerVerifier {
         if let seg = r.checkpointSegment, let off = r.checkpointOffset, let hash = r.checkpointHash {
             // The checkpoint's record ends at `off` and carries the hash of the segment before it.
             let prefix = try JournalChunks.prefixHashes(directory: dir, upTo: ShipPosition(segment: seg, offset: off - UInt64(JournalFormat.recordHeaderLength + 32)))
-            if let got = prefix[seg], hex(got) != hash {
-                f.problems.append("segment \(seg) up to its checkpoint at byte \(off) hashes to \(hex(got)) but arrived as \(hash): the stored copy was rewritten")
+            if let got = prefix[seg], got.hex != hash {
+                f.problems.append("segment \(seg) up to its checkpoint at byte \(off) hashes to \(got.hex) but arrived as \(hash): the stored copy was rewritten")
             }
         }
         f.ok = f.problems.isEmpty

@@ -142,14 +142,3 @@ public enum ShipBench {
         return (total, Date().timeIntervalSince(start))
     }
 }
-
-/// A value behind a lock.
-final class Locked<T>: @unchecked Sendable {
-    private var value: T
-    private let lock = NSLock()
-    init(_ v: T) { value = v }
-    func withLock<R>(_ body: (inout T) -> R) -> R {
-        lock.lock(); defer { lock.unlock() }
-        return body(&value)
-    }
-}

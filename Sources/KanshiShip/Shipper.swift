@@ -166,7 +166,7 @@ public final class Shipper: @unchecked Sendable {
             var progress = false
             do {
                 if sensor == nil {
-                    let me: ShipProtocol.Identity = try call(.GET, ShipProtocol.prefix, body: nil, accept: [200])
+                    let me: ShipProtocol.Identity = try call(.GET, ShipProtocol.prefix, body: nil)
                     sensor = me.sensor
                 }
                 if let journal { progress = try shipJournal(journal) || progress }
@@ -219,7 +219,7 @@ public final class Shipper: @unchecked Sendable {
         if let p = status.journal {
             position = p
         } else {
-            let head: ShipProtocol.JournalHead = try call(.GET, ShipProtocol.journalPath(sensor!, options.recording), body: nil, accept: [200])
+            let head: ShipProtocol.JournalHead = try call(.GET, ShipProtocol.journalPath(sensor!, options.recording), body: nil)
             position = head.position
             update { $0.journal = position }
         }
@@ -227,7 +227,7 @@ public final class Shipper: @unchecked Sendable {
         while let chunk = try JournalChunks.next(directory: directory, from: position, limit: options.chunkBytes) {
             let path = ShipProtocol.journalPath(sensor!, options.recording) + "?segment=\(chunk.position.segment)&offset=\(chunk.position.offset)"
             do {
-                let head: ShipProtocol.JournalHead = try call(.PUT, path, body: chunk.bytes, accept: [200])
+                let head: ShipProtocol.JournalHead = try call(.PUT, path, body: chunk.bytes)
                 position = head.position
                 update { $0.journal = position; $0.bytesShipped += UInt64(chunk.bytes.count); $0.chunksShipped += 1 }
                 sent = true
@@ -248,7 +248,7 @@ public final class Shipper: @unchecked Sendable {
         if let o = status.logOffset {
             offset = o
         } else {
-            let head: ShipProtocol.LogHead = try call(.GET, ShipProtocol.logPath(sensor!, options.recording), body: nil, accept: [200])
+            let head: ShipProtocol.LogHead = try call(.GET, ShipProtocol.logPath(sensor!, options.recording), body: nil)
             offset = head.offset
             update { $0.logOffset = offset }
         }
@@ -272,7 +272,7 @@ public final class Shipper: @unchecked Sendable {
             guard let end = cut else { break }  // the last line is still being written
             bytes.removeSubrange((end + 1)...)
             do {
-                let head: ShipProtocol.LogHead = try call(.PUT, ShipProtocol.logPath(sensor!, options.recording) + "?offset=\(offset)", body: bytes, accept: [200])
+                let head: ShipProtocol.LogHead = try call(.PUT, ShipProtocol.logPath(sensor!, options.recording) + "?offset=\(offset)", body: bytes)
                 offset = head.offset
                 update { $0.logOffset = offset; $0.bytesShipped += UInt64(bytes.count); $0.chunksShipped += 1 }
                 sent = true
@@ -295,7 +295,8 @@ public final class Shipper: @unchecked Sendable {
         var description: String { "server answered \(status): \(refusal?.error ?? text)" }
     }
 
-    private func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: [UInt8]?, accept: Set<Int>) throws -> T {
+    /// One request; the decoded answer to a 200.
+    private func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: [UInt8]?) throws -> T {
         var request = try HTTPClient.Request(url: base + path, method: method)
         request.headers.add(name: "Authorization", value: "Bearer \(options.token)")
         // A fresh connection per request: a server that restarted (or a connection it dropped
@@ -308,7 +309,7 @@ public final class Shipper: @unchecked Sendable {
         let response = try client.execute(request: request, deadline: .now() + .seconds(120)).wait()
         let status = Int(response.status.code)
         let data = response.body.map { Data($0.readableBytesView) } ?? Data()
-        if accept.contains(status) {
+        if status == 200 {
             do {
                 return try JSONDecoder().decode(T.self, from: data)
             } catch {

@@ -23,6 +23,21 @@ public enum BehaviourLogReader {
         }
     }
 
+    /// Calls `body` with each event of `bytes`, whole lines of a log (a shipped chunk), and the
+    /// line's bytes. A line that is not one of the log's events throws `badLog` with its line
+    /// number in the chunk (from 1) and no path.
+    public static func events(inLines bytes: UnsafeRawBufferPointer, _ body: (TraceEvent, UnsafeRawBufferPointer) throws -> Void) throws {
+        try forEachLine(bytes) { line, number, _ in
+            let e: TraceEvent
+            do {
+                e = try event(bytes: line)
+            } catch let TraceError.badLog(_, _, reason) {
+                throw TraceError.badLog(path: "", line: number, reason: reason)
+            }
+            try body(e, line)
+        }
+    }
+
     /// Calls `body` with each line of `bytes` that is not blank, its number (blank lines
     /// counted, from `firstLine`) and whether it ended with a newline.
     static func forEachLine(_ bytes: UnsafeRawBufferPointer, firstLine: Int = 1,

@@ -307,17 +307,48 @@ func logLines(_ events: [(TraceEvent.Kind, String?)], firstSeq: UInt64 = 1) -> S
         let released = Locked(false)
         let waiter = Thread {
             shipper.waitForRoom()
-            released.set(true)
+            released.withLock { $0 = true }
         }
         waiter.start()
         try await Task.sleep(for: .milliseconds(500))
-        #expect(!released.get(), "the sensor was not held back")
+        #expect(!released.withLock { $0 }, "the sensor was not held back")
         let srv = try await RunningServer(data: data.path) { $0.port = port }
-        for _ in 0..<600 where !released.get() { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(released.get(), "the sensor was never let go: \(shipper.status)")
+        for _ in 0..<600 where !released.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(released.withLock { $0 }, "the sensor was never let go: \(shipper.status)")
         let st = shipper.finish(timeout: 30)
         #expect(st.throttled == 1 && st.backlog == 0, "\(st)")
         await srv.stop()
+    }
+
+    /// Query values the API cannot use are refused with 400 (never ignored), unknown recordings 404.
+    @Test func badQueryValuesAreRefused() async throws {
+        let data = TempDir(), sensor = TempDir()
+        let srv = try await RunningServer(data: data.path)
+        defer { Task { await srv.stop() } }
+        let token = try srv.server.store.addSensor("s")
+        try srv.server.store.addUser("u", password: "password1")
+        let log = sensor.path + "/l.jsonl"
+        try logLines([(.open, "/etc/shadow"), (.close, nil)]).write(toFile: log, atomically: true, encoding: .utf8)
+        let shipper = try Shipper(options: .init(url: srv.url, token: token, recording: "r"), journal: nil, log: log)
+        shipper.start()
+        #expect(shipper.finish(timeout: 30).backlog == 0)
+        let (_, _, login) = try await request(.POST, srv.url + "/api/login", body: Array(#"{"user":"u","password":"password1"}"#.utf8))
+        let cookie = try #require(login.headers["Set-Cookie"].first?.split(separator: ";").first.map(String.init))
+        let base = srv.url + "/api/recordings/s/r"
+        for (path, status) in [("/api/alerts?limit=-1", 400), ("/api/alerts?limit=0", 400), ("/api/alerts?limit=5000", 400),
+                               ("/api/alerts?after=x", 400), ("/api/alerts?sensor=s", 400), ("/api/alerts?sensor=s&recording=none", 404),
+                               ("/api/alerts?sensor=s&recording=r", 200),
+                               ("/api/recordings/s/none", 404), ("/api/recordings/s/r", 200),
+                               ("/api/recordings/s/r/events?pid=abc", 400), ("/api/recordings/s/r/events?after=-3", 400),
+                               ("/api/recordings/s/r/events?pid=100", 200), ("/api/recordings/s/r/blocks?lbaFrom=1e3", 400),
+                               ("/api/recordings/s/r/timeline?bins=0", 400), ("/api/recordings/s/r/timeline?from=20&to=10", 400),
+                               ("/api/recordings/s/r/heatmap?lbaBins=100000", 400), ("/api/recordings/s/r/gadf/nothing.bmp", 404)] {
+            let (s, t, _) = try await request(.GET, path.hasPrefix("/api/recordings/s/r/") ? base + path.dropFirst("/api/recordings/s/r".count) : srv.url + path, cookie: cookie)
+            #expect(s == status, "\(path): \(s) \(t)")
+        }
+        let (_, events, _) = try await request(.GET, base + "/events?pid=100", cookie: cookie)
+        let rows = try JSONSerialization.jsonObject(with: Data(events.utf8)) as? [[String: Any]]
+        #expect(rows?.count == 2 && rows?.allSatisfy { ($0["pid"] as? Int) == 100 } == true, "\(events)")
     }
 
     @Test func theAPINeedsALogin() async throws {
@@ -422,14 +453,6 @@ func logLines(_ events: [(TraceEvent.Kind, String?)], firstSeq: UInt64 = 1) -> S
         #expect(throws: ServerError.self) { try store.addSensor("ok") }
         #expect(throws: ServerError.self) { try ServerStore(directory: data.path + "/missing", create: false) }
     }
-}
-
-final class Locked<T>: @unchecked Sendable {
-    private var value: T
-    private let lock = NSLock()
-    init(_ v: T) { value = v }
-    func get() -> T { lock.withLock { value } }
-    func set(_ v: T) { lock.withLock { value = v } }
 }
 
 /// More writes appended to an existing journal.
