@@ -158,12 +158,18 @@ let package = Package(
             ],
             // The dashboard's page and scripts; Dashboard/vendor/ is filled by scripts/vendor-js.sh.
             resources: [.copy("Dashboard")]),
+        // Fleet analysis: journals as Parquet (pyarrow), searched and summarised by PySpark jobs.
+        .target(
+            name: "KanshiFleet",
+            dependencies: ["KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiHistory"],
+            // The Python side: the Parquet writer and the Spark jobs.
+            resources: [.copy("Python")]),
         .executableTarget(
             name: "kanshi",
             dependencies: [
                 "KanshiCore", "KanshiJournal", "KanshiBlock", "KanshiSystem", "KanshiAnalysis", "KanshiML", "KanshiHistory", "KanshiSandbox", "KanshiExt4", "KanshiMount",
                 "KanshiWorkload", "KanshiTrace", "KanshiVMSensor", "KanshiGuestKernel", "KanshiMemory", "KanshiRules",
-                "KanshiShip", "KanshiServer",
+                "KanshiShip", "KanshiServer", "KanshiFleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -191,6 +197,7 @@ let package = Package(
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "KanshiFleetTests", dependencies: ["KanshiFleet", "KanshiHistory", "KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(name: "KanshiJournalTests", dependencies: ["KanshiJournal", "KanshiCore", "KanshiSystem"]),
         .testTarget(
             name: "KanshiBlockTests",

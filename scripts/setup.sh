@@ -26,6 +26,8 @@ packages=(
     libjs-chart.js chromium
     # Volatility 3 (a venv from PyPI, below) checks the symbol tables kanshi writes
     python3-venv
+    # kanshi fleet: Spark (pyspark from PyPI, below) runs on Java 17
+    openjdk-17-jre-headless
 )
 
 missing=()
@@ -74,9 +76,10 @@ bash "$(dirname "${BASH_SOURCE[0]}")/vendor-js.sh"
 # Volatility 3 and jsonschema in a venv at .build/python (from PyPI): the guest kernel symbol
 # table tests validate against Volatility's own ISF schema; .build/python/bin/vol is its CLI.
 # Playwright drives Debian's Chromium in the dashboard's tests (no browser download).
+# kanshi fleet writes Parquet with pyarrow and runs its jobs with pyspark (Spark 4.0, Java 17).
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo_root/.build/python"
-python_pins=(volatility3==2.28.2 jsonschema==4.26.0 playwright==1.65.3)
+python_pins=(volatility3==2.28.2 jsonschema==4.26.0 playwright==1.65.3 pyspark==4.0.1 pyarrow==22.0.0)
 python_ready() {
     [ -x "$venv/bin/python3" ] || return 1
     local pin

@@ -11,6 +11,10 @@ public struct FileSearchResult: Sendable {
         public var sequence: UInt64
         /// When it was overwritten, if it was.
         public var goneNs: UInt64?
+
+        public init(lba: UInt64, timeNs: UInt64, sequence: UInt64, goneNs: UInt64?) {
+            self.lba = lba; self.timeNs = timeNs; self.sequence = sequence; self.goneNs = goneNs
+        }
     }
 
     /// A 4 KiB piece of the file.
@@ -41,59 +45,105 @@ public struct FileSearchResult: Sendable {
     public var commonSectors: Int
 }
 
-extension SectorHashIndex {
-    /// Searches the journal for the pieces of the file at `path`.
-    public func search(file path: String) throws -> FileSearchResult {
+/// The pieces of a file to look for: per 4 KiB piece, the hash of the whole
+/// piece and of each probative sector (as `SectorHashIndex` hashes them).
+public struct FileDigest: Sendable {
+    public struct Piece: Sendable {
+        public var fileOffset: UInt64
+        public var bytes: Int
+        /// The whole piece's hash, if it is a whole, probative 4 KiB piece.
+        public var whole: UInt64?
+        /// The hashes of its probative sectors, in order.
+        public var sectors: [UInt64]
+    }
+
+    public var path: String
+    public var size: UInt64
+    public var pieces: [Piece]
+
+    /// Reads and hashes the file at `path` (the last piece padded with zeros, as a file system's slack usually is).
+    public init(file path: String) throws {
         let file: SystemFile
         do { file = try SystemFile(path: path, mode: .readOnly) } catch {
             throw HistoryError.badImage(path: path, reason: "cannot open the file to search for: \(error)")
         }
-        let size = try sys { try file.size() }
-        var result = FileSearchResult(path: path, size: size, blocks: [], probativeSectors: 0, foundSectors: 0,
-                                      completeCopies: [], commonSectors: 0)
-        // Per probative sector of the file: its live intervals.
-        var intervals: [[(UInt64, UInt64?)]] = []
+        self.path = path
+        size = try sys { try file.size() }
+        pieces = []
         var chunk = [UInt8](repeating: 0, count: 1 << 20)
         var at: UInt64 = 0
         while at < size {
             let n = try chunk.withUnsafeMutableBytes { b in try sys { try file.read(into: b, at: at) } }
             if n == 0 { break }
-            // Pad the last piece with zeros, as a file system's slack usually is.
             let padded = (n + 511) / 512 * 512
             if padded > n { for k in n..<padded { chunk[k] = 0 } }
             var off = 0
             while off < padded {
                 let len = min(4096, padded - off)
-                var block = FileSearchResult.Block(fileOffset: at + UInt64(off), bytes: min(4096, n - off), probativeSectors: 0,
-                                                   foundSectors: 0, wholeBlock: [], sectors: [])
+                var piece = Piece(fileOffset: at + UInt64(off), bytes: min(4096, n - off), whole: nil, sectors: [])
                 chunk.withUnsafeBytes { b in
                     if len == 4096 {
                         let whole = UnsafeRawBufferPointer(rebasing: b[off..<off + 4096])
-                        if Self.isProbative(whole) {
-                            block.wholeBlock = lookup(Self.hash64(whole)).filter { $0.piece == Self.wholeBlock }.map { occurrence($0, sector: 0) }
-                        }
+                        if SectorHashIndex.isProbative(whole) { piece.whole = SectorHashIndex.hash64(whole) }
                     }
                     for s in stride(from: off, to: off + len, by: 512) {
                         let sector = UnsafeRawBufferPointer(rebasing: b[s..<s + 512])
-                        guard Self.isProbative(sector) else { continue }
-                        let hits = lookup(Self.hash64(sector)).filter { $0.piece < Self.wholeBlock }
-                        if hits.count > maxOccurrences { result.commonSectors += 1; continue }
-                        block.probativeSectors += 1
-                        let occ = hits.map { occurrence($0, sector: Int($0.piece)) }
-                        if !occ.isEmpty { block.foundSectors += 1 }
-                        block.sectors.append(occ)
-                        intervals.append(occ.map { ($0.timeNs, $0.goneNs) })
+                        if SectorHashIndex.isProbative(sector) { piece.sectors.append(SectorHashIndex.hash64(sector)) }
                     }
                 }
-                result.probativeSectors += block.probativeSectors
-                result.foundSectors += block.foundSectors
-                result.blocks.append(block)
+                pieces.append(piece)
                 off += len
             }
             at += UInt64(n)
         }
-        result.completeCopies = Self.completeCopies(intervals)
-        return result
+    }
+}
+
+extension FileSearchResult.Occurrence: Equatable, Comparable {
+    public static func < (a: Self, b: Self) -> Bool { (a.sequence, a.lba) < (b.sequence, b.lba) }
+}
+
+extension FileSearchResult {
+    /// The result for a file from where its hashes were found: `sectorHits`
+    /// gives a sector hash's occurrences, or nil when it is too common to
+    /// tell; `wholeHits` a whole piece's. Occurrences are listed in order of
+    /// sequence number. Shared by the search on one journal and the fleet's.
+    public init(_ digest: FileDigest, sectorHits: (UInt64) -> [Occurrence]?, wholeHits: (UInt64) -> [Occurrence]) {
+        self.init(path: digest.path, size: digest.size, blocks: [], probativeSectors: 0, foundSectors: 0, completeCopies: [], commonSectors: 0)
+        // Per probative sector of the file: its live intervals.
+        var intervals: [[(UInt64, UInt64?)]] = []
+        for p in digest.pieces {
+            var block = Block(fileOffset: p.fileOffset, bytes: p.bytes, probativeSectors: 0, foundSectors: 0,
+                              wholeBlock: p.whole.map { wholeHits($0).sorted() } ?? [], sectors: [])
+            for h in p.sectors {
+                guard let occ = sectorHits(h)?.sorted() else { commonSectors += 1; continue }
+                block.probativeSectors += 1
+                if !occ.isEmpty { block.foundSectors += 1 }
+                block.sectors.append(occ)
+                intervals.append(occ.map { ($0.timeNs, $0.goneNs) })
+            }
+            probativeSectors += block.probativeSectors
+            foundSectors += block.foundSectors
+            blocks.append(block)
+        }
+        completeCopies = SectorHashIndex.completeCopies(intervals)
+    }
+}
+
+extension SectorHashIndex {
+    /// Searches the journal for the pieces of the file at `path`.
+    public func search(file path: String) throws -> FileSearchResult {
+        try search(FileDigest(file: path))
+    }
+
+    /// Searches the journal for the pieces of a file.
+    public func search(_ digest: FileDigest) -> FileSearchResult {
+        FileSearchResult(digest, sectorHits: { h in
+            let hits = lookup(h).filter { $0.piece < Self.wholeBlock }
+            return hits.count > maxOccurrences ? nil : hits.map { occurrence($0, sector: Int($0.piece)) }
+        }, wholeHits: { h in
+            lookup(h).filter { $0.piece == Self.wholeBlock }.map { occurrence($0, sector: 0) }
+        })
     }
 
     /// The occurrence of a hash entry: where and when its data was written,
@@ -116,7 +166,7 @@ extension SectorHashIndex {
     }
 
     /// Sweeps the live intervals of every sector: when were all present at once?
-    static func completeCopies(_ sectors: [[(UInt64, UInt64?)]]) -> [(from: UInt64, to: UInt64?)] {
+    public static func completeCopies(_ sectors: [[(UInt64, UInt64?)]]) -> [(from: UInt64, to: UInt64?)] {
         guard !sectors.isEmpty, sectors.allSatisfy({ !$0.isEmpty }) else { return [] }
         var events: [(time: UInt64, sector: Int, delta: Int)] = []
         for (j, list) in sectors.enumerated() {

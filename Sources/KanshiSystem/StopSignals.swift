@@ -39,3 +39,12 @@ public final class StopSignals: @unchecked Sendable {
         }
     }
 }
+
+/// Writes to a pipe whose reader has gone.
+public enum BrokenPipe {
+    /// Makes such a write fail with EPIPE instead of ending the process
+    /// (SIGPIPE ignored), so a helper program that dies can be reported.
+    public static func failWritesInstead() {
+        signal(SIGPIPE, SIG_IGN)
+    }
+}

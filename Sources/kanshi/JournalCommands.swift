@@ -1,7 +1,9 @@
 import ArgumentParser
+import KanshiFleet
 import Foundation
 import KanshiAnalysis
 import KanshiJournal
+import KanshiSystem
 
 struct Journal: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -83,11 +85,21 @@ struct JournalVerify: ParsableCommand {
 struct JournalExport: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Export block events as RanSAP-compatible ata_read.csv / ata_write.csv, and memory pages as CSV.",
+        abstract: "Export block events as RanSAP-compatible CSV, as the fleet's Parquet tables, and memory pages as CSV.",
         discussion: """
-            Rows are one per 4096-byte piece of each request: \
+            --out: rows are one per 4096-byte piece of each request: \
             seconds,nanoseconds,LBA,size for reads, plus entropy #1 and #2 for writes \
             (the columns of the RanSAP dataset; LBA in 512-byte sectors).
+
+            --parquet DIR: the journal is verified, then its block records and the sector \
+            hashes `kanshi search` uses go into DIR/blocks/ and DIR/hashes/ as Parquet, \
+            partitioned by host and UTC day (DIR/blocks/host=H/day=YYYY-MM-DD/...), for \
+            `kanshi fleet` (Spark). Columns: recording, seq, time_ns, op, lba, length, \
+            entropy, segment, record_offset, data_offset, entropies (blocks); recording, seq, \
+            time_ns, op, lba, piece (0-7 a sector of its 4 KiB block, 8 the whole block), hash \
+            (XXH3-64; zeros and repeated patterns left out), segment, data_offset (hashes). \
+            Exporting a recording again replaces its files; a failed export changes nothing. \
+            Needs pyarrow (scripts/setup.sh installs it in .build/python).
             """)
 
     @Argument(help: "Journal directory.")
@@ -96,6 +108,18 @@ struct JournalExport: ParsableCommand {
     @Option(name: [.short, .long], help: "Output directory for ata_read.csv and ata_write.csv.")
     var out: String?
 
+    @Option(help: "Write the block records and sector hashes as Parquet under this directory (the fleet's tables).")
+    var parquet: String?
+
+    @Option(help: "With --parquet: the host the journal came from (default: this machine's name).")
+    var host: String?
+
+    @Option(help: "With --parquet: the recording's name (default: the journal directory's name).")
+    var recording: String?
+
+    @Option(help: "With --parquet: the Python with pyarrow (default: KANSHI_PYTHON, then .build/python beside kanshi, then python3).")
+    var python: String?
+
     @Option(help: "Write the memory sensor's page records (sandbox run --memory-watch) to this CSV: seconds,nanoseconds,sequence,pid,virtual,physical,size,permissions,entropy,hash,state.")
     var memory: String?
 
@@ -103,11 +127,27 @@ struct JournalExport: ParsableCommand {
     var memoryPages: String?
 
     func validate() throws {
-        if out == nil && memory == nil { throw ValidationError("give --out DIR (block events) and/or --memory FILE (memory pages)") }
+        if out == nil && memory == nil && parquet == nil {
+            throw ValidationError("give --out DIR (block events as CSV), --parquet DIR (the fleet's tables) and/or --memory FILE (memory pages)")
+        }
+        if parquet == nil && (host != nil || recording != nil || python != nil) { throw ValidationError("--host, --recording and --python go with --parquet DIR") }
         if memoryPages != nil && memory == nil { throw ValidationError("--memory-pages needs --memory FILE") }
     }
 
     func run() throws {
+        if let parquet {
+            let name = recording ?? URL(fileURLWithPath: FileSystem.absolutePath(journal)).lastPathComponent
+            let s: FleetExport.Summary
+            do {
+                let export = try FleetExport(root: parquet, host: host ?? ProcessInfo.processInfo.hostName, recording: name, python: try FleetPython(python))
+                s = try export.export(journal: journal) { segment, segments in
+                    if isatty(2) != 0 { Output.error("kanshi: exporting segment \(segment) of \(segments)") }
+                }
+            } catch { throw CLIError("\(error)") }
+            Output.line("exported \(s.records) block records and \(s.hashes) sector hashes of \(journal) to \(parquet) in \(s.files) files: " +
+                        "\(Output.bytes(s.journalBytes)) of journal in \(String(format: "%.2f", s.seconds)) s (\(String(format: "%.1f", Double(s.journalBytes) / 1e6 / max(s.seconds, 1e-9))) MB/s)")
+        }
+        guard out != nil || memory != nil else { return }
         let reader = try JournalReader(directory: journal)
         if let out {
             let s = try RanSAPExport.export(journal: reader, to: out)

@@ -16,7 +16,7 @@ struct Kanshi: AsyncParsableCommand {
             cross-validate | detect` build and judge ransomware detectors; `kanshi trace` \
             watches a program's system calls and keeps confidential data from leaving.
             """,
-        subcommands: [Demo.self, SandboxCommand.self, Disk.self, Journal.self, Search.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self, BehaviourCommand.self, Trace.self, RulesCommand.self, ServerCommand.self,
+        subcommands: [Demo.self, SandboxCommand.self, Disk.self, Journal.self, Search.self, Train.self, Evaluate.self, CrossValidate.self, Detect.self, BehaviourCommand.self, Trace.self, RulesCommand.self, ServerCommand.self, FleetCommand.self,
                       CorpusCommand.self, WorkloadCommand.self, DatasetCommand.self, Bench.self])
 }
 

@@ -1,0 +1,151 @@
+import Foundation
+import KanshiHistory
+import KanshiSystem
+
+/// Where the fleet's tables are: a server's data directory (its `fleet/`)
+/// or a directory that holds `blocks/` and `hashes/` itself.
+public struct FleetStore: Sendable {
+    public let root: String
+
+    public init(data: String) throws {
+        let fleet = data + "/fleet"
+        if FileSystem.isDirectory(fleet + "/" + FleetFormat.hashesTable) || FileSystem.isDirectory(fleet + "/" + FleetFormat.blocksTable) {
+            root = fleet
+        } else if FileSystem.isDirectory(data + "/" + FleetFormat.hashesTable) || FileSystem.isDirectory(data + "/" + FleetFormat.blocksTable) {
+            root = data
+        } else if !FileSystem.exists(data) {
+            throw FleetError("\(data): no such directory")
+        } else {
+            throw FleetError("\(data): no fleet tables here (neither \(data)/fleet/ nor \(data)/blocks/ and hashes/); a server writes them as recordings arrive, `kanshi journal export --parquet DIR` writes them for one journal")
+        }
+    }
+
+    /// The hosts with data in a table.
+    public func hosts(_ table: String = FleetFormat.hashesTable) -> [String] {
+        ((try? FileSystem.list(root + "/" + table)) ?? []).filter { $0.hasPrefix("host=") }.map { String($0.dropFirst(5)) }.sorted()
+    }
+
+    /// Refuses hosts that have no data, naming those that do.
+    public func check(hosts wanted: [String]) throws {
+        let have = Set(hosts(FleetFormat.blocksTable)).union(hosts(FleetFormat.hashesTable))
+        if have.isEmpty { throw FleetError("\(root): no host has any data yet") }
+        for h in wanted where !have.contains(h) {
+            throw FleetError("host \(h) has no data in \(root) (hosts with data: \(have.sorted().joined(separator: ", ")))")
+        }
+    }
+}
+
+/// Runs one of the PySpark jobs (fleet_job.py).
+public struct FleetJob: Sendable {
+    public var master: String
+    public var python: FleetPython
+
+    public init(master: String, python: FleetPython) throws {
+        guard Self.validMaster(master) else {
+            throw FleetError("--spark \(master): give local, local[N], local[*] or spark://HOST:PORT")
+        }
+        self.master = master
+        self.python = python
+    }
+
+    static func validMaster(_ m: String) -> Bool {
+        if m == "local" || m == "local[*]" { return true }
+        if m.hasPrefix("local["), m.hasSuffix("]"), let n = Int(m.dropFirst(6).dropLast()), n >= 1 { return true }
+        if m.hasPrefix("spark://"), m.dropFirst(8).contains(":") { return true }
+        return false
+    }
+
+    /// Runs `job` with these arguments; its standard output.
+    func run(_ job: String, _ arguments: [String]) throws -> String {
+        _ = try FleetPython.java()
+        try python.require(["pyspark", "pyarrow"], for: "kanshi fleet (Spark)")
+        let p = try PythonProcess(python: python, script: try FleetPython.script("fleet_job.py"),
+                                  arguments: [job, "--master", master] + arguments)
+        return try p.finish()
+    }
+}
+
+/// `kanshi search` over every host's journals, on Spark.
+public struct FleetSearch {
+    /// The search's answer for one recording: one result per file, as `kanshi search` gives it on that recording's journal.
+    public struct Recording: Sendable {
+        public var host: String
+        public var recording: String
+        public var files: [FileSearchResult]
+    }
+
+    public struct Report: Sendable {
+        public var recordings: [Recording]
+        /// Hosts whose data was searched.
+        public var hosts: [String]
+        public var hits: Int
+        public var seconds: Double
+    }
+
+    public let store: FleetStore
+    public let job: FleetJob
+    public var hosts: [String] = []
+    public var maxOccurrences = 256
+
+    public init(store: FleetStore, job: FleetJob) {
+        self.store = store
+        self.job = job
+    }
+
+    public func run(files: [String]) throws -> Report {
+        let started = Date()
+        try store.check(hosts: hosts)
+        let digests = try files.map { f -> FileDigest in
+            do { return try FileDigest(file: f) } catch { throw FleetError("\(error)") }
+        }
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kanshi-fleet-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        var wanted = ""
+        var seen = Set<String>()
+        for d in digests {
+            for p in d.pieces {
+                for h in p.sectors where seen.insert("s\(h)").inserted { wanted += "{\"hash\":\(Int64(bitPattern: h)),\"whole\":false}\n" }
+                if let h = p.whole, seen.insert("w\(h)").inserted { wanted += "{\"hash\":\(Int64(bitPattern: h)),\"whole\":true}\n" }
+            }
+        }
+        try Data(wanted.utf8).write(to: URL(fileURLWithPath: tmp + "/hashes.jsonl"))
+        var args = ["--root", store.root, "--hashes", tmp + "/hashes.jsonl", "--out", tmp + "/hits.jsonl",
+                    "--max-occurrences", String(maxOccurrences)]
+        if !hosts.isEmpty { args += ["--hosts", hosts.joined(separator: ",")] }
+        _ = try job.run("search", args)
+
+        // Per recording: the occurrences of each hash, and the hashes too common to tell.
+        struct Found { var sectors: [UInt64: [FileSearchResult.Occurrence]] = [:]; var wholes: [UInt64: [FileSearchResult.Occurrence]] = [:]; var common = Set<UInt64>() }
+        var found: [String: Found] = [:]
+        var hits = 0
+        let text = try String(contentsOfFile: tmp + "/hits.jsonl", encoding: .utf8)
+        for line in text.split(separator: "\n") {
+            guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let host = o["host"] as? String, let rec = o["recording"] as? String,
+                  let hash = (o["hash"] as? NSNumber)?.int64Value else { throw FleetError("the search job wrote a line kanshi cannot read: \(line.prefix(200))") }
+            let key = host + "/" + rec
+            let h = UInt64(bitPattern: hash)
+            if o["common"] != nil { found[key, default: Found()].common.insert(h); continue }
+            func u64(_ k: String) -> UInt64 { (o[k] as? NSNumber).map { UInt64(bitPattern: $0.int64Value) } ?? 0 }
+            let base = (o["op"] as? String) == FleetFormat.Op.base.name
+            let occ = FileSearchResult.Occurrence(lba: u64("lba"), timeNs: base ? 0 : u64("time_ns"), sequence: u64("seq"),
+                                                  goneNs: (o["gone_ns"] as? NSNumber).map { UInt64(bitPattern: $0.int64Value) })
+            if (o["whole"] as? Bool) == true { found[key, default: Found()].wholes[h, default: []].append(occ) }
+            else { found[key, default: Found()].sectors[h, default: []].append(occ) }
+            hits += 1
+        }
+        var out: [Recording] = []
+        for key in found.keys.sorted() {
+            let f = found[key]!
+            let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
+            let results = digests.map { d in
+                FileSearchResult(d, sectorHits: { h in f.common.contains(h) ? nil : f.sectors[h] ?? [] },
+                                 wholeHits: { h in f.wholes[h] ?? [] })
+            }
+            out.append(Recording(host: parts[0], recording: parts[1], files: results))
+        }
+        let searched = hosts.isEmpty ? store.hosts() : hosts
+        return Report(recordings: out, hosts: searched, hits: hits, seconds: Date().timeIntervalSince(started))
+    }
+}

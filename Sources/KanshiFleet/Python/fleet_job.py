@@ -1,0 +1,167 @@
+"""Kanshi's fleet jobs on Spark: `python3 fleet_job.py JOB --master MASTER --root ROOT ...`.
+
+Started by `kanshi fleet` (KanshiFleet.FleetJob). MASTER is what Spark takes: local[N] on one
+machine, spark://HOST:PORT on a cluster; the code is the same. ROOT holds the fleet tables
+(FleetFormat.swift: blocks/ and hashes/, partitioned by host and day). A job only reads ROOT;
+its answer goes to --out. Errors for the user are printed as one line starting "kanshi-fleet: ".
+
+Jobs:
+  search    the given hashes (a file's 512-byte sectors and 4 KiB pieces) broadcast-joined against
+            every host's; per hit: host, recording, seq, time, LBA, piece, where its data lies, and
+            when a later write or trim replaced it. Sector hashes found more than --max-occurrences
+            times in one recording come back as a count only (too common to tell).
+"""
+import argparse
+import json
+import os
+import sys
+
+FORMAT = "1"
+TABLES = ("blocks", "hashes")
+
+
+class UserError(Exception):
+    pass
+
+
+def check_format(root, hosts):
+    """Refuses a store with a file of another format (its metadata names it), naming the file."""
+    import pyarrow.parquet as pq
+
+    for table in TABLES:
+        base = os.path.join(root, table)
+        if not os.path.isdir(base):
+            raise UserError("%s: no %s table (export journals first: kanshi journal export --parquet, or kanshi server)" % (root, table))
+        for d, _, files in os.walk(base):
+            host = next((p[5:] for p in d[len(base):].split(os.sep) if p.startswith("host=")), None)
+            if hosts and host not in hosts:
+                continue
+            for name in files:
+                if not name.endswith(".parquet") or name.startswith("."):
+                    continue
+                path = os.path.join(d, name)
+                try:
+                    meta = pq.read_schema(path).metadata or {}
+                except Exception as e:
+                    raise UserError("%s: not a readable Parquet file (%s)" % (path, e))
+                found = meta.get(b"kanshi.fleet.format", b"none").decode()
+                if found != FORMAT:
+                    raise UserError("%s: written in fleet format %s, this kanshi reads format %s; export that recording again (kanshi journal export --parquet)" % (path, found, FORMAT))
+
+
+def session(master, app, partitions):
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    b = (SparkSession.builder.master(master).appName(app)
+         .config("spark.ui.enabled", "false")
+         .config("spark.sql.session.timeZone", "UTC")
+         .config("spark.sql.adaptive.enabled", "true"))
+    if master.startswith("local"):
+        b = b.config("spark.driver.host", "127.0.0.1").config("spark.sql.shuffle.partitions", str(partitions))
+    try:
+        spark = b.getOrCreate()
+    except Exception as e:
+        raise UserError("Spark cannot start (master %s): %s" % (master, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def local_cores(master):
+    if master.startswith("local[") and master.endswith("]"):
+        n = master[6:-1]
+        return os.cpu_count() or 1 if n == "*" else int(n)
+    return 1
+
+
+def read_table(spark, root, table, hosts):
+    from pyspark.sql import functions as F
+
+    df = spark.read.option("basePath", os.path.join(root, table)).parquet(os.path.join(root, table))
+    if hosts:
+        df = df.where(F.col("host").isin(list(hosts)))
+    return df
+
+
+def search(args):
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    hosts = set(args.hosts.split(",")) if args.hosts else set()
+    check_format(args.root, hosts)
+    wanted = []
+    with open(args.hashes) as f:
+        for line in f:
+            h = json.loads(line)
+            wanted.append((h["hash"], h["whole"]))
+    spark = session(args.master, "kanshi-fleet-search", 4 * local_cores(args.master))
+    try:
+        want = spark.createDataFrame(sorted(set(wanted)), "hash long, whole boolean")
+        hashes = read_table(spark, args.root, "hashes", hosts)
+        hits = (hashes.join(F.broadcast(want), "hash")
+                .where((F.col("piece") == 8) == F.col("whole"))
+                .select("host", "recording", "hash", "whole", "seq", "time_ns", "op", "lba", "piece", "segment", "data_offset"))
+        per = Window.partitionBy("host", "recording", "hash", "whole")
+        hits = hits.withColumn("n", F.count(F.lit(1)).over(per)).cache()
+        common = (hits.where(~F.col("whole") & (F.col("n") > args.max_occurrences))
+                  .select("host", "recording", "hash", "n").distinct())
+        found = hits.where(F.col("whole") | (F.col("n") <= args.max_occurrences)).drop("n")
+
+        # When each found piece was replaced: the first later write, trim or write-zeroes of the
+        # same recording that covers its sector (for a whole piece: any sector of its 4 KiB block).
+        found = found.withColumn("blk", F.floor(F.col("lba") / 8)).cache()
+        span = found.groupBy("host", "recording").agg(F.min("blk").alias("lo"), F.max("blk").alias("hi"))
+        blocks = read_table(spark, args.root, "blocks", hosts).where(F.col("op").isin("write", "trim", "write-zeroes"))
+        later = (blocks.select("host", "recording", F.col("seq").alias("wseq"), F.col("time_ns").alias("wtime"),
+                               F.col("lba").alias("wlba"), F.ceil(F.col("length") / 512).alias("wsectors"))
+                 .where(F.col("wsectors") > 0)
+                 .join(F.broadcast(span), ["host", "recording"])
+                 .withColumn("first", F.greatest(F.floor(F.col("wlba") / 8), F.col("lo")))
+                 .withColumn("last", F.least(F.floor((F.col("wlba") + F.col("wsectors") - 1) / 8), F.col("hi")))
+                 .where(F.col("first") <= F.col("last"))
+                 .withColumn("blk", F.explode(F.sequence(F.col("first"), F.col("last"))))
+                 .select("host", "recording", "blk", "wseq", "wtime", "wlba", "wsectors"))
+        covering = (found.select("host", "recording", "blk", "seq", "lba", "piece").distinct()
+                    .join(later, ["host", "recording", "blk"])
+                    .where(F.col("wseq") > F.col("seq"))
+                    .where((F.col("piece") == 8) | ((F.col("wlba") <= F.col("lba")) & (F.col("lba") < F.col("wlba") + F.col("wsectors"))))
+                    .groupBy("host", "recording", "seq", "lba", "piece")
+                    .agg(F.min_by("wtime", "wseq").alias("gone_ns")))
+        result = found.join(covering, ["host", "recording", "seq", "lba", "piece"], "left").drop("blk")
+        rows = 0
+        with open(args.out + ".tmp", "w") as out:
+            for r in result.toLocalIterator():
+                d = r.asDict()
+                out.write(json.dumps(d) + "\n")
+                rows += 1
+            for r in common.toLocalIterator():
+                out.write(json.dumps({"host": r["host"], "recording": r["recording"], "hash": r["hash"], "common": r["n"]}) + "\n")
+        os.replace(args.out + ".tmp", args.out)
+        print(json.dumps({"hits": rows}))
+    finally:
+        spark.stop()
+
+
+def main():
+    p = argparse.ArgumentParser(prog="fleet_job.py")
+    p.add_argument("job", choices=["search", "check"])
+    p.add_argument("--master", default="local[1]")
+    p.add_argument("--root", required=True)
+    p.add_argument("--hosts", default="")
+    p.add_argument("--hashes")
+    p.add_argument("--out")
+    p.add_argument("--max-occurrences", type=int, default=256)
+    args = p.parse_args()
+    try:
+        if args.job == "search":
+            search(args)
+        else:
+            check_format(args.root, set(args.hosts.split(",")) if args.hosts else set())
+    except UserError as e:
+        sys.stderr.write("kanshi-fleet: %s\n" % e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

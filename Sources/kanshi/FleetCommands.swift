@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import KanshiFleet
+import KanshiHistory
+import KanshiSystem
+
+struct FleetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fleet",
+        abstract: "Search every host's journals on Spark.",
+        discussion: """
+            The fleet's data is Parquet: what `kanshi server` writes under DATA/fleet as \
+            recordings arrive, or what `kanshi journal export --parquet DIR` writes for one \
+            journal (block records and the sector hashes `kanshi search` uses, partitioned by \
+            host and day). The jobs run on Spark through PySpark: --spark local[N] on this \
+            machine with N cores, spark://HOST:PORT on a cluster (every worker needs the same \
+            Python with pyspark and pyarrow, and DATA at the same path). They only read the \
+            store. Needs Java (Debian: openjdk-17-jre-headless) and pyspark and pyarrow \
+            (scripts/setup.sh puts them in .build/python).
+
+              kanshi fleet search --spark 'local[2]' --data srv leaked.pdf
+            """,
+        subcommands: [FleetSearchCommand.self])
+}
+
+/// Options every fleet job takes.
+struct FleetOptions: ParsableArguments {
+    @Option(help: "Spark master: local, local[N], local[*] or spark://HOST:PORT.")
+    var spark = "local[2]"
+
+    @Option(help: "A server's data directory (its fleet/ tables) or a directory holding blocks/ and hashes/.")
+    var data: String
+
+    @Option(name: .customLong("host"), help: "Only this host (repeat for more; default: every host).")
+    var hosts: [String] = []
+
+    @Option(help: "The Python with pyspark and pyarrow (default: KANSHI_PYTHON, then .build/python beside kanshi, then python3).")
+    var python: String?
+
+    func job() throws -> (FleetStore, FleetJob) {
+        do {
+            return (try FleetStore(data: data), try FleetJob(master: spark, python: try FleetPython(python)))
+        } catch { throw CLIError("\(error)") }
+    }
+}
+
+struct FleetSearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search",
+        abstract: "Find where and when the pieces of files were written on every host's disks.",
+        discussion: """
+            Each FILE's 512-byte sectors and 4 KiB pieces are hashed as `kanshi search` hashes \
+            them and broadcast-joined against the hashes of every recording in the store. For \
+            every recording that held any piece: the coverage, the periods when a complete copy \
+            was on that disk, and where and when each piece was written (and overwritten) — the \
+            answer `kanshi search --journal` gives on that recording's journal. --json prints \
+            the same fields as `kanshi search --json`, per host and recording.
+            """)
+
+    @OptionGroup var fleet: FleetOptions
+
+    @Argument(help: "Files to look for.")
+    var files: [String]
+
+    @Option(help: "Sector hashes found more often than this in one recording are too common to tell where they came from.")
+    var maxOccurrences: Int = 256
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("give at least one FILE to look for") }
+        if maxOccurrences < 1 { throw ValidationError("--max-occurrences must be at least 1") }
+    }
+
+    func run() throws {
+        for f in files {
+            if !FileSystem.exists(f) { throw CLIError("\(f): no such file") }
+            if FileSystem.isDirectory(f) { throw CLIError("\(f): is a directory; give the files to look for") }
+        }
+        let (store, job) = try fleet.job()
+        var search = FleetSearch(store: store, job: job)
+        search.hosts = fleet.hosts
+        search.maxOccurrences = maxOccurrences
+        if isatty(2) != 0 { Output.error("kanshi: searching \(store.root) on Spark (\(fleet.spark))…") }
+        let report: FleetSearch.Report
+        do { report = try search.run(files: files) } catch { throw CLIError("\(error)") }
+        if json {
+            let recordings = report.recordings.map { r -> [String: Any] in
+                ["host": r.host, "recording": r.recording, "files": r.files.map(Search.jsonReport)]
+            }
+            Output.line(try Output.json(["store": store.root, "spark": fleet.spark, "hosts": report.hosts, "recordings": recordings,
+                                         "seconds": report.seconds] as [String: Any]))
+            return
+        }
+        Output.line("searched \(report.hosts.count) host\(report.hosts.count == 1 ? "" : "s") in \(store.root) on \(fleet.spark) in \(String(format: "%.1f", report.seconds)) s")
+        for (i, f) in files.enumerated() {
+            let held = report.recordings.filter { $0.files[i].foundSectors > 0 || $0.files[i].blocks.contains { !$0.wholeBlock.isEmpty } }
+            Output.line("")
+            Output.line("\(f): \(held.isEmpty ? "not found on any host" : "found in \(held.count) recording\(held.count == 1 ? "" : "s") on \(Set(held.map(\.host)).count) host\(Set(held.map(\.host)).count == 1 ? "" : "s")")")
+            for r in held {
+                Output.line("== host \(r.host), recording \(r.recording)")
+                Search.printText(r.files[i])
+            }
+        }
+    }
+}
