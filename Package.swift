@@ -146,7 +146,7 @@ let package = Package(
         .target(
             name: "KanshiServer",
             dependencies: [
-                "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiTrace", "KanshiRules", "KanshiShip", "KanshiML",
+                "KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiTrace", "KanshiRules", "KanshiShip", "KanshiML", "KanshiFleet",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import KanshiFleet
 import KanshiJournal
 import KanshiRules
 import KanshiShip
@@ -25,6 +26,10 @@ public struct ServerOptions: Sendable {
     public var detectors = Detectors()
     /// Threads that check and store chunks (each ends in a sync, so more than the cores help).
     public var ingestThreads = 8
+    /// Seconds between rounds of the fleet's Parquet export (DATA/fleet; `kanshi fleet`); nil: none.
+    public var fleetExportSeconds: Double?
+    /// The Python with pyarrow for that export (nil: `FleetPython`'s search).
+    public var python: String?
 
     public init(data: String) { self.data = data }
 }
@@ -74,7 +79,32 @@ public final class AnalysisServer: Sendable {
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
             logger: logger)
         defer { pool.shutdownGracefully { _ in } }
+        let follower = startFleetExport()
+        defer { follower?.stop() }
         try await app.runService()
+    }
+
+    /// The fleet's tables kept up to date as recordings arrive (DATA/fleet), unless turned off or
+    /// pyarrow is missing (then said once on standard error: the server itself runs on).
+    func startFleetExport() -> FleetFollower? {
+        guard let seconds = options.fleetExportSeconds else { return nil }
+        let follower: FleetFollower
+        do { follower = try FleetFollower(root: options.data + "/fleet", python: try FleetPython(options.python)) } catch {
+            FileHandle.standardError.write(Data("kanshi server: no fleet export (kanshi fleet will not see new recordings): \(error)\n".utf8))
+            return nil
+        }
+        let root = store.directory + "/recordings"
+        follower.start(every: seconds, recordings: {
+            var out: [(host: String, recording: String, journal: String)] = []
+            for sensor in ((try? FileSystem.list(root)) ?? []).sorted() {
+                for name in ((try? FileSystem.list(root + "/" + sensor)) ?? []).sorted() {
+                    let journal = root + "/\(sensor)/\(name)/journal"
+                    if FileSystem.isDirectory(journal) { out.append((sensor, name, journal)) }
+                }
+            }
+            return out
+        }, log: { line in FileHandle.standardError.write(Data("kanshi server: \(line)\n".utf8)) })
+        return follower
     }
 
     // MARK: routes

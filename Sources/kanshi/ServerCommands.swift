@@ -52,9 +52,14 @@ struct ServerServe: AsyncParsableCommand {
     var processModel = "shipped"
     @Option(help: ArgumentHelp("Only files under this directory count for the process detector.", valueName: "dir"))
     var processPrefix = ProcessTraining.guestPrefix
+    @Option(help: ArgumentHelp("Every this many seconds, write what arrived to the fleet's Parquet tables (DATA/fleet, for kanshi fleet); 0: never.", valueName: "seconds"))
+    var fleetExport = 10.0
+    @Option(help: ArgumentHelp("The Python with pyarrow for the fleet export (default: KANSHI_PYTHON, then .build/python beside kanshi, then python3).", valueName: "path"))
+    var python: String?
 
     func validate() throws {
         _ = try Self.parse(listen: listen)
+        if !(fleetExport >= 0) { throw ValidationError("--fleet-export must be 0 (never) or a number of seconds, got \(fleetExport)") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
     }
 
@@ -93,6 +98,8 @@ struct ServerServe: AsyncParsableCommand {
         options.detectors.disk = try Self.model(model, shipped: ShippedModels.disk, use: .blocks, option: "--model")
         options.detectors.process = try Self.model(processModel, shipped: ShippedModels.process, use: .processes, option: "--process-model")
         options.detectors.processPrefix = processPrefix
+        options.fleetExportSeconds = fleetExport > 0 ? fleetExport : nil
+        options.python = python
         let server: AnalysisServer
         do {
             server = try AnalysisServer(options: options)
