@@ -59,8 +59,10 @@ public struct FleetJob: Sendable {
     func run(_ job: String, _ arguments: [String]) throws -> String {
         _ = try FleetPython.java()
         try python.require(["pyspark", "pyarrow"], for: "kanshi fleet (Spark)")
+        // KANSHI_FLEET_TIMING=1: the job's steps and Spark's own messages on standard error.
         let p = try PythonProcess(python: python, script: try FleetPython.script("fleet_job.py"),
-                                  arguments: [job, "--master", master] + arguments)
+                                  arguments: [job, "--master", master] + arguments,
+                                  passStderr: ProcessInfo.processInfo.environment["KANSHI_FLEET_TIMING"] == "1")
         return try p.finish()
     }
 }

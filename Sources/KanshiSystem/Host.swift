@@ -129,3 +129,16 @@ extension Host {
         return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
     }
 }
+
+extension Host {
+    /// CPU time (user + system) used so far by this process and by its
+    /// children that have been waited for, in seconds.
+    public static func cpuSeconds() -> (own: Double, children: Double) {
+        func seconds(_ who: __rusage_who_t) -> Double {
+            var u = rusage()
+            guard getrusage(who, &u) == 0 else { return 0 }
+            return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+        }
+        return (seconds(RUSAGE_SELF.rawValue), seconds(RUSAGE_CHILDREN.rawValue))
+    }
+}

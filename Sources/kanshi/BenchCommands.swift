@@ -6,7 +6,7 @@ import KanshiSystem
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (the NBD server's is scripts/bench-nbd.sh, it needs fio and nbdkit).",
-        subcommands: [BenchFeatures.self, BenchHistory.self, BenchRules.self, BenchShip.self])
+        subcommands: [BenchFeatures.self, BenchHistory.self, BenchRules.self, BenchShip.self, BenchFleet.self])
 }
 
 struct BenchFeatures: ParsableCommand {

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 FORMAT = "1"
 TABLES = ("blocks", "hashes")
@@ -22,6 +23,15 @@ TABLES = ("blocks", "hashes")
 
 class UserError(Exception):
     pass
+
+
+STARTED = time.time()
+
+
+def progress(message):
+    """With KANSHI_FLEET_TIMING=1: when each step ends, on standard error."""
+    if os.environ.get("KANSHI_FLEET_TIMING") == "1":
+        sys.stderr.write("kanshi-fleet-time: %6.1f s %s\n" % (time.time() - STARTED, message))
 
 
 def check_format(root, hosts):
@@ -52,10 +62,17 @@ def check_format(root, hosts):
 def session(master, app, partitions):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if master.startswith("local"):
+        # On one machine the driver's JVM does all the work, for one short job: the client compiler
+        # alone (it warms up in a fraction of the time, and these jobs are mostly scans) and the
+        # serial collector (no GC threads competing for the few cores).
+        os.environ.setdefault("PYSPARK_SUBMIT_ARGS",
+                              "--driver-memory 2g --driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' pyspark-shell")
     from pyspark.sql import SparkSession
 
     b = (SparkSession.builder.master(master).appName(app)
          .config("spark.ui.enabled", "false")
+         .config("spark.ui.showConsoleProgress", "false")
          .config("spark.sql.session.timeZone", "UTC")
          .config("spark.sql.adaptive.enabled", "true"))
     if master.startswith("local"):
@@ -65,6 +82,7 @@ def session(master, app, partitions):
     except Exception as e:
         raise UserError("Spark cannot start (master %s): %s" % (master, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
     spark.sparkContext.setLogLevel("ERROR")
+    progress("Spark started (%s)" % master)
     return spark
 
 
@@ -86,10 +104,10 @@ def read_table(spark, root, table, hosts):
 
 def search(args):
     from pyspark.sql import functions as F
-    from pyspark.sql.window import Window
 
     hosts = set(args.hosts.split(",")) if args.hosts else set()
     check_format(args.root, hosts)
+    progress("format checked")
     wanted = []
     with open(args.hashes) as f:
         for line in f:
@@ -99,46 +117,58 @@ def search(args):
     try:
         want = spark.createDataFrame(sorted(set(wanted)), "hash long, whole boolean")
         hashes = read_table(spark, args.root, "hashes", hosts)
-        hits = (hashes.join(F.broadcast(want), "hash")
-                .where((F.col("piece") == 8) == F.col("whole"))
-                .select("host", "recording", "hash", "whole", "seq", "time_ns", "op", "lba", "piece", "segment", "data_offset"))
-        per = Window.partitionBy("host", "recording", "hash", "whole")
-        hits = hits.withColumn("n", F.count(F.lit(1)).over(per)).cache()
-        common = (hits.where(~F.col("whole") & (F.col("n") > args.max_occurrences))
-                  .select("host", "recording", "hash", "n").distinct())
-        found = hits.where(F.col("whole") | (F.col("n") <= args.max_occurrences)).drop("n")
+        # One scan of the hashes: per recording and wanted hash, how often it is there and (up to
+        # one more than --max-occurrences of) where.
+        occurrence = F.struct("seq", "time_ns", "op", "lba", "piece", "segment", "data_offset")
+        grouped = (hashes.join(F.broadcast(want), "hash")
+                   .where((F.col("piece") == 8) == F.col("whole"))
+                   .groupBy("host", "recording", "hash", "whole")
+                   .agg(F.count(F.lit(1)).alias("n"), F.slice(F.collect_list(occurrence), 1, args.max_occurrences + 1).alias("at"))
+                   .collect())
+        progress("hashes joined: %d groups" % len(grouped))
+        found, common = [], []
+        for g in grouped:
+            if not g["whole"] and g["n"] > args.max_occurrences:
+                common.append({"host": g["host"], "recording": g["recording"], "hash": g["hash"], "common": g["n"]})
+                continue
+            for o in g["at"]:
+                d = o.asDict()
+                d.update(host=g["host"], recording=g["recording"], hash=g["hash"], whole=g["whole"])
+                found.append(d)
 
         # When each found piece was replaced: the first later write, trim or write-zeroes of the
         # same recording that covers its sector (for a whole piece: any sector of its 4 KiB block).
-        found = found.withColumn("blk", F.floor(F.col("lba") / 8)).cache()
-        span = found.groupBy("host", "recording").agg(F.min("blk").alias("lo"), F.max("blk").alias("hi"))
-        blocks = read_table(spark, args.root, "blocks", hosts).where(F.col("op").isin("write", "trim", "write-zeroes"))
-        later = (blocks.select("host", "recording", F.col("seq").alias("wseq"), F.col("time_ns").alias("wtime"),
-                               F.col("lba").alias("wlba"), F.ceil(F.col("length") / 512).alias("wsectors"))
-                 .where(F.col("wsectors") > 0)
-                 .join(F.broadcast(span), ["host", "recording"])
-                 .withColumn("first", F.greatest(F.floor(F.col("wlba") / 8), F.col("lo")))
-                 .withColumn("last", F.least(F.floor((F.col("wlba") + F.col("wsectors") - 1) / 8), F.col("hi")))
-                 .where(F.col("first") <= F.col("last"))
-                 .withColumn("blk", F.explode(F.sequence(F.col("first"), F.col("last"))))
-                 .select("host", "recording", "blk", "wseq", "wtime", "wlba", "wsectors"))
-        covering = (found.select("host", "recording", "blk", "seq", "lba", "piece").distinct()
-                    .join(later, ["host", "recording", "blk"])
-                    .where(F.col("wseq") > F.col("seq"))
-                    .where((F.col("piece") == 8) | ((F.col("wlba") <= F.col("lba")) & (F.col("lba") < F.col("wlba") + F.col("wsectors"))))
-                    .groupBy("host", "recording", "seq", "lba", "piece")
-                    .agg(F.min_by("wtime", "wseq").alias("gone_ns")))
-        result = found.join(covering, ["host", "recording", "seq", "lba", "piece"], "left").drop("blk")
-        rows = 0
+        gone = {}
+        if found:
+            keys = sorted({(d["host"], d["recording"], d["lba"] // 8, d["seq"], d["lba"], d["piece"]) for d in found})
+            pieces = spark.createDataFrame(keys, "host string, recording string, blk long, seq long, lba long, piece byte")
+            span = pieces.groupBy("host", "recording").agg(F.min("blk").alias("lo"), F.max("blk").alias("hi"))
+            blocks = read_table(spark, args.root, "blocks", hosts).where(F.col("op").isin("write", "trim", "write-zeroes"))
+            later = (blocks.select("host", "recording", F.col("seq").alias("wseq"), F.col("time_ns").alias("wtime"),
+                                   F.col("lba").alias("wlba"), F.ceil(F.col("length") / 512).alias("wsectors"))
+                     .where(F.col("wsectors") > 0)
+                     .join(F.broadcast(span), ["host", "recording"])
+                     .withColumn("first", F.greatest(F.floor(F.col("wlba") / 8), F.col("lo")))
+                     .withColumn("last", F.least(F.floor((F.col("wlba") + F.col("wsectors") - 1) / 8), F.col("hi")))
+                     .where(F.col("first") <= F.col("last"))
+                     .withColumn("blk", F.explode(F.sequence(F.col("first"), F.col("last"))))
+                     .select("host", "recording", "blk", "wseq", "wtime", "wlba", "wsectors"))
+            covering = (later.join(F.broadcast(pieces), ["host", "recording", "blk"])
+                        .where(F.col("wseq") > F.col("seq"))
+                        .where((F.col("piece") == 8) | ((F.col("wlba") <= F.col("lba")) & (F.col("lba") < F.col("wlba") + F.col("wsectors"))))
+                        .groupBy("host", "recording", "seq", "lba", "piece")
+                        .agg(F.min_by("wtime", "wseq").alias("gone_ns"))
+                        .collect())
+            progress("overwrites found: %d" % len(covering))
+            gone = {(r["host"], r["recording"], r["seq"], r["lba"], r["piece"]): r["gone_ns"] for r in covering}
         with open(args.out + ".tmp", "w") as out:
-            for r in result.toLocalIterator():
-                d = r.asDict()
+            for d in found:
+                d["gone_ns"] = gone.get((d["host"], d["recording"], d["seq"], d["lba"], d["piece"]))
                 out.write(json.dumps(d) + "\n")
-                rows += 1
-            for r in common.toLocalIterator():
-                out.write(json.dumps({"host": r["host"], "recording": r["recording"], "hash": r["hash"], "common": r["n"]}) + "\n")
+            for c in common:
+                out.write(json.dumps(c) + "\n")
         os.replace(args.out + ".tmp", args.out)
-        print(json.dumps({"hits": rows}))
+        print(json.dumps({"hits": len(found), "common": len(common)}))
     finally:
         spark.stop()
 
