@@ -161,7 +161,7 @@ let package = Package(
         // Fleet analysis: journals as Parquet (pyarrow), searched and summarised by PySpark jobs.
         .target(
             name: "KanshiFleet",
-            dependencies: ["KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiHistory"],
+            dependencies: ["KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiHistory", "KanshiAnalysis"],
             // The Python side: the Parquet writer and the Spark jobs.
             resources: [.copy("Python")]),
         .executableTarget(
