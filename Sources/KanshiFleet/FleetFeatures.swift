@@ -109,11 +109,21 @@ public struct FleetFeatures {
     /// whole, only once complete); each recording's number of windows.
     public func write(to path: String, format: FileFormat) throws -> Written {
         let started = Date()
-        let dir = (FileSystem.absolutePath(path) as NSString).deletingLastPathComponent
-        guard FileSystem.isDirectory(dir) else { throw FleetError("\(path): no directory \(dir) to write it in") }
+        try check(destination: path)
         let summaries = try runJob(out: FileSystem.absolutePath(path), format: format)
         return Written(path: path, recordings: summaries, hosts: searchedHosts, rows: summaries.reduce(0) { $0 + $1.windows },
                        seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Refuses a file to write the features to in a directory that does not
+    /// exist, or in the store (which the jobs only read).
+    public func check(destination path: String) throws {
+        func standard(_ p: String) -> String { URL(fileURLWithPath: FileSystem.absolutePath(p)).standardizedFileURL.path }
+        let dir = (standard(path) as NSString).deletingLastPathComponent
+        guard FileSystem.isDirectory(dir) else { throw FleetError("\(path): no directory \(dir) to write it in") }
+        guard !(dir + "/").hasPrefix(standard(store.root) + "/") else {
+            throw FleetError("\(path): inside the store \(store.root), which the jobs only read; write the features elsewhere")
+        }
     }
 
     /// Writes the recordings' windows as CSV (host, recording, window_start_ns,

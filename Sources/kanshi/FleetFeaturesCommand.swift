@@ -67,6 +67,7 @@ struct FleetFeaturesCommand: ParsableCommand {
                 }
                 return
             }
+            if case .csv(let path) = destination { try features.check(destination: path) }
             let report = try features.run()
             if case .csv(let path) = destination {
                 try FleetFeatures.writeCSV(report.recordings, names: window.names, to: path)

@@ -54,22 +54,25 @@ enum FleetPeers {
         _ = FileManager.default.createFile(atPath: random, contents: Data(randomBytes(256 << 10, seed: 16)))
         // Two machines' disks: random and repeated data at several offsets, reads of what is
         // rewritten later, requests in flight together, trims, and pauses of over a second.
-        let sessions: [(host: String, recording: String, steps: [[String]])] = [
-            ("lab-a", "monday", [
-                ["write -s \(random) 0 64k", "write -P 0x41 1M 128k", "read 0 64k",
-                 "aio_write -P 0x11 2M 4k", "aio_write -P 0x12 2052k 8k", "aio_read 1M 64k", "aio_write -P 0x13 8M 12k", "aio_flush"],
-                ["sleep 1500"],
-                ["write -s \(random) 64k 32k", "read 1M 128k", "write -s \(random) 1M 128k", "discard 4M 64k", "write -z 5M 64k",
-                 "read 3M 1536", "write -P 0x55 3M 512", "write -P 0x56 3073k 1536", "flush"],
-                ["sleep 300"],
-                ["write -s \(random) 6M 256k", "read 6M 256k", "aio_read 0 4k", "aio_write -P 0x21 0 4k", "aio_flush"],
-            ]),
-            ("lab-b", "tuesday", [
-                ["read 0 128k", "write -P 0x00 0 4k", "write -s \(random) 4k 60k", "aio_write -P 0x77 512k 64k",
-                 "aio_read 512k 64k", "aio_flush"],
-                ["sleep 2500"],
-                ["read 0 64k", "write -s \(random) 0 64k", "write -P 0x99 10M 1M", "sleep 120", "write -s \(random) 12M 192k", "flush"],
-            ]),
+        // Two machines' disks, each a qemu-io session with pauses between requests (windows of
+        // their own) and one of over a second: random and repeated data at several offsets,
+        // reads of what is rewritten later, requests in flight together, trims and zeroing,
+        // requests of less than 4 KiB, and a burst of random data written over what was read.
+        let sessions: [(host: String, recording: String, commands: [String])] = [
+            ("lab-a", "monday",
+             ["write -s \(random) 0 64k", "sleep 150", "write -P 0x41 1M 128k", "sleep 150", "read 0 64k", "sleep 150",
+              "aio_write -P 0x11 2M 4k", "aio_write -P 0x12 2052k 8k", "aio_read 1M 64k", "aio_write -P 0x13 8M 12k", "aio_flush",
+              "sleep 1500",
+              "write -s \(random) 64k 32k", "sleep 120", "read 1M 128k", "sleep 120", "write -s \(random) 1M 128k", "sleep 200",
+              "discard 4M 64k", "write -z 5M 64k", "sleep 150", "read 3M 1536", "write -P 0x55 3M 512", "write -P 0x56 3073k 1536",
+              "flush", "sleep 300", "write -s \(random) 6M 256k", "sleep 110", "read 6M 256k", "sleep 110",
+              "aio_read 0 4k", "aio_write -P 0x21 0 4k", "aio_flush"]
+                + (0..<6).flatMap { k in ["write -s \(random) \(8192 + 64 * k)k 64k", "sleep 140"] }),
+            ("lab-b", "tuesday",
+             ["read 0 128k", "sleep 100", "write -P 0x00 0 4k", "write -s \(random) 4k 60k", "sleep 100",
+              "aio_write -P 0x77 512k 64k", "aio_read 512k 64k", "aio_flush", "sleep 2500"]
+                + (0..<6).flatMap { k in ["read \(128 * k)k 64k", "sleep 60", "write -s \(random) \(128 * k)k 64k", "sleep 120"] }
+                + ["write -P 0x99 10M 1M", "sleep 120", "write -s \(random) 12M 192k", "flush"]),
         ]
         let root = s.file("fleet")
         var journals: [String: String] = [:]
@@ -77,7 +80,7 @@ enum FleetPeers {
             let image = s.file("disk\(i).img"), journal = s.file("journal-\(session.recording)")
             try makeImage(image, bytes: 16 << 20)
             let server = try KanshiServer(image: image, journal: journal, socket: s.file("nbd\(i).sock"))
-            for step in session.steps { try qemuIO(server.uri, step) }
+            try qemuIO(server.uri, session.commands)
             try server.stop()
             let e = try run([Paths.kanshi, "journal", "export", journal, "--parquet", root, "--host", session.host, "--recording", session.recording])
             #expect(e.ok, "\(e.stdout)\(e.stderr)")
@@ -118,7 +121,7 @@ enum FleetPeers {
                     #expect(gaps.contains { $0 > 1_000_000_000 }, "\(key): no pause over a second")
                 }
             }
-            print("fleet features --features \(set) on 2 recordings: \(String(format: "%.1f", seconds)) s")
+            print("fleet features --features \(set) on 2 recordings (\(recordings.map { "\($0["windows"] ?? 0)" }.joined(separator: " + ")) windows): \(String(format: "%.1f", seconds)) s")
         }
 
         // --out: CSV written by kanshi (the single-machine CSV with host and recording in front),
@@ -219,7 +222,7 @@ enum FleetPeers {
                 #expect(starts == want.windowStart, "\(set), \(windowNs) ns: window starts")
                 #expect(written == want.writtenBytes, "\(set), \(windowNs) ns: written bytes")
                 #expect(values.count == want.values.count, "\(set), \(windowNs) ns: \(values.count) values, expected \(want.values.count)")
-                if let i = zip(values, want.values).firstIndex(where: { $0.bitPattern != $1.bitPattern }) {
+                if let i = values.indices.first(where: { $0 < want.values.count && values[$0].bitPattern != want.values[$0].bitPattern }) {
                     let row = i / want.columns, name = want.names[i % want.columns]
                     Issue.record("\(set), \(windowNs) ns, row \(row), \(name): \(values[i]), expected \(want.values[i])")
                 }
@@ -230,7 +233,8 @@ enum FleetPeers {
     /// A journal's block events, made to reach every branch of the features.
     static func syntheticJournal(count: Int, seed: UInt64) -> [BlockEvent] {
         var rng = SplitMix64(seed)
-        var t: UInt64 = 1_765_000_000_000_000_000
+        let start: UInt64 = 1_765_000_000_000_000_000
+        var t = start
         var events: [BlockEvent] = []
         var recentReads: [UInt64] = []
         var nextSequential: UInt64 = 0
@@ -245,8 +249,9 @@ enum FleetPeers {
             case 95..<99: t += 1_000_000_000 + rng.next() % 4_000_000_000
             default: t += i == count / 2 ? 180_000_000_000 : 12_000_000_000
             }
-            // Now and then one stamped earlier than the one before it (a request that waited for the journal).
-            let time = rng.next() % 20 == 0 ? t - min(t, rng.next() % 300_000_000) : t
+            // Now and then one stamped earlier than the one before it (a request that waited for the
+            // journal); early on, one earlier than the very first (before the windows' origin).
+            let time = i == 3 ? start - 50_000_000 : rng.next() % 20 == 0 ? t - min(t, rng.next() % 300_000_000) : t
             let size = sizes[Int(rng.next() % UInt64(sizes.count))]
             let lba: UInt64
             switch rng.next() % 10 {
@@ -290,6 +295,9 @@ enum FleetPeers {
             (["fleet", "features", "--data", s.file("fleet"), "--features", "everything"], "'everything' is invalid"),
             (["fleet", "features", "--data", s.file("fleet"), "--features", "process"], "from behaviour logs, not blocks"),
             (["fleet", "features", "--data", s.file("fleet"), "--out", s.file("windows.txt")], "name a .csv, .parquet or .jsonl file"),
+            (["fleet", "features", "--data", s.file("fleet"), "--out", s.file("fleet/windows.parquet")], "inside the store"),
+            (["fleet", "features", "--data", s.file("fleet"), "--out", s.file("fleet/blocks/../windows.csv")], "inside the store"),
+            (["fleet", "features", "--data", s.file("fleet"), "--out", s.file("no/windows.csv")], "no directory"),
             (["fleet", "features", "--data", s.file("nowhere")], "\(s.file("nowhere")): no such directory"),
             (["fleet", "features", "--spark", "yarn", "--data", s.file("fleet")], "--spark yarn: give local"),
             (["journal", "features", s.file("nowhere")], "journal features: \(s.file("nowhere")): not a usable journal: no such directory"),

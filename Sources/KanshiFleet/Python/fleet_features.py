@@ -50,6 +50,7 @@ PIECE = 4096  # bytes per access: one per 4 KiB piece of a request (BlockTrace.f
 SECTOR = 512
 BLOCK_SHIFT = 3  # a 4 KiB block is 8 sectors
 U64_MAX = (1 << 64) - 1
+U32 = (1 << 32) - 1
 NEARLY_NOTHING = 1e-12  # WindowFeatures.share, Quantities.lbaVariance
 # Access.entropy is a Float: `entropy > 0.9` compares with 0.9 rounded to float32.
 HIGH_ENTROPY = struct.unpack("<f", struct.pack("<f", 0.9))[0]
@@ -382,9 +383,6 @@ def compute(records, window_ns, names):
     return trace.features(window_ns, names)
 
 
-U32 = (1 << 32) - 1
-
-
 def unsigned(row):
     """(op, time_ns, lba, length, entropies) of a `blocks` row: the fleet format keeps 64- and
     32-bit values as signed bit patterns; they are unsigned again here."""
@@ -395,7 +393,7 @@ def partition_tables(rows, window_ns, names):
     """Per recording among `rows` (`blocks` rows of reads and writes, grouped by host and
     recording and ordered by seq within each, as the Spark job hands them over): (host, recording,
     window starts, written bytes, values), the first two as bytes of array("Q"), the values as
-    bytes of array('f'), row-major."""
+    bytes of array("f"), row-major."""
     key, trace = None, None
     for row in rows:
         k = (row["host"], row["recording"])
@@ -409,6 +407,7 @@ def partition_tables(rows, window_ns, names):
 
 
 def packed(key, table):
+    """One recording's table as partition_tables hands it to the driver: compact bytes."""
     starts, written, rows = table
     values = array("f")
     for r in rows:
