@@ -161,7 +161,7 @@ let package = Package(
         // Fleet analysis: journals as Parquet (pyarrow), searched and summarised by PySpark jobs.
         .target(
             name: "KanshiFleet",
-            dependencies: ["KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiHistory", "KanshiBlock",
+            dependencies: ["KanshiCore", "KanshiSystem", "KanshiJournal", "KanshiHistory", "KanshiAnalysis", "KanshiBlock",
                            .product(name: "Logging", package: "swift-log")],
             // The Python side: the Parquet writer and the Spark jobs.
             resources: [.copy("Python")]),

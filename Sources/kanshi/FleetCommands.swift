@@ -7,7 +7,7 @@ import KanshiSystem
 struct FleetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fleet",
-        abstract: "Search every host's journals on Spark.",
+        abstract: "Search every host's journals, or compute their detector features, on Spark.",
         discussion: """
             The fleet's data is Parquet: what `kanshi server` writes under DATA/fleet as \
             recordings arrive, or what `kanshi journal export --parquet DIR` writes for one \
@@ -19,8 +19,9 @@ struct FleetCommand: ParsableCommand {
             (scripts/setup.sh puts them in .build/python).
 
               kanshi fleet search --spark 'local[2]' --data srv leaked.pdf
+              kanshi fleet features --spark 'local[2]' --data srv --features context --out windows.parquet
             """,
-        subcommands: [FleetSearchCommand.self])
+        subcommands: [FleetSearchCommand.self, FleetFeaturesCommand.self])
 }
 
 /// Options every fleet job takes.

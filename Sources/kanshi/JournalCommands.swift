@@ -8,7 +8,7 @@ import KanshiSystem
 struct Journal: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect, verify and export journals.",
-        subcommands: [JournalInfo.self, JournalVerify.self, JournalExport.self, JournalMemoryFeatures.self])
+        subcommands: [JournalInfo.self, JournalVerify.self, JournalExport.self, JournalMemoryFeatures.self, JournalFeatures.self])
 }
 
 struct JournalInfo: ParsableCommand {
