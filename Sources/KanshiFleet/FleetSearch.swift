@@ -112,7 +112,7 @@ public struct FleetSearch {
             }
         }
         try Data(wanted.utf8).write(to: URL(fileURLWithPath: tmp + "/hashes.jsonl"))
-        var args = ["--root", store.root, "--hashes", tmp + "/hashes.jsonl", "--out", tmp + "/hits.jsonl",
+        var args = ["--root", store.root, "--hashes", tmp + "/hashes.jsonl", "--out", tmp + "/hits.csv",
                     "--max-occurrences", String(maxOccurrences)]
         if !hosts.isEmpty { args += ["--hosts", hosts.joined(separator: ",")] }
         _ = try job.run("search", args)
@@ -121,19 +121,17 @@ public struct FleetSearch {
         struct Found { var sectors: [UInt64: [FileSearchResult.Occurrence]] = [:]; var wholes: [UInt64: [FileSearchResult.Occurrence]] = [:]; var common = Set<UInt64>() }
         var found: [String: Found] = [:]
         var hits = 0
-        let text = try String(contentsOfFile: tmp + "/hits.jsonl", encoding: .utf8)
-        for line in text.split(separator: "\n") {
-            guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let host = o["host"] as? String, let rec = o["recording"] as? String,
-                  let hash = (o["hash"] as? NSNumber)?.int64Value else { throw FleetError("the search job wrote a line kanshi cannot read: \(line.prefix(200))") }
-            let key = host + "/" + rec
+        let table = try HitTable(path: tmp + "/hits.csv")
+        for row in table.rows {
+            let key = row.text("host") + "/" + row.text("recording")
+            guard let hash = row.int("hash") else { throw FleetError("the search job wrote a row without a hash: \(row.line)") }
             let h = UInt64(bitPattern: hash)
-            if o["common"] != nil { found[key, default: Found()].common.insert(h); continue }
-            func u64(_ k: String) -> UInt64 { (o[k] as? NSNumber).map { UInt64(bitPattern: $0.int64Value) } ?? 0 }
-            let base = (o["op"] as? String) == FleetFormat.Op.base.name
+            if row.int("common") != nil { found[key, default: Found()].common.insert(h); continue }
+            func u64(_ k: String) -> UInt64 { row.int(k).map { UInt64(bitPattern: $0) } ?? 0 }
+            let base = row.text("op") == FleetFormat.Op.base.name
             let occ = FileSearchResult.Occurrence(lba: u64("lba"), timeNs: base ? 0 : u64("time_ns"), sequence: u64("seq"),
-                                                  goneNs: (o["gone_ns"] as? NSNumber).map { UInt64(bitPattern: $0.int64Value) })
-            if (o["whole"] as? Bool) == true { found[key, default: Found()].wholes[h, default: []].append(occ) }
+                                                  goneNs: row.int("gone_ns").map { UInt64(bitPattern: $0) })
+            if row.text("whole") == "true" { found[key, default: Found()].wholes[h, default: []].append(occ) }
             else { found[key, default: Found()].sectors[h, default: []].append(occ) }
             hits += 1
         }
@@ -149,5 +147,37 @@ public struct FleetSearch {
         }
         let searched = hosts.isEmpty ? store.hosts() : hosts
         return Report(recordings: out, hosts: searched, hits: hits, seconds: Date().timeIntervalSince(started))
+    }
+}
+
+/// The CSV the search job writes (pyarrow's: a header, strings quoted, nulls empty). Host and
+/// recording names hold no commas or quotes (`FleetFormat.validName`), numbers none either.
+struct HitTable {
+    struct Row {
+        let fields: [Substring]
+        let columns: [String: Int]
+        var line: String { fields.joined(separator: ",") }
+        func text(_ name: String) -> String {
+            guard let i = columns[name], i < fields.count else { return "" }
+            let f = fields[i]
+            return f.hasPrefix("\"") && f.hasSuffix("\"") && f.count >= 2 ? String(f.dropFirst().dropLast()) : String(f)
+        }
+        func int(_ name: String) -> Int64? { Int64(text(name)) }
+    }
+
+    let rows: [Row]
+
+    init(path: String) throws {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch { throw FleetError("the search job's answer \(path) cannot be read: \(error)") }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        guard !lines.isEmpty else { throw FleetError("the search job's answer \(path) is empty (not even a header)") }
+        let header = lines.removeFirst().split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        let columns = Dictionary(header.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        for needed in ["host", "recording", "hash"] where columns[needed] == nil {
+            throw FleetError("the search job's answer \(path) has no \(needed) column (columns: \(header.joined(separator: ", ")))")
+        }
+        rows = lines.map { Row(fields: $0.split(separator: ",", omittingEmptySubsequences: false), columns: columns) }
     }
 }

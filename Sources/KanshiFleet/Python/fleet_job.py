@@ -111,7 +111,9 @@ def read_table(spark, root, table, hosts):
 
 
 def search(args):
+    import pyarrow.csv as pacsv
     from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
 
     hosts = set(args.hosts.split(",")) if args.hosts else set()
     check_format(args.root, hosts)
@@ -124,59 +126,48 @@ def search(args):
     spark = session(args.master, "kanshi-fleet-search", 4 * local_cores(args.master))
     try:
         want = spark.createDataFrame(sorted(set(wanted)), "hash long, whole boolean")
-        hashes = read_table(spark, args.root, "hashes", hosts)
-        # One scan of the hashes: per recording and wanted hash, how often it is there and (up to
-        # one more than --max-occurrences of) where.
-        occurrence = F.struct("seq", "time_ns", "op", "lba", "piece", "segment", "data_offset")
-        grouped = (hashes.join(F.broadcast(want), "hash")
-                   .where((F.col("piece") == 8) == F.col("whole"))
-                   .groupBy("host", "recording", "hash", "whole")
-                   .agg(F.count(F.lit(1)).alias("n"), F.slice(F.collect_list(occurrence), 1, args.max_occurrences + 1).alias("at"))
-                   .collect())
-        progress("hashes joined: %d groups" % len(grouped))
-        found, common = [], []
-        for g in grouped:
-            if not g["whole"] and g["n"] > args.max_occurrences:
-                common.append({"host": g["host"], "recording": g["recording"], "hash": g["hash"], "common": g["n"]})
-                continue
-            for o in g["at"]:
-                d = o.asDict()
-                d.update(host=g["host"], recording=g["recording"], hash=g["hash"], whole=g["whole"])
-                found.append(d)
+        # One scan of the hashes: per recording and wanted hash, how often it is there, and the
+        # first (by sequence number) one more than --max-occurrences of its places.
+        group = Window.partitionBy("host", "recording", "hash", "whole")
+        hits = (read_table(spark, args.root, "hashes", hosts)
+                .join(F.broadcast(want), "hash")
+                .where((F.col("piece") == 8) == F.col("whole"))
+                .withColumn("n", F.count(F.lit(1)).over(group))
+                .withColumn("k", F.row_number().over(group.orderBy("seq", "lba")))
+                .where(F.col("whole") | (F.col("k") <= args.max_occurrences + 1))
+                .select("host", "recording", "hash", "whole", "seq", "time_ns", "op", "lba", "piece", "segment", "data_offset", "n")
+                .cache())  # read by every branch below: one scan of the hashes
+        common = hits.where(~F.col("whole") & (F.col("n") > args.max_occurrences)).select("host", "recording", "hash", F.col("n").alias("common")).distinct()
+        found = hits.where(F.col("whole") | (F.col("n") <= args.max_occurrences)).drop("n").withColumn("blk", F.floor(F.col("lba") / 8))
 
         # When each found piece was replaced: the first later write, trim or write-zeroes of the
         # same recording that covers its sector (for a whole piece: any sector of its 4 KiB block).
-        gone = {}
-        if found:
-            keys = sorted({(d["host"], d["recording"], d["lba"] // 8, d["seq"], d["lba"], d["piece"]) for d in found})
-            pieces = spark.createDataFrame(keys, "host string, recording string, blk long, seq long, lba long, piece byte")
-            span = pieces.groupBy("host", "recording").agg(F.min("blk").alias("lo"), F.max("blk").alias("hi"))
-            blocks = read_table(spark, args.root, "blocks", hosts).where(F.col("op").isin("write", "trim", "write-zeroes"))
-            later = (blocks.select("host", "recording", F.col("seq").alias("wseq"), F.col("time_ns").alias("wtime"),
-                                   F.col("lba").alias("wlba"), F.ceil(F.col("length") / 512).alias("wsectors"))
-                     .where(F.col("wsectors") > 0)
-                     .join(F.broadcast(span), ["host", "recording"])
-                     .withColumn("first", F.greatest(F.floor(F.col("wlba") / 8), F.col("lo")))
-                     .withColumn("last", F.least(F.floor((F.col("wlba") + F.col("wsectors") - 1) / 8), F.col("hi")))
-                     .where(F.col("first") <= F.col("last"))
-                     .withColumn("blk", F.explode(F.sequence(F.col("first"), F.col("last"))))
-                     .select("host", "recording", "blk", "wseq", "wtime", "wlba", "wsectors"))
-            covering = (later.join(F.broadcast(pieces), ["host", "recording", "blk"])
-                        .where(F.col("wseq") > F.col("seq"))
-                        .where((F.col("piece") == 8) | ((F.col("wlba") <= F.col("lba")) & (F.col("lba") < F.col("wlba") + F.col("wsectors"))))
-                        .groupBy("host", "recording", "seq", "lba", "piece")
-                        .agg(F.min_by("wtime", "wseq").alias("gone_ns"))
-                        .collect())
-            progress("overwrites found: %d" % len(covering))
-            gone = {(r["host"], r["recording"], r["seq"], r["lba"], r["piece"]): r["gone_ns"] for r in covering}
-        with open(args.out + ".tmp", "w") as out:
-            for d in found:
-                d["gone_ns"] = gone.get((d["host"], d["recording"], d["seq"], d["lba"], d["piece"]))
-                out.write(json.dumps(d) + "\n")
-            for c in common:
-                out.write(json.dumps(c) + "\n")
+        # Only the recordings and block ranges with hits are looked at.
+        pieces = found.select("host", "recording", "blk", "seq", "lba", "piece").distinct()
+        span = pieces.groupBy("host", "recording").agg(F.min("blk").alias("lo"), F.max("blk").alias("hi"))
+        blocks = read_table(spark, args.root, "blocks", hosts).where(F.col("op").isin("write", "trim", "write-zeroes"))
+        later = (blocks.select("host", "recording", F.col("seq").alias("wseq"), F.col("time_ns").alias("wtime"),
+                               F.col("lba").alias("wlba"), F.ceil(F.col("length") / 512).alias("wsectors"))
+                 .where(F.col("wsectors") > 0)
+                 .join(F.broadcast(span), ["host", "recording"])
+                 .withColumn("first", F.greatest(F.floor(F.col("wlba") / 8), F.col("lo")))
+                 .withColumn("last", F.least(F.floor((F.col("wlba") + F.col("wsectors") - 1) / 8), F.col("hi")))
+                 .where(F.col("first") <= F.col("last"))
+                 .withColumn("blk", F.explode(F.sequence(F.col("first"), F.col("last"))))
+                 .select("host", "recording", "blk", "wseq", "wtime", "wlba", "wsectors"))
+        covering = (later.join(pieces, ["host", "recording", "blk"])
+                    .where(F.col("wseq") > F.col("seq"))
+                    .where((F.col("piece") == 8) | ((F.col("wlba") <= F.col("lba")) & (F.col("lba") < F.col("wlba") + F.col("wsectors"))))
+                    .groupBy("host", "recording", "seq", "lba", "piece")
+                    .agg(F.min_by("wtime", "wseq").alias("gone_ns")))
+        result = (found.join(covering, ["host", "recording", "seq", "lba", "piece"], "left").drop("blk")
+                  .unionByName(common, allowMissingColumns=True))
+        # Arrow batches straight from the JVM (no row objects in Python), then one CSV for kanshi.
+        table = result.toArrow()
+        progress("hits and overwrites found: %d rows" % table.num_rows)
+        pacsv.write_csv(table, args.out + ".tmp")
         os.replace(args.out + ".tmp", args.out)
-        print(json.dumps({"hits": len(found), "common": len(common)}))
+        print(json.dumps({"rows": table.num_rows}))
     finally:
         spark.stop()
 
