@@ -60,32 +60,19 @@ struct FleetSearchCommand: ParsableCommand {
 
     @OptionGroup var fleet: FleetOptions
 
-    @Argument(help: "Files to look for.")
-    var files: [String]
-
-    @Option(help: "Sector hashes found more often than this in one recording are too common to tell where they came from.")
-    var maxOccurrences: Int = 256
-
-    @Flag(help: "Print JSON instead of text.")
-    var json = false
-
-    func validate() throws {
-        if files.isEmpty { throw ValidationError("give at least one FILE to look for") }
-        if maxOccurrences < 1 { throw ValidationError("--max-occurrences must be at least 1") }
-    }
+    @OptionGroup var search: SearchFileOptions
+    var files: [String] { search.files }
+    var json: Bool { search.json }
 
     func run() throws {
-        for f in files {
-            if !FileSystem.exists(f) { throw CLIError("\(f): no such file") }
-            if FileSystem.isDirectory(f) { throw CLIError("\(f): is a directory; give the files to look for") }
-        }
-        let (store, job) = try fleet.job()
-        var search = FleetSearch(store: store, job: job)
-        search.hosts = fleet.hosts
-        search.maxOccurrences = maxOccurrences
+        try search.checkFiles()
+        let (store, spark) = try fleet.job()
+        var job = FleetSearch(store: store, job: spark)
+        job.hosts = fleet.hosts
+        job.maxOccurrences = search.maxOccurrences
         if isatty(2) != 0 { Output.error("kanshi: searching \(store.root) on Spark (\(fleet.spark))…") }
         let report: FleetSearch.Report
-        do { report = try search.run(files: files) } catch { throw CLIError("\(error)") }
+        do { report = try job.run(files: files) } catch { throw CLIError("\(error)") }
         if json {
             let recordings = report.recordings.map { r -> [String: Any] in
                 ["host": r.host, "recording": r.recording, "files": r.files.map(Search.jsonReport)]

@@ -21,25 +21,13 @@ struct Search: ParsableCommand {
     @Option(help: "Journal directory.")
     var journal: String
 
-    @Argument(help: "Files to look for.")
-    var files: [String]
-
-    @Option(help: "Hashes found more often than this are too common to tell where they came from.")
-    var maxOccurrences: Int = 256
-
-    @Flag(help: "Print JSON instead of text.")
-    var json = false
-
-    func validate() throws {
-        if files.isEmpty { throw ValidationError("give at least one FILE to look for") }
-        if maxOccurrences < 1 { throw ValidationError("--max-occurrences must be at least 1") }
-    }
+    @OptionGroup var search: SearchFileOptions
+    var files: [String] { search.files }
+    var maxOccurrences: Int { search.maxOccurrences }
+    var json: Bool { search.json }
 
     func run() throws {
-        for f in files {
-            if !FileSystem.exists(f) { throw CLIError("\(f): no such file") }
-            if FileSystem.isDirectory(f) { throw CLIError("\(f): is a directory; give the files to look for") }
-        }
+        try search.checkFiles()
         let index: SectorHashIndex
         do {
             let versions = try VersionIndex(journal: journal)
@@ -106,6 +94,31 @@ struct Search: ParsableCommand {
             let gone = (k..<m).filter { i in r.blocks[i].wholeBlock.first(where: { $0.lba == first.lba + UInt64(i - k) * 8 })?.goneNs != nil }.count
             Output.line("  bytes \(b.fileOffset)-\(end): LBA \(first.lba)-\(first.lba + UInt64(m - k) * 8 - 1), written \(first.timeNs == 0 ? "before recording" : Output.time(first.timeNs))\(gone > 0 ? ", \(gone) of \(m - k) blocks since overwritten" : "")\(others > 0 ? " (+\(others) more copies)" : "")")
             k = m
+        }
+    }
+}
+
+/// What `kanshi search` and `kanshi fleet search` both take: the files, when a hash is too common, JSON.
+struct SearchFileOptions: ParsableArguments {
+    @Argument(help: "Files to look for.")
+    var files: [String]
+
+    @Option(help: "Sector hashes found more often than this in one journal (one recording) are too common to tell where they came from.")
+    var maxOccurrences: Int = 256
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("give at least one FILE to look for") }
+        if maxOccurrences < 1 { throw ValidationError("--max-occurrences must be at least 1") }
+    }
+
+    /// Refuses files that are missing or directories, naming them.
+    func checkFiles() throws {
+        for f in files {
+            if !FileSystem.exists(f) { throw CLIError("\(f): no such file") }
+            if FileSystem.isDirectory(f) { throw CLIError("\(f): is a directory; give the files to look for") }
         }
     }
 }

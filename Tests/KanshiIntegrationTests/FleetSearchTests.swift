@@ -101,7 +101,8 @@ import Testing
         try expectSame(try localSearch(j1, files), try fleetSearch(store, files)["host-a/run1"], "host-a/run1 exported twice")
     }
 
-    /// A sandbox run's journal: the guest writes a file; the fleet finds it where `kanshi search` does.
+    /// A sandbox run's journal: the guest writes a file; the fleet finds it where `kanshi search` does,
+    /// and gives the window features `kanshi journal features` gives.
     @Test(.enabled(if: ready && SandboxTests.peers, why), .timeLimit(.minutes(10)))
     func aSandboxRecordingIsSearchedAsOnOneMachine() throws {
         let g = try SandboxTests.guest()
@@ -120,6 +121,16 @@ import Testing
         let local = try localSearch(disk + ".journal", [blob])
         #expect(local[0]["coverage"] as? Double == 1)
         try expectSame(local, try fleetSearch(store, [blob])["sandbox/blob"], "sandbox/blob")
+
+        // The detectors' window features of the same recording, on Spark and on one machine.
+        let f = try run([Paths.kanshi, "fleet", "features", "--spark", "local[2]", "--data", store, "--features", "context", "--json"], timeout: 400)
+        try #require(f.ok, "\(f.stderr.suffix(1500))")
+        let j = try run([Paths.kanshi, "journal", "features", disk + ".journal", "--features", "context", "--json"])
+        try #require(j.ok, "\(j.stderr)")
+        let fleetRows = try #require((try json(f.stdout)["recordings"] as? [[String: Any]])?.first?["rows"])
+        let singleRows = try #require(try json(j.stdout)["rows"] as? [[String: Any]])
+        #expect(singleRows.count > 5, "\(singleRows.count) windows")
+        try expectSame([["rows": fleetRows]], [["rows": singleRows]], "sandbox/blob features")
         try SandboxTests.nothingLeft(s)
     }
 
