@@ -34,6 +34,8 @@ public struct MemoryKernelFacts: Codable, Sendable, Equatable {
     public static let commLength = 16
     /// PF_KTHREAD in `task_struct.flags`.
     public static let kernelThreadFlag: UInt32 = 0x0020_0000
+    /// PF_EXITING in `task_struct.flags`: the task is in do_exit (its memory may be gone already).
+    public static let exitingFlag: UInt32 = 0x0000_0004
     static let bannerLimit = 512
 
     public init(kernel: GuestKernel) throws(MemoryError) {

@@ -38,7 +38,7 @@ private func traffic(_ kind: String, uri: String, seconds: Double, seed: Int) th
     /// Records a labelled dataset of Kanshi journals, trains on it, then
     /// follows a journal being written: ransomware-like traffic raises a JSON
     /// alert while it runs; benign traffic does not.
-    @Test(.enabled(if: hasLibnbd, "python3-libnbd is not installed (apt-get install python3-libnbd)"), .timeLimit(.minutes(5)))
+    @Test(.enabled(if: hasLibnbd, "python3-libnbd is not installed (apt-get install python3-libnbd)"), .timeLimit(.minutes(10)))
     func recordTrainAndFollow() throws {
         let s = Scratch("live")
         for (family, kind) in [("Ransom", "ransomware"), ("Benign", "benign")] {

@@ -305,7 +305,7 @@ import Glibc
         #expect(noSensor.status == 64 && noSensor.stderr.contains("--exec-sample needs the VM sensor"), "\(noSensor.stderr)")
     }
 
-    @Test(.enabled(if: peers, why), .timeLimit(.minutes(5)))
+    @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))
     func memoryThatHoldsNoKnownKernelIsRefusedClearly() throws {
         let g = try SandboxTests.guest()
         let s = Scratch("memory-bad")

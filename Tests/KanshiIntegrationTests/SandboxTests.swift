@@ -116,7 +116,7 @@ import Testing
         try Self.nothingLeft(s)
     }
 
-    @Test(.enabled(if: Tools.available("apt-get", "dpkg-deb"), "needs apt"), .timeLimit(.minutes(5)))
+    @Test(.enabled(if: Tools.available("apt-get", "dpkg-deb"), "needs apt"), .timeLimit(.minutes(10)))
     func aMissingKernelPackageSaysWhatToInstall() throws {
         let s = Scratch("sandbox-kernel")
         let r = try run([Paths.kanshi, "sandbox", "build", "--dir", s.path, "--kernel-package", "linux-image-kanshi-no-such-kernel"], timeout: 280)

@@ -122,7 +122,7 @@ final class ServerProcess {
     }
 
     /// `kanshi trace --ship`: the behaviour log arrives whole while the program runs.
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func aTraceShipsItsLog() throws {
         let s = Scratch("server-trace")
         let data = s.file("srv")

@@ -51,7 +51,7 @@ struct TraceProcessModelTests {
         return dir
     }
 
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func ransomwareOnTheHostIsNamedAndKilled() throws {
         let s = Scratch("trace-pm")
         let dir = try Self.corpus(s)
@@ -65,7 +65,7 @@ struct TraceProcessModelTests {
         #expect((o["intact"] as? Int ?? 0) > 0, "\(v.stdout.prefix(400))")
     }
 
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(10)))
     func aLookAlikeRunsToItsEnd() throws {
         let s = Scratch("trace-pm-benign")
         let dir = try Self.corpus(s)

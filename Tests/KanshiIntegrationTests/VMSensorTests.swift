@@ -265,7 +265,7 @@ import Testing
         #expect(capture.count > 24 && Array(capture.prefix(4)) == [0xd4, 0xc3, 0xb2, 0xa1], "no pcap written")
     }
 
-    @Test(.enabled(if: peers, why), .timeLimit(.minutes(5)))
+    @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))
     func killDashNineLeavesNothingBehind() throws {
         let s = Scratch("vmsensor-kill")
         let disk = s.file("disk.img")
@@ -370,7 +370,7 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: peers, why), .timeLimit(.minutes(5)))
+    @Test(.enabled(if: peers, why), .timeLimit(.minutes(10)))
     func aKernelWithoutBTFIsNamedClearly() throws {
         let guest = try SandboxTests.guest()
         let kernel = try GuestKernel(path: guest + "/vmlinuz")
