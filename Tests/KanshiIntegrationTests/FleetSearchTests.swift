@@ -27,8 +27,8 @@ import Testing
     }
 
     /// `kanshi fleet search --json`: host/recording → reports.
-    func fleetSearch(_ data: String, _ files: [String], extra: [String] = []) throws -> [String: [[String: Any]]] {
-        let r = try run([Paths.kanshi, "fleet", "search", "--spark", "local[2]", "--data", data, "--json"] + extra + files, timeout: 400)
+    func fleetSearch(_ data: String, _ files: [String], extra: [String] = [], master: String = "local[2]") throws -> [String: [[String: Any]]] {
+        let r = try run([Paths.kanshi, "fleet", "search", "--spark", master, "--data", data, "--json"] + extra + files, timeout: 400)
         try #require(r.ok, "\(r.stderr.suffix(2000))")
         var out: [String: [[String: Any]]] = [:]
         for rec in try json(r.stdout)["recordings"] as! [[String: Any]] {
@@ -164,6 +164,63 @@ import Testing
         try disk.stop()
         try expectSame(try localSearch(s.file("j"), [evidence]), try fleetSearch(data, [evidence])["lab-vm/live"], "lab-vm/live")
         server.crash()
+    }
+
+    /// A Spark standalone cluster (a master and a worker started from pyspark's own scripts, on this
+    /// machine): `--spark spark://HOST:PORT` runs the same jobs and gives the same answers as `local[1]`.
+    @Test(.enabled(if: ready, why), .timeLimit(.minutes(10)))
+    func aSparkClusterGivesTheSameAnswers() throws {
+        let s = Scratch("fleet-cluster")
+        let evidence = s.file("evidence.bin")
+        _ = FileManager.default.createFile(atPath: evidence, contents: Data(randomBytes(60_000, seed: 61)))
+        let j = try record(s, name: "c", evidence: evidence, at: ["2M", "5M"])
+        let store = s.file("store")
+        #expect(try run([Paths.kanshi, "journal", "export", j, "--parquet", store, "--host", "node-1", "--recording", "r"]).ok)
+
+        let sparkHome = try #require(try run([Self.python, "-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"])
+            .stdout.split(separator: "\n").first.map(String.init))
+        let env = ["SPARK_HOME": sparkHome, "SPARK_WORKER_DIR": s.file("worker"), "SPARK_LOG_DIR": s.file("logs"), "SPARK_NO_DAEMONIZE": "1"]
+        func start(_ args: [String], log: String) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: sparkHome + "/bin/spark-class")
+            p.arguments = args
+            p.environment = ProcessInfo.processInfo.environment.merging(env) { _, b in b }
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            p.standardOutput = h
+            p.standardError = h
+            try p.run()
+            return p
+        }
+        func waitFor(_ log: String, _ text: String) throws -> String {
+            let deadline = Date().addingTimeInterval(90)
+            while Date() < deadline {
+                let t = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                if let line = t.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
+                usleep(200_000)
+            }
+            throw Failure("\(text) not in \(log) after 90 s: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
+        let master = try start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0", "--webui-port", "0"], log: s.file("master.log"))
+        defer { kill(master.processIdentifier, SIGTERM); master.waitUntilExit() }
+        let line = try waitFor(s.file("master.log"), "Starting Spark master at spark://")
+        let url = try #require(line.split(separator: " ").last.map(String.init))
+        let worker = try start(["org.apache.spark.deploy.worker.Worker", url, "--cores", "2", "--memory", "1g", "--host", "127.0.0.1",
+                                "--webui-port", "0", "--work-dir", s.file("worker")], log: s.file("worker.log"))
+        defer { kill(worker.processIdentifier, SIGTERM); worker.waitUntilExit() }
+        _ = try waitFor(s.file("worker.log"), "Successfully registered with master")
+
+        let local = try fleetSearch(store, [evidence], master: "local[1]")
+        let cluster = try fleetSearch(store, [evidence], master: url)
+        #expect(Set(cluster.keys) == ["node-1/r"])
+        try expectSame(local["node-1/r"], cluster["node-1/r"], "spark:// vs local[1]")
+        try expectSame(try localSearch(j, [evidence]), cluster["node-1/r"], "spark:// vs kanshi search")
+
+        let f = try run([Paths.kanshi, "fleet", "features", "--spark", url, "--data", store, "--features", "context", "--json"], timeout: 400)
+        try #require(f.ok, "\(f.stderr.suffix(1500))")
+        let single = try run([Paths.kanshi, "journal", "features", j, "--features", "context", "--json"])
+        let clusterRows = try #require((try json(f.stdout)["recordings"] as? [[String: Any]])?.first?["rows"])
+        try expectSame([["rows": clusterRows]], [["rows": try json(single.stdout)["rows"] ?? []]], "spark:// features")
     }
 
     @Test(.enabled(if: ready, why), .timeLimit(.minutes(10)))
