@@ -56,13 +56,40 @@ public final class RuleEngine {
         let single: Predicate
         let sequence: SequenceSpec?
         let count: CountSpec?
-        init(_ shape: Rule.Shape) {
+        /// A sequence's steps, flat (`stepCount` of them; none for the other shapes).
+        let steps: UnsafeMutablePointer<StepPlan>
+        let stepCount: Int
+        /// `sequence`, unretained (read for every event with no reference counted).
+        let sequenceRef: Unmanaged<SequenceSpec>?
+        init(_ shape: Rule.Shape, waiting: [KeyTable<Partial>], keySlots: [Int]) {
             switch shape {
             case .single(let p): kind = .single; single = p; sequence = nil; count = nil
             case .sequence(let s): kind = .sequence; single = { _, _, _ in false }; sequence = s; count = nil
             case .count(let c): kind = .count; single = { _, _, _ in false }; sequence = nil; count = c
             }
+            let plans = sequence.map { s in
+                s.steps.indices.map { k in
+                    StepPlan(kinds: s.steps[k].kinds, keySlot: keySlots[k], step: .passUnretained(s.steps[k]), waiting: .passUnretained(waiting[k]))
+                }
+            } ?? []
+            stepCount = plans.count
+            sequenceRef = sequence.map { .passUnretained($0) }
+            steps = .allocate(capacity: max(plans.count, 1))
+            steps.initialize(from: plans, count: plans.count)
         }
+        deinit { steps.deallocate() }
+    }
+    /// One step of a sequence rule as the engine reads it for every event: plain values and
+    /// unretained references (the rule set and `sequences` keep the objects alive), so reading
+    /// it retains nothing.
+    private struct StepPlan {
+        /// The event kinds the step can match (`SequenceSpec.Step.kinds`).
+        let kinds: UInt64
+        /// The step's full key's place in `keyCache`.
+        let keySlot: Int
+        let step: Unmanaged<SequenceSpec.Step>
+        /// The open sequences waiting for this step (`SequenceState.waiting[k]`).
+        let waiting: Unmanaged<KeyTable<Partial>>
     }
     private let runners: [Runner]
     private let runnerRefs: UnsafeMutablePointer<Unmanaged<Runner>>
@@ -100,9 +127,6 @@ public final class RuleEngine {
             return SequenceState(waiting: [])
         }
         counts = ruleSet.rules.map { _ in CountState() }
-        runners = ruleSet.rules.map { Runner($0.shape) }
-        runnerRefs = .allocate(capacity: max(runners.count, 1))
-        runnerRefs.initialize(from: runners.map { Unmanaged.passUnretained($0) }, count: runners.count)
         silent = ruleSet.rules.map(\.silent)
         var byKind: [[Int]] = Array(repeating: [], count: EventKinds.all.count)
         for (i, r) in ruleSet.rules.enumerated() {
@@ -130,6 +154,12 @@ public final class RuleEngine {
         keyCache = .allocate(capacity: max(slots.count, 1))
         for n in 0..<slots.count { (keyCache + n).initialize(to: KeySlot()) }  // each its own buffer
         keySlotCount = slots.count
+        let states = sequences, slotsOfRule = keySlot
+        runners = ruleSet.rules.indices.map { i in
+            Runner(ruleSet.rules[i].shape, waiting: states[i].waiting, keySlots: slotsOfRule[i])
+        }
+        runnerRefs = .allocate(capacity: max(runners.count, 1))
+        runnerRefs.initialize(from: runners.map { Unmanaged.passUnretained($0) }, count: runners.count)
     }
 
     deinit {
@@ -165,7 +195,7 @@ public final class RuleEngine {
     /// Full keys (the sequence's `by` and the step's join) computed for the event being
     /// dispatched, shared by the steps and rules that key alike: `keySlot[rule][step]` is its
     /// place in `keyCache`, valid while `keyGeneration` is the one it was made in.
-    private var keySlot: [[Int]] = []
+    private let keySlot: [[Int]]
     private struct KeySlot {
         var generation: UInt64 = 0
         var key = KeyBuffer()
@@ -178,12 +208,12 @@ public final class RuleEngine {
 
     /// The key's bytes stay valid until the next event is dispatched (a match's included):
     /// what must outlive that copies them (`KeyTable.insert`).
-    private func fullKey(_ i: Int, _ k: Int, _ s: SequenceSpec, _ e: RuleEvent) -> KeyBuffer {
-        let slot = keyCache + keySlot[i][k]
+    private func fullKey(_ plan: StepPlan, _ s: SequenceSpec, _ step: SequenceSpec.Step, _ e: RuleEvent) -> KeyBuffer {
+        let slot = keyCache + plan.keySlot
         if slot.pointee.generation == keyGeneration { return slot.pointee.key }
         slot.pointee.key.removeAll()
         s.by.append(e, world, to: &slot.pointee.key)
-        s.steps[k].join.append(e, world, to: &slot.pointee.key)
+        step.join.append(e, world, to: &slot.pointee.key)
         slot.pointee.key.finish()
         slot.pointee.generation = keyGeneration
         return slot.pointee.key
@@ -206,64 +236,84 @@ public final class RuleEngine {
             counters.examined += 1
             if r.single(e, world, Bound()) { fire(i, last: e, steps: [e], evidence: [e.asEvidence], key: [:], count: nil, into: &alerts, depth: depth) }
         case .sequence:
-            sequence(i, r.sequence.unsafelyUnwrapped, e, &alerts, depth)
+            sequence(i, r, e, &alerts, depth)
         case .count:
             count(i, r.count.unsafelyUnwrapped, e, &alerts, depth)
         }
     }
 
-    private func sequence(_ i: Int, _ s: SequenceSpec, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
-        let last = s.steps.count - 1
+    private func sequence(_ i: Int, _ r: Runner, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
+        r.sequenceRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { s in sequence(i, r, s, e, &alerts, depth) }
+    }
+
+    private func sequence(_ i: Int, _ r: Runner, _ s: SequenceSpec, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
+        let last = r.stepCount - 1
         // Later steps first, so one event does not carry a sequence over two steps.
         let bit = UInt64(1) << UInt64(e.kindIndex)
         // Expired sequences go once a window of event time has passed (and when over the limit).
         if e.time &- sequences[i].lastSweepNs > s.withinNs, sequences[i].open > 0 { prune(i, s, now: e.time) }
         for k in stride(from: last, through: 0, by: -1) {
-            let step = s.steps[k]
-            guard step.kinds & bit != 0 else { continue }
-            if k == 0 {
-                counters.examined += 1
-                guard step.predicate(e, world, Bound()) else { continue }
-                let key = fullKey(i, k, s, e)
-                let first = sequences[i].waiting[1]
-                if let at = first.find(key) {
-                    // The earliest stays, until it expires.
-                    guard e.time &- first.values[at].startNs > s.withinNs else { continue }
-                    first.values[at] = Partial(startNs: e.time, first: BoundStep(e, keepEvent: step.keepsEvent))
-                    counters.expiredSequences += 1
-                    continue
+            let plan = r.steps[k]
+            guard plan.kinds & bit != 0 else { continue }
+            plan.step._withUnsafeGuaranteedRef { step in
+                plan.waiting._withUnsafeGuaranteedRef { waiting in
+                    if k == 0 {
+                        r.steps[1].waiting._withUnsafeGuaranteedRef { first in open(i, s, plan, step, first, e) }
+                    } else {
+                        advance(i, s, plan, k, last, step, waiting, r, e, &alerts, depth)
+                    }
                 }
-                first.insert(key, Partial(startNs: e.time, first: BoundStep(e, keepEvent: step.keepsEvent)))
-                if sequences[i].open > limits.openSequences { prune(i, s, now: e.time) }
-                continue
             }
-            let waiting = sequences[i].waiting[k]
-            guard !waiting.isEmpty else { continue }
-            let key = fullKey(i, k, s, e)
-            guard let at = waiting.find(key) else { continue }
-            if e.time &- waiting.values[at].startNs > s.withinNs {
-                waiting.remove(at)
-                counters.expiredSequences += 1
-                continue
-            }
-            counters.examined += 1
-            guard step.predicate(e, world, Bound(waiting.values + at)) else { continue }
-            var (owned, p) = waiting.take(at)
-            if k == last {
-                owned.free()
-                var evidence: [Evidence] = []
-                evidence.reserveCapacity(s.steps.count)
-                evidence += p.first.evidenceList
-                for b in p.rest { evidence += b.evidenceList }
-                evidence += Self.evidence(e)
-                // Steps' events and key for the alert (a silent rule's match has neither).
-                let steps: [RuleEvent?] = silent[i] ? [] : [p.first.event] + p.rest.map(\.event) + [e]
-                fire(i, last: e, steps: steps, evidence: evidence, key: silent[i] ? [:] : s.by.described(e, world), count: nil,
-                     into: &alerts, depth: depth)
-                continue
-            }
-            p.rest.append(BoundStep(e, keepEvent: step.keepsEvent))
-            let next = sequences[i].waiting[k + 1]
+        }
+    }
+
+    /// A sequence's first step: the event opens a sequence (waiting in `first`) if it matches.
+    @inline(__always)
+    private func open(_ i: Int, _ s: SequenceSpec, _ plan: StepPlan, _ step: SequenceSpec.Step, _ first: KeyTable<Partial>, _ e: RuleEvent) {
+        counters.examined += 1
+        guard step.predicate(e, world, Bound()) else { return }
+        let key = fullKey(plan, s, step, e)
+        if let at = first.find(key) {
+            // The earliest stays, until it expires.
+            guard e.time &- first.values[at].startNs > s.withinNs else { return }
+            first.values[at] = Partial(startNs: e.time, first: BoundStep(e, keepEvent: step.keepsEvent))
+            counters.expiredSequences += 1
+            return
+        }
+        first.insert(key, Partial(startNs: e.time, first: BoundStep(e, keepEvent: step.keepsEvent)))
+        if sequences[i].open > limits.openSequences { prune(i, s, now: e.time) }
+    }
+
+    /// A later step `k`: the event moves an open sequence waiting for it on, or completes it.
+    @inline(__always)
+    private func advance(_ i: Int, _ s: SequenceSpec, _ plan: StepPlan, _ k: Int, _ last: Int, _ step: SequenceSpec.Step,
+                         _ waiting: KeyTable<Partial>, _ r: Runner, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
+        guard !waiting.isEmpty else { return }
+        let key = fullKey(plan, s, step, e)
+        guard let at = waiting.find(key) else { return }
+        if e.time &- waiting.values[at].startNs > s.withinNs {
+            waiting.remove(at)
+            counters.expiredSequences += 1
+            return
+        }
+        counters.examined += 1
+        guard step.predicate(e, world, Bound(waiting.values + at)) else { return }
+        var (owned, p) = waiting.take(at)
+        if k == last {
+            owned.free()
+            var evidence: [Evidence] = []
+            evidence.reserveCapacity(r.stepCount)
+            evidence += p.first.evidenceList
+            for b in p.rest { evidence += b.evidenceList }
+            evidence += Self.evidence(e)
+            // Steps' events and key for the alert (a silent rule's match has neither).
+            let steps: [RuleEvent?] = silent[i] ? [] : [p.first.event] + p.rest.map(\.event) + [e]
+            fire(i, last: e, steps: steps, evidence: evidence, key: silent[i] ? [:] : s.by.described(e, world), count: nil,
+                 into: &alerts, depth: depth)
+            return
+        }
+        p.rest.append(BoundStep(e, keepEvent: step.keepsEvent))
+        r.steps[k + 1].waiting._withUnsafeGuaranteedRef { next in
             if let old = next.find(key) {
                 owned.free()
                 // One further on already: the earlier one stays, this one ends (unless it expired).

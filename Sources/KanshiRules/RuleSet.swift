@@ -68,7 +68,8 @@ struct KeySpec {
 
     /// Appends the event's values of these fields to `key`'s bytes.
     func append(_ e: RuleEvent, _ w: RuleWorld, to key: inout KeyBuffer) {
-        for f in fields { f.append(e, w, to: &key) }
+        // By index: each field read in place (no closure retained per field).
+        for n in fields.indices { fields[n].append(e, w, to: &key) }
     }
 
     /// Adds the event's values of these fields to `key`.
