@@ -137,22 +137,10 @@ public struct FleetBench {
                 if found { out.append("\(host): found by kanshi search, not by the fleet") }
                 continue
             }
-            if !same(l, f) { out.append("\(host): the answers differ (coverage \(l.coverage) vs \(f.coverage))") }
+            if l != f { out.append("\(host): the answers differ (coverage \(l.coverage) vs \(f.coverage))") }
         }
         for host in byHost.keys where local[host] == nil { out.append("\(host): found by the fleet only") }
         return out
-    }
-
-    public static func same(_ a: FileSearchResult, _ b: FileSearchResult) -> Bool {
-        guard a.size == b.size, a.probativeSectors == b.probativeSectors, a.foundSectors == b.foundSectors,
-              a.commonSectors == b.commonSectors, a.blocks.count == b.blocks.count,
-              a.completeCopies.count == b.completeCopies.count else { return false }
-        for (x, y) in zip(a.completeCopies, b.completeCopies) where x.from != y.from || x.to != y.to { return false }
-        for (x, y) in zip(a.blocks, b.blocks) {
-            if x.fileOffset != y.fileOffset || x.bytes != y.bytes || x.probativeSectors != y.probativeSectors
-                || x.foundSectors != y.foundSectors || x.wholeBlock != y.wholeBlock || x.sectors != y.sectors { return false }
-        }
-        return true
     }
 
     static func seconds(since t: UInt64) -> Double { Double(FileSystem.monotonicNs() - t) / 1e9 }

@@ -15,8 +15,6 @@ public struct FleetExport {
     public struct Summary: Sendable {
         public var records = 0
         public var hashes = 0
-        /// Bytes of block data read from the journal (written and base data).
-        public var dataBytes: UInt64 = 0
         /// Bytes of the journal's segments.
         public var journalBytes: UInt64 = 0
         public var files = 0
@@ -33,8 +31,8 @@ public struct FleetExport {
     public var batchRows = 1 << 16
 
     public init(root: String, host: String, recording: String, python: FleetPython) throws {
-        guard FleetFormat.validName(host) else { throw FleetError("host name \"\(host)\": use 1 to 100 letters, digits, '.', '-' or '_' (not starting with '.')") }
-        guard FleetFormat.validName(recording) else { throw FleetError("recording name \"\(recording)\": use 1 to 100 letters, digits, '.', '-' or '_' (not starting with '.')") }
+        guard RecordingName.isValid(host) else { throw FleetError("host name \"\(host)\": \(RecordingName.rule)") }
+        guard RecordingName.isValid(recording) else { throw FleetError("recording name \"\(recording)\": \(RecordingName.rule)") }
         self.root = root
         self.host = host
         self.recording = recording
@@ -42,18 +40,14 @@ public struct FleetExport {
     }
 
     /// Exports the whole journal at `journal` (verified first), replacing the recording's files.
-    public func export(journal: String, verify: Bool = true, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> Summary {
+    public func export(journal: String, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> Summary {
         let started = Date()
-        var total: UInt64 = 0, segments: UInt64 = 0
-        if verify {
-            let report: VerifyReport
-            do { report = try JournalVerifier.verify(directory: journal) } catch { throw FleetError("\(journal): \(error)") }
-            if let p = report.problem {
-                throw FleetError("\(journal) fails verification, nothing exported: \(p.location.segmentPath) at byte \(p.location.offset)\(p.location.sequence.map { " (record \($0))" } ?? ""): \(p.reason)")
-            }
-            total = report.bytes
-            segments = UInt64(report.segments.count)
+        let report: VerifyReport
+        do { report = try JournalVerifier.verify(directory: journal) } catch { throw FleetError("\(journal): \(error)") }
+        if let p = report.problem {
+            throw FleetError("\(journal) fails verification, nothing exported: \(p.location.segmentPath) at byte \(p.location.offset)\(p.location.sequence.map { " (record \($0))" } ?? ""): \(p.reason)")
         }
+        let segments = UInt64(report.segments.count)
         var s = try write(mode: "replace") { add in
             let tail = try JournalTail(directory: journal)
             var last = Date()
@@ -63,7 +57,7 @@ public struct FleetExport {
             }
             return tail.position
         }
-        s.journalBytes = total
+        s.journalBytes = report.bytes
         s.seconds = Date().timeIntervalSince(started)
         return s
     }
@@ -175,7 +169,6 @@ struct Batches {
                                                       segment: r.segment, recordOffset: r.offset, dataOffset: dataStart, entropies: entropies)
         summary.records += 1
         if let data, !data.isEmpty {
-            summary.dataBytes += UInt64(data.count)
             summary.hashes += hashRows(data, lba: lba, seq: r.sequence, time: r.timeNs, op: op, segment: r.segment, dataStart: dataStart, day: day)
         }
         if blocks[day]!.count >= rows { out.append(blocks[day]!.frame(FleetFormat.blocksCode, host, recording, day)); blocks[day] = nil }
@@ -286,11 +279,5 @@ struct HashColumns {
         appendColumn(&f, seq); appendColumn(&f, time); appendColumn(&f, op); appendColumn(&f, lba); appendColumn(&f, piece)
         appendColumn(&f, hash); appendColumn(&f, segment); appendColumn(&f, dataOffset)
         return f
-    }
-}
-
-extension [UInt8] {
-    mutating func appendLE<T: FixedWidthInteger>(_ v: T) {
-        Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
     }
 }

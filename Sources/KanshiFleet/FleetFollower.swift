@@ -15,10 +15,6 @@ public final class FleetFollower: @unchecked Sendable {
     public let python: FleetPython
     private let lock = NSLock()
     private var stopped = false
-    private var thread: Thread?
-    /// What the last round did, for the log.
-    public private(set) var exportedRecords = 0
-    public private(set) var lastError: String?
 
     public init(root: String, python: FleetPython) throws {
         try python.require(["pyarrow", "pyarrow.parquet"], for: "writing the fleet's Parquet tables")
@@ -54,14 +50,13 @@ public final class FleetFollower: @unchecked Sendable {
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try Data("\(end.segment) \(end.offset) \(end.nextSequence ?? 0)\n".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
         }
-        exportedRecords += s.records
         return s.records
     }
 
     private struct Stop: Error {}
 
     /// Every `interval` seconds, follows each (host, recording, journal) that `recordings` lists,
-    /// until `stop`. Failures are kept in `lastError` and passed to `log`; the next round retries.
+    /// until `stop`. Failures go to `log`; the next round retries.
     public func start(every interval: Double, recordings: @escaping @Sendable () -> [(host: String, recording: String, journal: String)],
                       log: @escaping @Sendable (String) -> Void) {
         let t = Thread { [self] in
@@ -70,7 +65,6 @@ public final class FleetFollower: @unchecked Sendable {
                 if stop { return }
                 for r in recordings() {
                     do { try follow(host: r.host, recording: r.recording, journal: r.journal) } catch {
-                        lock.lock(); lastError = "\(r.host)/\(r.recording): \(error)"; lock.unlock()
                         log("fleet export of \(r.host)/\(r.recording) failed (retried next round): \(error)")
                     }
                 }
@@ -78,7 +72,6 @@ public final class FleetFollower: @unchecked Sendable {
             }
         }
         t.name = "kanshi-fleet-export"
-        thread = t
         t.start()
     }
 

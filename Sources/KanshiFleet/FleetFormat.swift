@@ -55,12 +55,6 @@ public enum FleetFormat {
         }
     }
 
-    /// Host and recording names: what the server accepts (letters, digits, '.', '-', '_'; not starting with '.').
-    public static func validName(_ s: String) -> Bool {
-        !s.isEmpty && s.utf8.count <= 100 && !s.hasPrefix(".")
-            && s.utf8.allSatisfy { c in (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x2D || c == 0x5F }
-    }
-
     /// "YYYY-MM-DD" of a time in ns since the epoch (UTC).
     public static func day(_ timeNs: UInt64) -> String {
         let days = Int64(timeNs / 1_000_000_000 / 86_400)

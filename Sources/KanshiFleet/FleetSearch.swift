@@ -103,12 +103,16 @@ public struct FleetSearch {
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kanshi-fleet-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: tmp) }
+        // Each hash once, with whether it is a whole 4 KiB piece's (the job joins on both).
+        struct Wanted: Hashable { var hash: UInt64; var whole: Bool }
+        var seen = Set<Wanted>()
         var wanted = ""
-        var seen = Set<String>()
         for d in digests {
             for p in d.pieces {
-                for h in p.sectors where seen.insert("s\(h)").inserted { wanted += "{\"hash\":\(Int64(bitPattern: h)),\"whole\":false}\n" }
-                if let h = p.whole, seen.insert("w\(h)").inserted { wanted += "{\"hash\":\(Int64(bitPattern: h)),\"whole\":true}\n" }
+                for w in p.sectors.map({ Wanted(hash: $0, whole: false) }) + (p.whole.map { [Wanted(hash: $0, whole: true)] } ?? [])
+                where seen.insert(w).inserted {
+                    wanted += "{\"hash\":\(Int64(bitPattern: w.hash)),\"whole\":\(w.whole)}\n"
+                }
             }
         }
         try Data(wanted.utf8).write(to: URL(fileURLWithPath: tmp + "/hashes.jsonl"))
@@ -151,7 +155,7 @@ public struct FleetSearch {
 }
 
 /// The CSV the search job writes (pyarrow's: a header, strings quoted, nulls empty). Host and
-/// recording names hold no commas or quotes (`FleetFormat.validName`), numbers none either.
+/// recording names hold no commas or quotes (`RecordingName`), numbers none either.
 struct HitTable {
     struct Row {
         let fields: [Substring]

@@ -103,6 +103,17 @@ extension FileSearchResult.Occurrence: Equatable, Comparable {
     public static func < (a: Self, b: Self) -> Bool { (a.sequence, a.lba) < (b.sequence, b.lba) }
 }
 
+extension FileSearchResult.Block: Equatable {}
+
+extension FileSearchResult: Equatable {
+    /// Every field the same (the search on one journal and the fleet's are compared with this).
+    public static func == (a: Self, b: Self) -> Bool {
+        a.path == b.path && a.size == b.size && a.blocks == b.blocks && a.probativeSectors == b.probativeSectors
+            && a.foundSectors == b.foundSectors && a.commonSectors == b.commonSectors
+            && a.completeCopies.elementsEqual(b.completeCopies) { $0.from == $1.from && $0.to == $1.to }
+    }
+}
+
 extension FileSearchResult {
     /// The result for a file from where its hashes were found: `sectorHits`
     /// gives a sector hash's occurrences, or nil when it is too common to

@@ -314,7 +314,8 @@ private func readFully(_ file: SystemFile, into buffer: UnsafeMutableRawBufferPo
 }
 
 extension Array where Element == UInt8 {
-    mutating func appendLE<T: FixedWidthInteger>(_ v: T) {
+    /// Appends `v`'s bytes, little-endian.
+    public mutating func appendLE<T: FixedWidthInteger>(_ v: T) {
         Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
     }
 }

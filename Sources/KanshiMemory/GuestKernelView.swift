@@ -119,7 +119,10 @@ public final class GuestKernelView: @unchecked Sendable {
         public var ppid: Int32
         public var name: String
         public var uid: UInt32?
+        /// A kernel thread (PF_KTHREAD, or no memory of its own without being in exit).
         public var kernelThread: Bool
+        /// In do_exit (PF_EXITING): it has ended, its memory may already be released.
+        public var exiting: Bool
         /// Nanoseconds since the guest booted.
         public var startNs: UInt64?
         /// Kernel address of its task_struct.
@@ -182,7 +185,8 @@ public final class GuestKernelView: @unchecked Sendable {
         }
         return Process(pid: Int32(bitPattern: pid), tgid: Int32(bitPattern: tgid), ppid: ppid,
                        name: String(decoding: comm.prefix { $0 != 0 }, as: UTF8.self), uid: uid,
-                       kernelThread: flags & MemoryKernelFacts.kernelThreadFlag != 0 || mm == 0,
+                       kernelThread: flags & MemoryKernelFacts.kernelThreadFlag != 0 || (mm == 0 && flags & MemoryKernelFacts.exitingFlag == 0),
+                       exiting: flags & MemoryKernelFacts.exitingFlag != 0,
                        startNs: l.startTime.flatMap { kernelU64(task &+ UInt64($0)) },
                        task: task, pageTable: pageTable)
     }

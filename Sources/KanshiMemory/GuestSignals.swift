@@ -25,10 +25,7 @@ public enum GuestSignals {
         guard let p = view.processes().processes.first(where: { $0.pid == pid }) else {
             throw .cannotSignal(pid: pid, why: "no process in the guest's task list (it has ended)")
         }
-        // A process in do_exit has released its memory and looks like a kernel thread: it has ended.
-        if let f = view.kernelU32(p.task &+ UInt64(view.facts.task.flags)), f & MemoryKernelFacts.exitingFlag != 0 {
-            throw .cannotSignal(pid: pid, why: "it is exiting (it has ended)")
-        }
+        guard !p.exiting else { throw .cannotSignal(pid: pid, why: "it is exiting (it has ended)") }
         guard !p.kernelThread else { throw .cannotSignal(pid: pid, why: "it is a kernel thread (\(p.name))") }
         guard let pendingAt = view.physical(ofKernel: p.task &+ UInt64(pending)),
               let flagsAt = view.physical(ofKernel: p.task &+ UInt64(flags)) else {

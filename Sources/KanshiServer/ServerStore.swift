@@ -82,7 +82,7 @@ public final class ServerStore: Sendable {
 
     /// Makes a sensor and its token; the token is shown once (only its hash is kept).
     public func addSensor(_ name: String) throws -> String {
-        guard ShipProtocol.validName(name) else { throw ServerError("sensor name \"\(name)\": use 1 to 100 letters, digits, '.', '-' or '_'") }
+        guard ShipProtocol.validName(name) else { throw ServerError("sensor name \"\(name)\": \(RecordingName.rule)") }
         let token = "ks1." + Self.randomBytes(32).hex
         do {
             try db.write { db in
@@ -117,7 +117,7 @@ public final class ServerStore: Sendable {
     // MARK: users
 
     public func addUser(_ name: String, password: String) throws {
-        guard ShipProtocol.validName(name) else { throw ServerError("user name \"\(name)\": use 1 to 100 letters, digits, '.', '-' or '_'") }
+        guard ShipProtocol.validName(name) else { throw ServerError("user name \"\(name)\": \(RecordingName.rule)") }
         guard password.utf8.count >= 8 else { throw ServerError("password for \(name): at least 8 characters") }
         let salt = Self.randomBytes(16)
         let hash = try Self.passwordHash(password, salt: salt, rounds: Self.passwordRounds)

@@ -21,11 +21,8 @@ public enum ShipProtocol {
     public static let maxBody = 40 << 20
     /// Chunks a sensor sends (a single larger record goes alone).
     public static let chunkBytes = 4 << 20
-    /// Recording names: letters, digits, dot, dash, underscore; 1 to 100 of them, not starting with a dot.
-    public static func validName(_ s: String) -> Bool {
-        !s.isEmpty && s.utf8.count <= 100 && !s.hasPrefix(".")
-            && s.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
-    }
+    /// Sensor and recording names (`RecordingName`).
+    public static func validName(_ s: String) -> Bool { RecordingName.isValid(s) }
 
     public static func journalPath(_ sensor: String, _ recording: String) -> String { "\(prefix)/\(sensor)/\(recording)/journal" }
     public static func logPath(_ sensor: String, _ recording: String) -> String { "\(prefix)/\(sensor)/\(recording)/log" }

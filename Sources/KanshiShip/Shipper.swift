@@ -87,7 +87,7 @@ public final class Shipper: @unchecked Sendable {
             throw ShipError("--ship \(options.url): not a server address (http://HOST:PORT or https://HOST:PORT)")
         }
         guard ShipProtocol.validName(options.recording) else {
-            throw ShipError("recording name \"\(options.recording)\": use 1 to 100 letters, digits, '.', '-' or '_' (not starting with '.')")
+            throw ShipError("recording name \"\(options.recording)\": \(RecordingName.rule)")
         }
         guard !options.token.isEmpty, options.token.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
             throw ShipError("the shipping token is empty or has spaces in it (make one with `kanshi server token add NAME`)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KanshiJournal
 @testable import KanshiFleet
 
 @Suite struct FleetFormatTests {
@@ -18,8 +19,8 @@ import Testing
     }
 
     @Test func namesAreThoseTheServerAccepts() {
-        for good in ["lab-vm", "a", "host_1.example", String(repeating: "x", count: 100)] { #expect(FleetFormat.validName(good), "\(good)") }
-        for bad in ["", ".hidden", "a/b", "host=1", "ü", "a b", String(repeating: "x", count: 101)] { #expect(!FleetFormat.validName(bad), "\(bad)") }
+        for good in ["lab-vm", "a", "host_1.example", String(repeating: "x", count: 100)] { #expect(RecordingName.isValid(good), "\(good)") }
+        for bad in ["", ".hidden", "a/b", "host=1", "ü", "a b", String(repeating: "x", count: 101)] { #expect(!RecordingName.isValid(bad), "\(bad)") }
     }
 
     @Test func sparkMastersAreChecked() {

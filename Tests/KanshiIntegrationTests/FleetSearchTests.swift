@@ -261,6 +261,13 @@ import Testing
             #expect(nopy.status != 0 && nopy.stderr.contains("pyarrow") && nopy.stderr.contains("scripts/setup.sh"), "\(nopy.stderr)")
         }
 
+        // Options that go with --parquet alone; a server export period that is not one.
+        let stray = try run([Paths.kanshi, "journal", "export", j, "--out", s.file("csv"), "--host", "h1"])
+        #expect(stray.status != 0 && stray.stderr.contains("--host, --recording and --python go with --parquet DIR"), "\(stray.stderr)")
+        let period = try run([Paths.kanshi, "server", "--data", s.file("srv"), "--fleet-export=-1"])
+        #expect(period.status != 0 && period.stderr.contains("--fleet-export must be 0 (never) or a number of seconds"), "\(period.stderr)")
+        #expect(listing() == before)
+
         // A host with no data; a directory with no fleet tables; a bad master; no Java.
         let cases: [([String], [String: String], String)] = [
             (["--data", store, "--host", "nowhere"], [:], "host nowhere has no data in \(store) (hosts with data: h1)"),

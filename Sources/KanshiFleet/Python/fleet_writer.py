@@ -75,7 +75,6 @@ def main():
     root, mode = sys.argv[1], sys.argv[2]
     stream = sys.stdin.buffer
     writers = {}  # (table, host, day, recording) -> (ParquetWriter, temp path, final path)
-    first_seq = {}
     touched = set()  # (host, recording)
     committed = False
     try:
