@@ -11,7 +11,7 @@ enum GuestCalls {
     static let ftruncate: Int64 = 77, chdir: Int64 = 80, fchdir: Int64 = 81, rename: Int64 = 82, rmdir: Int64 = 84
     static let creat: Int64 = 85, link: Int64 = 86, unlink: Int64 = 87, symlink: Int64 = 88, exitGroup: Int64 = 231
     static let openat: Int64 = 257, unlinkat: Int64 = 263, renameat: Int64 = 264, linkat: Int64 = 265
-    static let symlinkat: Int64 = 266, splice: Int64 = 275, tee: Int64 = 276, accept4: Int64 = 288, dup3: Int64 = 292
+    static let symlinkat: Int64 = 266, splice: Int64 = 275, tee: Int64 = 276, vmsplice: Int64 = 278, accept4: Int64 = 288, dup3: Int64 = 292
     static let pipe2: Int64 = 293, preadv: Int64 = 295, pwritev: Int64 = 296, recvmmsg: Int64 = 299
     static let sendmmsg: Int64 = 307, renameat2: Int64 = 316, execveat: Int64 = 322, copyFileRange: Int64 = 326
     static let preadv2: Int64 = 327, pwritev2: Int64 = 328, clone3: Int64 = 435, openat2: Int64 = 437
@@ -33,8 +33,10 @@ enum GuestCalls {
     }
     /// i386 socketcall (102): its first argument names the call.
     static let socketcall: Int64 = 102
-    static let socketcallNumbers: [UInt64: Int64] = [1: socket, 2: bind, 3: connect, 5: accept, 8: socketpair,
-                                                     11: sendto, 12: recvfrom, 16: sendmsg, 17: recvmsg, 18: accept4]
+    /// (send and recv take sendto's and recvfrom's first four arguments, without an address.)
+    static let socketcallNumbers: [UInt64: Int64] = [1: socket, 2: bind, 3: connect, 5: accept, 8: socketpair, 9: sendto,
+                                                     10: recvfrom, 11: sendto, 12: recvfrom, 16: sendmsg, 17: recvmsg,
+                                                     18: accept4, 19: recvmmsg, 20: sendmmsg]
 }
 
 extension GuestBehaviour {

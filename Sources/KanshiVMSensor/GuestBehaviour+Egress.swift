@@ -30,22 +30,10 @@ extension GuestBehaviour {
 
     /// Learns where a call is about to send, at its entry (the frame follows before the call returns).
     func learnEgress(_ e: GuestEntry, _ p: GuestProcess) {
-        var nr = e.x86_64Number
-        var fdArg = e.args[0]
-        if e.i386 && e.nr == GuestCalls.socketcall, let sc = e.item(.socketcall), sc.bytes.count >= 4 {
-            nr = GuestCalls.socketcallNumbers[e.args[0]]
-            fdArg = UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
-        }
-        guard let nr else { return }
-        if GuestCalls.writes.contains(nr) || GuestCalls.transfers.contains(nr) {
-            // Data into a socket: when it last sent (to attribute its datagrams after it is gone).
-            let out = nr == GuestCalls.splice || nr == GuestCalls.copyFileRange ? e.args[2] : nr == GuestCalls.tee ? e.args[1] : fdArg
-            if let f = p.fds.fds[Int32(truncatingIfNeeded: out)], f.kind == .socket { lastSend[f.name] = e.timeNs }
-            return
-        }
-        guard GuestCalls.addressed.contains(nr) else { return }
-        let fd = Int32(truncatingIfNeeded: fdArg)
+        guard let (nr, fd) = destination(of: e) else { return }
+        // Data into a socket: when it last sent (to attribute its datagrams after it is gone).
         if let f = p.fds.fds[fd], f.kind == .socket { lastSend[f.name] = e.timeNs }
+        guard GuestCalls.addressed.contains(nr) else { return }
         guard let f = p.fds.fds[fd], let proto = f.wireProtocol,
               let addr = e.item(.sockaddr), !addr.unreadable, let key = FlowKey(sockaddr: addr.bytes, proto: proto) else { return }
         if nr == GuestCalls.connect {

@@ -132,6 +132,7 @@ public final class GuestBehaviour {
             return
         }
         learnEgress(e, p)
+        carryAtEntry(e, p)
         held = e
     }
 
@@ -245,6 +246,35 @@ public final class GuestBehaviour {
                 makeManaged(h, why: ManagedSet.sharedFileReason(path, writer: p.pid, exe: p.exe), seq: 0, time: time)
             }
         }
+    }
+
+    /// A managed process's data reaches the pipe, socket or file while its call runs, before the
+    /// call's return is read: a reader on another vCPU (or scheduled before the writer's return)
+    /// could take it and send it first. So the destination carries the taint from the call's
+    /// entry, as the host sensor does at its seccomp stop; the return only confirms it.
+    func carryAtEntry(_ e: GuestEntry, _ p: GuestProcess) {
+        guard p.managed != nil, let (nr, fd) = destination(of: e), nr != GuestCalls.connect, let f = p.fds.fds[fd] else { return }
+        if f.kind == .file { markFile(f.name, p, how: "written", time: e.timeNs) } else { carry(from: p, through: f, time: e.timeNs) }
+    }
+
+    /// The call (x86_64 number) and the descriptor it puts data into, for calls that write, send
+    /// or connect (i386's socketcall decoded).
+    func destination(of e: GuestEntry) -> (nr: Int64, fd: Int32)? {
+        var nr = e.x86_64Number
+        var fd = e.args[0]
+        if e.i386 && e.nr == GuestCalls.socketcall, let sc = e.item(.socketcall), sc.bytes.count >= 4 {
+            nr = GuestCalls.socketcallNumbers[e.args[0]]
+            fd = UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+        }
+        guard let nr else { return nil }
+        switch nr {
+        case GuestCalls.splice, GuestCalls.copyFileRange: fd = e.args[2]
+        case GuestCalls.tee: fd = e.args[1]
+        case _ where GuestCalls.writes.contains(nr) || GuestCalls.addressed.contains(nr),
+             GuestCalls.sendfile, GuestCalls.vmsplice: break
+        default: return nil
+        }
+        return (nr, Int32(truncatingIfNeeded: fd))
     }
 
     /// Data written by a managed process into a pipe or socket makes the other holders managed.

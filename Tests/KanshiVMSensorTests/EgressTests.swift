@@ -91,4 +91,40 @@ import Testing
         let later = EthernetFrame(Self.ipv4(proto: 17, to: host, port: 9000, from: 41234))
         #expect(m.decide(later, now: 60_000_000_000) == .pass)
     }
+
+    /// The exfil fixture's "pipe" route, in the order a loaded guest can run it: the managed parent's
+    /// write into the pipe has entered (the data is in the pipe) but its return is not read yet when
+    /// the child, started before the secret was read, takes the data and connects out.
+    @Test func aPipeReaderIsManagedFromTheWritersEntryNotItsReturn() throws {
+        let m = try model([
+            RecordBytes.entry(cookie: 1, tid: 80, nr: 293, args: [0x2000, 0]),
+            RecordBytes.ret(cookie: 1, 0, items: [RecordBytes.item(.fdPair, [3, 0, 0, 0, 4, 0, 0, 0])]),
+            RecordBytes.entry(cookie: 2, tid: 80, nr: 57),
+            RecordBytes.ret(cookie: 2, 81),
+            RecordBytes.entry(cookie: 3, tid: 81, ppid: 80, nr: 3, args: [4]), RecordBytes.ret(cookie: 3, 0),
+            RecordBytes.entry(cookie: 4, tid: 80, nr: 3, args: [3]), RecordBytes.ret(cookie: 4, 0),
+            RecordBytes.entry(cookie: 5, tid: 80, nr: 2, args: [0, 0], items: [RecordBytes.path("/secret")]), RecordBytes.ret(cookie: 5, 3),
+            RecordBytes.entry(cookie: 6, tid: 80, nr: 1, args: [4, 0x1000, 22]),  // no return yet
+            RecordBytes.entry(cookie: 7, tid: 81, ppid: 80, nr: 0, args: [3, 0x3000, 4200]), RecordBytes.ret(cookie: 7, 22),
+        ] + connecting(pid: 81, readsSecret: false))
+        let syn = EthernetFrame(Self.ipv4(proto: 6, to: host, port: 8080, syn: true))
+        guard case .drop(let pid, let why) = m.decide(syn, now: 10) else { Issue.record("the pipe reader's connection left"); return }
+        #expect(pid == 81 && why.contains("received data through pipe:[vm:1] from managed pid 80"), "\(why)")
+    }
+
+    /// The same for a file: a process that has the file open reads what a managed writer puts
+    /// there before the write's return is read.
+    @Test func aFileReaderIsManagedFromTheWritersEntry() throws {
+        let m = try model([
+            RecordBytes.entry(cookie: 1, tid: 82, nr: 2, args: [0, 2], items: [RecordBytes.path("/tmp/shared")]), RecordBytes.ret(cookie: 1, 5),
+            RecordBytes.entry(cookie: 2, tid: 83, nr: 2, args: [0, 0], items: [RecordBytes.path("/tmp/shared")]), RecordBytes.ret(cookie: 2, 6),
+            RecordBytes.entry(cookie: 3, tid: 82, nr: 2, args: [0, 0], items: [RecordBytes.path("/secret")]), RecordBytes.ret(cookie: 3, 3),
+            RecordBytes.entry(cookie: 4, tid: 82, nr: 1, args: [5, 0x1000, 22]),  // no return yet
+            RecordBytes.entry(cookie: 5, tid: 83, nr: 0, args: [6, 0x3000, 4200]), RecordBytes.ret(cookie: 5, 22),
+        ] + connecting(pid: 83, readsSecret: false))
+        #expect(m.managedSet.files["/tmp/shared"] != nil)
+        let syn = EthernetFrame(Self.ipv4(proto: 6, to: host, port: 8080, syn: true))
+        guard case .drop(let pid, _) = m.decide(syn, now: 10) else { Issue.record("the file reader's connection left"); return }
+        #expect(pid == 83)
+    }
 }
