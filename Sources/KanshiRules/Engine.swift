@@ -110,7 +110,8 @@ public final class RuleEngine {
         }
     }
 
-    struct CountEntry { var time: UInt64; var value: String?; var evidence: [Evidence] }
+    /// A counted event: when, its `distinct` value (with the value's hash, compared first) and evidence.
+    struct CountEntry { var time: UInt64; var value: String?; var valueHash: UInt64; var evidence: [Evidence] }
 
     struct CountState {
         let keys = KeyTable<[CountEntry]>()
@@ -344,6 +345,11 @@ public final class RuleEngine {
         }
     }
 
+    private static func hash(_ text: String) -> UInt64 {
+        var text = text
+        return text.withUTF8 { KeyPart.hash(UnsafeRawBufferPointer($0)) }
+    }
+
     private static func evidence(_ e: RuleEvent) -> [Evidence] { e.source == .match ? e.evidence : [e.asEvidence] }
 
     private func count(_ i: Int, _ c: CountSpec, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
@@ -356,6 +362,7 @@ public final class RuleEngine {
         c.by.append(e, world, to: &countKey)
         countKey.finish()
         let value = c.distinct.map { Fields.text($0.getter, e, world) ?? "" }
+        let valueHash = value.map(Self.hash) ?? 0
         let keys = counts[i].keys
         var found = keys.find(countKey)
         if found == nil, keys.count >= limits.countKeys { evictCountKeys(i, c, now: e.time) }
@@ -367,8 +374,10 @@ public final class RuleEngine {
         if let first = entries.pointee.first, e.time &- first.time > c.windowNs {
             entries.pointee.removeAll { e.time &- $0.time > c.windowNs }
         }
-        if let value, let old = entries.pointee.firstIndex(where: { $0.value == value }) { entries.pointee.remove(at: old) }
-        entries.pointee.append(CountEntry(time: e.time, value: value, evidence: Self.evidence(e)))
+        if let value, let old = entries.pointee.firstIndex(where: { $0.valueHash == valueHash && $0.value == value }) {
+            entries.pointee.remove(at: old)
+        }
+        entries.pointee.append(CountEntry(time: e.time, value: value, valueHash: valueHash, evidence: Self.evidence(e)))
         let n = entries.pointee.count
         guard n >= c.threshold else { return }
         let fired = counts[i].fired

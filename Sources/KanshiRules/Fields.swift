@@ -244,9 +244,24 @@ public final class RuleWorld {
     }
 
     private func process(_ pid: Int32) -> Process {
-        if let p = processes[pid] { return p }
+        if let p = lookup(pid) { return p }
         let p = Process(pid: pid, parent: nil)
         processes[pid] = p
+        lastPid = nil
+        return p
+    }
+
+    /// The last process looked up (consecutive events mostly come from one process): no
+    /// dictionary hashing for it. Forgotten whenever `processes` changes.
+    private var lastPid: Int32?
+    private var lastProcess: Process?
+
+    @inline(__always)
+    private func lookup(_ pid: Int32) -> Process? {
+        if pid == lastPid { return lastProcess }
+        let p = processes[pid]
+        lastPid = pid
+        lastProcess = p
         return p
     }
 
@@ -268,6 +283,7 @@ public final class RuleWorld {
             let parent = process(pid)
             let c = processes[child] ?? Process(pid: child, parent: pid)
             processes[child] = c
+            lastPid = nil
             ancestorCache[child] = nil
             if c.parent == nil { c.parent = pid }
             // A fork runs its parent's program until it execs.
@@ -292,9 +308,9 @@ public final class RuleWorld {
         return false
     }
 
-    func argv(_ pid: Int32) -> [String]? { processes[pid]?.argv }
-    func name(_ pid: Int32) -> String? { processes[pid]?.name }
-    func parent(_ pid: Int32) -> Int32? { processes[pid]?.parent }
+    func argv(_ pid: Int32) -> [String]? { lookup(pid)?.argv }
+    func name(_ pid: Int32) -> String? { lookup(pid)?.name }
+    func parent(_ pid: Int32) -> Int32? { lookup(pid)?.parent }
 
     /// The root of the tree `pid` belongs to: its nearest chain of ancestors running the same
     /// program (a program that forks workers is one tree), else itself.

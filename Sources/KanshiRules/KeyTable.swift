@@ -82,16 +82,20 @@ struct KeyBuffer {
 struct KeyField {
     let getter: Getter
     /// The text's bytes, from the event's byte slots (the engine's reused event only: another
-    /// event would allocate slots for one look).
-    let bytes: ByteGetter?
+    /// event would allocate slots for one look), where the field has them (`hasBytes`).
+    /// (Not optional: called in place, with no copy of the closure per key.)
+    let bytes: ByteGetter
+    let hasBytes: Bool
 
     init(_ name: String, _ getter: Getter) {
         self.getter = getter
-        bytes = Fields.byteGetter(name)
+        let b = Fields.byteGetter(name)
+        bytes = b ?? { _, _ in nil }
+        hasBytes = b != nil
     }
 
     func append(_ e: RuleEvent, _ w: RuleWorld, to k: inout KeyBuffer) {
-        if let bytes, e.isReused {
+        if hasBytes, e.isReused {
             if let b = bytes(e, w) { k.append(text: b) } else { k.appendNone() }
             return
         }
