@@ -109,7 +109,9 @@ import Testing
         let s = Scratch("fleet-sandbox")
         let disk = try SandboxTests.disk(s)
         let r = try run([Paths.kanshi, "sandbox", "run", "--disk", disk, "--guest", g, "--timeout", "240", "--",
-                         "dd if=/dev/urandom of=blob bs=64k count=8 2>/dev/null; cp blob blob2; sync"], timeout: 300,
+                         // (then small writes a second apart: windows enough to compare, however fast the guest runs)
+                         "dd if=/dev/urandom of=blob bs=64k count=8 2>/dev/null; cp blob blob2; sync; "
+                            + "for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=f$i bs=4k count=4 2>/dev/null; sync; sleep 1; done"], timeout: 300,
                         environment: SandboxTests.tmp(s))
         try #require(r.ok, "\(r.stderr.suffix(1500))")
         let blob = s.file("blob.bin")
