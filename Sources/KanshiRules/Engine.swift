@@ -345,11 +345,6 @@ public final class RuleEngine {
         }
     }
 
-    private static func hash(_ text: String) -> UInt64 {
-        var text = text
-        return text.withUTF8 { KeyPart.hash(UnsafeRawBufferPointer($0)) }
-    }
-
     private static func evidence(_ e: RuleEvent) -> [Evidence] { e.source == .match ? e.evidence : [e.asEvidence] }
 
     private func count(_ i: Int, _ c: CountSpec, _ e: RuleEvent, _ alerts: inout [RuleAlert], _ depth: Int) {
@@ -362,7 +357,7 @@ public final class RuleEngine {
         c.by.append(e, world, to: &countKey)
         countKey.finish()
         let value = c.distinct.map { Fields.text($0.getter, e, world) ?? "" }
-        let valueHash = value.map(Self.hash) ?? 0
+        let valueHash = value.map(KeyPart.hash) ?? 0
         let keys = counts[i].keys
         var found = keys.find(countKey)
         if found == nil, keys.count >= limits.countKeys { evictCountKeys(i, c, now: e.time) }

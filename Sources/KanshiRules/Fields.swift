@@ -566,9 +566,12 @@ enum KeyPart: Hashable {
     case string(String, UInt64)
     case number(Double)
 
-    static func text(_ s: String) -> KeyPart {
+    static func text(_ s: String) -> KeyPart { .string(s, hash(s)) }
+
+    /// `hash` of a text's UTF-8.
+    static func hash(_ s: String) -> UInt64 {
         var s = s
-        return .string(s, s.withUTF8 { Self.hash(UnsafeRawBufferPointer($0)) })
+        return s.withUTF8 { hash(UnsafeRawBufferPointer($0)) }
     }
 
     /// A fast 64-bit hash of bytes (8 at a time, multiply and rotate; not for adversaries: a

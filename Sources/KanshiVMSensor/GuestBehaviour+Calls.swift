@@ -54,12 +54,7 @@ extension GuestBehaviour {
         }
         func text(_ tag: GuestItem.Tag) -> String? { items.first { $0.tag == tag && !$0.unreadable }?.text }
         func int32(_ a: UInt64) -> Int32 { Int32(truncatingIfNeeded: a) }
-        var nr = e.x86_64Number
-        var args = e.args
-        if e.i386 && e.nr == GuestCalls.socketcall, let sc = items.first(where: { $0.tag == .socketcall }) {
-            nr = GuestCalls.socketcallNumbers[e.args[0]]
-            args = SyscallArgs((0..<6).map { i in UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) }) })
-        }
+        let (nr, args) = e.decoded
         let tid = e.who.tid
         var ev = event(.notice, p, tid: tid, time: time, call: e.name)
         ev.ret = ret

@@ -260,18 +260,14 @@ public final class GuestBehaviour {
     /// The call (x86_64 number) and the descriptor it puts data into, for calls that write, send
     /// or connect (i386's socketcall decoded).
     func destination(of e: GuestEntry) -> (nr: Int64, fd: Int32)? {
-        var nr = e.x86_64Number
-        var fd = e.args[0]
-        if e.i386 && e.nr == GuestCalls.socketcall, let sc = e.item(.socketcall), sc.bytes.count >= 4 {
-            nr = GuestCalls.socketcallNumbers[e.args[0]]
-            fd = UInt64(sc.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
-        }
-        guard let nr else { return nil }
+        let (number, args) = e.decoded
+        guard let nr = number else { return nil }
+        let fd: UInt64
         switch nr {
-        case GuestCalls.splice, GuestCalls.copyFileRange: fd = e.args[2]
-        case GuestCalls.tee: fd = e.args[1]
-        case _ where GuestCalls.writes.contains(nr) || GuestCalls.addressed.contains(nr),
-             GuestCalls.sendfile, GuestCalls.vmsplice: break
+        case GuestCalls.splice, GuestCalls.copyFileRange: fd = args[2]
+        case GuestCalls.tee: fd = args[1]
+        case _ where GuestCalls.writes.contains(nr) || GuestCalls.addressed.contains(nr) || GuestCalls.transfers.contains(nr),
+             GuestCalls.vmsplice: fd = args[0]
         default: return nil
         }
         return (nr, Int32(truncatingIfNeeded: fd))

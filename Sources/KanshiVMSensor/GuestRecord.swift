@@ -52,6 +52,17 @@ public struct GuestEntry: Sendable {
     public var x86_64Number: Int64? { i386 ? GuestSyscalls.i386ToX86_64[nr] : nr }
 
     public func item(_ tag: GuestItem.Tag) -> GuestItem? { items.first { $0.tag == tag } }
+
+    /// The call as the model reads it: its x86_64 number (nil: not one it decodes) and its
+    /// arguments, an i386 socketcall unpacked into the call it names and that call's six 32-bit
+    /// arguments (nil when the plugin could not read them, or they are cut short).
+    var decoded: (nr: Int64?, args: SyscallArgs) {
+        guard i386 && nr == GuestCalls.socketcall else { return (x86_64Number, args) }
+        let width = MemoryLayout<UInt32>.size
+        guard let sc = item(.socketcall), !sc.unreadable, sc.bytes.count >= 6 * width else { return (nil, args) }
+        let unpacked = sc.bytes.withUnsafeBytes { b in (0..<6).map { UInt64(b.loadUnaligned(fromByteOffset: $0 * width, as: UInt32.self)) } }
+        return (GuestCalls.socketcallNumbers[args[0]], SyscallArgs(unpacked))
+    }
 }
 
 /// A system call's return, matched to its entry by `cookie`.

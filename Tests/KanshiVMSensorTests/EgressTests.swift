@@ -127,4 +127,42 @@ import Testing
         guard case .drop(let pid, _) = m.decide(syn, now: 10) else { Issue.record("the file reader's connection left"); return }
         #expect(pid == 83)
     }
+
+    /// An i386 socketcall's six 32-bit arguments, as the plugin copies them.
+    static func socketcallArgs(_ words: [UInt32]) -> [UInt8] {
+        (words + [UInt32](repeating: 0, count: 6 - words.count)).flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * $0)) } }
+    }
+
+    /// A 32-bit process's send (socketcall 9: send has no address) into a socket pair carries the
+    /// taint from its entry too: the child holding the other end cannot connect out.
+    @Test func an_i386SendIntoASocketPairIsCarriedFromItsEntry() throws {
+        let m = try model([
+            RecordBytes.entry(cookie: 10, tid: 84, nr: 102, args: [8, 0x7000], items: [RecordBytes.item(.socketcall, Self.socketcallArgs([1, 1, 0, 0x7100]))], i386: true),
+            RecordBytes.ret(cookie: 10, 0, items: [RecordBytes.item(.fdPair, [3, 0, 0, 0, 4, 0, 0, 0])]),
+            RecordBytes.entry(cookie: 11, tid: 84, nr: 2, i386: true), RecordBytes.ret(cookie: 11, 85),
+            RecordBytes.entry(cookie: 12, tid: 85, ppid: 84, nr: 6, args: [3], i386: true), RecordBytes.ret(cookie: 12, 0),
+            RecordBytes.entry(cookie: 13, tid: 84, nr: 5, args: [0x1000, 0], items: [RecordBytes.path("/secret")], i386: true), RecordBytes.ret(cookie: 13, 5),
+            RecordBytes.entry(cookie: 14, tid: 84, nr: 102, args: [9, 0x7000], items: [RecordBytes.item(.socketcall, Self.socketcallArgs([3, 0x1000, 22, 0]))],
+                              i386: true),  // no return yet
+        ] + connecting(pid: 85, readsSecret: false))
+        let syn = EthernetFrame(Self.ipv4(proto: 6, to: host, port: 8080, syn: true))
+        guard case .drop(let pid, let why) = m.decide(syn, now: 10) else { Issue.record("the socket pair's other holder connected out"); return }
+        #expect(pid == 85 && why.contains("from managed pid 84"), "\(why)")
+    }
+
+    /// A socketcall whose arguments the record cuts short is not decoded (no call read from past
+    /// its end); the calls after it are.
+    @Test func aCutShortSocketcallIsNotDecoded() throws {
+        let m = try model([
+            RecordBytes.entry(cookie: 21, tid: 86, nr: 5, args: [0x1000, 0], items: [RecordBytes.path("/secret")], i386: true), RecordBytes.ret(cookie: 21, 5),
+            RecordBytes.entry(cookie: 20, tid: 86, nr: 102, args: [3, 0x7000], items: [
+                RecordBytes.item(.socketcall, [4, 0, 0, 0, 0, 0x60, 0, 0]),
+                RecordBytes.item(.sockaddr, Self.sockaddr(host, 8080))], i386: true),
+            RecordBytes.ret(cookie: 20, 0),
+            RecordBytes.entry(cookie: 22, tid: 86, nr: 5, args: [0x1000, 0x41], items: [RecordBytes.path("/tmp/after")], i386: true), RecordBytes.ret(cookie: 22, 6),
+        ])
+        #expect(m.egressAttempts.isEmpty, "\(m.egressAttempts)")
+        #expect(m.managedSet.processes.map(\.pid) == [86])
+        #expect(m.managedSet.files["/tmp/after"] != nil)  // the call after it, created by the managed process
+    }
 }
